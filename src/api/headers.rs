@@ -1,0 +1,122 @@
+//! Header names and small header parsers shared by the handlers.
+
+use actix_web::http::header::{self, HeaderMap};
+
+use crate::oci::OciCode;
+use crate::registry::RangeRequest;
+
+use super::ApiError;
+
+pub const DOCKER_CONTENT_DIGEST: &str = "Docker-Content-Digest";
+pub const DOCKER_UPLOAD_UUID: &str = "Docker-Upload-UUID";
+pub const API_VERSION: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
+pub const OCI_CHUNK_MIN_LENGTH: &str = "OCI-Chunk-Min-Length";
+pub const OCI_SUBJECT: &str = "OCI-Subject";
+pub const OCI_FILTERS_APPLIED: &str = "OCI-Filters-Applied";
+
+fn get<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty())
+}
+
+pub fn content_type(headers: &HeaderMap) -> Option<&str> {
+    get(headers, header::CONTENT_TYPE)
+}
+
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    get(headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
+}
+
+/// An upload chunk's `Content-Range: <start>-<end>` (inclusive); also accepts
+/// the RFC form `bytes <start>-<end>/<total>`. Returns (start, length).
+pub fn chunk_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(v) = get(headers, header::CONTENT_RANGE) else { return Ok(None) };
+    let bad = || ApiError::BadRequest(OciCode::RangeInvalid, format!("invalid Content-Range {v:?}: expected <start>-<end>"));
+    let spec = v.strip_prefix("bytes ").unwrap_or(v);
+    let spec = spec.split('/').next().unwrap_or(spec);
+    let (s, e) = spec.split_once('-').ok_or_else(bad)?;
+    let (s, e): (u64, u64) = (s.trim().parse().map_err(|_| bad())?, e.trim().parse().map_err(|_| bad())?);
+    if e < s {
+        return Err(bad());
+    }
+    Ok(Some((s, e - s + 1)))
+}
+
+/// A blob request's `Range: bytes=…`. Forms we do not serve (several ranges,
+/// other units, bad syntax) are ignored, and the whole blob is sent (RFC 9110).
+pub fn byte_range(headers: &HeaderMap) -> Option<RangeRequest> {
+    let spec = get(headers, header::RANGE)?.strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (s, e) = spec.trim().split_once('-')?;
+    match (s.trim(), e.trim()) {
+        ("", n) => n.parse().ok().map(RangeRequest::Suffix),
+        (s, "") => s.parse().ok().map(|start| RangeRequest::From { start, end: None }),
+        (s, e) => {
+            let (start, end) = (s.parse().ok()?, e.parse().ok()?);
+            (end >= start).then_some(RangeRequest::From { start, end: Some(end) })
+        }
+    }
+}
+
+/// Whether a manifest of `media_type` may be served to a client with these
+/// `Accept` headers. No Accept, or `*/*`, accepts everything.
+pub fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+    let mut any = false;
+    for v in headers.get_all(header::ACCEPT) {
+        let Ok(v) = v.to_str() else { continue };
+        for item in v.split(',') {
+            let mt = item.split(';').next().unwrap_or("").trim();
+            if mt.is_empty() {
+                continue;
+            }
+            any = true;
+            if mt == "*/*" || mt.eq_ignore_ascii_case(media_type) || mt == "application/*" {
+                return true;
+            }
+        }
+    }
+    !any
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::{HeaderName, HeaderValue};
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn chunk_ranges() {
+        assert_eq!(chunk_range(&h(&[("content-range", "0-9")])).unwrap(), Some((0, 10)));
+        assert_eq!(chunk_range(&h(&[("content-range", "bytes 10-19/*")])).unwrap(), Some((10, 10)));
+        assert_eq!(chunk_range(&h(&[])).unwrap(), None);
+        assert!(chunk_range(&h(&[("content-range", "9-0")])).is_err());
+        assert!(chunk_range(&h(&[("content-range", "x")])).is_err());
+    }
+
+    #[test]
+    fn blob_ranges() {
+        assert_eq!(byte_range(&h(&[("range", "bytes=0-9")])), Some(RangeRequest::From { start: 0, end: Some(9) }));
+        assert_eq!(byte_range(&h(&[("range", "bytes=5-")])), Some(RangeRequest::From { start: 5, end: None }));
+        assert_eq!(byte_range(&h(&[("range", "bytes=-5")])), Some(RangeRequest::Suffix(5)));
+        assert_eq!(byte_range(&h(&[("range", "bytes=0-1,4-5")])), None);
+        assert_eq!(byte_range(&h(&[("range", "items=0-1")])), None);
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        let oci = "application/vnd.oci.image.manifest.v1+json";
+        assert!(accepts(&h(&[]), oci));
+        assert!(accepts(&h(&[("accept", "*/*")]), oci));
+        assert!(accepts(&h(&[("accept", "application/vnd.docker.distribution.manifest.v2+json"), ("accept", oci)]), oci));
+        assert!(accepts(&h(&[("accept", &format!("text/x, {oci}; q=0.5"))]), oci));
+        assert!(!accepts(&h(&[("accept", "application/vnd.docker.distribution.manifest.v2+json")]), oci));
+    }
+}

@@ -1,0 +1,88 @@
+//! The actix-web edge: the route table, and one dispatcher that turns a
+//! `/v2/…` request into an `Endpoint` and hands it to a handler. Handlers
+//! parse headers and query, make one registry call, and build the response.
+
+mod blobs;
+pub mod error;
+pub mod headers;
+mod health;
+mod listing;
+mod manifests;
+mod referrers;
+pub mod route;
+mod uploads;
+
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+pub use error::ApiError;
+use route::{Endpoint, RouteError};
+
+use crate::registry::Registry;
+
+pub type Reg = web::Data<Registry>;
+
+/// Query parameters any `/v2/` endpoint may take.
+#[derive(Debug, Default, Deserialize)]
+pub struct Params {
+    pub digest: Option<String>,
+    pub mount: Option<String>,
+    pub from: Option<String>,
+    pub n: Option<String>,
+    pub last: Option<String>,
+    #[serde(rename = "artifactType")]
+    pub artifact_type: Option<String>,
+}
+
+/// Registers every route of the server.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/v2", web::to(dispatch))
+        .route("/v2/{tail:.*}", web::to(dispatch));
+}
+
+fn tail(req: &HttpRequest) -> String {
+    let raw = req.match_info().get("tail").unwrap_or("");
+    percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned()
+}
+
+async fn dispatch(req: HttpRequest, body: web::Payload, reg: Reg) -> Result<HttpResponse, ApiError> {
+    let endpoint = match Endpoint::parse(&tail(&req)) {
+        Ok(e) => e,
+        Err(RouteError::NotFound) => return Err(ApiError::NotFound),
+        Err(RouteError::Invalid(e)) => return Err(e.into()),
+    };
+    let params = web::Query::<Params>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .map_err(|e| ApiError::BadRequest(crate::oci::OciCode::Unsupported, format!("invalid query: {e}")))?;
+    let m = req.method().clone();
+    let not_allowed = || Err(ApiError::MethodNotAllowed(req.method().to_string()));
+    match endpoint {
+        Endpoint::Base if m == Method::GET || m == Method::HEAD => Ok(health::base()),
+        Endpoint::Catalog if m == Method::GET => listing::catalog(&reg, &params).await,
+        Endpoint::Tags(name) if m == Method::GET => listing::tags(&reg, &name, &params).await,
+        Endpoint::Manifest(name, r) => match m {
+            Method::GET | Method::HEAD => manifests::get(&req, &reg, &name, &r).await,
+            Method::PUT => manifests::put(&req, body, &reg, &name, &r).await,
+            Method::DELETE => manifests::delete(&reg, &name, &r).await,
+            _ => not_allowed(),
+        },
+        Endpoint::Blob(name, d) => match m {
+            Method::GET | Method::HEAD => blobs::get(&req, &reg, &name, &d).await,
+            Method::DELETE => blobs::delete(&reg, &name, &d).await,
+            _ => not_allowed(),
+        },
+        Endpoint::Uploads(name) if m == Method::POST => uploads::start(body, &reg, &name, &params).await,
+        Endpoint::Upload(name, id) => match m {
+            Method::GET => uploads::status(&reg, &name, &id).await,
+            Method::PATCH => uploads::patch(&req, body, &reg, &name, &id).await,
+            Method::PUT => uploads::put(&req, body, &reg, &name, &id, &params).await,
+            Method::DELETE => uploads::cancel(&reg, &name, &id).await,
+            _ => not_allowed(),
+        },
+        Endpoint::Referrers(name, d) if m == Method::GET => referrers::get(&reg, &name, &d, &params).await,
+        _ => not_allowed(),
+    }
+}

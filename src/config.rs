@@ -1,0 +1,212 @@
+//! berth's configuration: a typed struct whose `Default` is the product
+//! (`berth serve` alone works), layered as defaults → `--config FILE` →
+//! `BERTH_…` environment → command-line flags. `config/berth.toml` documents
+//! every key with its default value; a test keeps the two equal.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variables that override the file: `BERTH_<SECTION>__<KEY>`,
+/// e.g. `BERTH_SERVER__LISTEN=127.0.0.1:5000`, `BERTH_STORAGE__DELETE__ENABLED=false`.
+pub const ENV_PREFIX: &str = "BERTH";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub cache: CacheConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on (registry:2 uses port 5000).
+    pub listen: String,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Data directory; registry:2's tree lives under `<root>/docker/registry/v2`,
+    /// so pointing this at an existing `/var/lib/registry` serves it unchanged.
+    pub root: PathBuf,
+    pub delete: DeleteConfig,
+    /// Largest manifest accepted on push, in bytes (the spec asks for at least 4 MiB).
+    pub max_manifest_size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeleteConfig {
+    /// Allow DELETE of manifests, tags and blobs (as registry:2's
+    /// `storage.delete.enabled`); when off, deletes answer 405 UNSUPPORTED.
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How many tag → digest resolutions to keep in memory.
+    pub tags: u64,
+    /// How long a cached tag resolution is trusted before the store is read
+    /// again; bounds staleness when another process writes the same directory.
+    #[serde(with = "humantime_serde")]
+    pub tag_ttl: Duration,
+    /// How many blob and manifest link lookups (repository, digest) to keep.
+    pub links: u64,
+    /// Memory for manifest bodies, in bytes.
+    pub manifest_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Log filter: a level (`info`, `debug`, …) or a tracing `EnvFilter`
+    /// directive; `RUST_LOG` overrides it.
+    pub level: String,
+    /// `text` for people, `json` for log collectors.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { listen: "0.0.0.0:5000".into(), workers: 0, shutdown_timeout: Duration::from_secs(30) }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { root: PathBuf::from("./data"), delete: DeleteConfig::default(), max_manifest_size: 4 * 1024 * 1024 }
+    }
+}
+
+impl Default for DeleteConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { tags: 100_000, tag_ttl: Duration::from_secs(10), links: 1_000_000, manifest_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            cache: CacheConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// A configuration that could not be loaded; the message names the bad key or file.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `BERTH_…` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let defaults = config::Config::try_from(&Config::default()).map_err(|e| ConfigError(e.to_string()))?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError(format!("config file {} not found", file.display())));
+            }
+            builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
+        }
+        let env: config::Map<String, String> =
+            env.into_iter().filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}_"))).collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let merged = builder.build().map_err(|e| ConfigError(e.to_string()))?;
+        merged.try_deserialize().map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// The merged configuration as TOML, for `berth config check`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn documented_file_equals_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/berth.toml");
+        assert_eq!(Config::load(Some(&path), vec![]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn env_overrides_nested_keys() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("BERTH_SERVER__LISTEN", "127.0.0.1:6000"),
+                ("BERTH_STORAGE__DELETE__ENABLED", "false"),
+                ("BERTH_CACHE__TAG_TTL", "1m"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:6000");
+        assert!(!c.storage.delete.enabled);
+        assert_eq!(c.cache.tag_ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("b.toml");
+        std::fs::write(&f, "[server]\nlisten_addr = \"x\"\n").unwrap();
+        let e = Config::load(Some(&f), vec![]).unwrap_err().to_string();
+        assert!(e.contains("listen_addr"), "{e}");
+        let e = Config::load(None, env(&[("BERTH_STORAGE__DELETE__ENABLED", "maybe")])).unwrap_err().to_string();
+        assert!(e.contains("enabled"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        assert!(Config::load(Some(Path::new("/nonexistent/berth.toml")), vec![]).is_err());
+    }
+}

@@ -1,0 +1,88 @@
+//! The `berth` command line: parses arguments and calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use berth::config::Config;
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "A container registry and pull-through caching mirror")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry.
+    Serve {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Address to listen on (overrides server.listen).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Data directory (overrides storage.root).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+    },
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the merged configuration (defaults, file, environment), or the error.
+    Check {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct CommonArgs {
+    /// Configuration file (TOML); see config/berth.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn load(common: &CommonArgs) -> Result<Config, String> {
+    Config::load(common.config.as_deref(), std::env::vars()).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { common, listen, data } => load(&common).and_then(|mut cfg| {
+            if let Some(listen) = listen {
+                cfg.server.listen = listen;
+            }
+            if let Some(data) = data {
+                cfg.storage.root = data;
+            }
+            serve(cfg)
+        }),
+        Command::Config { command: ConfigCommand::Check { common } } => load(&common).map(|cfg| print!("{}", cfg.to_toml())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(cfg: Config) -> Result<(), String> {
+    berth::telemetry::init(&cfg.log);
+    actix_web::rt::System::new().block_on(async move {
+        let bound = berth::bind(&cfg).map_err(|e| e.to_string())?;
+        tracing::info!(addr = %bound.addr, data = %cfg.storage.root.display(), "berth listening");
+        // actix-web stops gracefully on SIGTERM and SIGINT.
+        bound.server.await.map_err(|e| e.to_string())
+    })
+}

@@ -1,0 +1,187 @@
+//! Content digests (`sha256:<hex>`, `sha512:<hex>`) and incremental hashing.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::Digest as _;
+
+use super::{OciCode, ParseError};
+
+/// A digest algorithm berth can verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Algorithm {
+    Sha256,
+    Sha512,
+}
+
+impl Algorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha512 => "sha512",
+        }
+    }
+
+    fn hex_len(self) -> usize {
+        match self {
+            Algorithm::Sha256 => 64,
+            Algorithm::Sha512 => 128,
+        }
+    }
+
+    pub fn hasher(self) -> DigestHasher {
+        match self {
+            Algorithm::Sha256 => DigestHasher::Sha256(sha2::Sha256::new()),
+            Algorithm::Sha512 => DigestHasher::Sha512(sha2::Sha512::new()),
+        }
+    }
+}
+
+/// A validated digest: known algorithm and lowercase hex of the right length.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest {
+    algorithm: Algorithm,
+    hex: String,
+}
+
+impl Digest {
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+
+    /// The sha256 digest of `bytes` (manifests, small test content).
+    pub fn sha256_of(bytes: &[u8]) -> Digest {
+        Self::of(Algorithm::Sha256, bytes)
+    }
+
+    pub fn of(algorithm: Algorithm, bytes: &[u8]) -> Digest {
+        let mut h = algorithm.hasher();
+        h.update(bytes);
+        h.finish()
+    }
+
+    /// Builds a digest from an algorithm directory name and a hex directory
+    /// name as found on disk; `None` when either is not valid.
+    pub fn from_parts(algorithm: &str, hex: &str) -> Option<Digest> {
+        format!("{algorithm}:{hex}").parse().ok()
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.algorithm.as_str(), self.hex)
+    }
+}
+
+impl FromStr for Digest {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = |why: &str| ParseError::new(OciCode::DigestInvalid, format!("invalid digest {s:?}: {why}"));
+        let (alg, hex) = s.split_once(':').ok_or_else(|| invalid("expected <algorithm>:<hex>"))?;
+        let algorithm = match alg {
+            "sha256" => Algorithm::Sha256,
+            "sha512" => Algorithm::Sha512,
+            // distribution-spec: algorithm := component ([+._-] component)*
+            other if !other.is_empty()
+                && other.split(['+', '.', '_', '-']).all(|c| {
+                    !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                }) =>
+            {
+                return Err(invalid("unsupported digest algorithm (sha256 and sha512 are supported)"))
+            }
+            _ => return Err(invalid("malformed algorithm")),
+        };
+        if hex.len() != algorithm.hex_len() || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(invalid(&format!(
+                "{} digests are {} lowercase hex characters",
+                algorithm.as_str(),
+                algorithm.hex_len()
+            )));
+        }
+        Ok(Digest { algorithm, hex: hex.to_string() })
+    }
+}
+
+/// Incremental hash for one algorithm; fed as bytes stream past.
+#[derive(Clone)]
+pub enum DigestHasher {
+    Sha256(sha2::Sha256),
+    Sha512(sha2::Sha512),
+}
+
+impl DigestHasher {
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            DigestHasher::Sha256(_) => Algorithm::Sha256,
+            DigestHasher::Sha512(_) => Algorithm::Sha512,
+        }
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        match self {
+            DigestHasher::Sha256(h) => h.update(bytes),
+            DigestHasher::Sha512(h) => h.update(bytes),
+        }
+    }
+
+    pub fn finish(self) -> Digest {
+        let (algorithm, hex) = match self {
+            DigestHasher::Sha256(h) => (Algorithm::Sha256, hex::encode(h.finalize())),
+            DigestHasher::Sha512(h) => (Algorithm::Sha512, hex::encode(h.finalize())),
+        };
+        Digest { algorithm, hex }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY256: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn parses_and_prints_sha256() {
+        let d: Digest = EMPTY256.parse().unwrap();
+        assert_eq!(d.algorithm(), Algorithm::Sha256);
+        assert_eq!(d.to_string(), EMPTY256);
+        assert_eq!(Digest::sha256_of(b""), d);
+    }
+
+    #[test]
+    fn sha512_of_empty() {
+        let d = Digest::of(Algorithm::Sha512, b"");
+        assert!(d.to_string().starts_with("sha512:cf83e1357eefb8bd"));
+        assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
+    }
+
+    #[test]
+    fn rejects_bad_digests() {
+        for bad in [
+            "",
+            "sha256",
+            "sha256:",
+            "sha256:abc",
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+            "md5:d41d8cd98f00b204e9800998ecf8427e",
+            "SHA256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "sha256:../../etc/passwd",
+        ] {
+            let err = bad.parse::<Digest>().unwrap_err();
+            assert_eq!(err.code, OciCode::DigestInvalid, "{bad}");
+        }
+        assert!("md5:abc".parse::<Digest>().unwrap_err().message.contains("unsupported"));
+    }
+
+    #[test]
+    fn incremental_equals_one_shot() {
+        let mut h = Algorithm::Sha256.hasher();
+        h.update(b"hello ");
+        h.update(b"world");
+        assert_eq!(h.finish(), Digest::sha256_of(b"hello world"));
+    }
+}

@@ -1,0 +1,143 @@
+//! Manifest operations: resolve, read, push (with reference checks), delete.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::cache::CachedManifest;
+use crate::oci::{Digest, ManifestInfo, Reference, RepoName, Tag};
+
+use super::{Registry, RegistryError, RegistryResult};
+
+/// A manifest as served: digest, media type and the exact bytes pushed.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// What a push stored.
+#[derive(Debug, Clone)]
+pub struct PushedManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+impl Registry {
+    async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> RegistryResult<Digest> {
+        let key = (repo.clone(), tag.clone());
+        if let Some(d) = self.caches.tags.get(&key).await {
+            return Ok(d);
+        }
+        let d = self.store.resolve_tag(repo, tag).await?.ok_or_else(|| RegistryError::ManifestUnknown(tag.to_string()))?;
+        self.caches.tags.insert(key, d.clone()).await;
+        Ok(d)
+    }
+
+    pub(super) async fn has_manifest(&self, repo: &RepoName, d: &Digest) -> RegistryResult<bool> {
+        let key = (repo.clone(), d.clone());
+        if self.caches.revisions.contains_key(&key) {
+            return Ok(true);
+        }
+        let found = self.store.has_manifest(repo, d).await?;
+        if found {
+            self.caches.revisions.insert(key, ()).await;
+        }
+        Ok(found)
+    }
+
+    /// Bytes and parsed info of a manifest known to be in some repository.
+    pub(super) async fn load_manifest(&self, d: &Digest) -> RegistryResult<Arc<CachedManifest>> {
+        if let Some(m) = self.caches.manifests.get(d).await {
+            return Ok(m);
+        }
+        let bytes = self.store.read_blob_bytes(d).await?.ok_or_else(|| RegistryError::ManifestUnknown(d.to_string()))?;
+        let info = ManifestInfo::parse_stored(&bytes)?;
+        let m = Arc::new(CachedManifest { bytes, info });
+        self.caches.manifests.insert(d.clone(), m.clone()).await;
+        Ok(m)
+    }
+
+    /// The manifest `reference` names in `repo`.
+    #[tracing::instrument(level = "debug", skip(self), fields(repo = %repo, reference = %reference))]
+    pub async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> RegistryResult<Manifest> {
+        let digest = match reference {
+            Reference::Tag(t) => self.resolve_tag(repo, t).await?,
+            Reference::Digest(d) => d.clone(),
+        };
+        if !self.has_manifest(repo, &digest).await? {
+            return Err(RegistryError::ManifestUnknown(reference.to_string()));
+        }
+        let m = self.load_manifest(&digest).await?;
+        Ok(Manifest { digest, media_type: m.info.media_type.clone(), bytes: m.bytes.clone() })
+    }
+
+    /// Stores a pushed manifest after checking it parses, matches a digest
+    /// reference, and that every blob and child manifest it names is in `repo`.
+    #[tracing::instrument(level = "debug", skip(self, bytes), fields(repo = %repo, reference = %reference))]
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> RegistryResult<PushedManifest> {
+        if bytes.len() as u64 > self.max_manifest_size {
+            return Err(RegistryError::ManifestTooLarge { limit: self.max_manifest_size });
+        }
+        let info = ManifestInfo::parse_push(&bytes, content_type)?;
+        let (digest, tag) = match reference {
+            Reference::Digest(expected) => {
+                let actual = Digest::of(expected.algorithm(), &bytes);
+                if &actual != expected {
+                    return Err(RegistryError::ManifestDigestMismatch { expected: expected.clone(), actual });
+                }
+                (actual, None)
+            }
+            Reference::Tag(t) => (Digest::sha256_of(&bytes), Some(t)),
+        };
+        for b in &info.blobs {
+            match self.stat_blob(repo, b).await {
+                Err(RegistryError::BlobUnknown(_)) => return Err(RegistryError::ManifestBlobUnknown(b.clone())),
+                other => other?,
+            };
+        }
+        for m in &info.manifests {
+            if !self.has_manifest(repo, m).await? {
+                return Err(RegistryError::ManifestBlobUnknown(m.clone()));
+            }
+        }
+        self.store.put_manifest(repo, &digest, &bytes, tag).await?;
+        let subject = info.subject.clone();
+        self.caches.manifests.insert(digest.clone(), Arc::new(CachedManifest { bytes, info })).await;
+        self.caches.revisions.insert((repo.clone(), digest.clone()), ()).await;
+        if let Some(tag) = tag {
+            self.caches.tags.insert((repo.clone(), tag.clone()), digest.clone()).await;
+        }
+        Ok(PushedManifest { digest, subject })
+    }
+
+    /// Deletes a tag, or a manifest by digest together with the tags on it.
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> RegistryResult<()> {
+        self.check_delete()?;
+        match reference {
+            Reference::Tag(tag) => {
+                let existed = self.store.delete_tag(repo, tag).await?;
+                self.caches.tags.invalidate(&(repo.clone(), tag.clone())).await;
+                if !existed {
+                    return Err(RegistryError::ManifestUnknown(tag.to_string()));
+                }
+            }
+            Reference::Digest(d) => {
+                let removed = self.store.delete_manifest(repo, d).await?;
+                self.caches.revisions.invalidate(&(repo.clone(), d.clone())).await;
+                let removed = removed.ok_or_else(|| RegistryError::ManifestUnknown(d.to_string()))?;
+                for tag in removed {
+                    self.caches.tags.invalidate(&(repo.clone(), tag)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,209 @@
+//! Local-directory backend. Small files are written temp → fsync → rename;
+//! blobs are committed by renaming a synced upload file into place, then
+//! syncing the directory, so a path that exists is always complete.
+
+use std::io::{ErrorKind, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::fs;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
+
+use super::backend::{Appender, Backend, ByteStream};
+use super::error::{StoreError, StoreResult};
+
+/// Read size for blob streaming: large reads keep syscalls per GiB low.
+const READ_CHUNK: usize = 256 * 1024;
+
+pub struct FsBackend {
+    root: PathBuf,
+}
+
+impl FsBackend {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn full(&self, path: &str) -> PathBuf {
+        self.root.join(path)
+    }
+}
+
+async fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+async fn ensure_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(p) => fs::create_dir_all(p).await,
+        None => Ok(()),
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for FsBackend {
+    async fn get(&self, path: &str) -> StoreResult<Option<Bytes>> {
+        match fs::read(self.full(path)).await {
+            Ok(v) => Ok(Some(Bytes::from(v))),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(None),
+            Err(e) => Err(StoreError::io(path)(e)),
+        }
+    }
+
+    async fn put(&self, path: &str, content: &[u8]) -> StoreResult<()> {
+        let full = self.full(path);
+        ensure_parent(&full).await.map_err(StoreError::io(path))?;
+        let tmp = full.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+        let result = async {
+            let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).await?;
+            f.write_all(content).await?;
+            f.sync_all().await?;
+            drop(f);
+            fs::rename(&tmp, &full).await?;
+            sync_dir(full.parent().unwrap_or(&self.root)).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp).await;
+        }
+        result.map_err(StoreError::io(path))
+    }
+
+    async fn stat(&self, path: &str) -> StoreResult<Option<u64>> {
+        match fs::metadata(self.full(path)).await {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(None),
+            Err(e) => Err(StoreError::io(path)(e)),
+        }
+    }
+
+    async fn list(&self, dir: &str) -> StoreResult<Vec<String>> {
+        let mut rd = match fs::read_dir(self.full(dir)).await {
+            Ok(rd) => rd,
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => return Ok(vec![]),
+            Err(e) => return Err(StoreError::io(dir)(e)),
+        };
+        let mut names = Vec::new();
+        while let Some(entry) = rd.next_entry().await.map_err(StoreError::io(dir))? {
+            if let Some(n) = entry.file_name().to_str() {
+                names.push(n.to_string());
+            }
+        }
+        Ok(names)
+    }
+
+    async fn delete(&self, path: &str) -> StoreResult<()> {
+        let full = self.full(path);
+        let result = match fs::symlink_metadata(&full).await {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&full).await,
+            Ok(_) => fs::remove_file(&full).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io(path)(e)),
+        }
+    }
+
+    async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> StoreResult<ByteStream> {
+        use tokio::io::AsyncReadExt;
+        let mut f = fs::File::open(self.full(path)).await.map_err(StoreError::io(path))?;
+        if offset > 0 {
+            f.seek(SeekFrom::Start(offset)).await.map_err(StoreError::io(path))?;
+        }
+        let stream = match len {
+            Some(n) => ReaderStream::with_capacity(f.take(n), READ_CHUNK).boxed(),
+            None => ReaderStream::with_capacity(f, READ_CHUNK).boxed(),
+        };
+        Ok(stream)
+    }
+
+    async fn appender(&self, path: &str, offset: u64) -> StoreResult<Box<dyn Appender>> {
+        let full = self.full(path);
+        ensure_parent(&full).await.map_err(StoreError::io(path))?;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&full)
+            .await
+            .map_err(StoreError::io(path))?;
+        f.set_len(offset).await.map_err(StoreError::io(path))?;
+        let mut f = f;
+        f.seek(SeekFrom::Start(offset)).await.map_err(StoreError::io(path))?;
+        Ok(Box::new(FsAppender { file: f, path: path.to_string() }))
+    }
+
+    async fn commit(&self, from: &str, to: &str) -> StoreResult<()> {
+        let (src, dst) = (self.full(from), self.full(to));
+        if fs::metadata(&dst).await.is_ok() {
+            return self.delete(from).await;
+        }
+        ensure_parent(&dst).await.map_err(StoreError::io(to))?;
+        fs::rename(&src, &dst).await.map_err(StoreError::io(to))?;
+        sync_dir(dst.parent().unwrap_or(&self.root)).await.map_err(StoreError::io(to))
+    }
+}
+
+struct FsAppender {
+    file: fs::File,
+    path: String,
+}
+
+#[async_trait::async_trait]
+impl Appender for FsAppender {
+    async fn write(&mut self, bytes: &[u8]) -> StoreResult<()> {
+        self.file.write_all(bytes).await.map_err(StoreError::io(&self.path))
+    }
+
+    async fn sync(&mut self) -> StoreResult<()> {
+        self.file.flush().await.map_err(StoreError::io(&self.path))?;
+        self.file.sync_all().await.map_err(StoreError::io(&self.path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_get_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FsBackend::new(dir.path());
+        assert_eq!(b.get("a/b/link").await.unwrap(), None);
+        b.put("a/b/link", b"sha256:x").await.unwrap();
+        assert_eq!(b.get("a/b/link").await.unwrap().unwrap(), Bytes::from_static(b"sha256:x"));
+        assert_eq!(b.stat("a/b/link").await.unwrap(), Some(8));
+        assert_eq!(b.list("a").await.unwrap(), vec!["b".to_string()]);
+        b.delete("a").await.unwrap();
+        assert!(b.list("a").await.unwrap().is_empty());
+        b.delete("a").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn appender_resumes_and_truncates_and_commit_dedupes() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FsBackend::new(dir.path());
+        let mut w = b.appender("u/data", 0).await.unwrap();
+        w.write(b"hello world").await.unwrap();
+        w.sync().await.unwrap();
+        let mut w = b.appender("u/data", 5).await.unwrap();
+        w.write(b"!").await.unwrap();
+        w.sync().await.unwrap();
+        assert_eq!(b.get("u/data").await.unwrap().unwrap(), Bytes::from_static(b"hello!"));
+        let got: Vec<_> = b.reader("u/data", 1, Some(3)).await.unwrap().collect().await;
+        assert_eq!(got.into_iter().map(|c| c.unwrap()).collect::<Vec<_>>().concat(), b"ell");
+        b.commit("u/data", "blobs/x/data").await.unwrap();
+        b.put("v/data", b"hello!").await.unwrap();
+        b.commit("v/data", "blobs/x/data").await.unwrap();
+        assert_eq!(b.stat("v/data").await.unwrap(), None);
+        assert_eq!(b.stat("blobs/x/data").await.unwrap(), Some(6));
+    }
+}

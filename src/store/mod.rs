@@ -1,0 +1,35 @@
+//! Content-addressed storage: blobs, manifests, tags and uploads over one
+//! `Backend`, in registry:2's layout. Knows no HTTP and no upstream; called by
+//! the `registry` façade (and by the mirror, through the same methods).
+
+pub mod backend;
+mod blobs;
+pub mod error;
+pub mod fs;
+pub mod layout;
+mod links;
+mod manifests;
+mod uploads;
+
+use std::sync::Arc;
+
+pub use backend::{Backend, ByteStream};
+pub use error::{StoreError, StoreResult};
+pub use uploads::UploadStatus;
+
+/// The store over one backend. Cheap to share behind an `Arc`.
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    uploads: uploads::Sessions,
+}
+
+impl Store {
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Self { backend, uploads: Default::default() }
+    }
+
+    /// A store over a local directory laid out as registry:2's `/var/lib/registry`.
+    pub fn filesystem(root: impl Into<std::path::PathBuf>) -> Self {
+        Self::new(Arc::new(fs::FsBackend::new(root)))
+    }
+}
