@@ -86,13 +86,21 @@ pub enum LogFormat {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: "0.0.0.0:5000".into(), workers: 0, shutdown_timeout: Duration::from_secs(30) }
+        Self {
+            listen: "0.0.0.0:5000".into(),
+            workers: 0,
+            shutdown_timeout: Duration::from_secs(30),
+        }
     }
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { root: PathBuf::from("./data"), delete: DeleteConfig::default(), max_manifest_size: 4 * 1024 * 1024 }
+        Self {
+            root: PathBuf::from("./data"),
+            delete: DeleteConfig::default(),
+            max_manifest_size: 4 * 1024 * 1024,
+        }
     }
 }
 
@@ -104,13 +112,21 @@ impl Default for DeleteConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self { tags: 100_000, tag_ttl: Duration::from_secs(10), links: 1_000_000, manifest_bytes: 64 * 1024 * 1024 }
+        Self {
+            tags: 100_000,
+            tag_ttl: Duration::from_secs(10),
+            links: 1_000_000,
+            manifest_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Text }
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -136,16 +152,22 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let defaults = config::Config::try_from(&Config::default()).map_err(|e| ConfigError(e.to_string()))?;
+        let defaults =
+            config::Config::try_from(&Config::default()).map_err(|e| ConfigError(e.to_string()))?;
         let mut builder = config::Config::builder().add_source(defaults);
         if let Some(file) = file {
             if !file.is_file() {
-                return Err(ConfigError(format!("config file {} not found", file.display())));
+                return Err(ConfigError(format!(
+                    "config file {} not found",
+                    file.display()
+                )));
             }
             builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
         }
-        let env: config::Map<String, String> =
-            env.into_iter().filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}_"))).collect();
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}_")))
+            .collect();
         builder = builder.add_source(
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("_")
@@ -154,7 +176,9 @@ impl Config {
                 .source(Some(env)),
         );
         let merged = builder.build().map_err(|e| ConfigError(e.to_string()))?;
-        merged.try_deserialize().map_err(|e| ConfigError(e.to_string()))
+        merged
+            .try_deserialize()
+            .map_err(|e| ConfigError(e.to_string()))
     }
 
     /// The merged configuration as TOML, for `berth config check`.
@@ -168,13 +192,19 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn documented_file_equals_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/berth.toml");
-        assert_eq!(Config::load(Some(&path), vec![]).unwrap(), Config::default());
+        assert_eq!(
+            Config::load(Some(&path), vec![]).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]
@@ -201,7 +231,9 @@ mod tests {
         std::fs::write(&f, "[server]\nlisten_addr = \"x\"\n").unwrap();
         let e = Config::load(Some(&f), vec![]).unwrap_err().to_string();
         assert!(e.contains("listen_addr"), "{e}");
-        let e = Config::load(None, env(&[("BERTH_STORAGE__DELETE__ENABLED", "maybe")])).unwrap_err().to_string();
+        let e = Config::load(None, env(&[("BERTH_STORAGE__DELETE__ENABLED", "maybe")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("enabled"), "{e}");
     }
 

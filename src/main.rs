@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use berth::config::Config;
 
 #[derive(Parser)]
-#[command(name = "berth", version, about = "A container registry and pull-through caching mirror")]
+#[command(
+    name = "berth",
+    version,
+    about = "A container registry and pull-through caching mirror"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,7 +61,11 @@ fn load(common: &CommonArgs) -> Result<Config, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { common, listen, data } => load(&common).and_then(|mut cfg| {
+        Command::Serve {
+            common,
+            listen,
+            data,
+        } => load(&common).and_then(|mut cfg| {
             if let Some(listen) = listen {
                 cfg.server.listen = listen;
             }
@@ -66,7 +74,9 @@ fn main() -> ExitCode {
             }
             serve(cfg)
         }),
-        Command::Config { command: ConfigCommand::Check { common } } => load(&common).map(|cfg| print!("{}", cfg.to_toml())),
+        Command::Config {
+            command: ConfigCommand::Check { common },
+        } => load(&common).map(|cfg| print!("{}", cfg.to_toml())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

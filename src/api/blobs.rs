@@ -9,7 +9,12 @@ use crate::oci::{Digest, RepoName};
 use super::headers::{byte_range, DOCKER_CONTENT_DIGEST};
 use super::{ApiError, Reg};
 
-pub async fn get(req: &HttpRequest, reg: &Reg, name: &RepoName, d: &Digest) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    req: &HttpRequest,
+    reg: &Reg,
+    name: &RepoName,
+    d: &Digest,
+) -> Result<HttpResponse, ApiError> {
     let mut resp = HttpResponse::Ok();
     resp.content_type("application/octet-stream")
         .insert_header((DOCKER_CONTENT_DIGEST, d.to_string()))
@@ -23,8 +28,10 @@ pub async fn get(req: &HttpRequest, reg: &Reg, name: &RepoName, d: &Digest) -> R
     let blob = reg.open_blob(name, d, byte_range(req.headers())).await?;
     let len = match blob.range {
         Some(r) => {
-            resp.status(StatusCode::PARTIAL_CONTENT)
-                .insert_header((header::CONTENT_RANGE, format!("bytes {}-{}/{}", r.start, r.end, blob.size)));
+            resp.status(StatusCode::PARTIAL_CONTENT).insert_header((
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{}", r.start, r.end, blob.size),
+            ));
             r.end - r.start + 1
         }
         None => blob.size,
@@ -34,5 +41,7 @@ pub async fn get(req: &HttpRequest, reg: &Reg, name: &RepoName, d: &Digest) -> R
 
 pub async fn delete(reg: &Reg, name: &RepoName, d: &Digest) -> Result<HttpResponse, ApiError> {
     reg.delete_blob(name, d).await?;
-    Ok(HttpResponse::Accepted().insert_header((DOCKER_CONTENT_DIGEST, d.to_string())).finish())
+    Ok(HttpResponse::Accepted()
+        .insert_header((DOCKER_CONTENT_DIGEST, d.to_string()))
+        .finish())
 }

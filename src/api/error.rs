@@ -101,7 +101,9 @@ impl ResponseError for ApiError {
         if let ApiError::Registry(RegistryError::RangeNotSatisfiable { size }) = self {
             resp.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
         }
-        resp.json(json!({ "errors": [{ "code": code.as_str(), "message": message, "detail": null }] }))
+        resp.json(
+            json!({ "errors": [{ "code": code.as_str(), "message": message, "detail": null }] }),
+        )
     }
 }
 
@@ -114,13 +116,41 @@ mod tests {
     fn maps_client_mistakes_to_4xx() {
         let d = Digest::sha256_of(b"x");
         let cases: Vec<(ApiError, u16, &str)> = vec![
-            (RegistryError::BlobUnknown(d.clone()).into(), 404, "BLOB_UNKNOWN"),
-            (StoreError::UploadUnknown("u".into()).into(), 404, "BLOB_UPLOAD_UNKNOWN"),
-            (StoreError::DigestMismatch { expected: d.clone(), actual: d.clone() }.into(), 400, "DIGEST_INVALID"),
-            (StoreError::ChunkOutOfOrder { start: 1, size: 0 }.into(), 416, "BLOB_UPLOAD_INVALID"),
-            (RegistryError::ManifestBlobUnknown(d.clone()).into(), 400, "MANIFEST_BLOB_UNKNOWN"),
+            (
+                RegistryError::BlobUnknown(d.clone()).into(),
+                404,
+                "BLOB_UNKNOWN",
+            ),
+            (
+                StoreError::UploadUnknown("u".into()).into(),
+                404,
+                "BLOB_UPLOAD_UNKNOWN",
+            ),
+            (
+                StoreError::DigestMismatch {
+                    expected: d.clone(),
+                    actual: d.clone(),
+                }
+                .into(),
+                400,
+                "DIGEST_INVALID",
+            ),
+            (
+                StoreError::ChunkOutOfOrder { start: 1, size: 0 }.into(),
+                416,
+                "BLOB_UPLOAD_INVALID",
+            ),
+            (
+                RegistryError::ManifestBlobUnknown(d.clone()).into(),
+                400,
+                "MANIFEST_BLOB_UNKNOWN",
+            ),
             (RegistryError::DeleteDisabled.into(), 405, "UNSUPPORTED"),
-            (RegistryError::ManifestTooLarge { limit: 1 }.into(), 413, "SIZE_INVALID"),
+            (
+                RegistryError::ManifestTooLarge { limit: 1 }.into(),
+                413,
+                "SIZE_INVALID",
+            ),
             (ApiError::NotAcceptable("x".into()), 404, "MANIFEST_UNKNOWN"),
         ];
         for (e, status, code) in cases {
@@ -131,7 +161,11 @@ mod tests {
 
     #[test]
     fn internal_errors_hide_detail() {
-        let e: ApiError = StoreError::Io { path: "secret/path".into(), source: std::io::Error::other("disk") }.into();
+        let e: ApiError = StoreError::Io {
+            path: "secret/path".into(),
+            source: std::io::Error::other("disk"),
+        }
+        .into();
         assert_eq!(e.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
         let resp = e.error_response();
         let body = actix_web::body::MessageBody::try_into_bytes(resp.into_body()).unwrap();

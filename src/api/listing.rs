@@ -16,7 +16,15 @@ fn page_size(p: &Params) -> Result<Option<usize>, ApiError> {
     p.n.as_deref()
         .map(|n| n.parse::<usize>())
         .transpose()
-        .map_err(|_| ApiError::BadRequest(OciCode::PaginationInvalid, format!("n must be a non-negative integer, got {:?}", p.n.as_deref().unwrap_or(""))))
+        .map_err(|_| {
+            ApiError::BadRequest(
+                OciCode::PaginationInvalid,
+                format!(
+                    "n must be a non-negative integer, got {:?}",
+                    p.n.as_deref().unwrap_or("")
+                ),
+            )
+        })
 }
 
 fn next_link(path: &str, n: Option<usize>, items: &[String], more: bool) -> Option<String> {

@@ -11,7 +11,12 @@ use crate::registry::RegistryError;
 use super::headers::{accepts, content_type, DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
 use super::{ApiError, Reg};
 
-pub async fn get(req: &HttpRequest, reg: &Reg, name: &RepoName, r: &Reference) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    req: &HttpRequest,
+    reg: &Reg,
+    name: &RepoName,
+    r: &Reference,
+) -> Result<HttpResponse, ApiError> {
     let m = reg.get_manifest(name, r).await?;
     if !accepts(req.headers(), &m.media_type) {
         return Err(ApiError::NotAcceptable(m.media_type));
@@ -28,7 +33,12 @@ pub async fn get(req: &HttpRequest, reg: &Reg, name: &RepoName, r: &Reference) -
 async fn read_limited(mut body: web::Payload, limit: u64) -> Result<bytes::Bytes, ApiError> {
     let mut buf = BytesMut::new();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest(crate::oci::OciCode::ManifestInvalid, format!("request body failed: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            ApiError::BadRequest(
+                crate::oci::OciCode::ManifestInvalid,
+                format!("request body failed: {e}"),
+            )
+        })?;
         if (buf.len() + chunk.len()) as u64 > limit {
             return Err(RegistryError::ManifestTooLarge { limit }.into());
         }
@@ -37,16 +47,27 @@ async fn read_limited(mut body: web::Payload, limit: u64) -> Result<bytes::Bytes
     Ok(buf.freeze())
 }
 
-pub async fn put(req: &HttpRequest, body: web::Payload, reg: &Reg, name: &RepoName, r: &Reference) -> Result<HttpResponse, ApiError> {
+pub async fn put(
+    req: &HttpRequest,
+    body: web::Payload,
+    reg: &Reg,
+    name: &RepoName,
+    r: &Reference,
+) -> Result<HttpResponse, ApiError> {
     let limit = reg.max_manifest_size();
     if super::headers::content_length(req.headers()).is_some_and(|n| n > limit) {
         return Err(RegistryError::ManifestTooLarge { limit }.into());
     }
     let bytes = read_limited(body, limit).await?;
-    let pushed = reg.put_manifest(name, r, content_type(req.headers()), bytes).await?;
+    let pushed = reg
+        .put_manifest(name, r, content_type(req.headers()), bytes)
+        .await?;
     let mut resp = HttpResponse::Created();
-    resp.insert_header((header::LOCATION, format!("/v2/{name}/manifests/{}", pushed.digest)))
-        .insert_header((DOCKER_CONTENT_DIGEST, pushed.digest.to_string()));
+    resp.insert_header((
+        header::LOCATION,
+        format!("/v2/{name}/manifests/{}", pushed.digest),
+    ))
+    .insert_header((DOCKER_CONTENT_DIGEST, pushed.digest.to_string()));
     if let Some(subject) = pushed.subject {
         resp.insert_header((OCI_SUBJECT, subject.to_string()));
     }

@@ -45,18 +45,37 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 fn tail(req: &HttpRequest) -> String {
     let raw = req.match_info().get("tail").unwrap_or("");
-    percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
-async fn dispatch(req: HttpRequest, body: web::Payload, reg: Reg) -> Result<HttpResponse, ApiError> {
+async fn dispatch(
+    req: HttpRequest,
+    body: web::Payload,
+    reg: Reg,
+) -> Result<HttpResponse, ApiError> {
     let endpoint = match Endpoint::parse(&tail(&req)) {
         Ok(e) => e,
         Err(RouteError::NotFound) => return Err(ApiError::NotFound),
         Err(RouteError::Invalid(e)) => return Err(e.into()),
+        Err(RouteError::InvalidTag(_, e)) if req.method() == Method::PUT => return Err(e.into()),
+        Err(RouteError::InvalidTag(name, e)) => {
+            return Err(crate::registry::RegistryError::ManifestUnknown(format!(
+                "{name}: {}",
+                e.message
+            ))
+            .into())
+        }
     };
     let params = web::Query::<Params>::from_query(req.query_string())
         .map(|q| q.into_inner())
-        .map_err(|e| ApiError::BadRequest(crate::oci::OciCode::Unsupported, format!("invalid query: {e}")))?;
+        .map_err(|e| {
+            ApiError::BadRequest(
+                crate::oci::OciCode::Unsupported,
+                format!("invalid query: {e}"),
+            )
+        })?;
     let m = req.method().clone();
     let not_allowed = || Err(ApiError::MethodNotAllowed(req.method().to_string()));
     match endpoint {
@@ -74,7 +93,9 @@ async fn dispatch(req: HttpRequest, body: web::Payload, reg: Reg) -> Result<Http
             Method::DELETE => blobs::delete(&reg, &name, &d).await,
             _ => not_allowed(),
         },
-        Endpoint::Uploads(name) if m == Method::POST => uploads::start(body, &reg, &name, &params).await,
+        Endpoint::Uploads(name) if m == Method::POST => {
+            uploads::start(body, &reg, &name, &params).await
+        }
         Endpoint::Upload(name, id) => match m {
             Method::GET => uploads::status(&reg, &name, &id).await,
             Method::PATCH => uploads::patch(&req, body, &reg, &name, &id).await,
@@ -82,7 +103,9 @@ async fn dispatch(req: HttpRequest, body: web::Payload, reg: Reg) -> Result<Http
             Method::DELETE => uploads::cancel(&reg, &name, &id).await,
             _ => not_allowed(),
         },
-        Endpoint::Referrers(name, d) if m == Method::GET => referrers::get(&reg, &name, &d, &params).await,
+        Endpoint::Referrers(name, d) if m == Method::GET => {
+            referrers::get(&reg, &name, &d, &params).await
+        }
         _ => not_allowed(),
     }
 }

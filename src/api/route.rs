@@ -29,8 +29,11 @@ pub enum Endpoint {
 pub enum RouteError {
     /// The path has no endpoint shape at all (404).
     NotFound,
-    /// The shape is right but a name or reference is invalid.
+    /// The shape is right but a name or digest is invalid.
     Invalid(ParseError),
+    /// A manifest path whose tag is not a valid tag: nothing can be stored
+    /// under it, so reads answer 404 and pushes 400.
+    InvalidTag(RepoName, ParseError),
 }
 
 impl From<ParseError> for RouteError {
@@ -60,7 +63,14 @@ impl Endpoint {
         let before = |k: usize| if n > k { segs[n - 1 - k] } else { "" };
         match (before(2), before(1), last) {
             (_, "tags", "list") => Ok(Endpoint::Tags(name(2)?)),
-            (_, "manifests", r) if !r.is_empty() => Ok(Endpoint::Manifest(name(2)?, r.parse()?)),
+            (_, "manifests", r) if !r.is_empty() => {
+                let name = name(2)?;
+                match r.parse::<Reference>() {
+                    Ok(r) => Ok(Endpoint::Manifest(name, r)),
+                    Err(e) if r.contains(':') => Err(RouteError::Invalid(e)),
+                    Err(e) => Err(RouteError::InvalidTag(name, e)),
+                }
+            }
             (_, "referrers", d) if !d.is_empty() => Ok(Endpoint::Referrers(name(2)?, d.parse()?)),
             ("blobs", "uploads", "") => Ok(Endpoint::Uploads(name(3)?)),
             (_, "blobs", "uploads") => Ok(Endpoint::Uploads(name(2)?)),
@@ -87,24 +97,54 @@ mod tests {
         let d: Digest = D.parse().unwrap();
         assert_eq!(Endpoint::parse(""), Ok(Endpoint::Base));
         assert_eq!(Endpoint::parse("_catalog"), Ok(Endpoint::Catalog));
-        assert_eq!(Endpoint::parse("a/b/tags/list"), Ok(Endpoint::Tags(name("a/b"))));
+        assert_eq!(
+            Endpoint::parse("a/b/tags/list"),
+            Ok(Endpoint::Tags(name("a/b")))
+        );
         assert_eq!(
             Endpoint::parse("a/manifests/latest"),
-            Ok(Endpoint::Manifest(name("a"), Reference::Tag("latest".parse().unwrap())))
+            Ok(Endpoint::Manifest(
+                name("a"),
+                Reference::Tag("latest".parse().unwrap())
+            ))
         );
-        assert_eq!(Endpoint::parse(&format!("a/manifests/{D}")), Ok(Endpoint::Manifest(name("a"), Reference::Digest(d.clone()))));
-        assert_eq!(Endpoint::parse(&format!("x/blobs/{D}")), Ok(Endpoint::Blob(name("x"), d.clone())));
-        assert_eq!(Endpoint::parse("x/y/blobs/uploads/"), Ok(Endpoint::Uploads(name("x/y"))));
-        assert_eq!(Endpoint::parse("x/y/blobs/uploads"), Ok(Endpoint::Uploads(name("x/y"))));
-        assert_eq!(Endpoint::parse("x/blobs/uploads/abc"), Ok(Endpoint::Upload(name("x"), "abc".into())));
-        assert_eq!(Endpoint::parse(&format!("x/referrers/{D}")), Ok(Endpoint::Referrers(name("x"), d.clone())));
+        assert_eq!(
+            Endpoint::parse(&format!("a/manifests/{D}")),
+            Ok(Endpoint::Manifest(name("a"), Reference::Digest(d.clone())))
+        );
+        assert_eq!(
+            Endpoint::parse(&format!("x/blobs/{D}")),
+            Ok(Endpoint::Blob(name("x"), d.clone()))
+        );
+        assert_eq!(
+            Endpoint::parse("x/y/blobs/uploads/"),
+            Ok(Endpoint::Uploads(name("x/y")))
+        );
+        assert_eq!(
+            Endpoint::parse("x/y/blobs/uploads"),
+            Ok(Endpoint::Uploads(name("x/y")))
+        );
+        assert_eq!(
+            Endpoint::parse("x/blobs/uploads/abc"),
+            Ok(Endpoint::Upload(name("x"), "abc".into()))
+        );
+        assert_eq!(
+            Endpoint::parse(&format!("x/referrers/{D}")),
+            Ok(Endpoint::Referrers(name("x"), d.clone()))
+        );
     }
 
     #[test]
     fn names_may_contain_endpoint_words() {
         let d: Digest = D.parse().unwrap();
-        assert_eq!(Endpoint::parse(&format!("blobs/blobs/{D}")), Ok(Endpoint::Blob(name("blobs"), d)));
-        assert_eq!(Endpoint::parse("manifests/tags/list"), Ok(Endpoint::Tags(name("manifests"))));
+        assert_eq!(
+            Endpoint::parse(&format!("blobs/blobs/{D}")),
+            Ok(Endpoint::Blob(name("blobs"), d))
+        );
+        assert_eq!(
+            Endpoint::parse("manifests/tags/list"),
+            Ok(Endpoint::Tags(name("manifests")))
+        );
     }
 
     #[test]
@@ -120,6 +160,10 @@ mod tests {
         assert_eq!(code("a//b/tags/list"), OciCode::NameInvalid);
         assert_eq!(code("a/blobs/sha256:zz"), OciCode::DigestInvalid);
         assert_eq!(code("a/blobs/md5:00"), OciCode::DigestInvalid);
-        assert_eq!(code("a/manifests/-bad"), OciCode::ManifestInvalid);
+        assert!(matches!(
+            Endpoint::parse("a/manifests/-bad"),
+            Err(RouteError::InvalidTag(_, _))
+        ));
+        assert_eq!(code("a/manifests/sha256:00"), OciCode::DigestInvalid);
     }
 }

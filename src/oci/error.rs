@@ -92,7 +92,9 @@ impl OciCode {
             OciCode::BlobUploadInvalid => "blob upload invalid",
             OciCode::BlobUploadUnknown => "blob upload unknown to registry",
             OciCode::DigestInvalid => "provided digest did not match uploaded content",
-            OciCode::ManifestBlobUnknown => "manifest references a manifest or blob unknown to registry",
+            OciCode::ManifestBlobUnknown => {
+                "manifest references a manifest or blob unknown to registry"
+            }
             OciCode::ManifestInvalid => "manifest invalid",
             OciCode::ManifestUnknown => "manifest unknown to registry",
             OciCode::NameInvalid => "invalid repository name",

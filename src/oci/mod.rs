@@ -22,6 +22,9 @@ pub struct ParseError {
 
 impl ParseError {
     pub fn new(code: OciCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }

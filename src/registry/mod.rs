@@ -41,10 +41,14 @@ impl RangeRequest {
     /// Resolves against the blob size; `None` when unsatisfiable (RFC 9110 §14.1.2).
     pub fn resolve(self, size: u64) -> Option<ByteRange> {
         match self {
-            RangeRequest::From { start, end } if start < size => {
-                Some(ByteRange { start, end: end.map_or(size - 1, |e| e.min(size - 1)) })
-            }
-            RangeRequest::Suffix(n) if n > 0 && size > 0 => Some(ByteRange { start: size.saturating_sub(n), end: size - 1 }),
+            RangeRequest::From { start, end } if start < size => Some(ByteRange {
+                start,
+                end: end.map_or(size - 1, |e| e.min(size - 1)),
+            }),
+            RangeRequest::Suffix(n) if n > 0 && size > 0 => Some(ByteRange {
+                start: size.saturating_sub(n),
+                end: size - 1,
+            }),
             _ => None,
         }
     }
@@ -103,20 +107,36 @@ impl Registry {
         if let Some(size) = self.caches.blobs.get(&key).await {
             return Ok(size);
         }
-        let size = self.store.linked_blob_size(repo, d).await?.ok_or_else(|| RegistryError::BlobUnknown(d.clone()))?;
+        let size = self
+            .store
+            .linked_blob_size(repo, d)
+            .await?
+            .ok_or_else(|| RegistryError::BlobUnknown(d.clone()))?;
         self.caches.blobs.insert(key, size).await;
         Ok(size)
     }
 
     /// Opens a blob readable in `repo`, whole or a byte range of it.
-    pub async fn open_blob(&self, repo: &RepoName, d: &Digest, range: Option<RangeRequest>) -> RegistryResult<BlobRead> {
+    pub async fn open_blob(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        range: Option<RangeRequest>,
+    ) -> RegistryResult<BlobRead> {
         let size = self.stat_blob(repo, d).await?;
         let range = match range {
             None => None,
-            Some(r) => Some(r.resolve(size).ok_or(RegistryError::RangeNotSatisfiable { size })?),
+            Some(r) => Some(
+                r.resolve(size)
+                    .ok_or(RegistryError::RangeNotSatisfiable { size })?,
+            ),
         };
         let body = match range {
-            Some(r) => self.store.open_blob(d, r.start, Some(r.end - r.start + 1)).await,
+            Some(r) => {
+                self.store
+                    .open_blob(d, r.start, Some(r.end - r.start + 1))
+                    .await
+            }
             None => self.store.open_blob(d, 0, None).await,
         };
         let body = body.map_err(|e| match e {
@@ -132,7 +152,10 @@ impl Registry {
     pub async fn delete_blob(&self, repo: &RepoName, d: &Digest) -> RegistryResult<()> {
         self.check_delete()?;
         let existed = self.store.unlink_blob(repo, d).await?;
-        self.caches.blobs.invalidate(&(repo.clone(), d.clone())).await;
+        self.caches
+            .blobs
+            .invalidate(&(repo.clone(), d.clone()))
+            .await;
         if existed {
             Ok(())
         } else {
@@ -142,7 +165,11 @@ impl Registry {
 
     /// Starts an upload, or mounts `mount` from repository `from` when that
     /// repository links it (the blob then becomes readable in `repo` at once).
-    pub async fn start_upload(&self, repo: &RepoName, mount: Option<(Digest, Option<RepoName>)>) -> RegistryResult<UploadStart> {
+    pub async fn start_upload(
+        &self,
+        repo: &RepoName,
+        mount: Option<(Digest, Option<RepoName>)>,
+    ) -> RegistryResult<UploadStart> {
         if let Some((d, Some(from))) = mount {
             if self.store.linked_blob_size(&from, &d).await?.is_some() {
                 self.store.link_blob(repo, &d).await?;
@@ -168,7 +195,10 @@ impl Registry {
         S: Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
     {
-        Ok(self.store.append_upload(repo, id, start, declared, body).await?)
+        Ok(self
+            .store
+            .append_upload(repo, id, start, declared, body)
+            .await?)
     }
 
     /// Completes an upload with its last bytes; the blob is stored only if it
@@ -185,19 +215,30 @@ impl Registry {
         S: Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
     {
-        self.store.finish_upload(repo, id, start, body, digest).await?;
-        self.caches.blobs.invalidate(&(repo.clone(), digest.clone())).await;
+        self.store
+            .finish_upload(repo, id, start, body, digest)
+            .await?;
+        self.caches
+            .blobs
+            .invalidate(&(repo.clone(), digest.clone()))
+            .await;
         Ok(())
     }
 
     /// Monolithic upload: one request carries the whole blob.
-    pub async fn upload_blob<S, E>(&self, repo: &RepoName, body: S, digest: &Digest) -> RegistryResult<()>
+    pub async fn upload_blob<S, E>(
+        &self,
+        repo: &RepoName,
+        body: S,
+        digest: &Digest,
+    ) -> RegistryResult<()>
     where
         S: Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
     {
         let session = self.store.start_upload(repo).await?;
-        self.finish_upload(repo, &session.id, None, body, digest).await
+        self.finish_upload(repo, &session.id, None, body, digest)
+            .await
     }
 
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> RegistryResult<()> {
@@ -205,7 +246,12 @@ impl Registry {
     }
 
     /// Tags of `repo`, sorted, after `last`, at most `n`; and whether more follow.
-    pub async fn list_tags(&self, repo: &RepoName, n: Option<usize>, last: Option<&str>) -> RegistryResult<(Vec<String>, bool)> {
+    pub async fn list_tags(
+        &self,
+        repo: &RepoName,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> RegistryResult<(Vec<String>, bool)> {
         if !self.store.repository_exists(repo).await? {
             return Err(RegistryError::NameUnknown(repo.to_string()));
         }
@@ -213,7 +259,11 @@ impl Registry {
     }
 
     /// Repository names, sorted, after `last`, at most `n`; and whether more follow.
-    pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> RegistryResult<(Vec<String>, bool)> {
+    pub async fn catalog(
+        &self,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> RegistryResult<(Vec<String>, bool)> {
         Ok(paginate(self.store.list_repositories().await?, n, last))
     }
 }
@@ -244,21 +294,58 @@ mod tests {
     #[test]
     fn ranges_resolve_like_rfc9110() {
         let r = |start, end| Some(ByteRange { start, end });
-        assert_eq!(RangeRequest::From { start: 0, end: Some(9) }.resolve(100), r(0, 9));
-        assert_eq!(RangeRequest::From { start: 90, end: Some(200) }.resolve(100), r(90, 99));
-        assert_eq!(RangeRequest::From { start: 10, end: None }.resolve(100), r(10, 99));
+        assert_eq!(
+            RangeRequest::From {
+                start: 0,
+                end: Some(9)
+            }
+            .resolve(100),
+            r(0, 9)
+        );
+        assert_eq!(
+            RangeRequest::From {
+                start: 90,
+                end: Some(200)
+            }
+            .resolve(100),
+            r(90, 99)
+        );
+        assert_eq!(
+            RangeRequest::From {
+                start: 10,
+                end: None
+            }
+            .resolve(100),
+            r(10, 99)
+        );
         assert_eq!(RangeRequest::Suffix(10).resolve(100), r(90, 99));
         assert_eq!(RangeRequest::Suffix(500).resolve(100), r(0, 99));
-        assert_eq!(RangeRequest::From { start: 100, end: None }.resolve(100), None);
+        assert_eq!(
+            RangeRequest::From {
+                start: 100,
+                end: None
+            }
+            .resolve(100),
+            None
+        );
         assert_eq!(RangeRequest::Suffix(0).resolve(100), None);
     }
 
     #[test]
     fn pagination_uses_last_and_n() {
         let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(paginate(v(&["a", "b", "c"]), Some(2), None), (v(&["a", "b"]), true));
-        assert_eq!(paginate(v(&["a", "b", "c"]), Some(2), Some("b")), (v(&["c"]), false));
+        assert_eq!(
+            paginate(v(&["a", "b", "c"]), Some(2), None),
+            (v(&["a", "b"]), true)
+        );
+        assert_eq!(
+            paginate(v(&["a", "b", "c"]), Some(2), Some("b")),
+            (v(&["c"]), false)
+        );
         assert_eq!(paginate(v(&["a", "b"]), Some(0), None), (v(&[]), false));
-        assert_eq!(paginate(v(&["a", "b"]), None, None), (v(&["a", "b"]), false));
+        assert_eq!(
+            paginate(v(&["a", "b"]), None, None),
+            (v(&["a", "b"]), false)
+        );
     }
 }

@@ -26,7 +26,12 @@ pub struct Referrer {
 impl Registry {
     /// Manifests in `repo` that refer to `subject`, optionally only those of
     /// `artifact_type`, ordered by digest.
-    pub async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> RegistryResult<Vec<Referrer>> {
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> RegistryResult<Vec<Referrer>> {
         let mut out = Vec::new();
         for d in self.store.list_manifests(repo).await? {
             let m = match self.load_manifest(&d).await {

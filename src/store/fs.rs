@@ -50,7 +50,9 @@ impl Backend for FsBackend {
     async fn get(&self, path: &str) -> StoreResult<Option<Bytes>> {
         match fs::read(self.full(path)).await {
             Ok(v) => Ok(Some(Bytes::from(v))),
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(None),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                Ok(None)
+            }
             Err(e) => Err(StoreError::io(path)(e)),
         }
     }
@@ -60,7 +62,11 @@ impl Backend for FsBackend {
         ensure_parent(&full).await.map_err(StoreError::io(path))?;
         let tmp = full.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
         let result = async {
-            let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).await?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .await?;
             f.write_all(content).await?;
             f.sync_all().await?;
             drop(f);
@@ -78,7 +84,9 @@ impl Backend for FsBackend {
         match fs::metadata(self.full(path)).await {
             Ok(m) if m.is_file() => Ok(Some(m.len())),
             Ok(_) => Ok(None),
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(None),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                Ok(None)
+            }
             Err(e) => Err(StoreError::io(path)(e)),
         }
     }
@@ -86,7 +94,9 @@ impl Backend for FsBackend {
     async fn list(&self, dir: &str) -> StoreResult<Vec<String>> {
         let mut rd = match fs::read_dir(self.full(dir)).await {
             Ok(rd) => rd,
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => return Ok(vec![]),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                return Ok(vec![])
+            }
             Err(e) => return Err(StoreError::io(dir)(e)),
         };
         let mut names = Vec::new();
@@ -114,9 +124,13 @@ impl Backend for FsBackend {
 
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> StoreResult<ByteStream> {
         use tokio::io::AsyncReadExt;
-        let mut f = fs::File::open(self.full(path)).await.map_err(StoreError::io(path))?;
+        let mut f = fs::File::open(self.full(path))
+            .await
+            .map_err(StoreError::io(path))?;
         if offset > 0 {
-            f.seek(SeekFrom::Start(offset)).await.map_err(StoreError::io(path))?;
+            f.seek(SeekFrom::Start(offset))
+                .await
+                .map_err(StoreError::io(path))?;
         }
         let stream = match len {
             Some(n) => ReaderStream::with_capacity(f.take(n), READ_CHUNK).boxed(),
@@ -137,8 +151,13 @@ impl Backend for FsBackend {
             .map_err(StoreError::io(path))?;
         f.set_len(offset).await.map_err(StoreError::io(path))?;
         let mut f = f;
-        f.seek(SeekFrom::Start(offset)).await.map_err(StoreError::io(path))?;
-        Ok(Box::new(FsAppender { file: f, path: path.to_string() }))
+        f.seek(SeekFrom::Start(offset))
+            .await
+            .map_err(StoreError::io(path))?;
+        Ok(Box::new(FsAppender {
+            file: f,
+            path: path.to_string(),
+        }))
     }
 
     async fn commit(&self, from: &str, to: &str) -> StoreResult<()> {
@@ -148,7 +167,9 @@ impl Backend for FsBackend {
         }
         ensure_parent(&dst).await.map_err(StoreError::io(to))?;
         fs::rename(&src, &dst).await.map_err(StoreError::io(to))?;
-        sync_dir(dst.parent().unwrap_or(&self.root)).await.map_err(StoreError::io(to))
+        sync_dir(dst.parent().unwrap_or(&self.root))
+            .await
+            .map_err(StoreError::io(to))
     }
 }
 
@@ -160,12 +181,21 @@ struct FsAppender {
 #[async_trait::async_trait]
 impl Appender for FsAppender {
     async fn write(&mut self, bytes: &[u8]) -> StoreResult<()> {
-        self.file.write_all(bytes).await.map_err(StoreError::io(&self.path))
+        self.file
+            .write_all(bytes)
+            .await
+            .map_err(StoreError::io(&self.path))
     }
 
     async fn sync(&mut self) -> StoreResult<()> {
-        self.file.flush().await.map_err(StoreError::io(&self.path))?;
-        self.file.sync_all().await.map_err(StoreError::io(&self.path))
+        self.file
+            .flush()
+            .await
+            .map_err(StoreError::io(&self.path))?;
+        self.file
+            .sync_all()
+            .await
+            .map_err(StoreError::io(&self.path))
     }
 }
 
@@ -179,7 +209,10 @@ mod tests {
         let b = FsBackend::new(dir.path());
         assert_eq!(b.get("a/b/link").await.unwrap(), None);
         b.put("a/b/link", b"sha256:x").await.unwrap();
-        assert_eq!(b.get("a/b/link").await.unwrap().unwrap(), Bytes::from_static(b"sha256:x"));
+        assert_eq!(
+            b.get("a/b/link").await.unwrap().unwrap(),
+            Bytes::from_static(b"sha256:x")
+        );
         assert_eq!(b.stat("a/b/link").await.unwrap(), Some(8));
         assert_eq!(b.list("a").await.unwrap(), vec!["b".to_string()]);
         b.delete("a").await.unwrap();
@@ -197,9 +230,23 @@ mod tests {
         let mut w = b.appender("u/data", 5).await.unwrap();
         w.write(b"!").await.unwrap();
         w.sync().await.unwrap();
-        assert_eq!(b.get("u/data").await.unwrap().unwrap(), Bytes::from_static(b"hello!"));
-        let got: Vec<_> = b.reader("u/data", 1, Some(3)).await.unwrap().collect().await;
-        assert_eq!(got.into_iter().map(|c| c.unwrap()).collect::<Vec<_>>().concat(), b"ell");
+        assert_eq!(
+            b.get("u/data").await.unwrap().unwrap(),
+            Bytes::from_static(b"hello!")
+        );
+        let got: Vec<_> = b
+            .reader("u/data", 1, Some(3))
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        assert_eq!(
+            got.into_iter()
+                .map(|c| c.unwrap())
+                .collect::<Vec<_>>()
+                .concat(),
+            b"ell"
+        );
         b.commit("u/data", "blobs/x/data").await.unwrap();
         b.put("v/data", b"hello!").await.unwrap();
         b.commit("v/data", "blobs/x/data").await.unwrap();

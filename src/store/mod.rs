@@ -25,7 +25,10 @@ pub struct Store {
 
 impl Store {
     pub fn new(backend: Arc<dyn Backend>) -> Self {
-        Self { backend, uploads: Default::default() }
+        Self {
+            backend,
+            uploads: Default::default(),
+        }
     }
 
     /// A store over a local directory laid out as registry:2's `/var/lib/registry`.
