@@ -1,0 +1,197 @@
+//! Shared test harness: berth in-process on a free loopback port with a temp
+//! data directory, and a small HTTP client for it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use actix_web::dev::ServerHandle;
+use awc::http::Method;
+use bytes::Bytes;
+
+pub use berth::config::Config;
+pub use berth::oci::Digest;
+
+pub struct TestServer {
+    pub base: String,
+    handle: ServerHandle,
+    dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, tweak).await
+    }
+
+    /// Starts on an existing data directory (which the server then owns).
+    pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut cfg = Config::default();
+        cfg.server.listen = "127.0.0.1:0".into();
+        cfg.server.workers = 1;
+        cfg.server.shutdown_timeout = std::time::Duration::from_secs(1);
+        cfg.storage.root = dir.path().to_path_buf();
+        tweak(&mut cfg);
+        let bound = berth::bind(&cfg).unwrap();
+        let handle = bound.server.handle();
+        actix_rt::spawn(bound.server);
+        TestServer {
+            base: format!("http://{}", bound.addr),
+            handle,
+            dir,
+        }
+    }
+
+    pub fn data(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Stops the server and hands back its data directory.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.handle.stop(true).await;
+        self.dir
+    }
+
+    pub fn client(&self) -> Client {
+        Client {
+            base: self.base.clone(),
+            http: awc::Client::builder().disable_timeout().finish(),
+        }
+    }
+}
+
+pub struct Client {
+    pub base: String,
+    http: awc::Client,
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: awc::http::header::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// The first OCI error code of the body.
+    pub fn code(&self) -> String {
+        self.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl Client {
+    pub async fn req(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Resp {
+        let url = if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let mut r = self
+            .http
+            .request(Method::from_bytes(method.as_bytes()).unwrap(), url);
+        for (k, v) in headers {
+            r = r.insert_header((*k, *v));
+        }
+        let mut resp = r.send_body(body.into()).await.expect("request failed");
+        let body = resp.body().limit(1 << 30).await.expect("body failed");
+        Resp {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.req("GET", path, &[], Bytes::new()).await
+    }
+
+    /// Pushes a blob monolithically; returns its digest.
+    pub async fn push_blob(&self, repo: &str, data: &[u8]) -> Digest {
+        let d = Digest::sha256_of(data);
+        let r = self
+            .req(
+                "POST",
+                &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+                &[],
+                data.to_vec(),
+            )
+            .await;
+        assert_eq!(r.status, 201, "push blob: {:?}", r.body);
+        d
+    }
+
+    /// Pushes a manifest; returns the response.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Resp {
+        self.req(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("Content-Type", media_type)],
+            body.to_vec(),
+        )
+        .await
+    }
+
+    /// Pushes a config and one layer, then an OCI image manifest under `tag`;
+    /// returns (manifest bytes, manifest digest).
+    pub async fn push_image(&self, repo: &str, tag: &str, layer: &[u8]) -> (Vec<u8>, Digest) {
+        let config = self.push_blob(repo, b"{}").await;
+        let layer_d = self.push_blob(repo, layer).await;
+        let m = image_manifest(&config, 2, &layer_d, layer.len());
+        let r = self.put_manifest(repo, tag, OCI_MANIFEST, &m).await;
+        assert_eq!(r.status, 201, "push manifest: {:?}", r.body);
+        let d = Digest::sha256_of(&m);
+        (m, d)
+    }
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+pub fn image_manifest(
+    config: &Digest,
+    config_size: usize,
+    layer: &Digest,
+    layer_size: usize,
+) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": config_size },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer.to_string(), "size": layer_size }]
+    }))
+    .unwrap()
+}
