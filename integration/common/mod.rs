@@ -12,6 +12,9 @@ use bytes::Bytes;
 pub use berth::config::Config;
 pub use berth::oci::Digest;
 
+pub mod images;
+pub mod procs;
+
 pub struct TestServer {
     pub base: String,
     handle: ServerHandle,

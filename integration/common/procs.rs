@@ -1,0 +1,300 @@
+//! Real processes for client tests: berth (the built binary), CNCF
+//! Distribution (`docker-registry`), dockerd and containerd, each with private
+//! directories under one temp dir, on loopback, stopped when dropped.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Fails the test with a pointer to `.ci/run` when a client tool is missing.
+pub fn require(tool: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(found, "{tool} is not installed; `bash .ci/run` installs the Debian packages the integration tests use");
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs a command to completion; panics with its output if it fails.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    stdout
+}
+
+/// A minimal HTTP/1.0 request; returns (status, headers lowercased, body).
+pub fn http(
+    method: &str,
+    addr: &str,
+    path: &str,
+) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // Real clients name every manifest type; Distribution 2.8 refuses an OCI index for `*/*` alone.
+    let accept = berth::oci::MediaType::ALL.join(", ");
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}, */*\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let body = raw.get(split + 4..).unwrap_or_default().to_vec();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok((status, headers, body))
+}
+
+/// A child process killed (SIGTERM, then SIGKILL) when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, log: PathBuf) -> Proc {
+        let out = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls `ready` until it holds, failing early if the process exits.
+    pub fn wait_until(&mut self, what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if ready() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before {what}:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not {what} within {timeout:?}:\n{}",
+                self.name,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until `GET http://addr/v2/` answers.
+    pub fn wait_http(&mut self, addr: &str) {
+        let addr = addr.to_string();
+        self.wait_until("serving /v2/", Duration::from_secs(30), || {
+            matches!(http("GET", &addr, "/v2/"), Ok((200 | 401, _, _)))
+        });
+    }
+
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// The berth binary built by cargo for this test run.
+pub fn berth(data: &Path, log_dir: &Path, extra: &[&str]) -> (Proc, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.args(["serve", "--listen", &addr, "--data"])
+        .arg(data)
+        .args(extra)
+        .env("RUST_LOG", "info");
+    let mut p = Proc::spawn(
+        "berth",
+        &mut cmd,
+        log_dir.join(format!("berth-{}.log", free_port())),
+    );
+    p.wait_http(&addr);
+    (p, addr)
+}
+
+/// CNCF Distribution 2.8 (Debian's `docker-registry`) serving `data`.
+pub fn distribution(data: &Path, work: &Path, extra_yaml: &str) -> (Proc, String) {
+    require("docker-registry");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let cfg = work.join(format!("registry-{}.yml", free_port()));
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{extra_yaml}",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("docker-registry");
+    cmd.arg("serve").arg(&cfg);
+    let mut p = Proc::spawn("docker-registry", &mut cmd, cfg.with_extension("log"));
+    p.wait_http(&addr);
+    (p, addr)
+}
+
+/// A private dockerd (root, vfs, no networking setup) with its own socket.
+pub struct Dockerd {
+    pub proc: Proc,
+    pub host: String,
+}
+
+impl Dockerd {
+    pub fn start(dir: &Path, daemon_json: &str) -> Dockerd {
+        require("dockerd");
+        require("docker");
+        std::fs::create_dir_all(dir).unwrap();
+        let sock = dir.join("d.sock");
+        let cfg = dir.join("daemon.json");
+        std::fs::write(&cfg, daemon_json).unwrap();
+        let mut cmd = Command::new("dockerd");
+        cmd.arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("d.pid"))
+            .arg("--config-file")
+            .arg(&cfg)
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .args([
+                "--storage-driver=vfs",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+            ]);
+        let mut proc = Proc::spawn("dockerd", &mut cmd, dir.join("dockerd.log"));
+        let host = format!("unix://{}", sock.display());
+        let h = host.clone();
+        proc.wait_until("answering docker version", Duration::from_secs(60), || {
+            Command::new("docker")
+                .args(["-H", &h, "version"])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        });
+        Dockerd { proc, host }
+    }
+
+    pub fn docker(&self, args: &[&str]) -> String {
+        run(Command::new("docker").args(["-H", &self.host]).args(args))
+    }
+}
+
+/// A private containerd with its own root, state and socket.
+pub struct Containerd {
+    pub proc: Proc,
+    pub sock: PathBuf,
+}
+
+impl Containerd {
+    pub fn start(dir: &Path) -> Containerd {
+        require("containerd");
+        require("ctr");
+        std::fs::create_dir_all(dir).unwrap();
+        let sock = dir.join("c.sock");
+        let cfg = dir.join("config.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n[debug]\n  address = \"\"\n",
+                root = dir.join("root").display(),
+                state = dir.join("state").display(),
+                sock = sock.display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new("containerd");
+        cmd.arg("--config").arg(&cfg);
+        let mut proc = Proc::spawn("containerd", &mut cmd, dir.join("containerd.log"));
+        let s = sock.clone();
+        proc.wait_until("answering ctr version", Duration::from_secs(30), || {
+            Command::new("ctr")
+                .arg("-a")
+                .arg(&s)
+                .arg("version")
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        });
+        Containerd { proc, sock }
+    }
+
+    pub fn ctr(&self, args: &[&str]) -> String {
+        run(Command::new("ctr")
+            .arg("-a")
+            .arg(&self.sock)
+            .args(["-n", "berth-test"])
+            .args(args))
+    }
+}
