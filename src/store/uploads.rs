@@ -207,14 +207,25 @@ impl Store {
         S: Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
     {
+        {
+            // Nothing received yet (POST then one PUT, or monolithic POST): the
+            // digest's algorithm is known before the first byte, so hash with it.
+            let s = self.session(repo, id).await?;
+            let mut s = s.lock().await;
+            if s.size == 0 && s.hasher.as_ref().map(|h| h.algorithm()) != Some(expected.algorithm())
+            {
+                s.hasher = Some(expected.algorithm().hasher());
+            }
+        }
         let status = self.append_upload(repo, id, start, None, body).await?;
         let s = self.session(repo, id).await?;
         let mut s = s.lock().await;
         let path = layout::upload_data(repo, id);
         let actual = match s.hasher.take() {
             Some(h) if h.algorithm() == expected.algorithm() => h.finish(),
-            // Only when the session was resumed from disk or the client chose
-            // another algorithm than sha256: hash the file once here.
+            // Only for a session resumed from disk, or chunks sent before a
+            // non-sha256 digest was named (the protocol names the algorithm at
+            // the final PUT): hash the file once here.
             _ => self.hash_file(&path, expected.algorithm()).await?,
         };
         if &actual != expected {
