@@ -18,31 +18,17 @@ fn berth_cmd() -> Command {
 fn config_check_prints_merged_config_with_env_over_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("b.toml");
-    std::fs::write(
-        &file,
-        "[server]\nlisten = \"127.0.0.1:7000\"\nworkers = 3\n",
-    )
-    .unwrap();
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:7000\"\nworkers = 3\n").unwrap();
     let out = berth_cmd()
         .args(["config", "check", "--config"])
         .arg(&file)
         .env("BERTH_SERVER__LISTEN", "127.0.0.1:7001")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        text.contains("listen = \"127.0.0.1:7001\""),
-        "env wins over the file:\n{text}"
-    );
-    assert!(
-        text.contains("workers = 3"),
-        "file wins over defaults:\n{text}"
-    );
+    assert!(text.contains("listen = \"127.0.0.1:7001\""), "env wins over the file:\n{text}");
+    assert!(text.contains("workers = 3"), "file wins over defaults:\n{text}");
     assert!(text.contains("[storage.delete]"), "{text}");
 }
 
@@ -51,19 +37,11 @@ fn config_check_names_the_bad_key() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("b.toml");
     std::fs::write(&file, "[storage]\nrooot = \"/x\"\n").unwrap();
-    let out = berth_cmd()
-        .args(["config", "check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = berth_cmd().args(["config", "check", "--config"]).arg(&file).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("rooot"), "{err}");
-    let out = berth_cmd()
-        .args(["config", "check"])
-        .env("BERTH_SERVER__WORKERS", "many")
-        .output()
-        .unwrap();
+    let out = berth_cmd().args(["config", "check"]).env("BERTH_SERVER__WORKERS", "many").output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("workers"));
 }
@@ -89,15 +67,8 @@ fn sigterm_stops_the_server_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let (mut p, addr) = berth(&dir.path().join("data"), dir.path(), &[]);
     let pid = p.pid();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
     let status = p.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "exit status {status}");
-    assert!(
-        http("GET", &addr, "/v2/").is_err(),
-        "still serving after SIGTERM"
-    );
+    assert!(http("GET", &addr, "/v2/").is_err(), "still serving after SIGTERM");
 }

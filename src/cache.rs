@@ -30,10 +30,7 @@ pub struct Caches {
 impl Caches {
     pub fn new(cfg: &CacheConfig) -> Self {
         Self {
-            tags: Cache::builder()
-                .max_capacity(cfg.tags)
-                .time_to_live(cfg.tag_ttl)
-                .build(),
+            tags: Cache::builder().max_capacity(cfg.tags).time_to_live(cfg.tag_ttl).build(),
             blobs: Cache::new(cfg.links),
             revisions: Cache::new(cfg.links),
             manifests: Cache::builder()

@@ -18,6 +18,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub cache: CacheConfig,
+    pub mirror: MirrorConfig,
     pub log: LogConfig,
 }
 
@@ -69,6 +70,95 @@ pub struct CacheConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// Serve as a pull-through mirror (`berth serve --no-mirror` turns it off:
+    /// a plain private registry, no upstream, no protected prefixes).
+    pub enabled: bool,
+    /// The upstream for names that carry no registry host and no `?ns=`.
+    pub default: String,
+    /// Name prefixes no client may push into, so that pushed images never
+    /// shadow mirrored ones (Docker Hub's official images live under `library/`).
+    pub protected_prefixes: Vec<String>,
+    /// The upstream registries, by host. A list given in a file replaces this default.
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The registry host clients name (`docker.io`, `ghcr.io`, …): matched
+    /// against `?ns=` and a first path component.
+    pub host: String,
+    /// Where that registry's API is (`https://registry-1.docker.io`).
+    pub url: String,
+    /// Credentials for the upstream (basic auth, or to obtain bearer tokens).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// A bearer token to send as is, instead of username and password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// How long a mirrored tag is served without asking the upstream again.
+    #[serde(with = "humantime_serde")]
+    pub tag_ttl: Duration,
+    /// Time allowed to connect to the upstream.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed from sending a request to the response headers.
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// Longest silence allowed between two chunks of a blob body.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            url: String::new(),
+            username: None,
+            password: None,
+            token: None,
+            tag_ttl: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl UpstreamConfig {
+    pub fn new(host: &str, url: &str) -> Self {
+        Self { host: host.into(), url: url.trim_end_matches('/').into(), ..Default::default() }
+    }
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            default: "docker.io".into(),
+            protected_prefixes: vec!["library/".into()],
+            upstreams: vec![UpstreamConfig::new("docker.io", "https://registry-1.docker.io")],
+        }
+    }
+}
+
+impl MirrorConfig {
+    /// Adds an upstream, or points an existing one (same host) at `url`
+    /// (`--mirror HOST=URL`).
+    pub fn set_upstream(&mut self, host: &str, url: &str) {
+        match self.upstreams.iter_mut().find(|u| u.host == host) {
+            Some(u) => u.url = url.trim_end_matches('/').into(),
+            None => self.upstreams.push(UpstreamConfig::new(host, url)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// Log filter: a level (`info`, `debug`, …) or a tracing `EnvFilter`
     /// directive; `RUST_LOG` overrides it.
@@ -86,21 +176,13 @@ pub enum LogFormat {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self {
-            listen: "0.0.0.0:5000".into(),
-            workers: 0,
-            shutdown_timeout: Duration::from_secs(30),
-        }
+        Self { listen: "0.0.0.0:5000".into(), workers: 0, shutdown_timeout: Duration::from_secs(30) }
     }
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self {
-            root: PathBuf::from("./data"),
-            delete: DeleteConfig::default(),
-            max_manifest_size: 4 * 1024 * 1024,
-        }
+        Self { root: PathBuf::from("./data"), delete: DeleteConfig::default(), max_manifest_size: 4 * 1024 * 1024 }
     }
 }
 
@@ -112,21 +194,13 @@ impl Default for DeleteConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self {
-            tags: 100_000,
-            tag_ttl: Duration::from_secs(10),
-            links: 1_000_000,
-            manifest_bytes: 64 * 1024 * 1024,
-        }
+        Self { tags: 100_000, tag_ttl: Duration::from_secs(10), links: 1_000_000, manifest_bytes: 64 * 1024 * 1024 }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: LogFormat::Text,
-        }
+        Self { level: "info".into(), format: LogFormat::Text }
     }
 }
 
@@ -136,6 +210,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             storage: StorageConfig::default(),
             cache: CacheConfig::default(),
+            mirror: MirrorConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -148,26 +223,17 @@ pub struct ConfigError(String);
 
 impl Config {
     /// Loads defaults, then `file` (if any), then `BERTH_…` variables from `env`.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
-        let defaults =
-            config::Config::try_from(&Config::default()).map_err(|e| ConfigError(e.to_string()))?;
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let defaults = config::Config::try_from(&Config::default()).map_err(|e| ConfigError(e.to_string()))?;
         let mut builder = config::Config::builder().add_source(defaults);
         if let Some(file) = file {
             if !file.is_file() {
-                return Err(ConfigError(format!(
-                    "config file {} not found",
-                    file.display()
-                )));
+                return Err(ConfigError(format!("config file {} not found", file.display())));
             }
             builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
         }
-        let env: config::Map<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}_")))
-            .collect();
+        let env: config::Map<String, String> =
+            env.into_iter().filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}_"))).collect();
         builder = builder.add_source(
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("_")
@@ -176,14 +242,43 @@ impl Config {
                 .source(Some(env)),
         );
         let merged = builder.build().map_err(|e| ConfigError(e.to_string()))?;
-        merged
-            .try_deserialize()
-            .map_err(|e| ConfigError(e.to_string()))
+        let cfg: Config = merged.try_deserialize().map_err(|e| ConfigError(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
     }
 
-    /// The merged configuration as TOML, for `berth config check`.
+    /// The merged configuration as TOML, for `berth config check`; secrets
+    /// are shown as `<redacted>`.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("config serializes")
+        let mut shown = self.clone();
+        for u in &mut shown.mirror.upstreams {
+            for secret in [&mut u.password, &mut u.token] {
+                if secret.is_some() {
+                    *secret = Some("<redacted>".into());
+                }
+            }
+        }
+        toml::to_string_pretty(&shown).expect("config serializes")
+    }
+
+    /// Checks what serde cannot: upstream URLs and hosts, the default upstream.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let m = &self.mirror;
+        for u in &m.upstreams {
+            if u.host.is_empty() || u.host.contains('/') {
+                return Err(ConfigError(format!("mirror.upstreams: invalid host {:?}", u.host)));
+            }
+            if !(u.url.starts_with("http://") || u.url.starts_with("https://")) {
+                return Err(ConfigError(format!(
+                    "mirror.upstreams.url for {}: {:?} is not an http(s) URL",
+                    u.host, u.url
+                )));
+            }
+        }
+        if m.enabled && !m.upstreams.iter().any(|u| u.host == m.default) {
+            return Err(ConfigError(format!("mirror.default: {:?} is not one of mirror.upstreams", m.default)));
+        }
+        Ok(())
     }
 }
 
@@ -192,19 +287,13 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn documented_file_equals_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/berth.toml");
-        assert_eq!(
-            Config::load(Some(&path), vec![]).unwrap(),
-            Config::default()
-        );
+        assert_eq!(Config::load(Some(&path), vec![]).unwrap(), Config::default());
     }
 
     #[test]
@@ -231,10 +320,38 @@ mod tests {
         std::fs::write(&f, "[server]\nlisten_addr = \"x\"\n").unwrap();
         let e = Config::load(Some(&f), vec![]).unwrap_err().to_string();
         assert!(e.contains("listen_addr"), "{e}");
-        let e = Config::load(None, env(&[("BERTH_STORAGE__DELETE__ENABLED", "maybe")]))
-            .unwrap_err()
-            .to_string();
+        let e = Config::load(None, env(&[("BERTH_STORAGE__DELETE__ENABLED", "maybe")])).unwrap_err().to_string();
         assert!(e.contains("enabled"), "{e}");
+    }
+
+    #[test]
+    fn upstreams_from_file_and_flags_and_secrets_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("b.toml");
+        std::fs::write(
+            &f,
+            "[[mirror.upstreams]]\nhost = \"docker.io\"\nurl = \"http://127.0.0.1:1\"\npassword = \"hunter2\"\ntag_ttl = \"1s\"\n",
+        )
+        .unwrap();
+        let mut c = Config::load(Some(&f), vec![]).unwrap();
+        assert_eq!(c.mirror.upstreams.len(), 1);
+        assert_eq!(c.mirror.upstreams[0].tag_ttl, Duration::from_secs(1));
+        assert_eq!(c.mirror.upstreams[0].read_timeout, Duration::from_secs(30), "unset keys keep defaults");
+        assert!(!c.to_toml().contains("hunter2"));
+        c.mirror.set_upstream("ghcr.io", "http://127.0.0.1:2/");
+        c.mirror.set_upstream("docker.io", "http://127.0.0.1:3");
+        assert_eq!(c.mirror.upstreams[1].url, "http://127.0.0.1:2");
+        assert_eq!(c.mirror.upstreams[0].url, "http://127.0.0.1:3");
+    }
+
+    #[test]
+    fn bad_upstreams_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("b.toml");
+        std::fs::write(&f, "[[mirror.upstreams]]\nhost = \"docker.io\"\nurl = \"ftp://x\"\n").unwrap();
+        assert!(Config::load(Some(&f), vec![]).unwrap_err().to_string().contains("ftp://x"));
+        std::fs::write(&f, "[mirror]\ndefault = \"quay.io\"\n").unwrap();
+        assert!(Config::load(Some(&f), vec![]).unwrap_err().to_string().contains("quay.io"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod cache;
 pub mod config;
+pub mod mirror;
 pub mod oci;
 pub mod registry;
 pub mod store;
@@ -33,21 +34,11 @@ pub struct Bound {
 /// Binds the listen address and builds the HTTP server over the configured store.
 pub fn bind(cfg: &Config) -> std::io::Result<Bound> {
     std::fs::create_dir_all(&cfg.storage.root).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!(
-                "cannot create data directory {}: {e}",
-                cfg.storage.root.display()
-            ),
-        )
+        std::io::Error::new(e.kind(), format!("cannot create data directory {}: {e}", cfg.storage.root.display()))
     })?;
     let registry = web::Data::new(Registry::new(cfg));
-    let listener = TcpListener::bind(&cfg.server.listen).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot listen on {}: {e}", cfg.server.listen),
-        )
-    })?;
+    let listener = TcpListener::bind(&cfg.server.listen)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.server.listen)))?;
     let addr = listener.local_addr()?;
     let workers = match cfg.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

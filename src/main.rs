@@ -8,11 +8,7 @@ use clap::{Parser, Subcommand};
 use berth::config::Config;
 
 #[derive(Parser)]
-#[command(
-    name = "berth",
-    version,
-    about = "A container registry and pull-through caching mirror"
-)]
+#[command(name = "berth", version, about = "A container registry and pull-through caching mirror")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,6 +26,12 @@ enum Command {
         /// Data directory (overrides storage.root).
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
+        /// Add or override an upstream, e.g. docker.io=http://127.0.0.1:5001 (repeatable).
+        #[arg(long = "mirror", value_name = "HOST=URL", value_parser = parse_mirror)]
+        mirrors: Vec<(String, String)>,
+        /// Run as a plain private registry: no upstream, no protected prefixes.
+        #[arg(long, conflicts_with = "mirrors")]
+        no_mirror: bool,
     },
     /// Inspect the configuration.
     Config {
@@ -54,6 +56,11 @@ struct CommonArgs {
     config: Option<PathBuf>,
 }
 
+fn parse_mirror(s: &str) -> Result<(String, String), String> {
+    let (host, url) = s.split_once('=').ok_or("expected HOST=URL, e.g. docker.io=http://127.0.0.1:5001")?;
+    Ok((host.to_string(), url.to_string()))
+}
+
 fn load(common: &CommonArgs) -> Result<Config, String> {
     Config::load(common.config.as_deref(), std::env::vars()).map_err(|e| e.to_string())
 }
@@ -61,22 +68,25 @@ fn load(common: &CommonArgs) -> Result<Config, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve {
-            common,
-            listen,
-            data,
-        } => load(&common).and_then(|mut cfg| {
+        Command::Serve { common, listen, data, mirrors, no_mirror } => load(&common).and_then(|mut cfg| {
             if let Some(listen) = listen {
                 cfg.server.listen = listen;
             }
             if let Some(data) = data {
                 cfg.storage.root = data;
             }
+            for (host, url) in &mirrors {
+                cfg.mirror.set_upstream(host, url);
+            }
+            if no_mirror {
+                cfg.mirror.enabled = false;
+            }
+            cfg.validate().map_err(|e| e.to_string())?;
             serve(cfg)
         }),
-        Command::Config {
-            command: ConfigCommand::Check { common },
-        } => load(&common).map(|cfg| print!("{}", cfg.to_toml())),
+        Command::Config { command: ConfigCommand::Check { common } } => {
+            load(&common).map(|cfg| print!("{}", cfg.to_toml()))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -37,42 +37,29 @@ impl Layout {
 
     /// The digest of the manifest (or index) `tag` names.
     pub fn digest(&self, tag: &str) -> Digest {
-        self.descriptor(tag)["digest"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap()
+        self.descriptor(tag)["digest"].as_str().unwrap().parse().unwrap()
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.dir
-            .join("blobs")
-            .join(d.algorithm().as_str())
-            .join(d.hex())
+        self.dir.join("blobs").join(d.algorithm().as_str()).join(d.hex())
     }
 
     /// Builds a busybox image for `arch` under `tag`; `extra` becomes a file
     /// in the image, so images with different `extra` differ in their layer.
     pub fn add_busybox(&self, tag: &str, arch: &str, extra: &str) {
         require("umoci");
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| Path::new(p).is_file());
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).is_file());
         let busybox = busybox.expect("busybox-static is not installed; `bash .ci/run` installs it");
         let image = format!("{}:{tag}", self.dir.display());
         let bundle = self.dir.with_extension(format!("bundle-{tag}"));
         run(Command::new("umoci").args(["new", "--image", &image]));
-        run(Command::new("umoci")
-            .args(["unpack", "--image", &image])
-            .arg(&bundle));
+        run(Command::new("umoci").args(["unpack", "--image", &image]).arg(&bundle));
         let rootfs = bundle.join("rootfs");
         std::fs::create_dir_all(rootfs.join("bin")).unwrap();
         std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
         std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
         std::fs::write(rootfs.join("etc-berth-test"), extra).unwrap();
-        run(Command::new("umoci")
-            .args(["repack", "--image", &image])
-            .arg(&bundle));
+        run(Command::new("umoci").args(["repack", "--image", &image]).arg(&bundle));
         run(Command::new("umoci").args([
             "config",
             "--image",
@@ -85,9 +72,7 @@ impl Layout {
             arch,
         ]));
         std::fs::remove_dir_all(&bundle).unwrap();
-        run(Command::new("umoci")
-            .args(["gc", "--layout"])
-            .arg(&self.dir));
+        run(Command::new("umoci").args(["gc", "--layout"]).arg(&self.dir));
     }
 
     /// Adds an index under `tag` over the manifests tagged `parts` (as (tag, arch)).
@@ -111,11 +96,7 @@ impl Layout {
             "mediaType": "application/vnd.oci.image.index.v1+json", "digest": d.to_string(), "size": body.len(),
             "annotations": {"org.opencontainers.image.ref.name": tag}
         }));
-        std::fs::write(
-            self.dir.join("index.json"),
-            serde_json::to_vec(&index).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(self.dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     }
 }
 

@@ -22,8 +22,9 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// A plain private registry (mirroring off, as `berth serve --no-mirror`).
     pub async fn start() -> Self {
-        Self::start_with(|_| {}).await
+        Self::start_with(|c| c.mirror.enabled = false).await
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
@@ -42,11 +43,7 @@ impl TestServer {
         let bound = berth::bind(&cfg).unwrap();
         let handle = bound.server.handle();
         actix_rt::spawn(bound.server);
-        TestServer {
-            base: format!("http://{}", bound.addr),
-            handle,
-            dir,
-        }
+        TestServer { base: format!("http://{}", bound.addr), handle, dir }
     }
 
     pub fn data(&self) -> &Path {
@@ -64,10 +61,7 @@ impl TestServer {
     }
 
     pub fn client(&self) -> Client {
-        Client {
-            base: self.base.clone(),
-            http: awc::Client::builder().disable_timeout().finish(),
-        }
+        Client { base: self.base.clone(), http: awc::Client::builder().disable_timeout().finish() }
     }
 }
 
@@ -90,45 +84,25 @@ impl Resp {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 
     /// The first OCI error code of the body.
     pub fn code(&self) -> String {
-        self.json()["errors"][0]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.json()["errors"][0]["code"].as_str().unwrap_or_default().to_string()
     }
 }
 
 impl Client {
-    pub async fn req(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Resp {
-        let url = if path.starts_with("http") {
-            path.to_string()
-        } else {
-            format!("{}{path}", self.base)
-        };
-        let mut r = self
-            .http
-            .request(Method::from_bytes(method.as_bytes()).unwrap(), url);
+    pub async fn req(&self, method: &str, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
+        let url = if path.starts_with("http") { path.to_string() } else { format!("{}{path}", self.base) };
+        let mut r = self.http.request(Method::from_bytes(method.as_bytes()).unwrap(), url);
         for (k, v) in headers {
             r = r.insert_header((*k, *v));
         }
         let mut resp = r.send_body(body.into()).await.expect("request failed");
         let body = resp.body().limit(1 << 30).await.expect("body failed");
-        Resp {
-            status: resp.status().as_u16(),
-            headers: resp.headers().clone(),
-            body,
-        }
+        Resp { status: resp.status().as_u16(), headers: resp.headers().clone(), body }
     }
 
     pub async fn get(&self, path: &str) -> Resp {
@@ -138,33 +112,15 @@ impl Client {
     /// Pushes a blob monolithically; returns its digest.
     pub async fn push_blob(&self, repo: &str, data: &[u8]) -> Digest {
         let d = Digest::sha256_of(data);
-        let r = self
-            .req(
-                "POST",
-                &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
-                &[],
-                data.to_vec(),
-            )
-            .await;
+        let r = self.req("POST", &format!("/v2/{repo}/blobs/uploads/?digest={d}"), &[], data.to_vec()).await;
         assert_eq!(r.status, 201, "push blob: {:?}", r.body);
         d
     }
 
     /// Pushes a manifest; returns the response.
-    pub async fn put_manifest(
-        &self,
-        repo: &str,
-        reference: &str,
-        media_type: &str,
-        body: &[u8],
-    ) -> Resp {
-        self.req(
-            "PUT",
-            &format!("/v2/{repo}/manifests/{reference}"),
-            &[("Content-Type", media_type)],
-            body.to_vec(),
-        )
-        .await
+    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Resp {
+        self.req("PUT", &format!("/v2/{repo}/manifests/{reference}"), &[("Content-Type", media_type)], body.to_vec())
+            .await
     }
 
     /// Pushes a config and one layer, then an OCI image manifest under `tag`;
@@ -184,12 +140,7 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
-pub fn image_manifest(
-    config: &Digest,
-    config_size: usize,
-    layer: &Digest,
-    layer_size: usize,
-) -> Vec<u8> {
+pub fn image_manifest(config: &Digest, config_size: usize, layer: &Digest, layer_size: usize) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

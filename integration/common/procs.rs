@@ -10,65 +10,40 @@ use std::time::{Duration, Instant};
 
 /// Fails the test with a pointer to `.ci/run` when a client tool is missing.
 pub fn require(tool: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
+    let found =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false);
     assert!(found, "{tool} is not installed; `bash .ci/run` installs the Debian packages the integration tests use");
 }
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Runs a command to completion; panics with its output if it fails.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
-        panic!(
-            "{cmd:?} failed ({}):\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        panic!("{cmd:?} failed ({}):\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     }
     stdout
 }
 
 /// A minimal HTTP/1.0 request; returns (status, headers lowercased, body).
-pub fn http(
-    method: &str,
-    addr: &str,
-    path: &str,
-) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+pub fn http(method: &str, addr: &str, path: &str) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     // Real clients name every manifest type; Distribution 2.8 refuses an OCI index for `*/*` alone.
     let accept = berth::oci::MediaType::ALL.join(", ");
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}, */*\r\n\r\n"
-    )?;
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}, */*\r\n\r\n")?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(raw.len());
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(raw.len());
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let body = raw.get(split + 4..).unwrap_or_default().to_vec();
     let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -92,11 +67,7 @@ impl Proc {
             .stderr(out)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc {
-            name: name.to_string(),
-            child,
-            log,
-        }
+        Proc { name: name.to_string(), child, log }
     }
 
     fn log_text(&self) -> String {
@@ -111,18 +82,9 @@ impl Proc {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited ({status}) before {what}:\n{}",
-                    self.name,
-                    self.log_text()
-                );
+                panic!("{} exited ({status}) before {what}:\n{}", self.name, self.log_text());
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} not {what} within {timeout:?}:\n{}",
-                self.name,
-                self.log_text()
-            );
+            assert!(Instant::now() < deadline, "{} not {what} within {timeout:?}:\n{}", self.name, self.log_text());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -146,11 +108,7 @@ impl Proc {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {timeout:?}",
-                self.name
-            );
+            assert!(Instant::now() < deadline, "{} did not exit within {timeout:?}", self.name);
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -163,10 +121,7 @@ impl Proc {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -189,15 +144,8 @@ impl Drop for Proc {
 pub fn berth(data: &Path, log_dir: &Path, extra: &[&str]) -> (Proc, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-    cmd.args(["serve", "--listen", &addr, "--data"])
-        .arg(data)
-        .args(extra)
-        .env("RUST_LOG", "info");
-    let mut p = Proc::spawn(
-        "berth",
-        &mut cmd,
-        log_dir.join(format!("berth-{}.log", free_port())),
-    );
+    cmd.args(["serve", "--listen", &addr, "--data"]).arg(data).args(extra).env("RUST_LOG", "info");
+    let mut p = Proc::spawn("berth", &mut cmd, log_dir.join(format!("berth-{}.log", free_port())));
     p.wait_http(&addr);
     (p, addr)
 }
@@ -247,21 +195,12 @@ impl Dockerd {
             .arg(&cfg)
             .arg("-H")
             .arg(format!("unix://{}", sock.display()))
-            .args([
-                "--storage-driver=vfs",
-                "--iptables=false",
-                "--ip6tables=false",
-                "--bridge=none",
-            ]);
+            .args(["--storage-driver=vfs", "--iptables=false", "--ip6tables=false", "--bridge=none"]);
         let mut proc = Proc::spawn("dockerd", &mut cmd, dir.join("dockerd.log"));
         let host = format!("unix://{}", sock.display());
         let h = host.clone();
         proc.wait_until("answering docker version", Duration::from_secs(60), || {
-            Command::new("docker")
-                .args(["-H", &h, "version"])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
+            Command::new("docker").args(["-H", &h, "version"]).output().map(|o| o.status.success()).unwrap_or(false)
         });
         Dockerd { proc, host }
     }
@@ -299,22 +238,12 @@ impl Containerd {
         let mut proc = Proc::spawn("containerd", &mut cmd, dir.join("containerd.log"));
         let s = sock.clone();
         proc.wait_until("answering ctr version", Duration::from_secs(30), || {
-            Command::new("ctr")
-                .arg("-a")
-                .arg(&s)
-                .arg("version")
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
+            Command::new("ctr").arg("-a").arg(&s).arg("version").output().map(|o| o.status.success()).unwrap_or(false)
         });
         Containerd { proc, sock }
     }
 
     pub fn ctr(&self, args: &[&str]) -> String {
-        run(Command::new("ctr")
-            .arg("-a")
-            .arg(&self.sock)
-            .args(["-n", "berth-test"])
-            .args(args))
+        run(Command::new("ctr").arg("-a").arg(&self.sock).args(["-n", "berth-test"]).args(args))
     }
 }

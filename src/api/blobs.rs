@@ -5,33 +5,27 @@ use actix_web::http::{header, Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
 
 use crate::oci::{Digest, RepoName};
+use crate::registry::Route;
 
 use super::headers::{byte_range, DOCKER_CONTENT_DIGEST};
 use super::{ApiError, Reg};
 
-pub async fn get(
-    req: &HttpRequest,
-    reg: &Reg,
-    name: &RepoName,
-    d: &Digest,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(req: &HttpRequest, reg: &Reg, route: &Route, d: &Digest) -> Result<HttpResponse, ApiError> {
     let mut resp = HttpResponse::Ok();
     resp.content_type("application/octet-stream")
         .insert_header((DOCKER_CONTENT_DIGEST, d.to_string()))
         .insert_header((header::ETAG, format!("\"{d}\"")))
         .insert_header((header::ACCEPT_RANGES, "bytes"));
     if req.method() == Method::HEAD {
-        let size = reg.stat_blob(name, d).await?;
+        let size = reg.stat_blob(route, d).await?;
         let empty = futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>();
         return Ok(resp.body(SizedStream::new(size, empty)));
     }
-    let blob = reg.open_blob(name, d, byte_range(req.headers())).await?;
+    let blob = reg.open_blob(route, d, byte_range(req.headers())).await?;
     let len = match blob.range {
         Some(r) => {
-            resp.status(StatusCode::PARTIAL_CONTENT).insert_header((
-                header::CONTENT_RANGE,
-                format!("bytes {}-{}/{}", r.start, r.end, blob.size),
-            ));
+            resp.status(StatusCode::PARTIAL_CONTENT)
+                .insert_header((header::CONTENT_RANGE, format!("bytes {}-{}/{}", r.start, r.end, blob.size)));
             r.end - r.start + 1
         }
         None => blob.size,
@@ -41,7 +35,5 @@ pub async fn get(
 
 pub async fn delete(reg: &Reg, name: &RepoName, d: &Digest) -> Result<HttpResponse, ApiError> {
     reg.delete_blob(name, d).await?;
-    Ok(HttpResponse::Accepted()
-        .insert_header((DOCKER_CONTENT_DIGEST, d.to_string()))
-        .finish())
+    Ok(HttpResponse::Accepted().insert_header((DOCKER_CONTENT_DIGEST, d.to_string())).finish())
 }

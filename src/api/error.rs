@@ -6,6 +6,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use crate::mirror::MirrorError;
 use crate::oci::{OciCode, ParseError};
 use crate::registry::RegistryError;
 use crate::store::StoreError;
@@ -69,6 +70,21 @@ fn registry_code(e: &RegistryError) -> OciCode {
         RegistryError::ManifestTooLarge { .. } => OciCode::TooLarge,
         RegistryError::DeleteDisabled => OciCode::Unsupported,
         RegistryError::RangeNotSatisfiable { .. } => OciCode::RangeInvalid,
+        RegistryError::Denied(_) => OciCode::Denied,
+        RegistryError::Mirror(m) => match m {
+            MirrorError::TooManyRequests { .. } => OciCode::TooManyRequests,
+            MirrorError::Timeout { .. } => OciCode::UpstreamTimeout,
+            MirrorError::Status { status: 503, .. } => OciCode::UpstreamUnavailable,
+            MirrorError::Store(_) => OciCode::Internal,
+            // A 404 the registry did not turn into its own "unknown" (it does for manifests and blobs).
+            MirrorError::NotFound { .. } => OciCode::NameUnknown,
+            MirrorError::Unreachable { .. }
+            | MirrorError::Status { .. }
+            | MirrorError::Unauthorized { .. }
+            | MirrorError::DigestMismatch { .. }
+            | MirrorError::SizeMismatch { .. }
+            | MirrorError::Protocol { .. } => OciCode::Upstream,
+        },
     }
 }
 
@@ -98,12 +114,19 @@ impl ResponseError for ApiError {
             self.to_string()
         };
         let mut resp = HttpResponse::build(self.status_code());
-        if let ApiError::Registry(RegistryError::RangeNotSatisfiable { size }) = self {
-            resp.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
+        match self {
+            ApiError::Registry(RegistryError::RangeNotSatisfiable { size }) => {
+                resp.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
+            }
+            ApiError::Registry(RegistryError::Mirror(MirrorError::TooManyRequests {
+                retry_after: Some(after),
+                ..
+            })) => {
+                resp.insert_header((header::RETRY_AFTER, after.clone()));
+            }
+            _ => {}
         }
-        resp.json(
-            json!({ "errors": [{ "code": code.as_str(), "message": message, "detail": null }] }),
-        )
+        resp.json(json!({ "errors": [{ "code": code.as_str(), "message": message, "detail": null }] }))
     }
 }
 
@@ -116,41 +139,13 @@ mod tests {
     fn maps_client_mistakes_to_4xx() {
         let d = Digest::sha256_of(b"x");
         let cases: Vec<(ApiError, u16, &str)> = vec![
-            (
-                RegistryError::BlobUnknown(d.clone()).into(),
-                404,
-                "BLOB_UNKNOWN",
-            ),
-            (
-                StoreError::UploadUnknown("u".into()).into(),
-                404,
-                "BLOB_UPLOAD_UNKNOWN",
-            ),
-            (
-                StoreError::DigestMismatch {
-                    expected: d.clone(),
-                    actual: d.clone(),
-                }
-                .into(),
-                400,
-                "DIGEST_INVALID",
-            ),
-            (
-                StoreError::ChunkOutOfOrder { start: 1, size: 0 }.into(),
-                416,
-                "BLOB_UPLOAD_INVALID",
-            ),
-            (
-                RegistryError::ManifestBlobUnknown(d.clone()).into(),
-                400,
-                "MANIFEST_BLOB_UNKNOWN",
-            ),
+            (RegistryError::BlobUnknown(d.clone()).into(), 404, "BLOB_UNKNOWN"),
+            (StoreError::UploadUnknown("u".into()).into(), 404, "BLOB_UPLOAD_UNKNOWN"),
+            (StoreError::DigestMismatch { expected: d.clone(), actual: d.clone() }.into(), 400, "DIGEST_INVALID"),
+            (StoreError::ChunkOutOfOrder { start: 1, size: 0 }.into(), 416, "BLOB_UPLOAD_INVALID"),
+            (RegistryError::ManifestBlobUnknown(d.clone()).into(), 400, "MANIFEST_BLOB_UNKNOWN"),
             (RegistryError::DeleteDisabled.into(), 405, "UNSUPPORTED"),
-            (
-                RegistryError::ManifestTooLarge { limit: 1 }.into(),
-                413,
-                "SIZE_INVALID",
-            ),
+            (RegistryError::ManifestTooLarge { limit: 1 }.into(), 413, "SIZE_INVALID"),
             (ApiError::NotAcceptable("x".into()), 404, "MANIFEST_UNKNOWN"),
         ];
         for (e, status, code) in cases {
@@ -161,11 +156,7 @@ mod tests {
 
     #[test]
     fn internal_errors_hide_detail() {
-        let e: ApiError = StoreError::Io {
-            path: "secret/path".into(),
-            source: std::io::Error::other("disk"),
-        }
-        .into();
+        let e: ApiError = StoreError::Io { path: "secret/path".into(), source: std::io::Error::other("disk") }.into();
         assert_eq!(e.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
         let resp = e.error_response();
         let body = actix_web::body::MessageBody::try_into_bytes(resp.into_body()).unwrap();

@@ -15,11 +15,7 @@ pub const OCI_SUBJECT: &str = "OCI-Subject";
 pub const OCI_FILTERS_APPLIED: &str = "OCI-Filters-Applied";
 
 fn get<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty())
 }
 
 pub fn content_type(headers: &HeaderMap) -> Option<&str> {
@@ -36,19 +32,12 @@ pub fn chunk_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> 
     let Some(v) = get(headers, header::CONTENT_RANGE) else {
         return Ok(None);
     };
-    let bad = || {
-        ApiError::BadRequest(
-            OciCode::RangeInvalid,
-            format!("invalid Content-Range {v:?}: expected <start>-<end>"),
-        )
-    };
+    let bad =
+        || ApiError::BadRequest(OciCode::RangeInvalid, format!("invalid Content-Range {v:?}: expected <start>-<end>"));
     let spec = v.strip_prefix("bytes ").unwrap_or(v);
     let spec = spec.split('/').next().unwrap_or(spec);
     let (s, e) = spec.split_once('-').ok_or_else(bad)?;
-    let (s, e): (u64, u64) = (
-        s.trim().parse().map_err(|_| bad())?,
-        e.trim().parse().map_err(|_| bad())?,
-    );
+    let (s, e): (u64, u64) = (s.trim().parse().map_err(|_| bad())?, e.trim().parse().map_err(|_| bad())?);
     if e < s {
         return Err(bad());
     }
@@ -65,16 +54,10 @@ pub fn byte_range(headers: &HeaderMap) -> Option<RangeRequest> {
     let (s, e) = spec.trim().split_once('-')?;
     match (s.trim(), e.trim()) {
         ("", n) => n.parse().ok().map(RangeRequest::Suffix),
-        (s, "") => s
-            .parse()
-            .ok()
-            .map(|start| RangeRequest::From { start, end: None }),
+        (s, "") => s.parse().ok().map(|start| RangeRequest::From { start, end: None }),
         (s, e) => {
             let (start, end) = (s.parse().ok()?, e.parse().ok()?);
-            (end >= start).then_some(RangeRequest::From {
-                start,
-                end: Some(end),
-            })
+            (end >= start).then_some(RangeRequest::From { start, end: Some(end) })
         }
     }
 }
@@ -107,24 +90,15 @@ mod tests {
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
-            m.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
+            m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         m
     }
 
     #[test]
     fn chunk_ranges() {
-        assert_eq!(
-            chunk_range(&h(&[("content-range", "0-9")])).unwrap(),
-            Some((0, 10))
-        );
-        assert_eq!(
-            chunk_range(&h(&[("content-range", "bytes 10-19/*")])).unwrap(),
-            Some((10, 10))
-        );
+        assert_eq!(chunk_range(&h(&[("content-range", "0-9")])).unwrap(), Some((0, 10)));
+        assert_eq!(chunk_range(&h(&[("content-range", "bytes 10-19/*")])).unwrap(), Some((10, 10)));
         assert_eq!(chunk_range(&h(&[])).unwrap(), None);
         assert!(chunk_range(&h(&[("content-range", "9-0")])).is_err());
         assert!(chunk_range(&h(&[("content-range", "x")])).is_err());
@@ -132,24 +106,9 @@ mod tests {
 
     #[test]
     fn blob_ranges() {
-        assert_eq!(
-            byte_range(&h(&[("range", "bytes=0-9")])),
-            Some(RangeRequest::From {
-                start: 0,
-                end: Some(9)
-            })
-        );
-        assert_eq!(
-            byte_range(&h(&[("range", "bytes=5-")])),
-            Some(RangeRequest::From {
-                start: 5,
-                end: None
-            })
-        );
-        assert_eq!(
-            byte_range(&h(&[("range", "bytes=-5")])),
-            Some(RangeRequest::Suffix(5))
-        );
+        assert_eq!(byte_range(&h(&[("range", "bytes=0-9")])), Some(RangeRequest::From { start: 0, end: Some(9) }));
+        assert_eq!(byte_range(&h(&[("range", "bytes=5-")])), Some(RangeRequest::From { start: 5, end: None }));
+        assert_eq!(byte_range(&h(&[("range", "bytes=-5")])), Some(RangeRequest::Suffix(5)));
         assert_eq!(byte_range(&h(&[("range", "bytes=0-1,4-5")])), None);
         assert_eq!(byte_range(&h(&[("range", "items=0-1")])), None);
     }
@@ -160,25 +119,10 @@ mod tests {
         assert!(accepts(&h(&[]), oci));
         assert!(accepts(&h(&[("accept", "*/*")]), oci));
         assert!(accepts(
-            &h(&[
-                (
-                    "accept",
-                    "application/vnd.docker.distribution.manifest.v2+json"
-                ),
-                ("accept", oci)
-            ]),
+            &h(&[("accept", "application/vnd.docker.distribution.manifest.v2+json"), ("accept", oci)]),
             oci
         ));
-        assert!(accepts(
-            &h(&[("accept", &format!("text/x, {oci}; q=0.5"))]),
-            oci
-        ));
-        assert!(!accepts(
-            &h(&[(
-                "accept",
-                "application/vnd.docker.distribution.manifest.v2+json"
-            )]),
-            oci
-        ));
+        assert!(accepts(&h(&[("accept", &format!("text/x, {oci}; q=0.5"))]), oci));
+        assert!(!accepts(&h(&[("accept", "application/vnd.docker.distribution.manifest.v2+json")]), oci));
     }
 }

@@ -5,7 +5,8 @@ use actix_web::http::header;
 use actix_web::HttpResponse;
 use serde_json::json;
 
-use crate::oci::{OciCode, RepoName};
+use crate::oci::OciCode;
+use crate::registry::Route;
 
 use super::{ApiError, Params, Reg};
 
@@ -13,18 +14,12 @@ use super::{ApiError, Params, Reg};
 const CATALOG_DEFAULT_N: usize = 1000;
 
 fn page_size(p: &Params) -> Result<Option<usize>, ApiError> {
-    p.n.as_deref()
-        .map(|n| n.parse::<usize>())
-        .transpose()
-        .map_err(|_| {
-            ApiError::BadRequest(
-                OciCode::PaginationInvalid,
-                format!(
-                    "n must be a non-negative integer, got {:?}",
-                    p.n.as_deref().unwrap_or("")
-                ),
-            )
-        })
+    p.n.as_deref().map(|n| n.parse::<usize>()).transpose().map_err(|_| {
+        ApiError::BadRequest(
+            OciCode::PaginationInvalid,
+            format!("n must be a non-negative integer, got {:?}", p.n.as_deref().unwrap_or("")),
+        )
+    })
 }
 
 fn next_link(path: &str, n: Option<usize>, items: &[String], more: bool) -> Option<String> {
@@ -35,14 +30,14 @@ fn next_link(path: &str, n: Option<usize>, items: &[String], more: bool) -> Opti
     })
 }
 
-pub async fn tags(reg: &Reg, name: &RepoName, p: &Params) -> Result<HttpResponse, ApiError> {
+pub async fn tags(reg: &Reg, route: &Route, p: &Params) -> Result<HttpResponse, ApiError> {
     let n = page_size(p)?;
-    let (tags, more) = reg.list_tags(name, n, p.last.as_deref()).await?;
+    let (tags, more) = reg.list_tags(route, n, p.last.as_deref()).await?;
     let mut resp = HttpResponse::Ok();
-    if let Some(link) = next_link(&format!("/v2/{name}/tags/list"), n, &tags, more) {
+    if let Some(link) = next_link(&format!("/v2/{}/tags/list", route.storage()), n, &tags, more) {
         resp.insert_header((header::LINK, link));
     }
-    Ok(resp.json(json!({ "name": name.as_str(), "tags": tags })))
+    Ok(resp.json(json!({ "name": route.storage().as_str(), "tags": tags })))
 }
 
 pub async fn catalog(reg: &Reg, p: &Params) -> Result<HttpResponse, ApiError> {

@@ -6,18 +6,13 @@ use bytes::BytesMut;
 use futures::StreamExt;
 
 use crate::oci::{Reference, RepoName};
-use crate::registry::RegistryError;
+use crate::registry::{RegistryError, Route};
 
 use super::headers::{accepts, content_type, DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
 use super::{ApiError, Reg};
 
-pub async fn get(
-    req: &HttpRequest,
-    reg: &Reg,
-    name: &RepoName,
-    r: &Reference,
-) -> Result<HttpResponse, ApiError> {
-    let m = reg.get_manifest(name, r).await?;
+pub async fn get(req: &HttpRequest, reg: &Reg, route: &Route, r: &Reference) -> Result<HttpResponse, ApiError> {
+    let m = reg.get_manifest(route, r).await?;
     if !accepts(req.headers(), &m.media_type) {
         return Err(ApiError::NotAcceptable(m.media_type));
     }
@@ -34,10 +29,7 @@ async fn read_limited(mut body: web::Payload, limit: u64) -> Result<bytes::Bytes
     let mut buf = BytesMut::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::BadRequest(
-                crate::oci::OciCode::ManifestInvalid,
-                format!("request body failed: {e}"),
-            )
+            ApiError::BadRequest(crate::oci::OciCode::ManifestInvalid, format!("request body failed: {e}"))
         })?;
         if (buf.len() + chunk.len()) as u64 > limit {
             return Err(RegistryError::ManifestTooLarge { limit }.into());
@@ -59,15 +51,10 @@ pub async fn put(
         return Err(RegistryError::ManifestTooLarge { limit }.into());
     }
     let bytes = read_limited(body, limit).await?;
-    let pushed = reg
-        .put_manifest(name, r, content_type(req.headers()), bytes)
-        .await?;
+    let pushed = reg.put_manifest(name, r, content_type(req.headers()), bytes).await?;
     let mut resp = HttpResponse::Created();
-    resp.insert_header((
-        header::LOCATION,
-        format!("/v2/{name}/manifests/{}", pushed.digest),
-    ))
-    .insert_header((DOCKER_CONTENT_DIGEST, pushed.digest.to_string()));
+    resp.insert_header((header::LOCATION, format!("/v2/{name}/manifests/{}", pushed.digest)))
+        .insert_header((DOCKER_CONTENT_DIGEST, pushed.digest.to_string()));
     if let Some(subject) = pushed.subject {
         resp.insert_header((OCI_SUBJECT, subject.to_string()));
     }

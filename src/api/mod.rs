@@ -33,6 +33,8 @@ pub struct Params {
     pub last: Option<String>,
     #[serde(rename = "artifactType")]
     pub artifact_type: Option<String>,
+    /// The registry a mirror request is for (containerd's `?ns=`).
+    pub ns: Option<String>,
 }
 
 /// Registers every route of the server.
@@ -45,66 +47,60 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 fn tail(req: &HttpRequest) -> String {
     let raw = req.match_info().get("tail").unwrap_or("");
-    percent_encoding::percent_decode_str(raw)
-        .decode_utf8_lossy()
-        .into_owned()
+    percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned()
 }
 
-async fn dispatch(
-    req: HttpRequest,
-    body: web::Payload,
-    reg: Reg,
-) -> Result<HttpResponse, ApiError> {
+async fn dispatch(req: HttpRequest, body: web::Payload, reg: Reg) -> Result<HttpResponse, ApiError> {
     let endpoint = match Endpoint::parse(&tail(&req)) {
         Ok(e) => e,
         Err(RouteError::NotFound) => return Err(ApiError::NotFound),
         Err(RouteError::Invalid(e)) => return Err(e.into()),
         Err(RouteError::InvalidTag(_, e)) if req.method() == Method::PUT => return Err(e.into()),
         Err(RouteError::InvalidTag(name, e)) => {
-            return Err(crate::registry::RegistryError::ManifestUnknown(format!(
-                "{name}: {}",
-                e.message
-            ))
-            .into())
+            return Err(crate::registry::RegistryError::ManifestUnknown(format!("{name}: {}", e.message)).into())
         }
     };
     let params = web::Query::<Params>::from_query(req.query_string())
         .map(|q| q.into_inner())
-        .map_err(|e| {
-            ApiError::BadRequest(
-                crate::oci::OciCode::Unsupported,
-                format!("invalid query: {e}"),
-            )
-        })?;
+        .map_err(|e| ApiError::BadRequest(crate::oci::OciCode::Unsupported, format!("invalid query: {e}")))?;
     let m = req.method().clone();
+    let ns = params.ns.as_deref();
     let not_allowed = || Err(ApiError::MethodNotAllowed(req.method().to_string()));
+    let reading = m == Method::GET || m == Method::HEAD;
     match endpoint {
-        Endpoint::Base if m == Method::GET || m == Method::HEAD => Ok(health::base()),
+        Endpoint::Base if reading => Ok(health::base()),
         Endpoint::Catalog if m == Method::GET => listing::catalog(&reg, &params).await,
-        Endpoint::Tags(name) if m == Method::GET => listing::tags(&reg, &name, &params).await,
-        Endpoint::Manifest(name, r) => match m {
-            Method::GET | Method::HEAD => manifests::get(&req, &reg, &name, &r).await,
-            Method::PUT => manifests::put(&req, body, &reg, &name, &r).await,
-            Method::DELETE => manifests::delete(&reg, &name, &r).await,
-            _ => not_allowed(),
-        },
-        Endpoint::Blob(name, d) => match m {
-            Method::GET | Method::HEAD => blobs::get(&req, &reg, &name, &d).await,
-            Method::DELETE => blobs::delete(&reg, &name, &d).await,
-            _ => not_allowed(),
-        },
+        Endpoint::Tags(name) if m == Method::GET => listing::tags(&reg, &reg.route(&name, ns).await?, &params).await,
+        Endpoint::Referrers(name, d) if m == Method::GET => {
+            referrers::get(&reg, &reg.route(&name, ns).await?, &d, &params).await
+        }
+        Endpoint::Manifest(name, r) if reading => manifests::get(&req, &reg, &reg.route(&name, ns).await?, &r).await,
+        Endpoint::Blob(name, d) if reading => blobs::get(&req, &reg, &reg.route(&name, ns).await?, &d).await,
+        Endpoint::Manifest(name, r) => {
+            reg.check_push(&name, ns).await?;
+            match m {
+                Method::PUT => manifests::put(&req, body, &reg, &name, &r).await,
+                Method::DELETE => manifests::delete(&reg, &name, &r).await,
+                _ => not_allowed(),
+            }
+        }
+        Endpoint::Blob(name, d) if m == Method::DELETE => {
+            reg.check_push(&name, ns).await?;
+            blobs::delete(&reg, &name, &d).await
+        }
         Endpoint::Uploads(name) if m == Method::POST => {
+            reg.check_push(&name, ns).await?;
             uploads::start(body, &reg, &name, &params).await
         }
-        Endpoint::Upload(name, id) => match m {
-            Method::GET => uploads::status(&reg, &name, &id).await,
-            Method::PATCH => uploads::patch(&req, body, &reg, &name, &id).await,
-            Method::PUT => uploads::put(&req, body, &reg, &name, &id, &params).await,
-            Method::DELETE => uploads::cancel(&reg, &name, &id).await,
-            _ => not_allowed(),
-        },
-        Endpoint::Referrers(name, d) if m == Method::GET => {
-            referrers::get(&reg, &name, &d, &params).await
+        Endpoint::Upload(name, id) => {
+            reg.check_push(&name, ns).await?;
+            match m {
+                Method::GET => uploads::status(&reg, &name, &id).await,
+                Method::PATCH => uploads::patch(&req, body, &reg, &name, &id).await,
+                Method::PUT => uploads::put(&req, body, &reg, &name, &id, &params).await,
+                Method::DELETE => uploads::cancel(&reg, &name, &id).await,
+                _ => not_allowed(),
+            }
         }
         _ => not_allowed(),
     }

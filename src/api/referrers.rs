@@ -4,25 +4,20 @@
 use actix_web::HttpResponse;
 use serde_json::json;
 
-use crate::oci::{Digest, MediaType, RepoName};
+use crate::oci::{Digest, MediaType};
+use crate::registry::Route;
 
 use super::headers::OCI_FILTERS_APPLIED;
 use super::{ApiError, Params, Reg};
 
-pub async fn get(
-    reg: &Reg,
-    name: &RepoName,
-    subject: &Digest,
-    p: &Params,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(reg: &Reg, route: &Route, subject: &Digest, p: &Params) -> Result<HttpResponse, ApiError> {
     let filter = p.artifact_type.as_deref().filter(|s| !s.is_empty());
-    let manifests = reg.referrers(name, subject, filter).await?;
+    let manifests = reg.referrers(route, subject, filter).await?;
     let mut resp = HttpResponse::Ok();
     resp.content_type(MediaType::OCI_INDEX);
     if filter.is_some() {
         resp.insert_header((OCI_FILTERS_APPLIED, "artifactType"));
     }
-    let body =
-        json!({ "schemaVersion": 2, "mediaType": MediaType::OCI_INDEX, "manifests": manifests });
+    let body = json!({ "schemaVersion": 2, "mediaType": MediaType::OCI_INDEX, "manifests": manifests });
     Ok(resp.body(body.to_string()))
 }

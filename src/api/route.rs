@@ -97,54 +97,27 @@ mod tests {
         let d: Digest = D.parse().unwrap();
         assert_eq!(Endpoint::parse(""), Ok(Endpoint::Base));
         assert_eq!(Endpoint::parse("_catalog"), Ok(Endpoint::Catalog));
-        assert_eq!(
-            Endpoint::parse("a/b/tags/list"),
-            Ok(Endpoint::Tags(name("a/b")))
-        );
+        assert_eq!(Endpoint::parse("a/b/tags/list"), Ok(Endpoint::Tags(name("a/b"))));
         assert_eq!(
             Endpoint::parse("a/manifests/latest"),
-            Ok(Endpoint::Manifest(
-                name("a"),
-                Reference::Tag("latest".parse().unwrap())
-            ))
+            Ok(Endpoint::Manifest(name("a"), Reference::Tag("latest".parse().unwrap())))
         );
         assert_eq!(
             Endpoint::parse(&format!("a/manifests/{D}")),
             Ok(Endpoint::Manifest(name("a"), Reference::Digest(d.clone())))
         );
-        assert_eq!(
-            Endpoint::parse(&format!("x/blobs/{D}")),
-            Ok(Endpoint::Blob(name("x"), d.clone()))
-        );
-        assert_eq!(
-            Endpoint::parse("x/y/blobs/uploads/"),
-            Ok(Endpoint::Uploads(name("x/y")))
-        );
-        assert_eq!(
-            Endpoint::parse("x/y/blobs/uploads"),
-            Ok(Endpoint::Uploads(name("x/y")))
-        );
-        assert_eq!(
-            Endpoint::parse("x/blobs/uploads/abc"),
-            Ok(Endpoint::Upload(name("x"), "abc".into()))
-        );
-        assert_eq!(
-            Endpoint::parse(&format!("x/referrers/{D}")),
-            Ok(Endpoint::Referrers(name("x"), d.clone()))
-        );
+        assert_eq!(Endpoint::parse(&format!("x/blobs/{D}")), Ok(Endpoint::Blob(name("x"), d.clone())));
+        assert_eq!(Endpoint::parse("x/y/blobs/uploads/"), Ok(Endpoint::Uploads(name("x/y"))));
+        assert_eq!(Endpoint::parse("x/y/blobs/uploads"), Ok(Endpoint::Uploads(name("x/y"))));
+        assert_eq!(Endpoint::parse("x/blobs/uploads/abc"), Ok(Endpoint::Upload(name("x"), "abc".into())));
+        assert_eq!(Endpoint::parse(&format!("x/referrers/{D}")), Ok(Endpoint::Referrers(name("x"), d.clone())));
     }
 
     #[test]
     fn names_may_contain_endpoint_words() {
         let d: Digest = D.parse().unwrap();
-        assert_eq!(
-            Endpoint::parse(&format!("blobs/blobs/{D}")),
-            Ok(Endpoint::Blob(name("blobs"), d))
-        );
-        assert_eq!(
-            Endpoint::parse("manifests/tags/list"),
-            Ok(Endpoint::Tags(name("manifests")))
-        );
+        assert_eq!(Endpoint::parse(&format!("blobs/blobs/{D}")), Ok(Endpoint::Blob(name("blobs"), d)));
+        assert_eq!(Endpoint::parse("manifests/tags/list"), Ok(Endpoint::Tags(name("manifests"))));
     }
 
     #[test]
@@ -160,10 +133,7 @@ mod tests {
         assert_eq!(code("a//b/tags/list"), OciCode::NameInvalid);
         assert_eq!(code("a/blobs/sha256:zz"), OciCode::DigestInvalid);
         assert_eq!(code("a/blobs/md5:00"), OciCode::DigestInvalid);
-        assert!(matches!(
-            Endpoint::parse("a/manifests/-bad"),
-            Err(RouteError::InvalidTag(_, _))
-        ));
+        assert!(matches!(Endpoint::parse("a/manifests/-bad"), Err(RouteError::InvalidTag(_, _))));
         assert_eq!(code("a/manifests/sha256:00"), OciCode::DigestInvalid);
     }
 }

@@ -8,9 +8,7 @@ use crate::oci::{Digest, OciCode, RepoName};
 use crate::registry::UploadStart;
 use crate::store::UploadStatus;
 
-use super::headers::{
-    chunk_range, content_length, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, OCI_CHUNK_MIN_LENGTH,
-};
+use super::headers::{chunk_range, content_length, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, OCI_CHUNK_MIN_LENGTH};
 use super::{ApiError, Params, Reg};
 
 /// The smallest chunk berth asks for: none, any size is accepted.
@@ -27,48 +25,35 @@ fn created(name: &RepoName, d: &Digest) -> HttpResponse {
 /// The session's location and progress (`Range` is inclusive; "0-0" when empty, as registry:2).
 fn session(status: StatusCode, name: &RepoName, s: &UploadStatus) -> HttpResponseBuilder {
     let mut b = HttpResponse::build(status);
-    b.insert_header((
-        header::LOCATION,
-        format!("/v2/{name}/blobs/uploads/{}", s.id),
-    ))
-    .insert_header((header::RANGE, format!("0-{}", s.size.saturating_sub(1))))
-    .insert_header((DOCKER_UPLOAD_UUID, s.id.clone()));
+    b.insert_header((header::LOCATION, format!("/v2/{name}/blobs/uploads/{}", s.id)))
+        .insert_header((header::RANGE, format!("0-{}", s.size.saturating_sub(1))))
+        .insert_header((DOCKER_UPLOAD_UUID, s.id.clone()));
     b
 }
 
 fn digest_param(p: &Params) -> Result<Digest, ApiError> {
-    let d = p.digest.as_deref().ok_or_else(|| {
-        ApiError::BadRequest(
-            OciCode::DigestInvalid,
-            "the digest query parameter is required".into(),
-        )
-    })?;
+    let d = p
+        .digest
+        .as_deref()
+        .ok_or_else(|| ApiError::BadRequest(OciCode::DigestInvalid, "the digest query parameter is required".into()))?;
     Ok(d.parse()?)
 }
 
-pub async fn start(
-    body: web::Payload,
-    reg: &Reg,
-    name: &RepoName,
-    p: &Params,
-) -> Result<HttpResponse, ApiError> {
+pub async fn start(body: web::Payload, reg: &Reg, name: &RepoName, p: &Params) -> Result<HttpResponse, ApiError> {
     if p.digest.is_some() {
         let d = digest_param(p)?;
         reg.upload_blob(name, body, &d).await?;
         return Ok(created(name, &d));
     }
     let mount = match &p.mount {
-        Some(m) => Some((
-            m.parse::<Digest>()?,
-            p.from.as_deref().map(str::parse::<RepoName>).transpose()?,
-        )),
+        Some(m) => Some((m.parse::<Digest>()?, p.from.as_deref().map(str::parse::<RepoName>).transpose()?)),
         None => None,
     };
     match reg.start_upload(name, mount).await? {
         UploadStart::Mounted(d) => Ok(created(name, &d)),
-        UploadStart::Session(s) => Ok(session(StatusCode::ACCEPTED, name, &s)
-            .insert_header((OCI_CHUNK_MIN_LENGTH, CHUNK_MIN_LENGTH))
-            .finish()),
+        UploadStart::Session(s) => {
+            Ok(session(StatusCode::ACCEPTED, name, &s).insert_header((OCI_CHUNK_MIN_LENGTH, CHUNK_MIN_LENGTH)).finish())
+        }
     }
 }
 
@@ -88,9 +73,7 @@ pub async fn patch(
             ));
         }
     }
-    let s = reg
-        .append_upload(name, id, range.map(|r| r.0), range.map(|r| r.1), body)
-        .await?;
+    let s = reg.append_upload(name, id, range.map(|r| r.0), range.map(|r| r.1), body).await?;
     Ok(session(StatusCode::ACCEPTED, name, &s).finish())
 }
 

@@ -81,48 +81,30 @@ impl FromStr for Digest {
     type Err = ParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = |why: &str| {
-            ParseError::new(
-                OciCode::DigestInvalid,
-                format!("invalid digest {s:?}: {why}"),
-            )
-        };
-        let (alg, hex) = s
-            .split_once(':')
-            .ok_or_else(|| invalid("expected <algorithm>:<hex>"))?;
+        let invalid = |why: &str| ParseError::new(OciCode::DigestInvalid, format!("invalid digest {s:?}: {why}"));
+        let (alg, hex) = s.split_once(':').ok_or_else(|| invalid("expected <algorithm>:<hex>"))?;
         let algorithm = match alg {
             "sha256" => Algorithm::Sha256,
             "sha512" => Algorithm::Sha512,
             // distribution-spec: algorithm := component ([+._-] component)*
             other
                 if !other.is_empty()
-                    && other.split(['+', '.', '_', '-']).all(|c| {
-                        !c.is_empty()
-                            && c.bytes()
-                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-                    }) =>
+                    && other
+                        .split(['+', '.', '_', '-'])
+                        .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())) =>
             {
-                return Err(invalid(
-                    "unsupported digest algorithm (sha256 and sha512 are supported)",
-                ))
+                return Err(invalid("unsupported digest algorithm (sha256 and sha512 are supported)"))
             }
             _ => return Err(invalid("malformed algorithm")),
         };
-        if hex.len() != algorithm.hex_len()
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if hex.len() != algorithm.hex_len() || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(invalid(&format!(
                 "{} digests are {} lowercase hex characters",
                 algorithm.as_str(),
                 algorithm.hex_len()
             )));
         }
-        Ok(Digest {
-            algorithm,
-            hex: hex.to_string(),
-        })
+        Ok(Digest { algorithm, hex: hex.to_string() })
     }
 }
 
@@ -161,8 +143,7 @@ impl DigestHasher {
 mod tests {
     use super::*;
 
-    const EMPTY256: &str =
-        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    const EMPTY256: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
     #[test]
     fn parses_and_prints_sha256() {
@@ -194,11 +175,7 @@ mod tests {
             let err = bad.parse::<Digest>().unwrap_err();
             assert_eq!(err.code, OciCode::DigestInvalid, "{bad}");
         }
-        assert!("md5:abc"
-            .parse::<Digest>()
-            .unwrap_err()
-            .message
-            .contains("unsupported"));
+        assert!("md5:abc".parse::<Digest>().unwrap_err().message.contains("unsupported"));
     }
 
     #[test]

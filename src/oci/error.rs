@@ -30,6 +30,10 @@ pub enum OciCode {
     Internal,
     /// Not a spec code: an upstream could not be reached or failed (502).
     Upstream,
+    /// Not a spec code: the upstream is unavailable (503).
+    UpstreamUnavailable,
+    /// Not a spec code: the upstream did not answer in time (504).
+    UpstreamTimeout,
 }
 
 impl OciCode {
@@ -55,7 +59,7 @@ impl OciCode {
             OciCode::RangeInvalid => "BLOB_UPLOAD_INVALID",
             OciCode::TooLarge => "SIZE_INVALID",
             OciCode::Internal => "UNKNOWN",
-            OciCode::Upstream => "UNKNOWN",
+            OciCode::Upstream | OciCode::UpstreamUnavailable | OciCode::UpstreamTimeout => "UNAVAILABLE",
         }
     }
 
@@ -82,6 +86,8 @@ impl OciCode {
             OciCode::TooLarge => 413,
             OciCode::Internal => 500,
             OciCode::Upstream => 502,
+            OciCode::UpstreamUnavailable => 503,
+            OciCode::UpstreamTimeout => 504,
         }
     }
 
@@ -92,9 +98,7 @@ impl OciCode {
             OciCode::BlobUploadInvalid => "blob upload invalid",
             OciCode::BlobUploadUnknown => "blob upload unknown to registry",
             OciCode::DigestInvalid => "provided digest did not match uploaded content",
-            OciCode::ManifestBlobUnknown => {
-                "manifest references a manifest or blob unknown to registry"
-            }
+            OciCode::ManifestBlobUnknown => "manifest references a manifest or blob unknown to registry",
             OciCode::ManifestInvalid => "manifest invalid",
             OciCode::ManifestUnknown => "manifest unknown to registry",
             OciCode::NameInvalid => "invalid repository name",
@@ -109,7 +113,7 @@ impl OciCode {
             OciCode::RangeInvalid => "requested range not satisfiable",
             OciCode::TooLarge => "request body too large",
             OciCode::Internal => "internal server error",
-            OciCode::Upstream => "upstream registry error",
+            OciCode::Upstream | OciCode::UpstreamUnavailable | OciCode::UpstreamTimeout => "upstream registry error",
         }
     }
 }

@@ -11,12 +11,9 @@ use super::{Digest, OciCode, ParseError};
 pub struct MediaType;
 
 impl MediaType {
-    pub const DOCKER_MANIFEST: &'static str =
-        "application/vnd.docker.distribution.manifest.v2+json";
-    pub const DOCKER_LIST: &'static str =
-        "application/vnd.docker.distribution.manifest.list.v2+json";
-    pub const DOCKER_SCHEMA1_SIGNED: &'static str =
-        "application/vnd.docker.distribution.manifest.v1+prettyjws";
+    pub const DOCKER_MANIFEST: &'static str = "application/vnd.docker.distribution.manifest.v2+json";
+    pub const DOCKER_LIST: &'static str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_SCHEMA1_SIGNED: &'static str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
     pub const DOCKER_SCHEMA1: &'static str = "application/vnd.docker.distribution.manifest.v1+json";
     pub const OCI_MANIFEST: &'static str = "application/vnd.oci.image.manifest.v1+json";
     pub const OCI_INDEX: &'static str = "application/vnd.oci.image.index.v1+json";
@@ -86,9 +83,7 @@ fn descriptor_digest(d: &RawDescriptor, field: &str) -> Result<Digest, ParseErro
     if d.size < 0 {
         return Err(invalid(format!("{field}: negative size")));
     }
-    d.digest
-        .parse()
-        .map_err(|e: ParseError| invalid(format!("{field}: {}", e.message)))
+    d.digest.parse().map_err(|e: ParseError| invalid(format!("{field}: {}", e.message)))
 }
 
 /// A media type the client may send that says nothing about the manifest.
@@ -99,31 +94,19 @@ fn generic_content_type(ct: &str) -> bool {
 impl ManifestInfo {
     /// Parses a manifest being pushed with the given `Content-Type`.
     /// Rejects what is not a schema 2 manifest, list, index or artifact.
-    pub fn parse_push(
-        bytes: &[u8],
-        content_type: Option<&str>,
-    ) -> Result<ManifestInfo, ParseError> {
-        let raw: RawManifest = serde_json::from_slice(bytes)
-            .map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
-        let ct = content_type
-            .map(|c| c.split(';').next().unwrap_or("").trim())
-            .unwrap_or("");
-        if ct == MediaType::DOCKER_SCHEMA1
-            || ct == MediaType::DOCKER_SCHEMA1_SIGNED
-            || raw.schema_version == Some(1)
-        {
-            return Err(invalid(
-                "schema 1 manifests are not accepted; push a schema 2 or OCI manifest",
-            ));
+    pub fn parse_push(bytes: &[u8], content_type: Option<&str>) -> Result<ManifestInfo, ParseError> {
+        let raw: RawManifest =
+            serde_json::from_slice(bytes).map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
+        let ct = content_type.map(|c| c.split(';').next().unwrap_or("").trim()).unwrap_or("");
+        if ct == MediaType::DOCKER_SCHEMA1 || ct == MediaType::DOCKER_SCHEMA1_SIGNED || raw.schema_version == Some(1) {
+            return Err(invalid("schema 1 manifests are not accepted; push a schema 2 or OCI manifest"));
         }
         if raw.schema_version != Some(2) && ct != MediaType::OCI_ARTIFACT {
             return Err(invalid("schemaVersion must be 2"));
         }
         let media_type = match (&raw.media_type, ct) {
             (Some(body), ct) if !generic_content_type(ct) && body != ct => {
-                return Err(invalid(format!(
-                    "Content-Type {ct} does not match the manifest's mediaType {body}"
-                )))
+                return Err(invalid(format!("Content-Type {ct} does not match the manifest's mediaType {body}")))
             }
             (Some(body), _) => body.clone(),
             (None, ct) if !generic_content_type(ct) => ct.to_string(),
@@ -135,8 +118,8 @@ impl ManifestInfo {
     /// Reads a stored manifest leniently: its media type and references.
     /// Stored bytes were checked on the way in (or written by registry:2).
     pub fn parse_stored(bytes: &[u8]) -> Result<ManifestInfo, ParseError> {
-        let raw: RawManifest = serde_json::from_slice(bytes)
-            .map_err(|e| invalid(format!("stored manifest is not valid JSON: {e}")))?;
+        let raw: RawManifest =
+            serde_json::from_slice(bytes).map_err(|e| invalid(format!("stored manifest is not valid JSON: {e}")))?;
         let media_type = match &raw.media_type {
             Some(m) => m.clone(),
             None => structural_media_type(&raw).to_string(),
@@ -159,10 +142,7 @@ impl ManifestInfo {
         let mut manifests = Vec::new();
         match media_type.as_str() {
             MediaType::DOCKER_MANIFEST | MediaType::OCI_MANIFEST => {
-                let config = raw
-                    .config
-                    .as_ref()
-                    .ok_or_else(|| invalid("image manifest has no config"))?;
+                let config = raw.config.as_ref().ok_or_else(|| invalid("image manifest has no config"))?;
                 blobs.push(descriptor_digest(config, "config")?);
                 if raw.manifests.is_some() {
                     return Err(invalid("image manifest must not have manifests"));
@@ -181,10 +161,7 @@ impl ManifestInfo {
                 if raw.config.is_some() || raw.layers.is_some() {
                     return Err(invalid("an index must not have config or layers"));
                 }
-                let list = raw
-                    .manifests
-                    .as_ref()
-                    .ok_or_else(|| invalid("index has no manifests"))?;
+                let list = raw.manifests.as_ref().ok_or_else(|| invalid("index has no manifests"))?;
                 for m in list {
                     manifests.push(descriptor_digest(m, "manifests")?);
                 }
@@ -194,31 +171,14 @@ impl ManifestInfo {
                     blobs.push(descriptor_digest(b, "blobs")?);
                 }
             }
-            other => {
-                return Err(invalid(format!(
-                    "unsupported manifest media type {other:?}"
-                )))
-            }
+            other => return Err(invalid(format!("unsupported manifest media type {other:?}"))),
         }
-        let subject = raw
-            .subject
-            .as_ref()
-            .map(|s| descriptor_digest(s, "subject"))
-            .transpose()?;
-        let artifact_type = raw.artifact_type.clone().or_else(|| {
-            raw.config
-                .as_ref()
-                .map(|c| c.media_type.clone())
-                .filter(|m| !m.is_empty())
-        });
-        Ok(ManifestInfo {
-            media_type,
-            blobs,
-            manifests,
-            subject,
-            artifact_type,
-            annotations: raw.annotations,
-        })
+        let subject = raw.subject.as_ref().map(|s| descriptor_digest(s, "subject")).transpose()?;
+        let artifact_type = raw
+            .artifact_type
+            .clone()
+            .or_else(|| raw.config.as_ref().map(|c| c.media_type.clone()).filter(|m| !m.is_empty()));
+        Ok(ManifestInfo { media_type, blobs, manifests, subject, artifact_type, annotations: raw.annotations })
     }
 }
 
@@ -248,26 +208,17 @@ mod tests {
 
     #[test]
     fn image_manifest_references_config_and_layers() {
-        let m = ManifestInfo::parse_push(
-            image(MediaType::OCI_MANIFEST).as_bytes(),
-            Some(MediaType::OCI_MANIFEST),
-        )
-        .unwrap();
+        let m =
+            ManifestInfo::parse_push(image(MediaType::OCI_MANIFEST).as_bytes(), Some(MediaType::OCI_MANIFEST)).unwrap();
         assert_eq!(m.media_type, MediaType::OCI_MANIFEST);
         assert_eq!(m.blobs.len(), 2);
-        assert_eq!(
-            m.artifact_type.as_deref(),
-            Some("application/vnd.oci.image.config.v1+json")
-        );
+        assert_eq!(m.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
     }
 
     #[test]
     fn content_type_must_match_media_type() {
-        let e = ManifestInfo::parse_push(
-            image(MediaType::OCI_MANIFEST).as_bytes(),
-            Some(MediaType::DOCKER_MANIFEST),
-        )
-        .unwrap_err();
+        let e = ManifestInfo::parse_push(image(MediaType::OCI_MANIFEST).as_bytes(), Some(MediaType::DOCKER_MANIFEST))
+            .unwrap_err();
         assert_eq!(e.code, OciCode::ManifestInvalid);
     }
 
@@ -297,25 +248,13 @@ mod tests {
             r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"c","digest":"{D1}","size":2}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip","digest":"{D2}","size":3}}]}}"#,
             MediaType::DOCKER_MANIFEST
         );
-        assert_eq!(
-            ManifestInfo::parse_push(body.as_bytes(), None)
-                .unwrap()
-                .blobs
-                .len(),
-            1
-        );
+        assert_eq!(ManifestInfo::parse_push(body.as_bytes(), None).unwrap().blobs.len(), 1);
     }
 
     #[test]
     fn stored_manifest_without_media_type_is_oci() {
-        let body = format!(
-            r#"{{"schemaVersion":2,"config":{{"mediaType":"c","digest":"{D1}","size":2}},"layers":[]}}"#
-        );
-        assert_eq!(
-            ManifestInfo::parse_stored(body.as_bytes())
-                .unwrap()
-                .media_type,
-            MediaType::OCI_MANIFEST
-        );
+        let body =
+            format!(r#"{{"schemaVersion":2,"config":{{"mediaType":"c","digest":"{D1}","size":2}},"layers":[]}}"#);
+        assert_eq!(ManifestInfo::parse_stored(body.as_bytes()).unwrap().media_type, MediaType::OCI_MANIFEST);
     }
 }

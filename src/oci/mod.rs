@@ -22,9 +22,6 @@ pub struct ParseError {
 
 impl ParseError {
     pub fn new(code: OciCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 }

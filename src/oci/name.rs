@@ -59,12 +59,8 @@ impl FromStr for RepoName {
     type Err = ParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = |why: &str| {
-            ParseError::new(
-                OciCode::NameInvalid,
-                format!("invalid repository name {s:?}: {why}"),
-            )
-        };
+        let invalid =
+            |why: &str| ParseError::new(OciCode::NameInvalid, format!("invalid repository name {s:?}: {why}"));
         if s.is_empty() {
             return Err(invalid("empty"));
         }
@@ -107,17 +103,12 @@ impl FromStr for Tag {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let b = s.as_bytes();
         let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
-        let ok = !b.is_empty()
-            && b.len() <= 128
-            && word(b[0])
-            && b[1..].iter().all(|&x| word(x) || x == b'.' || x == b'-');
+        let ok =
+            !b.is_empty() && b.len() <= 128 && word(b[0]) && b[1..].iter().all(|&x| word(x) || x == b'.' || x == b'-');
         if ok {
             Ok(Tag(s.to_string()))
         } else {
-            Err(ParseError::new(
-                OciCode::ManifestInvalid,
-                format!("invalid tag {s:?}"),
-            ))
+            Err(ParseError::new(OciCode::ManifestInvalid, format!("invalid tag {s:?}")))
         }
     }
 }
@@ -156,23 +147,14 @@ mod tests {
 
     #[test]
     fn accepts_spec_names() {
-        for ok in [
-            "a",
-            "library/alpine",
-            "a.b/c_d/e__f/g-h/i--j",
-            "0/1",
-            "foo/blobs/bar",
-        ] {
+        for ok in ["a", "library/alpine", "a.b/c_d/e__f/g-h/i--j", "0/1", "foo/blobs/bar"] {
             assert!(ok.parse::<RepoName>().is_ok(), "{ok}");
         }
     }
 
     #[test]
     fn rejects_bad_names() {
-        for bad in [
-            "", "A", "a//b", "/a", "a/", "..", "a/../b", "a/./b", "-a", "a-", "a___b", "a.-b",
-            "_a", "a b",
-        ] {
+        for bad in ["", "A", "a//b", "/a", "a/", "..", "a/../b", "a/./b", "-a", "a-", "a___b", "a.-b", "_a", "a b"] {
             let e = bad.parse::<RepoName>().unwrap_err();
             assert_eq!(e.code, OciCode::NameInvalid, "{bad}");
         }
@@ -194,9 +176,6 @@ mod tests {
         assert!(matches!("v1".parse::<Reference>(), Ok(Reference::Tag(_))));
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         assert!(matches!(d.parse::<Reference>(), Ok(Reference::Digest(_))));
-        assert_eq!(
-            "sha256:zz".parse::<Reference>().unwrap_err().code,
-            OciCode::DigestInvalid
-        );
+        assert_eq!("sha256:zz".parse::<Reference>().unwrap_err().code, OciCode::DigestInvalid);
     }
 }

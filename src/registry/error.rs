@@ -1,5 +1,6 @@
 //! Errors of the registry façade: the store's, plus the rules it applies.
 
+use crate::mirror::MirrorError;
 use crate::oci::{Digest, ParseError};
 use crate::store::StoreError;
 
@@ -25,6 +26,10 @@ pub enum RegistryError {
     DeleteDisabled,
     #[error("range not satisfiable: the blob is {size} bytes")]
     RangeNotSatisfiable { size: u64 },
+    #[error("{0}")]
+    Denied(String),
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
 }
 
 pub type RegistryResult<T> = Result<T, RegistryError>;

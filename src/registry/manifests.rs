@@ -7,7 +7,7 @@ use bytes::Bytes;
 use crate::cache::CachedManifest;
 use crate::oci::{Digest, ManifestInfo, Reference, RepoName, Tag};
 
-use super::{Registry, RegistryError, RegistryResult};
+use super::{Registry, RegistryError, RegistryResult, Route};
 
 /// A manifest as served: digest, media type and the exact bytes pushed.
 #[derive(Debug, Clone)]
@@ -25,16 +25,13 @@ pub struct PushedManifest {
 }
 
 impl Registry {
-    async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> RegistryResult<Digest> {
+    pub(super) async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> RegistryResult<Digest> {
         let key = (repo.clone(), tag.clone());
         if let Some(d) = self.caches.tags.get(&key).await {
             return Ok(d);
         }
-        let d = self
-            .store
-            .resolve_tag(repo, tag)
-            .await?
-            .ok_or_else(|| RegistryError::ManifestUnknown(tag.to_string()))?;
+        let d =
+            self.store.resolve_tag(repo, tag).await?.ok_or_else(|| RegistryError::ManifestUnknown(tag.to_string()))?;
         self.caches.tags.insert(key, d.clone()).await;
         Ok(d)
     }
@@ -56,24 +53,25 @@ impl Registry {
         if let Some(m) = self.caches.manifests.get(d).await {
             return Ok(m);
         }
-        let bytes = self
-            .store
-            .read_blob_bytes(d)
-            .await?
-            .ok_or_else(|| RegistryError::ManifestUnknown(d.to_string()))?;
+        let bytes =
+            self.store.read_blob_bytes(d).await?.ok_or_else(|| RegistryError::ManifestUnknown(d.to_string()))?;
         let info = ManifestInfo::parse_stored(&bytes)?;
         let m = Arc::new(CachedManifest { bytes, info });
         self.caches.manifests.insert(d.clone(), m.clone()).await;
         Ok(m)
     }
 
-    /// The manifest `reference` names in `repo`.
-    #[tracing::instrument(level = "debug", skip(self), fields(repo = %repo, reference = %reference))]
-    pub async fn get_manifest(
-        &self,
-        repo: &RepoName,
-        reference: &Reference,
-    ) -> RegistryResult<Manifest> {
+    /// The manifest `reference` names in the repository `route` serves.
+    #[tracing::instrument(level = "debug", skip(self, route), fields(repo = %route.storage(), reference = %reference))]
+    pub async fn get_manifest(&self, route: &Route, reference: &Reference) -> RegistryResult<Manifest> {
+        match route {
+            Route::Local(repo) => self.local_manifest(repo, reference).await,
+            Route::Mirrored(m) => self.mirrored_manifest(m, reference).await,
+        }
+    }
+
+    /// The manifest `reference` names in `repo`, from the store only.
+    pub(super) async fn local_manifest(&self, repo: &RepoName, reference: &Reference) -> RegistryResult<Manifest> {
         let digest = match reference {
             Reference::Tag(t) => self.resolve_tag(repo, t).await?,
             Reference::Digest(d) => d.clone(),
@@ -82,11 +80,26 @@ impl Registry {
             return Err(RegistryError::ManifestUnknown(reference.to_string()));
         }
         let m = self.load_manifest(&digest).await?;
-        Ok(Manifest {
-            digest,
-            media_type: m.info.media_type.clone(),
-            bytes: m.bytes.clone(),
-        })
+        Ok(Manifest { digest, media_type: m.info.media_type.clone(), bytes: m.bytes.clone() })
+    }
+
+    /// Writes a manifest (already verified) into `repo`, tags it if asked,
+    /// and brings the caches up to date.
+    pub(super) async fn save_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        bytes: Bytes,
+        info: ManifestInfo,
+        tag: Option<&Tag>,
+    ) -> RegistryResult<()> {
+        self.store.put_manifest(repo, digest, &bytes, tag).await?;
+        self.caches.manifests.insert(digest.clone(), Arc::new(CachedManifest { bytes, info })).await;
+        self.caches.revisions.insert((repo.clone(), digest.clone()), ()).await;
+        if let Some(tag) = tag {
+            self.caches.tags.insert((repo.clone(), tag.clone()), digest.clone()).await;
+        }
+        Ok(())
     }
 
     /// Stores a pushed manifest after checking it parses, matches a digest
@@ -100,29 +113,22 @@ impl Registry {
         bytes: Bytes,
     ) -> RegistryResult<PushedManifest> {
         if bytes.len() as u64 > self.max_manifest_size {
-            return Err(RegistryError::ManifestTooLarge {
-                limit: self.max_manifest_size,
-            });
+            return Err(RegistryError::ManifestTooLarge { limit: self.max_manifest_size });
         }
         let info = ManifestInfo::parse_push(&bytes, content_type)?;
         let (digest, tag) = match reference {
             Reference::Digest(expected) => {
                 let actual = Digest::of(expected.algorithm(), &bytes);
                 if &actual != expected {
-                    return Err(RegistryError::ManifestDigestMismatch {
-                        expected: expected.clone(),
-                        actual,
-                    });
+                    return Err(RegistryError::ManifestDigestMismatch { expected: expected.clone(), actual });
                 }
                 (actual, None)
             }
             Reference::Tag(t) => (Digest::sha256_of(&bytes), Some(t)),
         };
         for b in &info.blobs {
-            match self.stat_blob(repo, b).await {
-                Err(RegistryError::BlobUnknown(_)) => {
-                    return Err(RegistryError::ManifestBlobUnknown(b.clone()))
-                }
+            match self.local_blob_size(repo, b).await {
+                Err(RegistryError::BlobUnknown(_)) => return Err(RegistryError::ManifestBlobUnknown(b.clone())),
                 other => other?,
             };
         }
@@ -131,51 +137,26 @@ impl Registry {
                 return Err(RegistryError::ManifestBlobUnknown(m.clone()));
             }
         }
-        self.store.put_manifest(repo, &digest, &bytes, tag).await?;
         let subject = info.subject.clone();
-        self.caches
-            .manifests
-            .insert(digest.clone(), Arc::new(CachedManifest { bytes, info }))
-            .await;
-        self.caches
-            .revisions
-            .insert((repo.clone(), digest.clone()), ())
-            .await;
-        if let Some(tag) = tag {
-            self.caches
-                .tags
-                .insert((repo.clone(), tag.clone()), digest.clone())
-                .await;
-        }
+        self.save_manifest(repo, &digest, bytes, info, tag).await?;
         Ok(PushedManifest { digest, subject })
     }
 
     /// Deletes a tag, or a manifest by digest together with the tags on it.
-    pub async fn delete_manifest(
-        &self,
-        repo: &RepoName,
-        reference: &Reference,
-    ) -> RegistryResult<()> {
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> RegistryResult<()> {
         self.check_delete()?;
         match reference {
             Reference::Tag(tag) => {
                 let existed = self.store.delete_tag(repo, tag).await?;
-                self.caches
-                    .tags
-                    .invalidate(&(repo.clone(), tag.clone()))
-                    .await;
+                self.caches.tags.invalidate(&(repo.clone(), tag.clone())).await;
                 if !existed {
                     return Err(RegistryError::ManifestUnknown(tag.to_string()));
                 }
             }
             Reference::Digest(d) => {
                 let removed = self.store.delete_manifest(repo, d).await?;
-                self.caches
-                    .revisions
-                    .invalidate(&(repo.clone(), d.clone()))
-                    .await;
-                let removed =
-                    removed.ok_or_else(|| RegistryError::ManifestUnknown(d.to_string()))?;
+                self.caches.revisions.invalidate(&(repo.clone(), d.clone())).await;
+                let removed = removed.ok_or_else(|| RegistryError::ManifestUnknown(d.to_string()))?;
                 for tag in removed {
                     self.caches.tags.invalidate(&(repo.clone(), tag)).await;
                 }

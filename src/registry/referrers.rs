@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::oci::{Digest, RepoName};
+use crate::oci::Digest;
 
-use super::{Registry, RegistryResult};
+use super::{Registry, RegistryResult, Route};
 
 /// One entry of the referrers index (an OCI descriptor).
 #[derive(Debug, Clone, Serialize)]
@@ -28,12 +28,12 @@ impl Registry {
     /// `artifact_type`, ordered by digest.
     pub async fn referrers(
         &self,
-        repo: &RepoName,
+        route: &Route,
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> RegistryResult<Vec<Referrer>> {
         let mut out = Vec::new();
-        for d in self.store.list_manifests(repo).await? {
+        for d in self.store.list_manifests(route.storage()).await? {
             let m = match self.load_manifest(&d).await {
                 Ok(m) => m,
                 Err(e) => {

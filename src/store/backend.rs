@@ -7,6 +7,10 @@ use futures::stream::BoxStream;
 
 use super::error::StoreResult;
 
+/// Read size for blob streaming: large reads keep syscalls and thread hops
+/// per GiB low, while a download holds at most a few of them in memory.
+pub const READ_CHUNK: usize = 1024 * 1024;
+
 /// A stream of blob bytes read from storage.
 pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 
@@ -24,6 +28,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn delete(&self, path: &str) -> StoreResult<()>;
     /// Streams `len` bytes (or to the end) from `offset`.
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> StoreResult<ByteStream>;
+    /// Opens a file for reads at any offset; the handle stays valid when the
+    /// file is later renamed (readers tailing an ingest keep reading after commit).
+    async fn open_random(&self, path: &str) -> StoreResult<std::sync::Arc<dyn RandomRead>>;
     /// Opens a file for appending at `offset` (truncating anything past it).
     async fn appender(&self, path: &str, offset: u64) -> StoreResult<Box<dyn Appender>>;
     /// Moves a complete file into place; if `to` exists already (same
@@ -37,4 +44,33 @@ pub trait Appender: Send {
     async fn write(&mut self, bytes: &[u8]) -> StoreResult<()>;
     /// Flushes and fsyncs what was written.
     async fn sync(&mut self) -> StoreResult<()>;
+}
+
+/// Positioned reads from an open file.
+#[async_trait::async_trait]
+pub trait RandomRead: Send + Sync {
+    /// Reads exactly `len` bytes at `offset` (fewer only at end of file).
+    async fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Bytes>;
+    /// Current size of the file.
+    fn len(&self) -> std::io::Result<u64>;
+}
+
+/// Streams `[offset, end)` through a `RandomRead` in chunks of `chunk` bytes.
+pub fn read_range(file: std::sync::Arc<dyn RandomRead>, offset: u64, end: u64, chunk: usize) -> ByteStream {
+    use futures::StreamExt;
+    futures::stream::try_unfold(offset, move |pos| {
+        let file = file.clone();
+        async move {
+            if pos >= end {
+                return Ok(None);
+            }
+            let want = (end - pos).min(chunk as u64) as usize;
+            let bytes = file.read_at(pos, want).await?;
+            if bytes.len() < want {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shorter than expected"));
+            }
+            Ok(Some((bytes, pos + want as u64)))
+        }
+    })
+    .boxed()
 }

@@ -15,26 +15,15 @@ impl Store {
 
     /// Size of the blob if `repo` links it and its data is present.
     pub async fn linked_blob_size(&self, repo: &RepoName, d: &Digest) -> StoreResult<Option<u64>> {
-        if self
-            .read_link(&layout::layer_link(repo, d))
-            .await?
-            .is_none()
-        {
+        if self.read_link(&layout::layer_link(repo, d)).await?.is_none() {
             return Ok(None);
         }
         self.blob_size(d).await
     }
 
     /// Streams the blob's bytes from `offset` (`len` bytes, or to the end).
-    pub async fn open_blob(
-        &self,
-        d: &Digest,
-        offset: u64,
-        len: Option<u64>,
-    ) -> StoreResult<ByteStream> {
-        self.backend
-            .reader(&layout::blob_data(d), offset, len)
-            .await
+    pub async fn open_blob(&self, d: &Digest, offset: u64, len: Option<u64>) -> StoreResult<ByteStream> {
+        self.backend.reader(&layout::blob_data(d), offset, len).await
     }
 
     /// Makes a stored blob readable in `repo`.

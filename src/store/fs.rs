@@ -6,16 +6,11 @@ use std::io::{ErrorKind, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use tokio::fs;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use super::backend::{Appender, Backend, ByteStream};
+use super::backend::{read_range, Appender, Backend, ByteStream, RandomRead, READ_CHUNK};
 use super::error::{StoreError, StoreResult};
-
-/// Read size for blob streaming: large reads keep syscalls and thread hops
-/// per GiB low, while a download holds at most a few of them in memory.
-const READ_CHUNK: usize = 1024 * 1024;
 
 pub struct FsBackend {
     root: PathBuf,
@@ -33,9 +28,7 @@ impl FsBackend {
 
 async fn sync_dir(dir: &Path) -> std::io::Result<()> {
     let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
-        .await
-        .map_err(std::io::Error::other)?
+    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all()).await.map_err(std::io::Error::other)?
 }
 
 async fn ensure_parent(path: &Path) -> std::io::Result<()> {
@@ -50,9 +43,7 @@ impl Backend for FsBackend {
     async fn get(&self, path: &str) -> StoreResult<Option<Bytes>> {
         match fs::read(self.full(path)).await {
             Ok(v) => Ok(Some(Bytes::from(v))),
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
-                Ok(None)
-            }
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(None),
             Err(e) => Err(StoreError::io(path)(e)),
         }
     }
@@ -62,11 +53,7 @@ impl Backend for FsBackend {
         ensure_parent(&full).await.map_err(StoreError::io(path))?;
         let tmp = full.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
         let result = async {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .await?;
+            let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).await?;
             f.write_all(content).await?;
             f.sync_all().await?;
             drop(f);
@@ -84,9 +71,7 @@ impl Backend for FsBackend {
         match fs::metadata(self.full(path)).await {
             Ok(m) if m.is_file() => Ok(Some(m.len())),
             Ok(_) => Ok(None),
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
-                Ok(None)
-            }
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(None),
             Err(e) => Err(StoreError::io(path)(e)),
         }
     }
@@ -94,9 +79,7 @@ impl Backend for FsBackend {
     async fn list(&self, dir: &str) -> StoreResult<Vec<String>> {
         let mut rd = match fs::read_dir(self.full(dir)).await {
             Ok(rd) => rd,
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
-                return Ok(vec![])
-            }
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => return Ok(vec![]),
             Err(e) => return Err(StoreError::io(dir)(e)),
         };
         let mut names = Vec::new();
@@ -123,14 +106,19 @@ impl Backend for FsBackend {
     }
 
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> StoreResult<ByteStream> {
+        let file = self.open_random(path).await?;
+        let size = file.len().map_err(StoreError::io(path))?;
+        let end = len.map_or(size, |n| offset.saturating_add(n).min(size));
+        Ok(read_range(file, offset, end, READ_CHUNK))
+    }
+
+    async fn open_random(&self, path: &str) -> StoreResult<std::sync::Arc<dyn RandomRead>> {
         let full = self.full(path);
         let file = tokio::task::spawn_blocking(move || std::fs::File::open(full))
             .await
             .map_err(|e| StoreError::io(path)(std::io::Error::other(e)))?
             .map_err(StoreError::io(path))?;
-        let size = file.metadata().map_err(StoreError::io(path))?.len();
-        let end = len.map_or(size, |n| offset.saturating_add(n).min(size));
-        Ok(read_chunks(std::sync::Arc::new(file), offset, end))
+        Ok(std::sync::Arc::new(FsRandom(std::sync::Arc::new(file))))
     }
 
     async fn appender(&self, path: &str, offset: u64) -> StoreResult<Box<dyn Appender>> {
@@ -145,13 +133,8 @@ impl Backend for FsBackend {
             .map_err(StoreError::io(path))?;
         f.set_len(offset).await.map_err(StoreError::io(path))?;
         let mut f = f;
-        f.seek(SeekFrom::Start(offset))
-            .await
-            .map_err(StoreError::io(path))?;
-        Ok(Box::new(FsAppender {
-            file: f,
-            path: path.to_string(),
-        }))
+        f.seek(SeekFrom::Start(offset)).await.map_err(StoreError::io(path))?;
+        Ok(Box::new(FsAppender { file: f, path: path.to_string() }))
     }
 
     async fn commit(&self, from: &str, to: &str) -> StoreResult<()> {
@@ -161,49 +144,41 @@ impl Backend for FsBackend {
         }
         ensure_parent(&dst).await.map_err(StoreError::io(to))?;
         fs::rename(&src, &dst).await.map_err(StoreError::io(to))?;
-        sync_dir(dst.parent().unwrap_or(&self.root))
-            .await
-            .map_err(StoreError::io(to))
+        sync_dir(dst.parent().unwrap_or(&self.root)).await.map_err(StoreError::io(to))
     }
 }
 
-/// Streams `[offset, end)` of a file: each chunk is one positioned read on
-/// the blocking pool, straight into the buffer that is sent (no second copy,
-/// no shared file cursor, no thread held between chunks).
-fn read_chunks(file: std::sync::Arc<std::fs::File>, offset: u64, end: u64) -> ByteStream {
-    futures::stream::try_unfold(offset, move |pos| {
-        let file = file.clone();
-        async move {
-            if pos >= end {
-                return Ok(None);
-            }
-            let want = (end - pos).min(READ_CHUNK as u64) as usize;
-            let chunk = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
-                use std::os::unix::fs::FileExt;
-                let mut buf = vec![0u8; want];
-                let mut filled = 0;
-                while filled < want {
-                    match file.read_at(&mut buf[filled..], pos + filled as u64) {
-                        Ok(0) => {
-                            return Err(std::io::Error::new(
-                                ErrorKind::UnexpectedEof,
-                                "blob shorter than its size",
-                            ))
-                        }
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
+/// An open file read with `pread` on the blocking pool, straight into the
+/// buffer that is sent: no second copy, no shared cursor, no thread held
+/// between reads.
+struct FsRandom(std::sync::Arc<std::fs::File>);
+
+#[async_trait::async_trait]
+impl RandomRead for FsRandom {
+    async fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Bytes> {
+        let file = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0u8; len];
+            let mut filled = 0;
+            while filled < len {
+                match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
                 }
-                Ok(Bytes::from(buf))
-            })
-            .await
-            .map_err(std::io::Error::other)??;
-            let next = pos + chunk.len() as u64;
-            Ok(Some((chunk, next)))
-        }
-    })
-    .boxed()
+            }
+            buf.truncate(filled);
+            Ok(Bytes::from(buf))
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
 }
 
 struct FsAppender {
@@ -214,27 +189,19 @@ struct FsAppender {
 #[async_trait::async_trait]
 impl Appender for FsAppender {
     async fn write(&mut self, bytes: &[u8]) -> StoreResult<()> {
-        self.file
-            .write_all(bytes)
-            .await
-            .map_err(StoreError::io(&self.path))
+        self.file.write_all(bytes).await.map_err(StoreError::io(&self.path))
     }
 
     async fn sync(&mut self) -> StoreResult<()> {
-        self.file
-            .flush()
-            .await
-            .map_err(StoreError::io(&self.path))?;
-        self.file
-            .sync_all()
-            .await
-            .map_err(StoreError::io(&self.path))
+        self.file.flush().await.map_err(StoreError::io(&self.path))?;
+        self.file.sync_all().await.map_err(StoreError::io(&self.path))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
 
     #[tokio::test]
     async fn put_get_list_delete() {
@@ -242,10 +209,7 @@ mod tests {
         let b = FsBackend::new(dir.path());
         assert_eq!(b.get("a/b/link").await.unwrap(), None);
         b.put("a/b/link", b"sha256:x").await.unwrap();
-        assert_eq!(
-            b.get("a/b/link").await.unwrap().unwrap(),
-            Bytes::from_static(b"sha256:x")
-        );
+        assert_eq!(b.get("a/b/link").await.unwrap().unwrap(), Bytes::from_static(b"sha256:x"));
         assert_eq!(b.stat("a/b/link").await.unwrap(), Some(8));
         assert_eq!(b.list("a").await.unwrap(), vec!["b".to_string()]);
         b.delete("a").await.unwrap();
@@ -263,23 +227,9 @@ mod tests {
         let mut w = b.appender("u/data", 5).await.unwrap();
         w.write(b"!").await.unwrap();
         w.sync().await.unwrap();
-        assert_eq!(
-            b.get("u/data").await.unwrap().unwrap(),
-            Bytes::from_static(b"hello!")
-        );
-        let got: Vec<_> = b
-            .reader("u/data", 1, Some(3))
-            .await
-            .unwrap()
-            .collect()
-            .await;
-        assert_eq!(
-            got.into_iter()
-                .map(|c| c.unwrap())
-                .collect::<Vec<_>>()
-                .concat(),
-            b"ell"
-        );
+        assert_eq!(b.get("u/data").await.unwrap().unwrap(), Bytes::from_static(b"hello!"));
+        let got: Vec<_> = b.reader("u/data", 1, Some(3)).await.unwrap().collect().await;
+        assert_eq!(got.into_iter().map(|c| c.unwrap()).collect::<Vec<_>>().concat(), b"ell");
         b.commit("u/data", "blobs/x/data").await.unwrap();
         b.put("v/data", b"hello!").await.unwrap();
         b.commit("v/data", "blobs/x/data").await.unwrap();

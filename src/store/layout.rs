@@ -19,12 +19,7 @@ use crate::oci::{Digest, RepoName, Tag};
 const V2: &str = "docker/registry/v2";
 
 pub fn blob_data(d: &Digest) -> String {
-    format!(
-        "{V2}/blobs/{}/{}/{}/data",
-        d.algorithm().as_str(),
-        &d.hex()[..2],
-        d.hex()
-    )
+    format!("{V2}/blobs/{}/{}/{}/data", d.algorithm().as_str(), &d.hex()[..2], d.hex())
 }
 
 /// The directory that holds every repository (its children are name components).
@@ -37,21 +32,11 @@ pub fn repository(name: &RepoName) -> String {
 }
 
 pub fn layer_link(name: &RepoName, d: &Digest) -> String {
-    format!(
-        "{}/_layers/{}/{}/link",
-        repository(name),
-        d.algorithm().as_str(),
-        d.hex()
-    )
+    format!("{}/_layers/{}/{}/link", repository(name), d.algorithm().as_str(), d.hex())
 }
 
 pub fn revision_link(name: &RepoName, d: &Digest) -> String {
-    format!(
-        "{}/_manifests/revisions/{}/{}/link",
-        repository(name),
-        d.algorithm().as_str(),
-        d.hex()
-    )
+    format!("{}/_manifests/revisions/{}/{}/link", repository(name), d.algorithm().as_str(), d.hex())
 }
 
 /// Directory of revision links for one algorithm (children are hex names).
@@ -72,12 +57,7 @@ pub fn tag_current_link(name: &RepoName, tag: &Tag) -> String {
 }
 
 pub fn tag_index_link(name: &RepoName, tag: &Tag, d: &Digest) -> String {
-    format!(
-        "{}/index/{}/{}/link",
-        tag_dir(name, tag),
-        d.algorithm().as_str(),
-        d.hex()
-    )
+    format!("{}/index/{}/{}/link", tag_dir(name, tag), d.algorithm().as_str(), d.hex())
 }
 
 pub fn upload_dir(name: &RepoName, id: &str) -> String {
@@ -103,19 +83,11 @@ mod tests {
         let d: Digest = format!("sha256:{HEX}").parse().unwrap();
         let n: RepoName = "team/app".parse().unwrap();
         let t: Tag = "v1".parse().unwrap();
-        assert_eq!(
-            blob_data(&d),
-            format!("docker/registry/v2/blobs/sha256/ab/{HEX}/data")
-        );
-        assert_eq!(
-            layer_link(&n, &d),
-            format!("docker/registry/v2/repositories/team/app/_layers/sha256/{HEX}/link")
-        );
+        assert_eq!(blob_data(&d), format!("docker/registry/v2/blobs/sha256/ab/{HEX}/data"));
+        assert_eq!(layer_link(&n, &d), format!("docker/registry/v2/repositories/team/app/_layers/sha256/{HEX}/link"));
         assert_eq!(
             revision_link(&n, &d),
-            format!(
-                "docker/registry/v2/repositories/team/app/_manifests/revisions/sha256/{HEX}/link"
-            )
+            format!("docker/registry/v2/repositories/team/app/_manifests/revisions/sha256/{HEX}/link")
         );
         assert_eq!(
             tag_current_link(&n, &t),
@@ -125,13 +97,7 @@ mod tests {
             tag_index_link(&n, &t, &d),
             format!("docker/registry/v2/repositories/team/app/_manifests/tags/v1/index/sha256/{HEX}/link")
         );
-        assert_eq!(
-            upload_data(&n, "u1"),
-            "docker/registry/v2/repositories/team/app/_uploads/u1/data"
-        );
-        assert_eq!(
-            upload_started_at(&n, "u1"),
-            "docker/registry/v2/repositories/team/app/_uploads/u1/startedat"
-        );
+        assert_eq!(upload_data(&n, "u1"), "docker/registry/v2/repositories/team/app/_uploads/u1/data");
+        assert_eq!(upload_started_at(&n, "u1"), "docker/registry/v2/repositories/team/app/_uploads/u1/startedat");
     }
 }

@@ -13,9 +13,7 @@ impl Store {
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .map(Some)
-                .ok_or_else(|| StoreError::CorruptLink {
-                    path: path.to_string(),
-                }),
+                .ok_or_else(|| StoreError::CorruptLink { path: path.to_string() }),
         }
     }
 

@@ -8,13 +8,7 @@ use super::{layout, Store};
 
 impl Store {
     /// Stores a verified manifest in `repo` and, if given, points `tag` at it.
-    pub async fn put_manifest(
-        &self,
-        repo: &RepoName,
-        d: &Digest,
-        bytes: &[u8],
-        tag: Option<&Tag>,
-    ) -> StoreResult<()> {
+    pub async fn put_manifest(&self, repo: &RepoName, d: &Digest, bytes: &[u8], tag: Option<&Tag>) -> StoreResult<()> {
         self.put_blob_bytes(d, bytes).await?;
         self.write_link(&layout::revision_link(repo, d), d).await?;
         if let Some(tag) = tag {
@@ -25,26 +19,17 @@ impl Store {
 
     /// Points `tag` at manifest `d`, recording it in the tag's index as registry:2 does.
     pub async fn tag_manifest(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> StoreResult<()> {
-        self.write_link(&layout::tag_index_link(repo, tag, d), d)
-            .await?;
-        self.write_link(&layout::tag_current_link(repo, tag), d)
-            .await
+        self.write_link(&layout::tag_index_link(repo, tag, d), d).await?;
+        self.write_link(&layout::tag_current_link(repo, tag), d).await
     }
 
     /// Whether `repo` holds manifest `d`.
     pub async fn has_manifest(&self, repo: &RepoName, d: &Digest) -> StoreResult<bool> {
-        Ok(self
-            .read_link(&layout::revision_link(repo, d))
-            .await?
-            .is_some())
+        Ok(self.read_link(&layout::revision_link(repo, d)).await?.is_some())
     }
 
     /// The manifest's bytes, if `repo` holds it.
-    pub async fn read_manifest(
-        &self,
-        repo: &RepoName,
-        d: &Digest,
-    ) -> StoreResult<Option<bytes::Bytes>> {
+    pub async fn read_manifest(&self, repo: &RepoName, d: &Digest) -> StoreResult<Option<bytes::Bytes>> {
         if !self.has_manifest(repo, d).await? {
             return Ok(None);
         }
@@ -67,11 +52,7 @@ impl Store {
 
     /// Removes manifest `d` from `repo` and every tag pointing at it (as
     /// registry:2 does). Returns the removed tags, or `None` if unknown.
-    pub async fn delete_manifest(
-        &self,
-        repo: &RepoName,
-        d: &Digest,
-    ) -> StoreResult<Option<Vec<Tag>>> {
+    pub async fn delete_manifest(&self, repo: &RepoName, d: &Digest) -> StoreResult<Option<Vec<Tag>>> {
         let link = layout::revision_link(repo, d);
         if self.read_link(&link).await?.is_none() {
             return Ok(None);
@@ -112,11 +93,7 @@ impl Store {
 
     /// Whether anything is stored under `repo`.
     pub async fn repository_exists(&self, repo: &RepoName) -> StoreResult<bool> {
-        Ok(!self
-            .backend
-            .list(&layout::repository(repo))
-            .await?
-            .is_empty())
+        Ok(!self.backend.list(&layout::repository(repo)).await?.is_empty())
     }
 
     /// Every repository that holds manifests, sorted (registry:2's catalog rule).
@@ -125,20 +102,12 @@ impl Store {
         let mut found = Vec::new();
         let mut pending = vec![String::new()];
         while let Some(name) = pending.pop() {
-            let dir = if name.is_empty() {
-                root.clone()
-            } else {
-                format!("{root}/{name}")
-            };
+            let dir = if name.is_empty() { root.clone() } else { format!("{root}/{name}") };
             for child in self.backend.list(&dir).await? {
                 if child == "_manifests" && !name.is_empty() {
                     found.push(name.clone());
                 } else if !child.starts_with('_') {
-                    pending.push(if name.is_empty() {
-                        child
-                    } else {
-                        format!("{name}/{child}")
-                    });
+                    pending.push(if name.is_empty() { child } else { format!("{name}/{child}") });
                 }
             }
         }
@@ -159,45 +128,18 @@ mod tests {
         let body = br#"{"schemaVersion":2}"#;
         let d = Digest::sha256_of(body);
         let v1: Tag = "v1".parse().unwrap();
-        store
-            .put_manifest(&repo, &d, body, Some(&v1))
-            .await
-            .unwrap();
-        store
-            .tag_manifest(&repo, &"latest".parse().unwrap(), &d)
-            .await
-            .unwrap();
-        assert_eq!(
-            store.resolve_tag(&repo, &v1).await.unwrap(),
-            Some(d.clone())
-        );
+        store.put_manifest(&repo, &d, body, Some(&v1)).await.unwrap();
+        store.tag_manifest(&repo, &"latest".parse().unwrap(), &d).await.unwrap();
+        assert_eq!(store.resolve_tag(&repo, &v1).await.unwrap(), Some(d.clone()));
         assert_eq!(store.list_tags(&repo).await.unwrap(), vec!["latest", "v1"]);
-        assert_eq!(
-            store
-                .read_manifest(&repo, &d)
-                .await
-                .unwrap()
-                .unwrap()
-                .as_ref(),
-            body
-        );
-        store
-            .put_manifest(&"team".parse().unwrap(), &d, body, None)
-            .await
-            .unwrap();
-        assert_eq!(
-            store.list_repositories().await.unwrap(),
-            vec!["team", "team/app"]
-        );
+        assert_eq!(store.read_manifest(&repo, &d).await.unwrap().unwrap().as_ref(), body);
+        store.put_manifest(&"team".parse().unwrap(), &d, body, None).await.unwrap();
+        assert_eq!(store.list_repositories().await.unwrap(), vec!["team", "team/app"]);
         let removed = store.delete_manifest(&repo, &d).await.unwrap().unwrap();
         assert_eq!(removed.len(), 2);
         assert!(store.list_tags(&repo).await.unwrap().is_empty());
         assert!(!store.has_manifest(&repo, &d).await.unwrap());
-        let raw = std::fs::read(
-            dir.path()
-                .join(layout::revision_link(&"team".parse().unwrap(), &d)),
-        )
-        .unwrap();
+        let raw = std::fs::read(dir.path().join(layout::revision_link(&"team".parse().unwrap(), &d))).unwrap();
         assert_eq!(raw, d.to_string().as_bytes());
     }
 }

@@ -6,6 +6,7 @@ pub mod backend;
 mod blobs;
 pub mod error;
 pub mod fs;
+mod ingest;
 pub mod layout;
 mod links;
 mod manifests;
@@ -13,8 +14,9 @@ mod uploads;
 
 use std::sync::Arc;
 
-pub use backend::{Backend, ByteStream};
+pub use backend::{read_range, Backend, ByteStream, RandomRead, READ_CHUNK};
 pub use error::{StoreError, StoreResult};
+pub use ingest::Ingest;
 pub use uploads::UploadStatus;
 
 /// The store over one backend. Cheap to share behind an `Arc`.
@@ -25,10 +27,7 @@ pub struct Store {
 
 impl Store {
     pub fn new(backend: Arc<dyn Backend>) -> Self {
-        Self {
-            backend,
-            uploads: Default::default(),
-        }
+        Self { backend, uploads: Default::default() }
     }
 
     /// A store over a local directory laid out as registry:2's `/var/lib/registry`.

@@ -45,12 +45,7 @@ impl Sessions {
 
     fn insert(&self, repo: &RepoName, id: &str, s: Session) -> SessionRef {
         let r = Arc::new(tokio::sync::Mutex::new(s));
-        self.0
-            .lock()
-            .unwrap()
-            .entry(Self::key(repo, id))
-            .or_insert(r)
-            .clone()
+        self.0.lock().unwrap().entry(Self::key(repo, id)).or_insert(r).clone()
     }
 
     fn remove(&self, repo: &RepoName, id: &str) {
@@ -65,11 +60,7 @@ fn valid_id(id: &str) -> bool {
 }
 
 /// Appends a body to the appender, hashing as it goes; returns bytes written.
-async fn pump<S, E>(
-    w: &mut Box<dyn Appender>,
-    hasher: &mut Option<DigestHasher>,
-    body: S,
-) -> StoreResult<u64>
+async fn pump<S, E>(w: &mut Box<dyn Appender>, hasher: &mut Option<DigestHasher>, body: S) -> StoreResult<u64>
 where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
@@ -90,24 +81,9 @@ where
 impl Store {
     /// Starts a new upload session in `repo`.
     pub async fn start_upload(&self, repo: &RepoName) -> StoreResult<UploadStatus> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let started = humantime::format_rfc3339(std::time::SystemTime::now()).to_string();
-        self.backend
-            .put(&layout::upload_started_at(repo, &id), started.as_bytes())
-            .await?;
-        self.backend
-            .appender(&layout::upload_data(repo, &id), 0)
-            .await?
-            .sync()
-            .await?;
-        self.uploads.insert(
-            repo,
-            &id,
-            Session {
-                size: 0,
-                hasher: Some(Algorithm::Sha256.hasher()),
-            },
-        );
+        let id = self.create_upload_dir(repo).await?;
+        self.backend.appender(&layout::upload_data(repo, &id), 0).await?.sync().await?;
+        self.uploads.insert(repo, &id, Session { size: 0, hasher: Some(Algorithm::Sha256.hasher()) });
         Ok(UploadStatus { id, size: 0 })
     }
 
@@ -131,10 +107,7 @@ impl Store {
     pub async fn upload_status(&self, repo: &RepoName, id: &str) -> StoreResult<UploadStatus> {
         let s = self.session(repo, id).await?;
         let size = s.lock().await.size;
-        Ok(UploadStatus {
-            id: id.to_string(),
-            size,
-        })
+        Ok(UploadStatus { id: id.to_string(), size })
     }
 
     /// Appends a chunk. `start` (from `Content-Range`) must equal the bytes
@@ -156,32 +129,21 @@ impl Store {
         let mut s = s.lock().await;
         if let Some(start) = start {
             if start != s.size {
-                return Err(StoreError::ChunkOutOfOrder {
-                    start,
-                    size: s.size,
-                });
+                return Err(StoreError::ChunkOutOfOrder { start, size: s.size });
             }
         }
         let path = layout::upload_data(repo, id);
         let mut hasher = s.hasher.clone();
         let mut w = self.backend.appender(&path, s.size).await?;
-        let written = pump(&mut w, &mut hasher, body)
-            .await
-            .and_then(|n| match declared {
-                Some(d) if d != n => Err(StoreError::SizeMismatch {
-                    expected: d,
-                    actual: n,
-                }),
-                _ => Ok(n),
-            });
+        let written = pump(&mut w, &mut hasher, body).await.and_then(|n| match declared {
+            Some(d) if d != n => Err(StoreError::SizeMismatch { expected: d, actual: n }),
+            _ => Ok(n),
+        });
         match written {
             Ok(n) => {
                 s.size += n;
                 s.hasher = hasher;
-                Ok(UploadStatus {
-                    id: id.to_string(),
-                    size: s.size,
-                })
+                Ok(UploadStatus { id: id.to_string(), size: s.size })
             }
             Err(e) => {
                 drop(w);
@@ -212,8 +174,7 @@ impl Store {
             // digest's algorithm is known before the first byte, so hash with it.
             let s = self.session(repo, id).await?;
             let mut s = s.lock().await;
-            if s.size == 0 && s.hasher.as_ref().map(|h| h.algorithm()) != Some(expected.algorithm())
-            {
+            if s.size == 0 && s.hasher.as_ref().map(|h| h.algorithm()) != Some(expected.algorithm()) {
                 s.hasher = Some(expected.algorithm().hasher());
             }
         }
@@ -231,24 +192,30 @@ impl Store {
         if &actual != expected {
             drop(s);
             self.cancel_upload(repo, id).await?;
-            return Err(StoreError::DigestMismatch {
-                expected: expected.clone(),
-                actual,
-            });
+            return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
         }
-        self.backend
-            .appender(&path, status.size)
-            .await?
-            .sync()
-            .await?;
-        self.backend
-            .commit(&path, &layout::blob_data(expected))
-            .await?;
-        self.link_blob(repo, expected).await?;
+        self.backend.appender(&path, status.size).await?.sync().await?;
         drop(s);
         self.uploads.remove(repo, id);
-        self.backend.delete(&layout::upload_dir(repo, id)).await?;
+        self.promote(repo, id, expected).await?;
         Ok(status.size)
+    }
+
+    /// Moves a verified, synced upload file into `blobs/`, links it into
+    /// `repo` and removes the upload directory.
+    pub(super) async fn promote(&self, repo: &RepoName, id: &str, d: &Digest) -> StoreResult<()> {
+        self.backend.commit(&layout::upload_data(repo, id), &layout::blob_data(d)).await?;
+        self.link_blob(repo, d).await?;
+        self.backend.delete(&layout::upload_dir(repo, id)).await
+    }
+
+    /// Creates an upload directory registry:2 would recognise (and purge if
+    /// abandoned); returns its id.
+    pub(super) async fn create_upload_dir(&self, repo: &RepoName) -> StoreResult<String> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let started = humantime::format_rfc3339(std::time::SystemTime::now()).to_string();
+        self.backend.put(&layout::upload_started_at(repo, &id), started.as_bytes()).await?;
+        Ok(id)
     }
 
     /// Discards an upload and its bytes.
@@ -274,12 +241,7 @@ mod tests {
     use futures::stream;
 
     fn body(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
-        stream::iter(
-            parts
-                .iter()
-                .map(|p| Ok(Bytes::from_static(p)))
-                .collect::<Vec<_>>(),
-        )
+        stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>())
     }
 
     #[tokio::test]
@@ -288,31 +250,13 @@ mod tests {
         let store = Store::filesystem(dir.path());
         let repo: RepoName = "a/b".parse().unwrap();
         let up = store.start_upload(&repo).await.unwrap();
-        store
-            .append_upload(&repo, &up.id, Some(0), Some(6), body(&[b"hel", b"lo "]))
-            .await
-            .unwrap();
-        let err = store
-            .append_upload(&repo, &up.id, Some(0), None, body(&[b"x"]))
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            StoreError::ChunkOutOfOrder { start: 0, size: 6 }
-        ));
+        store.append_upload(&repo, &up.id, Some(0), Some(6), body(&[b"hel", b"lo "])).await.unwrap();
+        let err = store.append_upload(&repo, &up.id, Some(0), None, body(&[b"x"])).await.unwrap_err();
+        assert!(matches!(err, StoreError::ChunkOutOfOrder { start: 0, size: 6 }));
         let d = Digest::sha256_of(b"hello world");
-        assert_eq!(
-            store
-                .finish_upload(&repo, &up.id, None, body(&[b"world"]), &d)
-                .await
-                .unwrap(),
-            11
-        );
+        assert_eq!(store.finish_upload(&repo, &up.id, None, body(&[b"world"]), &d).await.unwrap(), 11);
         assert_eq!(store.linked_blob_size(&repo, &d).await.unwrap(), Some(11));
-        assert!(matches!(
-            store.upload_status(&repo, &up.id).await,
-            Err(StoreError::UploadUnknown(_))
-        ));
+        assert!(matches!(store.upload_status(&repo, &up.id).await, Err(StoreError::UploadUnknown(_))));
     }
 
     #[tokio::test]
@@ -322,16 +266,10 @@ mod tests {
         let repo: RepoName = "a".parse().unwrap();
         let up = store.start_upload(&repo).await.unwrap();
         let wrong = Digest::sha256_of(b"other");
-        let err = store
-            .finish_upload(&repo, &up.id, None, body(&[b"data"]), &wrong)
-            .await
-            .unwrap_err();
+        let err = store.finish_upload(&repo, &up.id, None, body(&[b"data"]), &wrong).await.unwrap_err();
         assert!(matches!(err, StoreError::DigestMismatch { .. }));
         assert_eq!(store.blob_size(&wrong).await.unwrap(), None);
-        assert_eq!(
-            store.blob_size(&Digest::sha256_of(b"data")).await.unwrap(),
-            None
-        );
+        assert_eq!(store.blob_size(&Digest::sha256_of(b"data")).await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -340,29 +278,14 @@ mod tests {
         let store = Store::filesystem(dir.path());
         let repo: RepoName = "a".parse().unwrap();
         let up = store.start_upload(&repo).await.unwrap();
-        store
-            .append_upload(&repo, &up.id, Some(0), None, body(&[b"abc"]))
-            .await
-            .unwrap();
-        let err = store
-            .append_upload(&repo, &up.id, Some(3), Some(10), body(&[b"xyz"]))
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            StoreError::SizeMismatch {
-                expected: 10,
-                actual: 3
-            }
-        ));
+        store.append_upload(&repo, &up.id, Some(0), None, body(&[b"abc"])).await.unwrap();
+        let err = store.append_upload(&repo, &up.id, Some(3), Some(10), body(&[b"xyz"])).await.unwrap_err();
+        assert!(matches!(err, StoreError::SizeMismatch { expected: 10, actual: 3 }));
         assert_eq!(store.upload_status(&repo, &up.id).await.unwrap().size, 3);
         // A fresh Store over the same directory finds the session on disk.
         let store = Store::filesystem(dir.path());
         let d = Digest::of(Algorithm::Sha512, b"abcdef");
-        store
-            .finish_upload(&repo, &up.id, None, body(&[b"def"]), &d)
-            .await
-            .unwrap();
+        store.finish_upload(&repo, &up.id, None, body(&[b"def"]), &d).await.unwrap();
         assert_eq!(store.linked_blob_size(&repo, &d).await.unwrap(), Some(6));
     }
 
@@ -371,9 +294,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::filesystem(dir.path());
         let repo: RepoName = "a".parse().unwrap();
-        assert!(matches!(
-            store.upload_status(&repo, "../../x").await,
-            Err(StoreError::UploadUnknown(_))
-        ));
+        assert!(matches!(store.upload_status(&repo, "../../x").await, Err(StoreError::UploadUnknown(_))));
     }
 }

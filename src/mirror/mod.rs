@@ -1,0 +1,143 @@
+//! The upstream side of the pull-through mirror: talks to upstream
+//! registries (awc, token auth), fetches manifests and blobs, and writes what
+//! it fetches only through the store's verified ingest. Called by the
+//! `registry` façade, which decides when to ask upstream and keeps the caches.
+
+mod auth;
+pub mod error;
+mod fetch;
+mod upstream;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use awc::http::{header, Method};
+use bytes::Bytes;
+
+pub use error::{MirrorError, MirrorResult};
+pub use fetch::Fetch;
+pub use upstream::Upstream;
+
+use crate::config::MirrorConfig;
+use crate::oci::RepoName;
+use crate::oci::{Digest, MediaType, Reference};
+use crate::store::Store;
+
+/// A manifest as an upstream sent it, digest verified.
+pub struct FetchedManifest {
+    pub digest: Digest,
+    pub bytes: Bytes,
+}
+
+pub struct Mirror {
+    upstreams: HashMap<String, Arc<Upstream>>,
+    store: Arc<Store>,
+    inflight: fetch::Inflight,
+    max_manifest_size: usize,
+}
+
+fn accept_all() -> String {
+    MediaType::ALL.join(", ")
+}
+
+fn scope(remote: &str) -> String {
+    format!("repository:{remote}:pull")
+}
+
+fn header_digest(resp: &upstream::Response) -> Option<Digest> {
+    resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
+}
+
+impl Mirror {
+    pub fn new(cfg: &MirrorConfig, store: Arc<Store>, max_manifest_size: u64) -> Self {
+        let upstreams = cfg.upstreams.iter().map(|u| (u.host.clone(), Arc::new(Upstream::new(u)))).collect();
+        Self { upstreams, store, inflight: Default::default(), max_manifest_size: max_manifest_size as usize }
+    }
+
+    pub fn upstream(&self, host: &str) -> Option<Arc<Upstream>> {
+        self.upstreams.get(host).cloned()
+    }
+
+    /// GETs a manifest and checks its digest: against the reference if it is
+    /// one, else against `Docker-Content-Digest` when the upstream sends it.
+    pub async fn fetch_manifest(
+        &self,
+        up: &Upstream,
+        remote: &str,
+        reference: &Reference,
+    ) -> MirrorResult<FetchedManifest> {
+        let path = format!("/v2/{remote}/manifests/{reference}");
+        tracing::debug!(upstream = %up.host, %path, "GET manifest upstream");
+        let resp = up.send(Method::GET, &path, Some(&accept_all()), &scope(remote)).await?;
+        let mut resp = up.check(resp, || format!("manifest {remote}:{reference}"))?;
+        let announced = header_digest(&resp);
+        let bytes =
+            resp.body().limit(self.max_manifest_size).await.map_err(|e| up.protocol(format!("manifest body: {e}")))?;
+        let expected = match reference {
+            Reference::Digest(d) => Some(d.clone()),
+            Reference::Tag(_) => announced,
+        };
+        let digest = match expected {
+            Some(expected) => {
+                let actual = Digest::of(expected.algorithm(), &bytes);
+                if actual != expected {
+                    return Err(MirrorError::DigestMismatch {
+                        host: up.host.clone(),
+                        expected: expected.to_string(),
+                        actual: actual.to_string(),
+                    });
+                }
+                actual
+            }
+            None => Digest::sha256_of(&bytes),
+        };
+        Ok(FetchedManifest { digest, bytes })
+    }
+
+    /// HEADs a tag (free of Docker Hub's pull rate limit); the digest it
+    /// points to, if the upstream says.
+    pub async fn head_manifest(
+        &self,
+        up: &Upstream,
+        remote: &str,
+        reference: &Reference,
+    ) -> MirrorResult<Option<Digest>> {
+        let path = format!("/v2/{remote}/manifests/{reference}");
+        tracing::debug!(upstream = %up.host, %path, "HEAD manifest upstream");
+        let resp = up.send(Method::HEAD, &path, Some(&accept_all()), &scope(remote)).await?;
+        let resp = up.check(resp, || format!("manifest {remote}:{reference}"))?;
+        Ok(header_digest(&resp))
+    }
+
+    /// HEADs a blob: its size, without downloading it.
+    pub async fn head_blob(&self, up: &Upstream, remote: &str, d: &Digest) -> MirrorResult<u64> {
+        let path = format!("/v2/{remote}/blobs/{d}");
+        tracing::debug!(upstream = %up.host, %path, "HEAD blob upstream");
+        let resp = up.send(Method::HEAD, &path, None, &scope(remote)).await?;
+        let resp = up.check(resp, || format!("blob {d} in {remote}"))?;
+        resp.headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| up.protocol("blob HEAD without Content-Length".into()))
+    }
+
+    /// The single fetch of blob `d` into `storage`, joined if one is in flight.
+    pub fn fetch_blob(&self, up: Arc<Upstream>, remote: &str, storage: &RepoName, d: &Digest) -> Arc<Fetch> {
+        fetch::join_or_start(
+            &self.inflight,
+            fetch::FetchJob {
+                store: self.store.clone(),
+                upstream: up,
+                remote: remote.to_string(),
+                storage: storage.clone(),
+                digest: d.clone(),
+            },
+        )
+    }
+
+    /// The fetch of `d` in flight, if any.
+    pub fn inflight_blob(&self, d: &Digest) -> Option<Arc<Fetch>> {
+        self.inflight.lock().unwrap().get(d).cloned()
+    }
+}

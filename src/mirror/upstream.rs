@@ -1,0 +1,222 @@
+//! One upstream registry: its awc client (one per worker thread, never one
+//! per request), authentication with cached tokens, and the mapping of
+//! transport failures and statuses to `MirrorError`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use awc::http::{header, Method, StatusCode};
+use base64::Engine as _;
+use moka::future::Cache;
+use moka::Expiry;
+
+use super::auth::{parse_challenge, realm_allowed, Challenge, TokenResponse};
+use super::error::{MirrorError, MirrorResult};
+use crate::config::UpstreamConfig;
+
+/// A response whose body is still to be read.
+pub type Response = awc::ClientResponse;
+
+/// Basic credentials are reused for this long once an upstream asked for them.
+const BASIC_TTL: Duration = Duration::from_secs(3600);
+
+thread_local! {
+    /// awc clients are `!Send`: each worker thread keeps one per upstream.
+    static CLIENTS: RefCell<HashMap<String, awc::Client>> = RefCell::new(HashMap::new());
+}
+
+/// An `Authorization` value and how long it may be reused.
+#[derive(Clone)]
+struct Credential {
+    header: Arc<str>,
+    ttl: Duration,
+}
+
+struct CredentialExpiry;
+
+impl Expiry<String, Credential> for CredentialExpiry {
+    fn expire_after_create(&self, _: &String, value: &Credential, _: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+pub struct Upstream {
+    pub host: String,
+    pub url: String,
+    pub tag_ttl: Duration,
+    cfg: UpstreamConfig,
+    /// `Authorization` values by scope (`repository:<name>:pull`), until they expire.
+    credentials: Cache<String, Credential>,
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig) -> Self {
+        Self {
+            host: cfg.host.clone(),
+            url: cfg.url.trim_end_matches('/').to_string(),
+            tag_ttl: cfg.tag_ttl,
+            cfg: cfg.clone(),
+            credentials: Cache::builder().max_capacity(10_000).expire_after(CredentialExpiry).build(),
+        }
+    }
+
+    pub fn read_timeout(&self) -> Duration {
+        self.cfg.read_timeout
+    }
+
+    fn client(&self) -> awc::Client {
+        CLIENTS.with(|clients| {
+            clients
+                .borrow_mut()
+                .entry(self.host.clone())
+                .or_insert_with(|| {
+                    awc::Client::builder()
+                        .connector(awc::Connector::new().timeout(self.cfg.connect_timeout))
+                        .timeout(self.cfg.response_timeout)
+                        .add_default_header((header::USER_AGENT, concat!("berth/", env!("CARGO_PKG_VERSION"))))
+                        .finish()
+                })
+                .clone()
+        })
+    }
+
+    fn basic(&self) -> Option<String> {
+        let (u, p) = (self.cfg.username.as_deref()?, self.cfg.password.as_deref().unwrap_or(""));
+        Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))))
+    }
+
+    fn transport_error(&self, e: awc::error::SendRequestError) -> MirrorError {
+        use awc::error::SendRequestError as E;
+        match e {
+            E::Timeout => MirrorError::Timeout { host: self.host.clone(), after: self.cfg.response_timeout },
+            E::Connect(awc::error::ConnectError::Timeout) => {
+                MirrorError::Timeout { host: self.host.clone(), after: self.cfg.connect_timeout }
+            }
+            other => MirrorError::Unreachable { host: self.host.clone(), reason: other.to_string() },
+        }
+    }
+
+    async fn send_once(
+        &self,
+        method: &Method,
+        url: &str,
+        accept: Option<&str>,
+        auth: Option<&str>,
+    ) -> MirrorResult<Response> {
+        let mut req = self.client().request(method.clone(), url);
+        if let Some(a) = accept {
+            req = req.insert_header((header::ACCEPT, a));
+        }
+        if let Some(a) = auth {
+            req = req.insert_header((header::AUTHORIZATION, a));
+        }
+        req.send().await.map_err(|e| self.transport_error(e))
+    }
+
+    /// Sends a request for `path` (under the upstream URL) with the
+    /// credentials `scope` needs, answering a 401 challenge once: a stale
+    /// cached token is dropped and a fresh one fetched.
+    pub async fn send(&self, method: Method, path: &str, accept: Option<&str>, scope: &str) -> MirrorResult<Response> {
+        let url = format!("{}{path}", self.url);
+        let static_token = self.cfg.token.as_ref().map(|t| format!("Bearer {t}"));
+        let cached = match &static_token {
+            Some(t) => Some(t.clone()),
+            None => self.credentials.get(scope).await.map(|c| c.header.to_string()),
+        };
+        let resp = self.send_once(&method, &url, accept, cached.as_deref()).await?;
+        if resp.status() != StatusCode::UNAUTHORIZED || static_token.is_some() {
+            return Ok(resp);
+        }
+        self.credentials.invalidate(scope).await;
+        let challenge = resp
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_challenge)
+            .ok_or_else(|| MirrorError::Unauthorized {
+                host: self.host.clone(),
+                reason: "401 without a usable challenge".into(),
+            })?;
+        let credential = match challenge {
+            Challenge::Bearer { realm, service, scope: asked } => {
+                self.fetch_token(&realm, service.as_deref(), asked.as_deref().unwrap_or(scope)).await?
+            }
+            Challenge::Basic => Credential {
+                header: self
+                    .basic()
+                    .ok_or_else(|| MirrorError::Unauthorized {
+                        host: self.host.clone(),
+                        reason: "it asks for basic auth and no username is configured".into(),
+                    })?
+                    .into(),
+                ttl: BASIC_TTL,
+            },
+        };
+        self.credentials.insert(scope.to_string(), credential.clone()).await;
+        let resp = self.send_once(&method, &url, accept, Some(&credential.header)).await?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            return Err(MirrorError::Unauthorized {
+                host: self.host.clone(),
+                reason: "a fresh credential was refused".into(),
+            });
+        }
+        Ok(resp)
+    }
+
+    /// The docker token flow: GET realm?service=…&scope=…, with our basic
+    /// credentials only when the realm is on the upstream's own site.
+    async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> MirrorResult<Credential> {
+        let mut query = vec![("scope", scope)];
+        if let Some(s) = service {
+            query.push(("service", s));
+        }
+        let mut req = self.client().get(realm);
+        req = req.query(&query).map_err(|e| self.protocol(format!("bad token realm {realm}: {e}")))?;
+        match self.basic() {
+            Some(basic) if realm_allowed(&self.url, realm) => req = req.insert_header((header::AUTHORIZATION, basic)),
+            Some(_) => {
+                tracing::warn!(host = %self.host, realm, "token realm is on another site; asking it anonymously")
+            }
+            None => {}
+        }
+        let mut resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        if !resp.status().is_success() {
+            return Err(MirrorError::Unauthorized {
+                host: self.host.clone(),
+                reason: format!("token endpoint {realm} answered {}", resp.status()),
+            });
+        }
+        let body = resp.body().limit(1 << 20).await.map_err(|e| self.protocol(format!("token response: {e}")))?;
+        let parsed: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| self.protocol(format!("token response is not JSON: {e}")))?;
+        let (token, ttl) = parsed.into_token().ok_or_else(|| self.protocol("token response has no token".into()))?;
+        tracing::debug!(host = %self.host, scope, ?ttl, "upstream token obtained");
+        Ok(Credential { header: format!("Bearer {token}").into(), ttl })
+    }
+
+    pub fn protocol(&self, reason: String) -> MirrorError {
+        MirrorError::Protocol { host: self.host.clone(), reason }
+    }
+
+    /// Maps a non-success status to an error; `what` names the missing thing for 404.
+    pub fn check(&self, resp: Response, what: impl FnOnce() -> String) -> MirrorResult<Response> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let host = self.host.clone();
+        Err(match status {
+            StatusCode::NOT_FOUND => MirrorError::NotFound { host, what: what() },
+            StatusCode::TOO_MANY_REQUESTS => MirrorError::TooManyRequests {
+                host,
+                retry_after: resp.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string),
+            },
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                MirrorError::Unauthorized { host, reason: format!("HTTP {status}") }
+            }
+            _ => MirrorError::Status { host, status: status.as_u16() },
+        })
+    }
+}

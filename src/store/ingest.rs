@@ -1,0 +1,116 @@
+//! Ingest of content that arrives from elsewhere (the mirror's upstream
+//! fetches): bytes are appended to an upload file and hashed as they are
+//! written; readers may tail the file meanwhile; `commit` verifies digest and
+//! size before the blob becomes visible, `abort` leaves nothing behind.
+
+use std::sync::Arc;
+
+use crate::oci::{Digest, DigestHasher, RepoName};
+
+use super::backend::{Appender, RandomRead};
+use super::error::{StoreError, StoreResult};
+use super::{layout, Store};
+
+/// A blob being written; not visible in the store until committed.
+pub struct Ingest {
+    repo: RepoName,
+    id: String,
+    appender: Box<dyn Appender>,
+    hasher: DigestHasher,
+    size: u64,
+}
+
+impl Ingest {
+    /// Appends and hashes one chunk.
+    pub async fn write(&mut self, bytes: &[u8]) -> StoreResult<()> {
+        self.hasher.update(bytes);
+        self.appender.write(bytes).await?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Store {
+    /// Starts an ingest into `repo` for content expected to hash to `expected`;
+    /// returns it with a reader over the growing file.
+    pub async fn begin_ingest(&self, repo: &RepoName, expected: &Digest) -> StoreResult<(Ingest, Arc<dyn RandomRead>)> {
+        let id = self.create_upload_dir(repo).await?;
+        let path = layout::upload_data(repo, &id);
+        let appender = self.backend.appender(&path, 0).await?;
+        let reader = self.backend.open_random(&path).await?;
+        let ingest = Ingest { repo: repo.clone(), id, appender, hasher: expected.algorithm().hasher(), size: 0 };
+        Ok((ingest, reader))
+    }
+
+    /// Verifies the content against `expected` (and `size`, if known), then
+    /// syncs it, moves it into `blobs/` and links it into the ingest's repository.
+    /// On mismatch nothing is stored.
+    pub async fn commit_ingest(&self, mut ingest: Ingest, expected: &Digest, size: Option<u64>) -> StoreResult<()> {
+        if let Some(size) = size.filter(|&s| s != ingest.size) {
+            let actual = ingest.size;
+            self.abort_ingest(ingest).await;
+            return Err(StoreError::SizeMismatch { expected: size, actual });
+        }
+        let actual = ingest.hasher.clone().finish();
+        if &actual != expected {
+            self.abort_ingest(ingest).await;
+            return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
+        }
+        ingest.appender.sync().await?;
+        self.promote(&ingest.repo, &ingest.id, expected).await
+    }
+
+    /// Discards an ingest and its file.
+    pub async fn abort_ingest(&self, ingest: Ingest) {
+        let dir = layout::upload_dir(&ingest.repo, &ingest.id);
+        if let Err(e) = self.backend.delete(&dir).await {
+            tracing::warn!(error = %e, dir, "could not remove an aborted ingest");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn verified_ingest_commits_and_readers_see_bytes_before_and_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::filesystem(dir.path());
+        let repo: RepoName = "docker.io/library/x".parse().unwrap();
+        let d = Digest::sha256_of(b"hello world");
+        let (mut ingest, reader) = store.begin_ingest(&repo, &d).await.unwrap();
+        ingest.write(b"hello ").await.unwrap();
+        assert_eq!(reader.read_at(0, 5).await.unwrap().as_ref(), b"hello");
+        ingest.write(b"world").await.unwrap();
+        store.commit_ingest(ingest, &d, Some(11)).await.unwrap();
+        assert_eq!(reader.read_at(6, 5).await.unwrap().as_ref(), b"world", "the handle survives the rename");
+        assert_eq!(store.linked_blob_size(&repo, &d).await.unwrap(), Some(11));
+        let all: Vec<_> = store.open_blob(&d, 0, None).await.unwrap().collect().await;
+        assert_eq!(all.into_iter().map(Result::unwrap).collect::<Vec<_>>().concat(), b"hello world");
+    }
+
+    #[tokio::test]
+    async fn corrupt_or_short_ingest_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::filesystem(dir.path());
+        let repo: RepoName = "r".parse().unwrap();
+        let d = Digest::sha256_of(b"good");
+        let (mut ingest, _) = store.begin_ingest(&repo, &d).await.unwrap();
+        ingest.write(b"evil").await.unwrap();
+        assert!(matches!(store.commit_ingest(ingest, &d, Some(4)).await, Err(StoreError::DigestMismatch { .. })));
+        let (mut ingest, _) = store.begin_ingest(&repo, &d).await.unwrap();
+        ingest.write(b"go").await.unwrap();
+        assert!(matches!(store.commit_ingest(ingest, &d, Some(4)).await, Err(StoreError::SizeMismatch { .. })));
+        assert_eq!(store.blob_size(&d).await.unwrap(), None);
+        assert_eq!(store.linked_blob_size(&repo, &d).await.unwrap(), None);
+        let uploads = dir.path().join(layout::repository(&repo)).join("_uploads");
+        assert_eq!(std::fs::read_dir(uploads).unwrap().count(), 0, "aborted ingests leave no files");
+    }
+}
