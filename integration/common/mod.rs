@@ -14,6 +14,7 @@ pub use berth::oci::Digest;
 
 pub mod images;
 pub mod procs;
+pub mod upstream;
 
 pub struct TestServer {
     pub base: String,
@@ -103,6 +104,26 @@ impl Client {
         let mut resp = r.send_body(body.into()).await.expect("request failed");
         let body = resp.body().limit(1 << 30).await.expect("body failed");
         Resp { status: resp.status().as_u16(), headers: resp.headers().clone(), body }
+    }
+
+    /// GETs `path`, hashing the body as it streams (large blobs never sit in
+    /// memory); returns the status, the body's sha256 and its length.
+    pub async fn get_hashed(&self, path: &str) -> Result<(u16, Digest, u64), String> {
+        use futures::StreamExt;
+        let mut resp = self.http.get(format!("{}{path}", self.base)).send().await.map_err(|e| e.to_string())?;
+        let mut h = berth::oci::Algorithm::Sha256.hasher();
+        let mut n = 0u64;
+        while let Some(chunk) = resp.next().await {
+            let chunk = chunk.map_err(|e| e.to_string())?;
+            h.update(&chunk);
+            n += chunk.len() as u64;
+        }
+        Ok((resp.status().as_u16(), h.finish(), n))
+    }
+
+    /// Starts a GET and returns the response with its body unread.
+    pub async fn get_streaming(&self, path: &str) -> awc::ClientResponse {
+        self.http.get(format!("{}{path}", self.base)).send().await.expect("request failed")
     }
 
     pub async fn get(&self, path: &str) -> Resp {

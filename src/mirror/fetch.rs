@@ -3,7 +3,8 @@
 //! on a watch channel. Every client, the first included, reads from that
 //! growing file, so each sees bytes as they arrive, none waits for the whole
 //! blob, and the fetch completes (and is kept) even if every client leaves.
-//! A digest or size mismatch aborts the ingest and every client's response.
+//! The last byte of the body is released only once the digest is verified:
+//! a mismatch aborts the ingest and cuts every client's response short.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -166,7 +167,11 @@ impl Fetch {
                 let phase = rx.borrow_and_update().clone();
                 let (available, complete, file) = match phase {
                     Phase::Connecting => (0, None, None),
-                    Phase::Receiving { written, file, .. } => (written, None, Some(file)),
+                    // The last byte is held back until the digest is verified:
+                    // no client ever receives a complete body that was not checked.
+                    Phase::Receiving { written, total, file } => {
+                        (total.map_or(written, |t| written.min(t.saturating_sub(1))), None, Some(file))
+                    }
                     Phase::Done { total, file } => (total, Some(total), Some(file)),
                     Phase::Failed(e) => return Err(std::io::Error::other(e.to_string())),
                 };

@@ -55,7 +55,7 @@ impl Registry {
         let key = (m.storage.clone(), reference.to_string());
         let result = self
             .manifest_fetches
-            .try_get_with(key, async {
+            .try_get_with(key.clone(), async {
                 let fetched = self.mirror().fetch_manifest(&m.upstream, &m.remote, reference).await?;
                 let info = ManifestInfo::parse_stored(&fetched.bytes)
                     .map_err(|e| m.upstream.protocol(format!("upstream manifest: {}", e.message)))?;
@@ -70,6 +70,9 @@ impl Registry {
                 Ok::<_, MirrorError>(Manifest { digest: fetched.digest, media_type, bytes: fetched.bytes })
             })
             .await;
+        // The entry only joins requests that arrive while the fetch runs; the
+        // next request after it must ask upstream again (a tag may move).
+        self.manifest_fetches.invalidate(&key).await;
         result.map_err(|e| not_found_as((*e).clone(), || RegistryError::ManifestUnknown(reference.to_string())))
     }
 

@@ -1,0 +1,264 @@
+//! A fake upstream registry for mirror tests: serves manifests and blobs
+//! from memory, records every request, and can require bearer tokens or
+//! basic auth, corrupt a blob, hold a blob body half-sent until released,
+//! or answer every registry request with a fixed status.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::json;
+
+use super::Digest;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Auth {
+    Anonymous,
+    /// Bearer tokens from `/token`; `realm` overrides the advertised realm URL.
+    Token {
+        realm: Option<String>,
+    },
+    Basic {
+        user: String,
+        password: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub authorization: Option<String>,
+    /// Answered with 401 (an auth round trip, not a served request).
+    pub challenged: bool,
+}
+
+pub struct State {
+    pub manifests: HashMap<(String, String), (String, Bytes)>,
+    pub blobs: HashMap<String, Bytes>,
+    pub corrupt: HashSet<String>,
+    pub auth: Auth,
+    pub seen: Vec<Seen>,
+    pub valid_tokens: HashSet<String>,
+    pub tokens_issued: usize,
+    /// Every `/v2/` request answers this status (and Retry-After) when set.
+    pub fail_with: Option<(u16, Option<String>)>,
+    /// When set, blob bodies stop after their first chunk until a permit is added.
+    pub gate: Option<Arc<tokio::sync::Semaphore>>,
+    pub url: String,
+}
+
+pub struct FakeUpstream {
+    pub url: String,
+    /// The same server on 127.0.0.2: "another host" for realm checks.
+    pub foreign_url: String,
+    pub state: Arc<Mutex<State>>,
+    handle: ServerHandle,
+}
+
+/// One image: its manifest digest and bytes, and its blob digests.
+pub struct Image {
+    pub digest: Digest,
+    pub manifest: Bytes,
+    pub config: Digest,
+    pub layers: Vec<Digest>,
+}
+
+impl FakeUpstream {
+    pub async fn start(auth: Auth) -> FakeUpstream {
+        let state = Arc::new(Mutex::new(State {
+            manifests: HashMap::new(),
+            blobs: HashMap::new(),
+            corrupt: HashSet::new(),
+            auth,
+            seen: vec![],
+            valid_tokens: HashSet::new(),
+            tokens_issued: 0,
+            fail_with: None,
+            gate: None,
+            url: String::new(),
+        }));
+        let data = web::Data::from(state.clone());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let foreign = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        let foreign_url = format!("http://{}", foreign.local_addr().unwrap());
+        state.lock().unwrap().url = url.clone();
+        let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(handle)))
+            .workers(1)
+            .shutdown_timeout(1)
+            .listen(listener)
+            .unwrap()
+            .listen(foreign)
+            .unwrap()
+            .run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        FakeUpstream { url, foreign_url, state, handle }
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+
+    pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    /// Adds blobs and an OCI image manifest under `repo:tag`.
+    pub fn add_image(&self, repo: &str, tag: &str, layers: &[Bytes]) -> Image {
+        let config = Bytes::from(format!(r#"{{"architecture":"amd64","os":"linux","tag":"{tag}"}}"#));
+        let config_d = Digest::sha256_of(&config);
+        let layer_ds: Vec<Digest> = layers.iter().map(|l| Digest::sha256_of(l)).collect();
+        let manifest = Bytes::from(
+            serde_json::to_vec(&json!({
+                "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_d.to_string(), "size": config.len()},
+                "layers": layers.iter().zip(&layer_ds).map(|(l, d)| json!({
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string(), "size": l.len()})).collect::<Vec<_>>(),
+            }))
+            .unwrap(),
+        );
+        let digest = Digest::sha256_of(&manifest);
+        let mut s = self.state();
+        s.blobs.insert(config_d.to_string(), config);
+        for (l, d) in layers.iter().zip(&layer_ds) {
+            s.blobs.insert(d.to_string(), l.clone());
+        }
+        for reference in [tag.to_string(), digest.to_string()] {
+            s.manifests.insert((repo.to_string(), reference), (OCI_MANIFEST.to_string(), manifest.clone()));
+        }
+        Image { digest, manifest, config: config_d, layers: layer_ds }
+    }
+
+    /// Requests served (not answered with an auth challenge) whose method
+    /// is `method` and whose path contains `part`.
+    pub fn count(&self, method: &str, part: &str) -> usize {
+        self.state().seen.iter().filter(|s| !s.challenged && s.method == method && s.path.contains(part)).count()
+    }
+
+    /// Requests to the registry API (`/v2/…` other than the base).
+    pub fn api_requests(&self) -> usize {
+        self.state().seen.iter().filter(|s| s.path.starts_with("/v2/") && s.path.len() > 4).count()
+    }
+
+    pub fn token_requests(&self) -> Vec<Seen> {
+        self.state().seen.iter().filter(|s| s.path.starts_with("/token")).cloned().collect()
+    }
+}
+
+fn challenge(s: &State, name: &str) -> HttpResponse {
+    let mut r = HttpResponse::Unauthorized();
+    match &s.auth {
+        Auth::Token { realm } => {
+            let realm = realm.clone().unwrap_or_else(|| format!("{}/token", s.url));
+            r.insert_header((
+                "WWW-Authenticate",
+                format!(r#"Bearer realm="{realm}",service="fake",scope="repository:{name}:pull""#),
+            ));
+        }
+        Auth::Basic { .. } => {
+            r.insert_header(("WWW-Authenticate", r#"Basic realm="fake""#));
+        }
+        Auth::Anonymous => {}
+    }
+    r.json(json!({"errors": [{"code": "UNAUTHORIZED", "message": "auth required"}]}))
+}
+
+fn authorized(s: &State, header: Option<&str>) -> bool {
+    match &s.auth {
+        Auth::Anonymous => true,
+        Auth::Token { .. } => {
+            header.and_then(|h| h.strip_prefix("Bearer ")).is_some_and(|t| s.valid_tokens.contains(t))
+        }
+        Auth::Basic { user, password } => {
+            let expected =
+                format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
+            header == Some(expected.as_str())
+        }
+    }
+}
+
+async fn handle(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpResponse {
+    let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let path = req.path().to_string();
+    let method = req.method().to_string();
+    let mut s = state.lock().unwrap();
+    s.seen.push(Seen {
+        method: method.clone(),
+        path: path.clone(),
+        authorization: authorization.clone(),
+        challenged: false,
+    });
+
+    if path == "/token" {
+        s.tokens_issued += 1;
+        let token = format!("token-{}", s.tokens_issued);
+        s.valid_tokens.insert(token.clone());
+        return HttpResponse::Ok().json(json!({"token": token, "expires_in": 300}));
+    }
+    let Some(rest) = path.strip_prefix("/v2/") else { return HttpResponse::NotFound().finish() };
+    if rest.is_empty() {
+        return HttpResponse::Ok().json(json!({}));
+    }
+    let (name, kind, reference) = match (rest.rfind("/manifests/"), rest.rfind("/blobs/")) {
+        (Some(i), _) => (&rest[..i], "manifests", &rest[i + 11..]),
+        (None, Some(i)) => (&rest[..i], "blobs", &rest[i + 7..]),
+        _ => return HttpResponse::NotFound().finish(),
+    };
+    if let Some((status, retry_after)) = s.fail_with.clone() {
+        let mut r = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+        if let Some(ra) = retry_after {
+            r.insert_header(("Retry-After", ra));
+        }
+        return r.json(json!({"errors": [{"code": "TOOMANYREQUESTS", "message": "failing on purpose"}]}));
+    }
+    if !authorized(&s, authorization.as_deref()) {
+        s.seen.last_mut().unwrap().challenged = true;
+        return challenge(&s, name);
+    }
+    let not_found =
+        |code: &str| HttpResponse::NotFound().json(json!({"errors": [{"code": code, "message": "unknown"}]}));
+    if kind == "manifests" {
+        let Some((mt, body)) = s.manifests.get(&(name.to_string(), reference.to_string())).cloned() else {
+            return not_found("MANIFEST_UNKNOWN");
+        };
+        return HttpResponse::Ok()
+            .content_type(mt)
+            .insert_header(("Docker-Content-Digest", Digest::sha256_of(&body).to_string()))
+            .body(body);
+    }
+    let Some(mut body) = s.blobs.get(reference).cloned() else { return not_found("BLOB_UNKNOWN") };
+    if s.corrupt.contains(reference) {
+        let mut v = body.to_vec();
+        v[0] ^= 0xff;
+        body = Bytes::from(v);
+    }
+    if method == "HEAD" {
+        return HttpResponse::Ok().insert_header(("Docker-Content-Digest", reference.to_string())).body(
+            actix_web::body::SizedStream::new(
+                body.len() as u64,
+                futures::stream::empty::<Result<Bytes, std::io::Error>>(),
+            ),
+        );
+    }
+    let gate = s.gate.clone();
+    drop(s);
+    let len = body.len() as u64;
+    let chunks: Vec<Bytes> = body.chunks(256 * 1024).map(Bytes::copy_from_slice).collect();
+    let stream = futures::stream::unfold((chunks.into_iter(), 0usize, gate), |(mut it, i, gate)| async move {
+        let chunk = it.next()?;
+        if i == 1 {
+            if let Some(g) = &gate {
+                g.acquire().await.unwrap().forget();
+            }
+        }
+        Some((Ok::<_, std::io::Error>(chunk), (it, i + 1, gate)))
+    });
+    HttpResponse::Ok().body(actix_web::body::SizedStream::new(len, stream))
+}
