@@ -239,9 +239,16 @@ async fn head_and_range_on_uncached_blobs() {
     let d = image.layers[0].clone();
     let s = mirror(&up, None, |_| {}).await;
     let c = s.client();
-    let r = c.req("HEAD", &format!("/v2/app/blobs/{d}"), &[], "").await;
+    let r = c.req("HEAD", &format!("/v2/docker.io/app/blobs/{d}"), &[], "").await;
     assert_eq!((r.status, r.header("content-length")), (200, Some("1000000")));
-    assert_eq!((up.count("HEAD", "/blobs/"), up.count("GET", "/blobs/")), (1, 0), "HEAD does not download");
+    let r = c.req("HEAD", &format!("/v2/app/blobs/{d}?ns=docker.io"), &[], "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!((up.count("HEAD", "/blobs/"), up.count("GET", "/blobs/")), (2, 0), "HEAD does not download");
+    // Without a host or ns the name may be about to receive its first push:
+    // its HEAD is a push client's existence check, answered from the store.
+    let r = c.req("HEAD", &format!("/v2/app/blobs/{d}"), &[], "").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(up.count("HEAD", "/blobs/"), 2);
 
     let r = c.req("GET", &format!("/v2/app/blobs/{d}"), &[("Range", "bytes=500000-500009")], "").await;
     assert_eq!(r.status, 206);
@@ -249,6 +256,24 @@ async fn head_and_range_on_uncached_blobs() {
     assert_eq!(r.body, content.slice(500_000..500_010));
     let r = c.req("GET", &format!("/v2/app/blobs/{d}"), &[("Range", "bytes=-3")], "").await;
     assert_eq!(r.body, content.slice(999_997..));
+    s.stop().await;
+    up.stop().await;
+}
+
+#[actix_rt::test]
+async fn pushing_a_new_name_works_while_the_upstream_is_down() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    up.state().fail_with = Some((503, None));
+    let s = mirror(&up, None, |_| {}).await;
+    let c = s.client();
+    // What skopeo and containerd do first: existence checks in the target repository.
+    let layer_d = Digest::sha256_of(b"new layer");
+    assert_eq!(c.req("HEAD", &format!("/v2/team/new/blobs/{layer_d}"), &[], "").await.status, 404);
+    let m = image_manifest(&Digest::sha256_of(b"{}"), 2, &layer_d, 9);
+    let r = c.req("HEAD", &format!("/v2/team/new/manifests/{}", Digest::sha256_of(&m)), &[], "").await;
+    assert_eq!(r.status, 404);
+    let (pushed, _) = c.push_image("team/new", "1", b"new layer").await;
+    assert_eq!(c.get("/v2/team/new/manifests/1").await.body.as_ref(), &pushed[..]);
     s.stop().await;
     up.stop().await;
 }

@@ -12,7 +12,11 @@ use super::headers::{accepts, content_type, DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
 use super::{ApiError, Reg};
 
 pub async fn get(req: &HttpRequest, reg: &Reg, route: &Route, r: &Reference) -> Result<HttpResponse, ApiError> {
-    let m = reg.get_manifest(route, r).await?;
+    let m = if req.method() == actix_web::http::Method::HEAD {
+        reg.head_manifest(route, r).await?
+    } else {
+        reg.get_manifest(route, r).await?
+    };
     if !accepts(req.headers(), &m.media_type) {
         return Err(ApiError::NotAcceptable(m.media_type));
     }

@@ -70,6 +70,18 @@ impl Registry {
         }
     }
 
+    /// As `get_manifest`, for a HEAD: on an implicitly routed name (see
+    /// `MirroredRepo::implicit`) upstream trouble reads as "unknown", so a
+    /// pushing client's existence check never fails because of the upstream.
+    pub async fn head_manifest(&self, route: &Route, reference: &Reference) -> RegistryResult<Manifest> {
+        match (self.get_manifest(route, reference).await, route) {
+            (Err(RegistryError::Mirror(e)), Route::Mirrored(m)) if m.implicit => {
+                Err(RegistryError::ManifestUnknown(format!("{reference} (upstream: {e})")))
+            }
+            (result, _) => result,
+        }
+    }
+
     /// The manifest `reference` names in `repo`, from the store only.
     pub(super) async fn local_manifest(&self, repo: &RepoName, reference: &Reference) -> RegistryResult<Manifest> {
         let digest = match reference {

@@ -153,13 +153,18 @@ impl Registry {
             Err(RegistryError::BlobUnknown(_)) => {}
             other => return other,
         }
-        if let Some(size) = self.adopt_stored_blob(m, d).await? {
-            return Ok(size);
-        }
         if let Some(fetch) = self.mirror().inflight_blob(d) {
             if let Ok(Some(size)) = fetch.size().await {
                 return Ok(size);
             }
+        }
+        // Pull clients GET blobs; a HEAD on an implicitly routed name is a
+        // pushing client's existence check, which the upstream must not answer.
+        if m.implicit {
+            return Err(RegistryError::BlobUnknown(d.clone()));
+        }
+        if let Some(size) = self.adopt_stored_blob(m, d).await? {
+            return Ok(size);
         }
         self.mirror()
             .head_blob(&m.upstream, &m.remote, d)

@@ -44,6 +44,11 @@ pub struct MirroredRepo {
     pub remote: String,
     /// Where the store keeps it (`docker.io/library/alpine`).
     pub storage: RepoName,
+    /// Routed to the default upstream only because nothing is pushed under
+    /// the name yet (no host prefix, no `?ns=`): the name may be about to
+    /// receive its first push, so existence checks (HEAD) answer from the
+    /// store and never fail because of the upstream.
+    pub implicit: bool,
 }
 
 impl Route {
@@ -120,16 +125,17 @@ impl Registry {
     /// are mirrored; other names are local if they hold pushed content, and
     /// otherwise mirrored from the default upstream.
     pub async fn route(&self, name: &RepoName, ns: Option<&str>) -> RegistryResult<Route> {
-        let (host, remote) = match self.routing.resolve(name, ns) {
+        let (host, remote, implicit) = match self.routing.resolve(name, ns) {
             Resolution::Local => return Ok(Route::Local(name.clone())),
             Resolution::Default { .. } if self.is_local(name).await? => return Ok(Route::Local(name.clone())),
-            Resolution::Explicit { host, remote } | Resolution::Default { host, remote } => (host, remote),
+            Resolution::Explicit { host, remote } => (host, remote, false),
+            Resolution::Default { host, remote } => (host, remote, true),
         };
         let upstream = self.mirror.as_ref().and_then(|m| m.upstream(&host)).ok_or_else(|| {
             RegistryError::Mirror(MirrorError::Protocol { host: host.clone(), reason: "no such upstream".into() })
         })?;
         let storage = storage_name(&host, &remote);
-        Ok(Route::Mirrored(MirroredRepo { upstream, remote, storage }))
+        Ok(Route::Mirrored(MirroredRepo { upstream, remote, storage, implicit }))
     }
 
     /// Refuses writes into mirrored and protected names; a write into any
