@@ -317,6 +317,11 @@ async fn routing_by_ns_and_host_prefix_and_local_first() {
         assert!(!r.json()["errors"][0]["message"].as_str().unwrap().is_empty());
     }
 
+    // A blob pulled through the mirror mounts into a pushed repository by its pull name.
+    let d = &from_docker.layers[0];
+    let r = c.req("POST", &format!("/v2/mine/copy/blobs/uploads/?mount={d}&from=team/app"), &[], "").await;
+    assert_eq!(r.status, 201);
+
     // A pushed repository is local: served from the store, never sent upstream.
     let before = docker.api_requests();
     let (m, _) = c.push_image("mine/app", "1", b"private layer").await;

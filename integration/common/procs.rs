@@ -206,7 +206,9 @@ impl Dockerd {
     }
 
     pub fn docker(&self, args: &[&str]) -> String {
-        run(Command::new("docker").args(["-H", &self.host]).args(args))
+        // A private client config: nothing of the machine's ~/.docker is read or written.
+        let client_config = self.proc.log.with_file_name("client-config");
+        run(Command::new("docker").env("DOCKER_CONFIG", client_config).args(["-H", &self.host]).args(args))
     }
 }
 

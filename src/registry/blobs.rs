@@ -103,6 +103,9 @@ impl Registry {
         mount: Option<(Digest, Option<RepoName>)>,
     ) -> RegistryResult<UploadStart> {
         if let Some((d, Some(from))) = mount {
+            // A mirrored source (`library/busybox` that docker pulled through
+            // this mirror) is mounted from where the store keeps it.
+            let from = self.route(&from, None).await?.storage().clone();
             if self.store.linked_blob_size(&from, &d).await?.is_some() {
                 self.store.link_blob(repo, &d).await?;
                 return Ok(UploadStart::Mounted(d));
