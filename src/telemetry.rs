@@ -9,7 +9,9 @@ use crate::config::{LogConfig, LogFormat};
 /// Safe to call more than once (tests): later calls are no-ops.
 pub fn init(cfg: &LogConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a terminal; log files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     let _ = match cfg.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
