@@ -72,3 +72,27 @@ fn sigterm_stops_the_server_cleanly() {
     assert!(status.success(), "exit status {status}");
     assert!(http("GET", &addr, "/v2/").is_err(), "still serving after SIGTERM");
 }
+
+#[test]
+fn no_mirror_is_a_plain_registry_and_mirror_flags_add_upstreams() {
+    let dir = tempfile::tempdir().unwrap();
+    // Default: library/ is protected, pushes there are refused.
+    let (p, addr) = berth(&dir.path().join("a"), dir.path(), &[]);
+    assert_eq!(http("POST", &addr, "/v2/library/x/blobs/uploads/").unwrap().0, 403);
+    p.stop();
+    // --no-mirror: no upstream, no protected prefix.
+    let (p, addr) = berth(&dir.path().join("b"), dir.path(), &["--no-mirror"]);
+    assert_eq!(http("POST", &addr, "/v2/library/x/blobs/uploads/").unwrap().0, 202);
+    assert_eq!(http("GET", &addr, "/v2/alpine/manifests/1").unwrap().0, 404, "unknown locally, nothing asked upstream");
+    p.stop();
+    // --mirror HOST=URL adds an upstream: routing by host prefix reaches it (here: nothing listens, 502).
+    let dead = format!("127.0.0.1:{}", free_port());
+    let (p, addr) = berth(&dir.path().join("c"), dir.path(), &["--mirror", &format!("quay.io=http://{dead}")]);
+    let (status, _, body) = http("GET", &addr, "/v2/quay.io/org/img/manifests/1").unwrap();
+    assert_eq!(status, 502);
+    assert!(String::from_utf8_lossy(&body).contains("quay.io"));
+    p.stop();
+    let out = berth_cmd().args(["serve", "--mirror", "nonsense"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HOST=URL"));
+}

@@ -154,11 +154,19 @@ async fn stopped_or_failing_upstream_serves_the_cached_tag() {
     // Stopped: the cached tag still pulls, an uncached one fails clearly.
     up.state().fail_with = None;
     up.stop().await;
-    let s3 = mirror(&up, None, |c| set_ttl(c, Duration::ZERO)).await;
-    drop(s3.stop().await);
     pull(&c, "app", "1", &image).await;
     let r = c.get("/v2/app/manifests/never-cached").await;
     assert_eq!(r.status, 502, "{:?}", r.body);
+
+    // A berth started while every upstream is down serves its cache.
+    let dir = s.stop().await;
+    let url = up.url.clone();
+    let s = TestServer::start_in(dir, move |c| {
+        c.mirror.set_upstream("docker.io", &url);
+        set_ttl(c, Duration::ZERO);
+    })
+    .await;
+    pull(&s.client(), "app", "1", &image).await;
     s.stop().await;
 }
 

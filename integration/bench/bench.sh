@@ -12,63 +12,21 @@ cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-5}
 BLOB_MIB=${BLOB_MIB:-256}
 WRK_SECS=${WRK_SECS:-10}
-export DEBIAN_FRONTEND=noninteractive
-for pkg_bin in docker-registry:docker-registry wrk:wrk nginx-light:nginx curl:curl; do
-  command -v "${pkg_bin##*:}" >/dev/null || { apt-get update -qq; apt-get install -y -qq "${pkg_bin%%:*}" >/dev/null; }
-done
-cargo build --release --quiet --bin berth
-BERTH=$PWD/target/release/berth
-
-WORK=$(mktemp -d /tmp/berth-bench.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 1 200); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done; echo "not ready: $1" >&2; exit 1; }
-median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(statistics.median(v))' "$@"; }
-rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
-
-start_berth() { # data port
-  "$BERTH" serve --data "$1" --listen "127.0.0.1:$2" >"$WORK/berth-$2.log" 2>&1 &
-  PIDS+=($!); echo $! ; }
-start_distribution() { # data port
-  cat >"$WORK/r2-$2.yml" <<YML
-version: 0.1
-log: {level: error}
-storage: {filesystem: {rootdirectory: $1}, delete: {enabled: true}}
-http: {addr: 127.0.0.1:$2}
-YML
-  docker-registry serve "$WORK/r2-$2.yml" >"$WORK/r2-$2.log" 2>&1 &
-  PIDS+=($!); echo $! ; }
+source integration/bench/lib.sh
 
 # --- content: one big blob, one small image --------------------------------------
 head -c $((BLOB_MIB * 1024 * 1024)) /dev/urandom >"$WORK/blob"
 BLOB_D="sha256:$(sha256sum "$WORK/blob" | cut -d' ' -f1)"
-printf '{}' >"$WORK/config"
-CONFIG_D="sha256:$(sha256sum "$WORK/config" | cut -d' ' -f1)"
-cat >"$WORK/manifest" <<JSON
-{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"$CONFIG_D","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"$BLOB_D","size":$((BLOB_MIB * 1024 * 1024))}]}
-JSON
-MANIFEST_D="sha256:$(sha256sum "$WORK/manifest" | cut -d' ' -f1)"
 MT=application/vnd.oci.image.manifest.v1+json
 
-seed() { # base
-  for f in config blob; do
-    d=$([ $f = blob ] && echo "$BLOB_D" || echo "$CONFIG_D")
-    loc=$(curl -fsS -X POST -D - -o /dev/null "$1/v2/bench/img/blobs/uploads/" | awk 'tolower($1)=="location:" {print $2}' | tr -d '\r')
-    case "$loc" in http*) ;; *) loc="$1$loc" ;; esac
-    sep=$([[ "$loc" == *\?* ]] && echo '&' || echo '?')
-    curl -fsS -X PUT -H 'Content-Type: application/octet-stream' --data-binary @"$WORK/$f" "$loc${sep}digest=$d" -o /dev/null
-  done
-  curl -fsS -X PUT -H "Content-Type: $MT" --data-binary @"$WORK/manifest" "$1/v2/bench/img/manifests/latest" -o /dev/null
-}
+seed() { push_image "$1" bench/img latest "$WORK/blob"; }
 
 BP=$(free_port); BPID=$(start_berth "$WORK/berth-data" "$BP")
 DP=$(free_port); DPID=$(start_distribution "$WORK/r2-data" "$DP")
 B=http://127.0.0.1:$BP; D=http://127.0.0.1:$DP
 wait_http "$B/v2/"; wait_http "$D/v2/"
 seed "$B"; seed "$D"
+MANIFEST_D="sha256:$(sha256sum "$WORK/manifest-bench_img-latest.json" | cut -d' ' -f1)"
 
 # sendfile reference: nginx serving berth's copy of the blob.
 NP=$(free_port)

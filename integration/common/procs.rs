@@ -36,7 +36,7 @@ pub fn http(method: &str, addr: &str, path: &str) -> std::io::Result<(u16, Vec<(
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     // Real clients name every manifest type; Distribution 2.8 refuses an OCI index for `*/*` alone.
     let accept = berth::oci::MediaType::ALL.join(", ");
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}, */*\r\n\r\n")?;
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}, */*\r\nContent-Length: 0\r\n\r\n")?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(raw.len());
