@@ -16,11 +16,6 @@ impl RepoName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// The name's path components, for building storage paths.
-    pub fn components(&self) -> impl Iterator<Item = &str> {
-        self.0.split('/')
-    }
 }
 
 impl fmt::Display for RepoName {

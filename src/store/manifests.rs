@@ -28,14 +28,6 @@ impl Store {
         Ok(self.read_link(&layout::revision_link(repo, d)).await?.is_some())
     }
 
-    /// The manifest's bytes, if `repo` holds it.
-    pub async fn read_manifest(&self, repo: &RepoName, d: &Digest) -> StoreResult<Option<bytes::Bytes>> {
-        if !self.has_manifest(repo, d).await? {
-            return Ok(None);
-        }
-        self.read_blob_bytes(d).await
-    }
-
     /// The digest `tag` points at in `repo`.
     pub async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> StoreResult<Option<Digest>> {
         self.read_link(&layout::tag_current_link(repo, tag)).await
@@ -132,7 +124,8 @@ mod tests {
         store.tag_manifest(&repo, &"latest".parse().unwrap(), &d).await.unwrap();
         assert_eq!(store.resolve_tag(&repo, &v1).await.unwrap(), Some(d.clone()));
         assert_eq!(store.list_tags(&repo).await.unwrap(), vec!["latest", "v1"]);
-        assert_eq!(store.read_manifest(&repo, &d).await.unwrap().unwrap().as_ref(), body);
+        assert!(store.has_manifest(&repo, &d).await.unwrap());
+        assert_eq!(store.read_blob_bytes(&d).await.unwrap().unwrap().as_ref(), body);
         store.put_manifest(&"team".parse().unwrap(), &d, body, None).await.unwrap();
         assert_eq!(store.list_repositories().await.unwrap(), vec!["team", "team/app"]);
         let removed = store.delete_manifest(&repo, &d).await.unwrap().unwrap();
