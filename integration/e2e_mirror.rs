@@ -27,6 +27,16 @@ async fn mirror(docker: &FakeUpstream, ghcr: Option<&FakeUpstream>, tweak: impl 
     .await
 }
 
+/// Waits until the fetch that served a client has also made its blob durable
+/// (clients are released once bytes are verified; fsync and rename follow).
+async fn wait_for_file(path: &std::path::Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(std::time::Instant::now() < deadline, "{} never appeared", path.display());
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn set_ttl(c: &mut Config, ttl: Duration) {
     for u in &mut c.mirror.upstreams {
         u.tag_ttl = ttl;
@@ -206,7 +216,7 @@ async fn corrupted_upstream_bytes_are_never_stored_and_a_good_upstream_heals() {
 
     up.state().corrupt.clear();
     assert_eq!(c.get_hashed(&path).await.unwrap(), (200, d.clone(), 3 * 1024 * 1024));
-    assert!(data.exists());
+    wait_for_file(&data).await;
     assert_eq!(up.count("GET", "/blobs/"), 2, "the next request tried again");
     s.stop().await;
     up.stop().await;
@@ -234,6 +244,7 @@ async fn blob_is_stored_even_when_the_first_client_disconnects() {
     assert_eq!(c.get_hashed(&path).await.unwrap(), (200, d.clone(), 4 * 1024 * 1024));
     assert_eq!(up.count("GET", "/blobs/"), 1);
     let data = s.path(&format!("docker/registry/v2/blobs/sha256/{}/{}/data", &d.hex()[..2], d.hex()));
+    wait_for_file(&data).await;
     assert_eq!(std::fs::metadata(data).unwrap().len(), 4 * 1024 * 1024);
     s.stop().await;
     up.stop().await;
@@ -325,8 +336,12 @@ async fn routing_by_ns_and_host_prefix_and_local_first() {
         assert!(!r.json()["errors"][0]["message"].as_str().unwrap().is_empty());
     }
 
-    // A blob pulled through the mirror mounts into a pushed repository by its pull name.
+    // A blob pulled through the mirror (once stored) mounts into a pushed repository by its pull name.
     let d = &from_docker.layers[0];
+    wait_for_file(
+        &s.path(&format!("docker/registry/v2/repositories/docker.io/team/app/_layers/sha256/{}/link", d.hex())),
+    )
+    .await;
     let r = c.req("POST", &format!("/v2/mine/copy/blobs/uploads/?mount={d}&from=team/app"), &[], "").await;
     assert_eq!(r.status, 201);
 

@@ -10,13 +10,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use awc::http::Method;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
 use super::error::{MirrorError, MirrorResult};
 use super::upstream::Upstream;
 use crate::oci::{Digest, RepoName};
 use crate::store::{ByteStream, RandomRead, Store, READ_CHUNK};
+
+/// Upstream bytes that have already arrived are gathered into writes of up to this size.
+const WRITE_BATCH: usize = 1024 * 1024;
 
 /// How a fetch stands.
 #[derive(Clone)]
@@ -96,36 +99,71 @@ async fn run(job: FetchJob, tx: &watch::Sender<Phase>) -> MirrorResult<()> {
     let (mut ingest, file) = job.store.begin_ingest(&job.storage, &job.digest).await.map_err(store_err)?;
     tx.send_replace(Phase::Receiving { total, written: 0, file: file.clone() });
     let mut body = std::pin::pin!(resp);
+    let mut pending = bytes::BytesMut::new();
     let body_result: MirrorResult<()> = async {
+        let failed =
+            |e: awc::error::PayloadError| MirrorError::Unreachable { host: up.host.clone(), reason: e.to_string() };
         loop {
             let next = tokio::time::timeout(up.read_timeout(), body.next())
                 .await
                 .map_err(|_| MirrorError::Timeout { host: up.host.clone(), after: up.read_timeout() })?;
-            let Some(chunk) = next else { return Ok(()) };
-            let chunk = chunk.map_err(|e| MirrorError::Unreachable { host: up.host.clone(), reason: e.to_string() })?;
-            ingest.write(&chunk).await.map_err(store_err)?;
-            if total.is_some_and(|t| ingest.size() > t) {
-                return Err(MirrorError::SizeMismatch {
-                    host: up.host.clone(),
-                    expected: total.unwrap_or(0),
-                    actual: ingest.size(),
+            let mut end = match next {
+                Some(chunk) => {
+                    pending.extend_from_slice(&chunk.map_err(failed)?);
+                    false
+                }
+                None => true,
+            };
+            // Network chunks are small: gather what has already arrived into one
+            // write of up to WRITE_BATCH, but never wait for more, so clients
+            // see bytes as soon as the upstream sends them.
+            while !end && pending.len() < WRITE_BATCH {
+                match body.next().now_or_never() {
+                    Some(Some(chunk)) => pending.extend_from_slice(&chunk.map_err(failed)?),
+                    Some(None) => end = true,
+                    None => break,
+                }
+            }
+            if !pending.is_empty() {
+                ingest.write(&pending).await.map_err(store_err)?;
+                pending.clear();
+                if let Some(t) = total.filter(|&t| ingest.size() > t) {
+                    return Err(MirrorError::SizeMismatch {
+                        host: up.host.clone(),
+                        expected: t,
+                        actual: ingest.size(),
+                    });
+                }
+                let written = ingest.size();
+                tx.send_modify(|p| {
+                    if let Phase::Receiving { written: w, .. } = p {
+                        *w = written;
+                    }
                 });
             }
-            let written = ingest.size();
-            tx.send_modify(|p| {
-                if let Phase::Receiving { written: w, .. } = p {
-                    *w = written;
-                }
-            });
+            if end {
+                return Ok(());
+            }
         }
     }
     .await;
-    if let Err(e) = body_result {
+    let verified = body_result.and_then(|()| ingest.verify(&job.digest, total).map_err(|e| mismatch(up, e)));
+    if let Err(e) = verified {
         job.store.abort_ingest(ingest).await;
         return Err(e);
     }
+    // Verified: clients may take the last bytes now. Durability (fsync, rename
+    // into blobs/) follows; new requests keep joining this fetch until it is stored.
     let size = ingest.size();
-    job.store.commit_ingest(ingest, &job.digest, total).await.map_err(|e| match e {
+    tx.send_replace(Phase::Done { total: size, file });
+    job.store.commit_ingest(ingest, &job.digest, total).await.map_err(|e| mismatch(up, e))?;
+    tracing::debug!(upstream = %up.host, digest = %job.digest, size, "blob fetched and stored");
+    Ok(())
+}
+
+/// An ingest's store error, as the upstream's fault when the content did not match.
+fn mismatch(up: &Upstream, e: crate::store::StoreError) -> MirrorError {
+    match e {
         crate::store::StoreError::DigestMismatch { expected, actual } => MirrorError::DigestMismatch {
             host: up.host.clone(),
             expected: expected.to_string(),
@@ -135,10 +173,7 @@ async fn run(job: FetchJob, tx: &watch::Sender<Phase>) -> MirrorResult<()> {
             MirrorError::SizeMismatch { host: up.host.clone(), expected, actual }
         }
         other => MirrorError::Store(other.to_string()),
-    })?;
-    tracing::debug!(upstream = %up.host, digest = %job.digest, size, "blob fetched and stored");
-    tx.send_replace(Phase::Done { total: size, file });
-    Ok(())
+    }
 }
 
 impl Fetch {

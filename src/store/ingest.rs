@@ -33,6 +33,18 @@ impl Ingest {
     pub fn size(&self) -> u64 {
         self.size
     }
+
+    /// Checks what was written against the expected digest (and size, if known).
+    pub fn verify(&self, expected: &Digest, size: Option<u64>) -> StoreResult<()> {
+        if let Some(size) = size.filter(|&s| s != self.size) {
+            return Err(StoreError::SizeMismatch { expected: size, actual: self.size });
+        }
+        let actual = self.hasher.clone().finish();
+        if &actual != expected {
+            return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
+        }
+        Ok(())
+    }
 }
 
 impl Store {
@@ -51,15 +63,9 @@ impl Store {
     /// syncs it, moves it into `blobs/` and links it into the ingest's repository.
     /// On mismatch nothing is stored.
     pub async fn commit_ingest(&self, mut ingest: Ingest, expected: &Digest, size: Option<u64>) -> StoreResult<()> {
-        if let Some(size) = size.filter(|&s| s != ingest.size) {
-            let actual = ingest.size;
+        if let Err(e) = ingest.verify(expected, size) {
             self.abort_ingest(ingest).await;
-            return Err(StoreError::SizeMismatch { expected: size, actual });
-        }
-        let actual = ingest.hasher.clone().finish();
-        if &actual != expected {
-            self.abort_ingest(ingest).await;
-            return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
+            return Err(e);
         }
         ingest.appender.sync().await?;
         self.promote(&ingest.repo, &ingest.id, expected).await
