@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use awc::http::Method;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use tokio::sync::watch;
 
 use super::error::{MirrorError, MirrorResult};
@@ -98,52 +98,24 @@ async fn run(job: FetchJob, tx: &watch::Sender<Phase>) -> MirrorResult<()> {
     let store_err = |e: crate::store::StoreError| MirrorError::Store(e.to_string());
     let (mut ingest, file) = job.store.begin_ingest(&job.storage, &job.digest).await.map_err(store_err)?;
     tx.send_replace(Phase::Receiving { total, written: 0, file: file.clone() });
-    let mut body = std::pin::pin!(resp);
-    let mut pending = bytes::BytesMut::new();
+    let mut body = std::pin::pin!(crate::store::gather(resp, WRITE_BATCH));
     let body_result: MirrorResult<()> = async {
-        let failed =
-            |e: awc::error::PayloadError| MirrorError::Unreachable { host: up.host.clone(), reason: e.to_string() };
         loop {
             let next = tokio::time::timeout(up.read_timeout(), body.next())
                 .await
                 .map_err(|_| MirrorError::Timeout { host: up.host.clone(), after: up.read_timeout() })?;
-            let mut end = match next {
-                Some(chunk) => {
-                    pending.extend_from_slice(&chunk.map_err(failed)?);
-                    false
-                }
-                None => true,
-            };
-            // Network chunks are small: gather what has already arrived into one
-            // write of up to WRITE_BATCH, but never wait for more, so clients
-            // see bytes as soon as the upstream sends them.
-            while !end && pending.len() < WRITE_BATCH {
-                match body.next().now_or_never() {
-                    Some(Some(chunk)) => pending.extend_from_slice(&chunk.map_err(failed)?),
-                    Some(None) => end = true,
-                    None => break,
-                }
+            let Some(chunk) = next else { return Ok(()) };
+            let chunk = chunk.map_err(|e| MirrorError::Unreachable { host: up.host.clone(), reason: e.to_string() })?;
+            ingest.write(&chunk).await.map_err(store_err)?;
+            if let Some(t) = total.filter(|&t| ingest.size() > t) {
+                return Err(MirrorError::SizeMismatch { host: up.host.clone(), expected: t, actual: ingest.size() });
             }
-            if !pending.is_empty() {
-                ingest.write(&pending).await.map_err(store_err)?;
-                pending.clear();
-                if let Some(t) = total.filter(|&t| ingest.size() > t) {
-                    return Err(MirrorError::SizeMismatch {
-                        host: up.host.clone(),
-                        expected: t,
-                        actual: ingest.size(),
-                    });
+            let written = ingest.size();
+            tx.send_modify(|p| {
+                if let Phase::Receiving { written: w, .. } = p {
+                    *w = written;
                 }
-                let written = ingest.size();
-                tx.send_modify(|p| {
-                    if let Phase::Receiving { written: w, .. } = p {
-                        *w = written;
-                    }
-                });
-            }
-            if end {
-                return Ok(());
-            }
+            });
         }
     }
     .await;

@@ -3,6 +3,7 @@
 //! the `registry` façade (and by the mirror, through the same methods).
 
 pub mod backend;
+mod batch;
 mod blobs;
 pub mod error;
 pub mod fs;
@@ -15,6 +16,7 @@ mod uploads;
 use std::sync::Arc;
 
 pub use backend::{read_range, Backend, ByteStream, RandomRead, READ_CHUNK};
+pub use batch::gather;
 pub use error::{StoreError, StoreResult};
 pub use ingest::Ingest;
 pub use uploads::UploadStatus;

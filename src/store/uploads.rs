@@ -59,13 +59,16 @@ fn valid_id(id: &str) -> bool {
     uuid::Uuid::parse_str(id).is_ok()
 }
 
+/// Request bodies are written in chunks of up to this size (see `batch`).
+const WRITE_BATCH: usize = 1024 * 1024;
+
 /// Appends a body to the appender, hashing as it goes; returns bytes written.
 async fn pump<S, E>(w: &mut Box<dyn Appender>, hasher: &mut Option<DigestHasher>, body: S) -> StoreResult<u64>
 where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
 {
-    let mut body = std::pin::pin!(body);
+    let mut body = std::pin::pin!(super::batch::gather(body, WRITE_BATCH));
     let mut n = 0u64;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
