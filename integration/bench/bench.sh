@@ -64,8 +64,59 @@ for kind in tag digest; do
   R[$kind]="$rb $pb $rd $pd"
 done
 
+# --- push of a multi-layer image (skopeo, from a dir: layout) ----------------------
+PUSH_LAYERS=${PUSH_LAYERS:-3}; PUSH_LAYER_MIB=${PUSH_LAYER_MIB:-110}
+SRC=$WORK/push-src; mkdir -p "$SRC"
+printf 'Directory Transport Version: 1.1\n' >"$SRC/version"
+printf '{}' >"$SRC/config"; CFG_D=$(sha256sum "$SRC/config" | cut -d' ' -f1); mv "$SRC/config" "$SRC/$CFG_D"
+layers=""
+for i in $(seq 1 "$PUSH_LAYERS"); do
+  head -c $((PUSH_LAYER_MIB * 1024 * 1024)) /dev/urandom >"$SRC/l"; h=$(sha256sum "$SRC/l" | cut -d' ' -f1); mv "$SRC/l" "$SRC/$h"
+  layers+="${layers:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"sha256:$h\",\"size\":$((PUSH_LAYER_MIB * 1024 * 1024))}"
+done
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":2},"layers":[%s]}' "$CFG_D" "$layers" >"$SRC/manifest.json"
+push_time() { # base repo -> seconds
+  local t0; t0=$(now)
+  skopeo copy -q --dest-tls-verify=false "dir:$SRC" "docker://${1#http://}/$2:1" >/dev/null
+  python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$t0" "$(now)"
+}
+declare -A P
+for r in $(seq 1 "$RUNS"); do
+  P[b]+=" $(push_time "$B" "push/run$r")"
+  P[d]+=" $(push_time "$D" "push/run$r")"
+done
+PUSH_B=$(median ${P[b]}); PUSH_D=$(median ${P[d]})
+
 RSS_B=$(rss_mib "$BPID"); RSS_D=$(rss_mib "$DPID")
-python3 - "$BLOB_B" "$BLOB_D_" "$BLOB_N" "${R[tag]}" "${R[digest]}" "$RSS_B" "$RSS_D" "$RUNS" "$BLOB_MIB" "$WRK_SECS" <<'PY'
+
+# --- start to first /v2/ 200 on a store of 100 000 blobs ---------------------------
+BLOBS=${BLOBS:-100000}
+python3 - "$WORK/big-store" "$BLOBS" <<'PY'
+import hashlib, os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+v2 = os.path.join(root, "docker/registry/v2")
+for i in range(n):
+    data = i.to_bytes(8, "big")
+    h = hashlib.sha256(data).hexdigest()
+    d = os.path.join(v2, "blobs/sha256", h[:2], h)
+    os.makedirs(d, exist_ok=True)
+    open(os.path.join(d, "data"), "wb").write(data)
+    l = os.path.join(v2, "repositories/many/_layers/sha256", h)
+    os.makedirs(l, exist_ok=True)
+    open(os.path.join(l, "link"), "w").write("sha256:" + h)
+PY
+first_200() { # kind -> seconds from spawn to the first 200 on /v2/
+  local port pid t0; port=$(free_port); t0=$(now)
+  if [ "$1" = berth ]; then pid=$(start_berth "$WORK/big-store" "$port"); else pid=$(start_distribution "$WORK/big-store" "$port"); fi
+  until curl -fs -o /dev/null "http://127.0.0.1:$port/v2/"; do sleep 0.005; done
+  python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$t0" "$(now)"
+  stop_pid "$pid"
+}
+declare -A ST
+for _ in $(seq 1 "$RUNS"); do ST[b]+=" $(first_200 berth)"; ST[d]+=" $(first_200 distribution)"; done
+START_B=$(median ${ST[b]}); START_D=$(median ${ST[d]})
+python3 - "$BLOB_B" "$BLOB_D_" "$BLOB_N" "${R[tag]}" "${R[digest]}" "$RSS_B" "$RSS_D" "$RUNS" "$BLOB_MIB" "$WRK_SECS" \
+  "$PUSH_B $PUSH_D $((PUSH_LAYERS * PUSH_LAYER_MIB))" "$START_B $START_D $BLOBS" <<'PY'
 import sys
 bb, bd, bn = (float(x) for x in sys.argv[1:4])
 tag = [float(x) for x in sys.argv[4].split()]
@@ -81,5 +132,9 @@ print(f"| manifest GET by tag (req/s) | {tag[0]:.0f} | {tag[2]:.0f} | {tag[0]/ta
 print(f"| manifest GET by tag p99 (ms) | {tag[1]:.2f} | {tag[3]:.2f} | {tag[1]/tag[3]:.3f}x |")
 print(f"| manifest GET by digest (req/s) | {dig[0]:.0f} | {dig[2]:.0f} | {dig[0]/dig[2]:.2f}x |")
 print(f"| manifest GET by digest p99 (ms) | {dig[1]:.2f} | {dig[3]:.2f} | {dig[1]/dig[3]:.3f}x |")
-print(f"| peak RSS (MiB) | {rb:.1f} | {rd:.1f} | {rb/rd:.2f}x |")
+pb, pd, pmib = (float(x) for x in sys.argv[11].split())
+sb, sd, nblobs = (float(x) for x in sys.argv[12].split())
+print(f"| push of a {pmib:.0f} MiB 3-layer image, skopeo (s) | {pb:.2f} | {pd:.2f} | {pb/pd:.2f}x |")
+print(f"| peak RSS after the above (MiB) | {rb:.1f} | {rd:.1f} | {rb/rd:.2f}x |")
+print(f"| start to first /v2/ 200 on {nblobs:.0f} blobs (ms) | {sb*1000:.0f} | {sd*1000:.0f} | {sb/sd:.2f}x |")
 PY
