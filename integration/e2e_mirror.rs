@@ -345,6 +345,10 @@ async fn routing_by_ns_and_host_prefix_and_local_first() {
     let r = c.req("POST", &format!("/v2/mine/copy/blobs/uploads/?mount={d}&from=team/app"), &[], "").await;
     assert_eq!(r.status, 201);
 
+    // A delete in a name that holds nothing does not make it local: reads still go upstream.
+    assert_eq!(c.req("DELETE", "/v2/team/app/manifests/1", &[], "").await.status, 404);
+    assert_eq!(c.get("/v2/team/app/manifests/1").await.body, from_docker.manifest);
+
     // A pushed repository is local: served from the store, never sent upstream.
     let before = docker.api_requests();
     let (m, _) = c.push_image("mine/app", "1", b"private layer").await;

@@ -76,8 +76,11 @@ for i in $(seq 1 "$PUSH_LAYERS"); do
 done
 printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":2},"layers":[%s]}' "$CFG_D" "$layers" >"$SRC/manifest.json"
 push_time() { # base repo -> seconds
-  local t0; t0=$(now)
-  skopeo copy -q --dest-tls-verify=false "dir:$SRC" "docker://${1#http://}/$2:1" >/dev/null
+  local t0
+  # skopeo remembers where it pushed blobs and would cross-mount them instead of uploading.
+  rm -f /var/lib/containers/cache/blob-info-cache-v1.* ~/.local/share/containers/cache/blob-info-cache-v1.*
+  t0=$(now)
+  skopeo copy -q --dest-tls-verify=false "dir:$SRC" "docker://${1#http://}/$2:1" >/dev/null || { echo "push to $1 failed" >&2; exit 1; }
   python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$t0" "$(now)"
 }
 declare -A P

@@ -76,30 +76,30 @@ async fn dispatch(req: HttpRequest, body: web::Payload, reg: Reg) -> Result<Http
         }
         Endpoint::Manifest(name, r) if reading => manifests::get(&req, &reg, &reg.route(&name, ns).await?, &r).await,
         Endpoint::Blob(name, d) if reading => blobs::get(&req, &reg, &reg.route(&name, ns).await?, &d).await,
-        Endpoint::Manifest(name, r) => {
+        Endpoint::Manifest(name, r) if m == Method::PUT => {
             reg.check_push(&name, ns).await?;
-            match m {
-                Method::PUT => manifests::put(&req, body, &reg, &name, &r).await,
-                Method::DELETE => manifests::delete(&reg, &name, &r).await,
-                _ => not_allowed(),
-            }
+            manifests::put(&req, body, &reg, &name, &r).await
+        }
+        Endpoint::Manifest(name, r) if m == Method::DELETE => {
+            reg.check_writable(&name, ns)?;
+            manifests::delete(&reg, &name, &r).await
         }
         Endpoint::Blob(name, d) if m == Method::DELETE => {
-            reg.check_push(&name, ns).await?;
+            reg.check_writable(&name, ns)?;
             blobs::delete(&reg, &name, &d).await
         }
         Endpoint::Uploads(name) if m == Method::POST => {
             reg.check_push(&name, ns).await?;
             uploads::start(body, &reg, &name, &params).await
         }
-        Endpoint::Upload(name, id) => {
-            reg.check_push(&name, ns).await?;
+        Endpoint::Upload(name, id) if [Method::GET, Method::PATCH, Method::PUT, Method::DELETE].contains(&m) => {
+            // A session exists only after a POST, which already made the name local.
+            reg.check_writable(&name, ns)?;
             match m {
                 Method::GET => uploads::status(&reg, &name, &id).await,
                 Method::PATCH => uploads::patch(&req, body, &reg, &name, &id).await,
                 Method::PUT => uploads::put(&req, body, &reg, &name, &id, &params).await,
-                Method::DELETE => uploads::cancel(&reg, &name, &id).await,
-                _ => not_allowed(),
+                _ => uploads::cancel(&reg, &name, &id).await,
             }
         }
         _ => not_allowed(),

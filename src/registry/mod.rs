@@ -138,10 +138,15 @@ impl Registry {
         Ok(Route::Mirrored(MirroredRepo { upstream, remote, storage, implicit }))
     }
 
-    /// Refuses writes into mirrored and protected names; a write into any
-    /// other name makes it a local repository.
+    /// Refuses writes (pushes, deletes, upload calls) into mirrored and protected names.
+    pub fn check_writable(&self, name: &RepoName, ns: Option<&str>) -> RegistryResult<()> {
+        self.routing.check_push(name, ns).map_err(|r| RegistryError::Denied(r.0))
+    }
+
+    /// As `check_writable`, for a request that creates content: from now on
+    /// the name is a local repository (reads stop going upstream at once).
     pub async fn check_push(&self, name: &RepoName, ns: Option<&str>) -> RegistryResult<()> {
-        self.routing.check_push(name, ns).map_err(|r| RegistryError::Denied(r.0))?;
+        self.check_writable(name, ns)?;
         self.local_repos.insert(name.clone(), true).await;
         Ok(())
     }
