@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: berth vs CNCF Distribution 2.8 (Debian's docker-registry),
 # on loopback, same content, measurements interleaved, medians of several runs.
-# Prints one table of absolute figures and berth/Distribution ratios.
+# Prints one table of absolute figures and berth/Distribution ratios; the mirror
+# rows (from mirror.sh) compare with Distribution in proxy mode.
+# MIRROR=0 skips the mirror rows.
 #
 #   bash integration/bench/bench.sh            # RUNS=5 BLOB_MIB=256 WRK_SECS=10 by default
 #
@@ -126,7 +128,7 @@ tag = [float(x) for x in sys.argv[4].split()]
 dig = [float(x) for x in sys.argv[5].split()]
 rb, rd = float(sys.argv[6]), float(sys.argv[7])
 runs, mib, secs = sys.argv[8:11]
-print(f"berth vs Distribution 2.8 (plain), loopback; medians of {runs} runs; blob {mib} MiB; wrk -t2 -c32 -d{secs}s")
+print(f"berth vs Distribution 2.8 (plain; proxy mode for mirror rows), loopback; medians of {runs} runs; blob {mib} MiB; wrk -t2 -c32 -d{secs}s")
 print(f"| measurement | berth | Distribution | berth/Distribution |")
 print(f"|---|---|---|---|")
 print(f"| warm blob GET (GB/s) | {bb/1e9:.2f} | {bd/1e9:.2f} | {bb/bd:.2f}x |")
@@ -141,3 +143,7 @@ print(f"| push of a {pmib:.0f} MiB 3-layer image, skopeo (s) | {pb:.2f} | {pd:.2
 print(f"| peak RSS after the above (MiB) | {rb:.1f} | {rd:.1f} | {rb/rd:.2f}x |")
 print(f"| start to first /v2/ 200 on {nblobs:.0f} blobs (ms) | {sb*1000:.0f} | {sd*1000:.0f} | {sb/sd:.2f}x |")
 PY
+
+if [ "${MIRROR:-1}" = 1 ]; then
+  ROWS_ONLY=1 RUNS=$RUNS bash integration/bench/mirror.sh
+fi

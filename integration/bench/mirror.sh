@@ -6,6 +6,7 @@
 # GETs of one large blob. Medians of RUNS runs; caches start empty each run.
 #
 #   bash integration/bench/mirror.sh     # RUNS=3 LAYER_MIB=110 LAYERS=3 BLOB_MIB=256
+# bench.sh runs it with ROWS_ONLY=1 and appends its rows to the one table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-3}
@@ -91,12 +92,14 @@ direct, cb, cd, wb, wd, bb, bd = (med(x) for x in a[5:12])
 (cbb, cbn), (cdb, cdn) = (map(int, x.split()) for x in a[12:14])
 rb, rd = med(a[14]), med(a[15])
 blob = blob_mib * 1024 * 1024
-print(f"mirror: berth vs Distribution 2.8 proxy, one upstream, loopback; medians of {runs} runs; image {image/2**20:.0f} MiB")
-print("| measurement | berth | Distribution proxy | berth/Distribution |")
-print("|---|---|---|---|")
-print(f"| cold pull (s) [direct from upstream: {direct:.2f} s] | {cb:.2f} ({cb/direct:.2f}x direct) | {cd:.2f} ({cd/direct:.2f}x direct) | {cb/cd:.2f}x |")
-print(f"| warm pull (s) | {wb:.2f} | {wd:.2f} | {wb/wd:.2f}x |")
-print(f"| upstream bytes, cold pull (x image) | {bb/image:.2f} | {bd/image:.2f} | {bb/bd:.2f}x |")
-print(f"| upstream bytes, {conc} concurrent cold GETs of a {blob_mib} MiB blob (x blob) | {cbb/blob:.2f} ({cbn} GETs) | {cdb/blob:.2f} ({cdn} GETs) | {cbb/max(cdb,1):.2f}x |")
-print(f"| peak RSS after cold+warm pull (MiB) | {rb:.1f} | {rd:.1f} | {rb/rd:.2f}x |")
+import os
+if not os.environ.get("ROWS_ONLY"):
+    print(f"mirror: berth vs Distribution 2.8 proxy, one upstream, loopback; medians of {runs} runs; image {image/2**20:.0f} MiB")
+    print("| measurement | berth | Distribution proxy | berth/Distribution |")
+    print("|---|---|---|---|")
+print(f"| mirror: cold pull of {image/2**20:.0f} MiB (s) [direct from upstream: {direct:.2f} s] | {cb:.2f} ({cb/direct:.2f}x direct) | {cd:.2f} ({cd/direct:.2f}x direct) | {cb/cd:.2f}x |")
+print(f"| mirror: warm pull (s) | {wb:.2f} | {wd:.2f} | {wb/wd:.2f}x |")
+print(f"| mirror: upstream bytes, cold pull (x image) | {bb/image:.2f} | {bd/image:.2f} | {bb/bd:.2f}x |")
+print(f"| mirror: upstream bytes, {conc} concurrent cold GETs of a {blob_mib} MiB blob (x blob) | {cbb/blob:.2f} ({cbn} GETs) | {cdb/blob:.2f} ({cdn} GETs) | {cbb/max(cdb,1):.2f}x |")
+print(f"| mirror: peak RSS after cold+warm pull (MiB) | {rb:.1f} | {rd:.1f} | {rb/rd:.2f}x |")
 PY
