@@ -54,23 +54,3 @@ pub trait RandomRead: Send + Sync {
     /// Current size of the file.
     fn len(&self) -> std::io::Result<u64>;
 }
-
-/// Streams `[offset, end)` through a `RandomRead` in chunks of `chunk` bytes.
-pub fn read_range(file: std::sync::Arc<dyn RandomRead>, offset: u64, end: u64, chunk: usize) -> ByteStream {
-    use futures::StreamExt;
-    futures::stream::try_unfold(offset, move |pos| {
-        let file = file.clone();
-        async move {
-            if pos >= end {
-                return Ok(None);
-            }
-            let want = (end - pos).min(chunk as u64) as usize;
-            let bytes = file.read_at(pos, want).await?;
-            if bytes.len() < want {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shorter than expected"));
-            }
-            Ok(Some((bytes, pos + want as u64)))
-        }
-    })
-    .boxed()
-}

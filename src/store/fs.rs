@@ -6,10 +6,11 @@ use std::io::{ErrorKind, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use tokio::fs;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use super::backend::{read_range, Appender, Backend, ByteStream, RandomRead, READ_CHUNK};
+use super::backend::{Appender, Backend, ByteStream, RandomRead, READ_CHUNK};
 use super::error::{StoreError, StoreResult};
 
 pub struct FsBackend {
@@ -106,10 +107,19 @@ impl Backend for FsBackend {
     }
 
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> StoreResult<ByteStream> {
-        let file = self.open_random(path).await?;
-        let size = file.len().map_err(StoreError::io(path))?;
+        let full = self.full(path);
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, u64)> {
+            use std::io::Seek;
+            let mut file = std::fs::File::open(full)?;
+            let size = file.metadata()?.len();
+            file.seek(SeekFrom::Start(offset))?;
+            Ok((file, size))
+        })
+        .await
+        .map_err(|e| StoreError::io(path)(std::io::Error::other(e)))?;
+        let (file, size) = opened.map_err(StoreError::io(path))?;
         let end = len.map_or(size, |n| offset.saturating_add(n).min(size));
-        Ok(read_range(file, offset, end, READ_CHUNK))
+        Ok(read_sequential(file, offset, end))
     }
 
     async fn open_random(&self, path: &str) -> StoreResult<std::sync::Arc<dyn RandomRead>> {
@@ -146,6 +156,35 @@ impl Backend for FsBackend {
         fs::rename(&src, &dst).await.map_err(StoreError::io(to))?;
         sync_dir(dst.parent().unwrap_or(&self.root)).await.map_err(StoreError::io(to))
     }
+}
+
+/// Streams `[offset, end)` of a file this stream alone reads (the cursor is
+/// already at `offset`): each chunk is one read on the blocking pool into
+/// reserved, not zero-filled, memory, which is then sent as is.
+fn read_sequential(file: std::fs::File, offset: u64, end: u64) -> ByteStream {
+    let file = std::sync::Arc::new(file);
+    futures::stream::try_unfold(offset, move |pos| {
+        let file = file.clone();
+        async move {
+            if pos >= end {
+                return Ok(None);
+            }
+            let want = (end - pos).min(READ_CHUNK as u64);
+            let bytes = tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                let mut buf = Vec::with_capacity(want as usize);
+                (&*file).take(want).read_to_end(&mut buf)?;
+                Ok::<_, std::io::Error>(Bytes::from(buf))
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            if (bytes.len() as u64) < want {
+                return Err(std::io::Error::new(ErrorKind::UnexpectedEof, "blob shorter than its size"));
+            }
+            Ok(Some((bytes, pos + want)))
+        }
+    })
+    .boxed()
 }
 
 /// An open file read with `pread` on the blocking pool, straight into the

@@ -15,7 +15,7 @@ mod uploads;
 
 use std::sync::Arc;
 
-pub use backend::{read_range, Backend, ByteStream, RandomRead, READ_CHUNK};
+pub use backend::{Backend, ByteStream, RandomRead, READ_CHUNK};
 pub use batch::gather;
 pub use error::{StoreError, StoreResult};
 pub use ingest::Ingest;
