@@ -20,14 +20,17 @@ where
             Ok(b) => b,
             Err(e) => return Some((Err(e), (s, true))),
         };
-        if first.len() >= max {
-            return Some((Ok(first), (s, false)));
-        }
-        let mut buf = BytesMut::from(&first[..]);
+        // Copy only when there is something to gather: a lone chunk passes through as is.
+        let mut buf: Option<BytesMut> = None;
+        let mut len = first.len();
         let mut ended = false;
-        while buf.len() < max {
+        while len < max {
             match s.next().now_or_never() {
-                Some(Some(Ok(b))) => buf.extend_from_slice(&b),
+                Some(Some(Ok(b))) => {
+                    let buf = buf.get_or_insert_with(|| BytesMut::from(&first[..]));
+                    buf.extend_from_slice(&b);
+                    len = buf.len();
+                }
                 Some(Some(Err(e))) => return Some((Err(e), (s, true))),
                 Some(None) => {
                     ended = true;
@@ -36,7 +39,7 @@ where
                 None => break,
             }
         }
-        Some((Ok(buf.freeze()), (s, ended)))
+        Some((Ok(buf.map_or(first, BytesMut::freeze)), (s, ended)))
     })
 }
 
