@@ -119,16 +119,22 @@ async fn run(job: FetchJob, tx: &watch::Sender<Phase>) -> MirrorResult<()> {
         }
     }
     .await;
-    let verified = body_result.and_then(|()| ingest.verify(&job.digest, total).map_err(|e| mismatch(up, e)));
-    if let Err(e) = verified {
-        job.store.abort_ingest(ingest).await;
-        return Err(e);
-    }
+    let verified = match body_result {
+        Ok(()) => ingest.verify(&job.digest, total).map_err(|(ingest, e)| (ingest, mismatch(up, e))),
+        Err(e) => Err((ingest, e)),
+    };
+    let verified = match verified {
+        Ok(v) => v,
+        Err((ingest, e)) => {
+            job.store.abort_ingest(ingest).await;
+            return Err(e);
+        }
+    };
     // Verified: clients may take the last bytes now. Durability (fsync, rename
     // into blobs/) follows; new requests keep joining this fetch until it is stored.
-    let size = ingest.size();
+    let size = verified.size();
     tx.send_replace(Phase::Done { total: size, file });
-    job.store.commit_ingest(ingest, &job.digest, total).await.map_err(|e| mismatch(up, e))?;
+    job.store.commit_ingest(verified).await.map_err(|e| MirrorError::Store(e.to_string()))?;
     tracing::debug!(upstream = %up.host, digest = %job.digest, size, "blob fetched and stored");
     Ok(())
 }

@@ -51,6 +51,4 @@ pub trait Appender: Send {
 pub trait RandomRead: Send + Sync {
     /// Reads exactly `len` bytes at `offset` (fewer only at end of file).
     async fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Bytes>;
-    /// Current size of the file.
-    fn len(&self) -> std::io::Result<u64>;
 }

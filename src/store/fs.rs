@@ -214,10 +214,6 @@ impl RandomRead for FsRandom {
         .await
         .map_err(std::io::Error::other)?
     }
-
-    fn len(&self) -> std::io::Result<u64> {
-        Ok(self.0.metadata()?.len())
-    }
 }
 
 struct FsAppender {

@@ -1,7 +1,7 @@
 //! Ingest of content that arrives from elsewhere (the mirror's upstream
 //! fetches): bytes are appended to an upload file and hashed as they are
-//! written; readers may tail the file meanwhile; `commit` verifies digest and
-//! size before the blob becomes visible, `abort` leaves nothing behind.
+//! written; readers may tail the file meanwhile; only a `Verified` ingest
+//! (digest and size checked) can be committed; `abort` leaves nothing behind.
 
 use std::sync::Arc;
 
@@ -34,16 +34,31 @@ impl Ingest {
         self.size
     }
 
-    /// Checks what was written against the expected digest (and size, if known).
-    pub fn verify(&self, expected: &Digest, size: Option<u64>) -> StoreResult<()> {
+    /// Checks what was written against the expected digest (and size, if
+    /// known). Only a `Verified` ingest can be committed, so the check is made
+    /// once and cannot be skipped; on a mismatch the ingest comes back for `abort_ingest`.
+    pub fn verify(self, expected: &Digest, size: Option<u64>) -> Result<Verified, (Ingest, StoreError)> {
         if let Some(size) = size.filter(|&s| s != self.size) {
-            return Err(StoreError::SizeMismatch { expected: size, actual: self.size });
+            let actual = self.size;
+            return Err((self, StoreError::SizeMismatch { expected: size, actual }));
         }
         let actual = self.hasher.clone().finish();
         if &actual != expected {
-            return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
+            return Err((self, StoreError::DigestMismatch { expected: expected.clone(), actual }));
         }
-        Ok(())
+        Ok(Verified { ingest: self, digest: actual })
+    }
+}
+
+/// An ingest whose content matched the digest it was expected to have.
+pub struct Verified {
+    ingest: Ingest,
+    digest: Digest,
+}
+
+impl Verified {
+    pub fn size(&self) -> u64 {
+        self.ingest.size
     }
 }
 
@@ -59,16 +74,12 @@ impl Store {
         Ok((ingest, reader))
     }
 
-    /// Verifies the content against `expected` (and `size`, if known), then
-    /// syncs it, moves it into `blobs/` and links it into the ingest's repository.
-    /// On mismatch nothing is stored.
-    pub async fn commit_ingest(&self, mut ingest: Ingest, expected: &Digest, size: Option<u64>) -> StoreResult<()> {
-        if let Err(e) = ingest.verify(expected, size) {
-            self.abort_ingest(ingest).await;
-            return Err(e);
-        }
+    /// Syncs verified content, moves it into `blobs/` and links it into the
+    /// ingest's repository.
+    pub async fn commit_ingest(&self, verified: Verified) -> StoreResult<()> {
+        let Verified { mut ingest, digest } = verified;
         ingest.appender.sync().await?;
-        self.promote(&ingest.repo, &ingest.id, expected).await
+        self.promote(&ingest.repo, &ingest.id, &digest).await
     }
 
     /// Discards an ingest and its file.
@@ -95,7 +106,8 @@ mod tests {
         ingest.write(b"hello ").await.unwrap();
         assert_eq!(reader.read_at(0, 5).await.unwrap().as_ref(), b"hello");
         ingest.write(b"world").await.unwrap();
-        store.commit_ingest(ingest, &d, Some(11)).await.unwrap();
+        let verified = ingest.verify(&d, Some(11)).map_err(|(_, e)| e).unwrap();
+        store.commit_ingest(verified).await.unwrap();
         assert_eq!(reader.read_at(6, 5).await.unwrap().as_ref(), b"world", "the handle survives the rename");
         assert_eq!(store.linked_blob_size(&repo, &d).await.unwrap(), Some(11));
         let all: Vec<_> = store.open_blob(&d, 0, None).await.unwrap().collect().await;
@@ -110,10 +122,14 @@ mod tests {
         let d = Digest::sha256_of(b"good");
         let (mut ingest, _) = store.begin_ingest(&repo, &d).await.unwrap();
         ingest.write(b"evil").await.unwrap();
-        assert!(matches!(store.commit_ingest(ingest, &d, Some(4)).await, Err(StoreError::DigestMismatch { .. })));
+        let (ingest, e) = ingest.verify(&d, Some(4)).err().unwrap();
+        assert!(matches!(e, StoreError::DigestMismatch { .. }));
+        store.abort_ingest(ingest).await;
         let (mut ingest, _) = store.begin_ingest(&repo, &d).await.unwrap();
         ingest.write(b"go").await.unwrap();
-        assert!(matches!(store.commit_ingest(ingest, &d, Some(4)).await, Err(StoreError::SizeMismatch { .. })));
+        let (ingest, e) = ingest.verify(&d, Some(4)).err().unwrap();
+        assert!(matches!(e, StoreError::SizeMismatch { .. }));
+        store.abort_ingest(ingest).await;
         assert_eq!(store.blob_size(&d).await.unwrap(), None);
         assert_eq!(store.linked_blob_size(&repo, &d).await.unwrap(), None);
         let uploads = dir.path().join(layout::repository(&repo)).join("_uploads");

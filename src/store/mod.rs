@@ -18,7 +18,7 @@ use std::sync::Arc;
 pub use backend::{Backend, ByteStream, RandomRead, READ_CHUNK};
 pub use batch::gather;
 pub use error::{StoreError, StoreResult};
-pub use ingest::Ingest;
+pub use ingest::{Ingest, Verified};
 pub use uploads::UploadStatus;
 
 /// The store over one backend. Cheap to share behind an `Arc`.
