@@ -148,14 +148,32 @@ impl Registry {
         Ok(Some(size))
     }
 
+    /// Looks for the link again once no fetch is in flight: a fetch links its
+    /// blob before it leaves the in-flight map, so one that finished since the
+    /// first look is found here instead of sending this request upstream.
+    async fn linked_after_fetch(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<Option<u64>> {
+        match self.local_blob_size(&m.storage, d).await {
+            Ok(size) => Ok(Some(size)),
+            Err(RegistryError::BlobUnknown(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub(super) async fn mirrored_blob_size(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<u64> {
         match self.local_blob_size(&m.storage, d).await {
             Err(RegistryError::BlobUnknown(_)) => {}
             other => return other,
         }
-        if let Some(fetch) = self.mirror().inflight_blob(d) {
-            if let Ok(Some(size)) = fetch.size().await {
-                return Ok(size);
+        match self.mirror().inflight_blob(d) {
+            Some(fetch) => {
+                if let Ok(Some(size)) = fetch.size().await {
+                    return Ok(size);
+                }
+            }
+            None => {
+                if let Some(size) = self.linked_after_fetch(m, d).await? {
+                    return Ok(size);
+                }
             }
         }
         // Pull clients GET blobs; a HEAD on an implicitly routed name is a
@@ -187,6 +205,10 @@ impl Registry {
             Err(e) => return Err(e),
         }
         if self.mirror().inflight_blob(d).is_none() {
+            if let Some(size) = self.linked_after_fetch(m, d).await? {
+                tracing::info!(repo = %m.storage, digest = %d, cache = "hit", "mirrored blob");
+                return self.open_stored_blob(d, size, range).await;
+            }
             if let Some(size) = self.adopt_stored_blob(m, d).await? {
                 return self.open_stored_blob(d, size, range).await;
             }
