@@ -34,18 +34,20 @@ MANIFEST_D="sha256:$(sha256sum "$WORK/manifest-bench_img-latest.json" | cut -d' 
 NP=$(free_port)
 mkdir -p "$WORK/nginx"
 cat >"$WORK/nginx/nginx.conf" <<NGX
-user root; daemon off; worker_processes 2; pid $WORK/nginx/pid; error_log $WORK/nginx/error.log;
+user root; daemon off; worker_processes 1; pid $WORK/nginx/pid; error_log $WORK/nginx/error.log;
 events {}
 http { access_log off; sendfile on; tcp_nopush on;
   server { listen 127.0.0.1:$NP; root $WORK/berth-data/docker/registry/v2/blobs; } }
 NGX
-nginx -c "$WORK/nginx/nginx.conf" & PIDS+=($!)
+nginx -c "$WORK/nginx/nginx.conf" & track $!
 NGINX_URL="http://127.0.0.1:$NP/sha256/${BLOB_D:7:2}/${BLOB_D:7}/data"
 wait_http "$NGINX_URL"
 
-speed() { curl -fsS -o /dev/null -w '%{speed_download}' "$1"; }
+speed() { python3 integration/bench/get.py "$1"; }
+for u in "$B/v2/bench/img/blobs/$BLOB_D" "$D/v2/bench/img/blobs/$BLOB_D" "$NGINX_URL"; do speed "$u" >/dev/null; done
+# A GET takes a fraction of a second and loopback throughput on a VM varies a lot, so more runs here.
 declare -A S
-for _ in $(seq 1 "$RUNS"); do
+for _ in $(seq 1 $((RUNS * 3))); do
   S[b]+=" $(speed "$B/v2/bench/img/blobs/$BLOB_D")"
   S[d]+=" $(speed "$D/v2/bench/img/blobs/$BLOB_D")"
   S[n]+=" $(speed "$NGINX_URL")"
@@ -120,8 +122,22 @@ first_200() { # kind -> seconds from spawn to the first 200 on /v2/
 declare -A ST
 for _ in $(seq 1 "$RUNS"); do ST[b]+=" $(first_200 berth)"; ST[d]+=" $(first_200 distribution)"; done
 START_B=$(median ${ST[b]}); START_D=$(median ${ST[d]})
+# --- peak RSS against blob size: a fresh server takes one push and 3 GETs --------------
+rss_for() { # berth|distribution MiB -> peak RSS in MiB
+  local port pid d f=$WORK/rss-blob-$2
+  [ -f "$f" ] || head -c $(($2 * 1024 * 1024)) /dev/urandom >"$f"
+  port=$(free_port)
+  if [ "$1" = berth ]; then pid=$(start_berth "$WORK/rss-$1-$2" "$port"); else pid=$(start_distribution "$WORK/rss-$1-$2" "$port"); fi
+  wait_http "http://127.0.0.1:$port/v2/"
+  d=$(push_blob "http://127.0.0.1:$port" rss/img "$f")
+  for _ in 1 2 3; do python3 integration/bench/get.py "http://127.0.0.1:$port/v2/rss/img/blobs/$d" >/dev/null; done
+  rss_mib "$pid"; stop_pid "$pid"; rm -rf "$WORK/rss-$1-$2"
+}
+RSS_SMALL=${RSS_SMALL:-16}; RSS_BIG=${RSS_BIG:-1024}
+RSS_SIZES="$(rss_for berth "$RSS_SMALL") $(rss_for berth "$RSS_BIG") $(rss_for distribution "$RSS_SMALL") $(rss_for distribution "$RSS_BIG") $RSS_SMALL $RSS_BIG"
+
 python3 - "$BLOB_B" "$BLOB_D_" "$BLOB_N" "${R[tag]}" "${R[digest]}" "$RSS_B" "$RSS_D" "$RUNS" "$BLOB_MIB" "$WRK_SECS" \
-  "$PUSH_B $PUSH_D $((PUSH_LAYERS * PUSH_LAYER_MIB))" "$START_B $START_D $BLOBS" <<'PY'
+  "$PUSH_B $PUSH_D $((PUSH_LAYERS * PUSH_LAYER_MIB))" "$START_B $START_D $BLOBS" "$RSS_SIZES" <<'PY'
 import sys
 bb, bd, bn = (float(x) for x in sys.argv[1:4])
 tag = [float(x) for x in sys.argv[4].split()]
@@ -142,6 +158,8 @@ sb, sd, nblobs = (float(x) for x in sys.argv[12].split())
 print(f"| push of a {pmib:.0f} MiB 3-layer image, skopeo (s) | {pb:.2f} | {pd:.2f} | {pb/pd:.2f}x |")
 print(f"| peak RSS after the above (MiB) | {rb:.1f} | {rd:.1f} | {rb/rd:.2f}x |")
 print(f"| start to first /v2/ 200 on {nblobs:.0f} blobs (ms) | {sb*1000:.0f} | {sd*1000:.0f} | {sb/sd:.2f}x |")
+b1, b2, d1, d2, m1, m2 = (float(x) for x in sys.argv[13].split())
+print(f"| peak RSS, push + 3 GETs of one {m1:.0f} MiB / {m2:.0f} MiB blob (MiB) | {b1:.1f} / {b2:.1f} | {d1:.1f} / {d2:.1f} | {b2/d2:.2f}x |")
 PY
 
 if [ "${MIRROR:-1}" = 1 ]; then

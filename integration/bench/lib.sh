@@ -7,8 +7,12 @@ cargo build --release --quiet --bin berth
 BERTH=$PWD/target/release/berth
 
 WORK=$(mktemp -d /tmp/berth-bench.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+# Servers are started inside $(…) subshells, so their pids go to a file, not a variable.
+track() { echo "$1" >>"$WORK/pids"; }
+cleanup() {
+  [ -f "$WORK/pids" ] && while read -r p; do kill "$p" 2>/dev/null || true; done <"$WORK/pids"
+  wait 2>/dev/null || true; rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -22,7 +26,7 @@ stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 start_berth() {
   local data=$1 port=$2; shift 2
   "$BERTH" serve --data "$data" --listen "127.0.0.1:$port" "$@" >"$WORK/berth-$port.log" 2>&1 &
-  PIDS+=($!); echo $!
+  track $!; echo $!
 }
 # start_distribution DATA PORT [EXTRA_YAML] -> pid (JSON access log in $WORK/r2-PORT.log)
 start_distribution() {
@@ -34,7 +38,7 @@ http: {addr: 127.0.0.1:$2}
 ${3:-}
 YML
   docker-registry serve "$WORK/r2-$2.yml" >"$WORK/r2-$2.log" 2>&1 &
-  PIDS+=($!); echo $!
+  track $!; echo $!
 }
 
 # push_blob BASE REPO FILE -> digest (POST then PUT: works on Distribution and berth)
@@ -44,7 +48,7 @@ push_blob() {
   loc=$(curl -fsS -X POST -D - -o /dev/null "$1/v2/$2/blobs/uploads/" | awk 'tolower($1)=="location:" {print $2}' | tr -d '\r')
   case "$loc" in http*) ;; *) loc="$1$loc" ;; esac
   sep=$([[ "$loc" == *\?* ]] && echo '&' || echo '?')
-  curl -fsS -X PUT -H 'Content-Type: application/octet-stream' --data-binary @"$3" "$loc${sep}digest=$d" -o /dev/null
+  curl -fsS -H 'Content-Type: application/octet-stream' -T "$3" "$loc${sep}digest=$d" -o /dev/null
   echo "$d"
 }
 

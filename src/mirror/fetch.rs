@@ -106,7 +106,7 @@ async fn run(job: FetchJob, tx: &watch::Sender<Phase>) -> MirrorResult<()> {
                 .map_err(|_| MirrorError::Timeout { host: up.host.clone(), after: up.read_timeout() })?;
             let Some(chunk) = next else { return Ok(()) };
             let chunk = chunk.map_err(|e| MirrorError::Unreachable { host: up.host.clone(), reason: e.to_string() })?;
-            ingest.write(&chunk).await.map_err(store_err)?;
+            ingest.write(chunk).await.map_err(store_err)?;
             if let Some(t) = total.filter(|&t| ingest.size() > t) {
                 return Err(MirrorError::SizeMismatch { host: up.host.clone(), expected: t, actual: ingest.size() });
             }

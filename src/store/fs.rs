@@ -2,15 +2,14 @@
 //! blobs are committed by renaming a synced upload file into place, then
 //! syncing the directory, so a path that exists is always complete.
 
-use std::io::{ErrorKind, SeekFrom};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use tokio::fs;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
-use super::backend::{Appender, Backend, ByteStream, RandomRead, READ_CHUNK};
+use super::backend::{Appender, Backend, ByteStream, RandomRead};
 use super::error::{StoreError, StoreResult};
 
 pub struct FsBackend {
@@ -109,17 +108,15 @@ impl Backend for FsBackend {
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> StoreResult<ByteStream> {
         let full = self.full(path);
         let opened = tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, u64)> {
-            use std::io::Seek;
-            let mut file = std::fs::File::open(full)?;
+            let file = std::fs::File::open(full)?;
             let size = file.metadata()?.len();
-            file.seek(SeekFrom::Start(offset))?;
             Ok((file, size))
         })
         .await
         .map_err(|e| StoreError::io(path)(std::io::Error::other(e)))?;
         let (file, size) = opened.map_err(StoreError::io(path))?;
         let end = len.map_or(size, |n| offset.saturating_add(n).min(size));
-        Ok(read_sequential(file, offset, end))
+        Ok(super::fs_read::stream(file, offset, end))
     }
 
     async fn open_random(&self, path: &str) -> StoreResult<std::sync::Arc<dyn RandomRead>> {
@@ -134,17 +131,15 @@ impl Backend for FsBackend {
     async fn appender(&self, path: &str, offset: u64) -> StoreResult<Box<dyn Appender>> {
         let full = self.full(path);
         ensure_parent(&full).await.map_err(StoreError::io(path))?;
-        let f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&full)
-            .await
-            .map_err(StoreError::io(path))?;
-        f.set_len(offset).await.map_err(StoreError::io(path))?;
-        let mut f = f;
-        f.seek(SeekFrom::Start(offset)).await.map_err(StoreError::io(path))?;
-        Ok(Box::new(FsAppender { file: f, path: path.to_string() }))
+        let file = tokio::task::spawn_blocking(move || {
+            let f = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(full)?;
+            f.set_len(offset)?;
+            Ok::<_, std::io::Error>(f)
+        })
+        .await
+        .map_err(|e| StoreError::io(path)(std::io::Error::other(e)))?
+        .map_err(StoreError::io(path))?;
+        Ok(Box::new(FsAppender { file: std::sync::Arc::new(file), pos: offset, path: path.to_string() }))
     }
 
     async fn commit(&self, from: &str, to: &str) -> StoreResult<()> {
@@ -158,78 +153,52 @@ impl Backend for FsBackend {
     }
 }
 
-/// Streams `[offset, end)` of a file this stream alone reads (the cursor is
-/// already at `offset`): each chunk is one read on the blocking pool into
-/// reserved, not zero-filled, memory, which is then sent as is.
-fn read_sequential(file: std::fs::File, offset: u64, end: u64) -> ByteStream {
-    let file = std::sync::Arc::new(file);
-    futures::stream::try_unfold(offset, move |pos| {
-        let file = file.clone();
-        async move {
-            if pos >= end {
-                return Ok(None);
-            }
-            let want = (end - pos).min(READ_CHUNK as u64);
-            let bytes = tokio::task::spawn_blocking(move || {
-                use std::io::Read;
-                let mut buf = Vec::with_capacity(want as usize);
-                (&*file).take(want).read_to_end(&mut buf)?;
-                Ok::<_, std::io::Error>(Bytes::from(buf))
-            })
-            .await
-            .map_err(std::io::Error::other)??;
-            if (bytes.len() as u64) < want {
-                return Err(std::io::Error::new(ErrorKind::UnexpectedEof, "blob shorter than its size"));
-            }
-            Ok(Some((bytes, pos + want)))
-        }
-    })
-    .boxed()
-}
-
-/// An open file read with `pread` on the blocking pool, straight into the
-/// buffer that is sent: no second copy, no shared cursor, no thread held
-/// between reads.
+/// An open file read at offsets: no shared cursor, no thread held between
+/// reads, and no thread hop for bytes already in the page cache.
 struct FsRandom(std::sync::Arc<std::fs::File>);
 
 #[async_trait::async_trait]
 impl RandomRead for FsRandom {
     async fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Bytes> {
-        let file = self.0.clone();
-        tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt;
-            let mut buf = vec![0u8; len];
-            let mut filled = 0;
-            while filled < len {
-                match file.read_at(&mut buf[filled..], offset + filled as u64) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            buf.truncate(filled);
-            Ok(Bytes::from(buf))
-        })
-        .await
-        .map_err(std::io::Error::other)?
+        super::fs_read::read_at(&self.0, offset, len).await
     }
 }
 
+/// Positioned writes on the blocking pool (ext4 has no non-blocking
+/// buffered write), awaited to the end: when `write` returns, the bytes are
+/// in the file, where a mirror fetch's tailing readers look for them.
 struct FsAppender {
-    file: fs::File,
+    file: std::sync::Arc<std::fs::File>,
+    pos: u64,
     path: String,
+}
+
+impl FsAppender {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&std::fs::File) -> std::io::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || op(&file))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(StoreError::io(&self.path))
+    }
 }
 
 #[async_trait::async_trait]
 impl Appender for FsAppender {
-    async fn write(&mut self, bytes: &[u8]) -> StoreResult<()> {
-        self.file.write_all(bytes).await.map_err(StoreError::io(&self.path))
+    async fn write(&mut self, bytes: Bytes) -> StoreResult<()> {
+        use std::os::unix::fs::FileExt;
+        let (pos, len) = (self.pos, bytes.len() as u64);
+        self.blocking(move |f| f.write_all_at(&bytes, pos)).await?;
+        self.pos += len;
+        Ok(())
     }
 
     async fn sync(&mut self) -> StoreResult<()> {
-        self.file.flush().await.map_err(StoreError::io(&self.path))?;
-        self.file.sync_all().await.map_err(StoreError::io(&self.path))
+        self.blocking(|f| f.sync_all()).await
     }
 }
 
@@ -257,10 +226,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = FsBackend::new(dir.path());
         let mut w = b.appender("u/data", 0).await.unwrap();
-        w.write(b"hello world").await.unwrap();
+        w.write(Bytes::from_static(b"hello world")).await.unwrap();
         w.sync().await.unwrap();
         let mut w = b.appender("u/data", 5).await.unwrap();
-        w.write(b"!").await.unwrap();
+        w.write(Bytes::from_static(b"!")).await.unwrap();
         w.sync().await.unwrap();
         assert_eq!(b.get("u/data").await.unwrap().unwrap(), Bytes::from_static(b"hello!"));
         let got: Vec<_> = b.reader("u/data", 1, Some(3)).await.unwrap().collect().await;

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::oci::{Digest, DigestHasher, RepoName};
 
 use super::backend::{Appender, RandomRead};
@@ -21,11 +23,14 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Appends and hashes one chunk.
-    pub async fn write(&mut self, bytes: &[u8]) -> StoreResult<()> {
-        self.hasher.update(bytes);
-        self.appender.write(bytes).await?;
-        self.size += bytes.len() as u64;
+    /// Appends and hashes one chunk: the hash runs here while the write
+    /// runs on the blocking pool.
+    pub async fn write(&mut self, bytes: Bytes) -> StoreResult<()> {
+        let len = bytes.len() as u64;
+        let hasher = &mut self.hasher;
+        let (written, ()) = futures::join!(self.appender.write(bytes.clone()), async { hasher.update(&bytes) });
+        written?;
+        self.size += len;
         Ok(())
     }
 
@@ -103,9 +108,9 @@ mod tests {
         let repo: RepoName = "docker.io/library/x".parse().unwrap();
         let d = Digest::sha256_of(b"hello world");
         let (mut ingest, reader) = store.begin_ingest(&repo, &d).await.unwrap();
-        ingest.write(b"hello ").await.unwrap();
+        ingest.write(Bytes::from_static(b"hello ")).await.unwrap();
         assert_eq!(reader.read_at(0, 5).await.unwrap().as_ref(), b"hello");
-        ingest.write(b"world").await.unwrap();
+        ingest.write(Bytes::from_static(b"world")).await.unwrap();
         let verified = ingest.verify(&d, Some(11)).map_err(|(_, e)| e).unwrap();
         store.commit_ingest(verified).await.unwrap();
         assert_eq!(reader.read_at(6, 5).await.unwrap().as_ref(), b"world", "the handle survives the rename");
@@ -121,12 +126,12 @@ mod tests {
         let repo: RepoName = "r".parse().unwrap();
         let d = Digest::sha256_of(b"good");
         let (mut ingest, _) = store.begin_ingest(&repo, &d).await.unwrap();
-        ingest.write(b"evil").await.unwrap();
+        ingest.write(Bytes::from_static(b"evil")).await.unwrap();
         let (ingest, e) = ingest.verify(&d, Some(4)).err().unwrap();
         assert!(matches!(e, StoreError::DigestMismatch { .. }));
         store.abort_ingest(ingest).await;
         let (mut ingest, _) = store.begin_ingest(&repo, &d).await.unwrap();
-        ingest.write(b"go").await.unwrap();
+        ingest.write(Bytes::from_static(b"go")).await.unwrap();
         let (ingest, e) = ingest.verify(&d, Some(4)).err().unwrap();
         assert!(matches!(e, StoreError::SizeMismatch { .. }));
         store.abort_ingest(ingest).await;

@@ -7,6 +7,7 @@ mod batch;
 mod blobs;
 pub mod error;
 pub mod fs;
+mod fs_read;
 mod ingest;
 pub mod layout;
 mod links;

@@ -72,11 +72,15 @@ where
     let mut n = 0u64;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
-        if let Some(h) = hasher.as_mut() {
-            h.update(&chunk);
-        }
-        w.write(&chunk).await?;
         n += chunk.len() as u64;
+        // The hash runs here while the write runs on the blocking pool.
+        let hash = async {
+            if let Some(h) = hasher.as_mut() {
+                h.update(&chunk);
+            }
+        };
+        let (written, ()) = futures::join!(w.write(chunk.clone()), hash);
+        written?;
     }
     Ok(n)
 }
