@@ -153,7 +153,7 @@ async fn upload_bad_inputs_are_refused_and_store_nothing() {
     assert_eq!(c.req("PUT", &format!("{loc}?digest=sha256:abc"), &[], "x").await.code(), "DIGEST_INVALID");
     let r = c.req("PUT", &format!("{loc}?digest=md5:d41d8cd98f00b204e9800998ecf8427e"), &[], "x").await;
     assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
-    assert_eq!(c.get(&format!("/v2/a/blobs/md5:abc")).await.code(), "DIGEST_INVALID");
+    assert_eq!(c.get("/v2/a/blobs/md5:abc").await.code(), "DIGEST_INVALID");
 
     // Unknown and malformed upload ids, and an id used from another repository.
     let unknown = "/v2/a/blobs/uploads/5f0c5f8e-1b8a-4a4e-9d3c-000000000000";

@@ -254,7 +254,7 @@ async fn blob_is_stored_even_when_the_first_client_disconnects() {
 async fn head_and_range_on_uncached_blobs() {
     let up = FakeUpstream::start(Auth::Anonymous).await;
     let content = layer(1_000_000, 6);
-    let image = up.add_image("library/app", "1", &[content.clone()]);
+    let image = up.add_image("library/app", "1", std::slice::from_ref(&content));
     let d = image.layers[0].clone();
     let s = mirror(&up, None, |_| {}).await;
     let c = s.client();
@@ -364,7 +364,7 @@ async fn routing_by_ns_and_host_prefix_and_local_first() {
 async fn a_layer_shared_by_a_pushed_and_a_mirrored_image_is_stored_once() {
     let up = FakeUpstream::start(Auth::Anonymous).await;
     let shared = layer(2 * 1024 * 1024, 9);
-    let image = up.add_image("library/base", "1", &[shared.clone()]);
+    let image = up.add_image("library/base", "1", std::slice::from_ref(&shared));
     let s = mirror(&up, None, |_| {}).await;
     let c = s.client();
     c.push_blob("team/app", &shared).await;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// e.g. `BERTH_SERVER__LISTEN=127.0.0.1:5000`, `BERTH_STORAGE__DELETE__ENABLED=false`.
 pub const ENV_PREFIX: &str = "BERTH";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -201,18 +201,6 @@ impl Default for CacheConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self { level: "info".into(), format: LogFormat::Text }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            storage: StorageConfig::default(),
-            cache: CacheConfig::default(),
-            mirror: MirrorConfig::default(),
-            log: LogConfig::default(),
-        }
     }
 }
 

@@ -30,8 +30,11 @@ pub fn run(cmd: &mut Command) -> String {
     stdout
 }
 
-/// A minimal HTTP/1.0 request; returns (status, headers lowercased, body).
-pub fn http(method: &str, addr: &str, path: &str) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+/// Status, headers (names lowercased) and body of a response.
+pub type Reply = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// A minimal HTTP/1.0 request.
+pub fn http(method: &str, addr: &str, path: &str) -> std::io::Result<Reply> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     // Real clients name every manifest type; Distribution 2.8 refuses an OCI index for `*/*` alone.

@@ -14,7 +14,7 @@ pub const OCI_CHUNK_MIN_LENGTH: &str = "OCI-Chunk-Min-Length";
 pub const OCI_SUBJECT: &str = "OCI-Subject";
 pub const OCI_FILTERS_APPLIED: &str = "OCI-Filters-Applied";
 
-fn get<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+fn get(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty())
 }
 

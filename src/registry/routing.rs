@@ -155,9 +155,7 @@ mod tests {
 
     #[test]
     fn disabled_mirror_routes_everything_locally() {
-        let mut cfg = MirrorConfig::default();
-        cfg.enabled = false;
-        let r = Routing::new(&cfg);
+        let r = Routing::new(&MirrorConfig { enabled: false, ..Default::default() });
         assert_eq!(r.resolve(&n("ghcr.io/owner/img"), Some("docker.io")), Resolution::Local);
         assert!(r.check_push(&n("library/alpine"), None).is_ok());
     }

@@ -42,6 +42,8 @@ impl Ingest {
     /// Checks what was written against the expected digest (and size, if
     /// known). Only a `Verified` ingest can be committed, so the check is made
     /// once and cannot be skipped; on a mismatch the ingest comes back for `abort_ingest`.
+    // `Verified` holds the same ingest, so boxing the error would not shrink the result.
+    #[allow(clippy::result_large_err)]
     pub fn verify(self, expected: &Digest, size: Option<u64>) -> Result<Verified, (Ingest, StoreError)> {
         if let Some(size) = size.filter(|&s| s != self.size) {
             let actual = self.size;
