@@ -101,10 +101,14 @@ fn pread_spare(file: &File, buf: &mut BytesMut, pos: u64, want: usize, nowait: b
             #[cfg(target_os = "linux")]
             let n = libc::preadv2(file.as_raw_fd(), &iov, 1, offset, if nowait { libc::RWF_NOWAIT } else { 0 });
             #[cfg(not(target_os = "linux"))]
-            let n = libc::preadv(file.as_raw_fd(), &iov, 1, offset);
+            let n = {
+                let _ = nowait;
+                libc::preadv(file.as_raw_fd(), &iov, 1, offset)
+            };
             n
         };
         if n >= 0 {
+            // SAFETY: the kernel initialized these `n` bytes, within capacity.
             unsafe { buf.set_len(buf.len() + n as usize) };
             return Ok(n as usize);
         }
