@@ -39,4 +39,10 @@ impl MirrorError {
     }
 }
 
+impl From<crate::store::StoreError> for MirrorError {
+    fn from(e: crate::store::StoreError) -> Self {
+        MirrorError::Store(e.to_string())
+    }
+}
+
 pub type MirrorResult<T> = Result<T, MirrorError>;

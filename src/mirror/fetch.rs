@@ -90,13 +90,11 @@ pub fn join_or_start(inflight: &Inflight, job: FetchJob) -> Arc<Fetch> {
 async fn run(job: FetchJob, tx: &watch::Sender<Phase>) -> MirrorResult<()> {
     let up = &job.upstream;
     let path = format!("/v2/{}/blobs/{}", job.remote, job.digest);
-    let scope = format!("repository:{}:pull", job.remote);
     tracing::debug!(upstream = %up.host, %path, "GET blob upstream");
-    let resp = up.send(Method::GET, &path, None, &scope).await?;
+    let resp = up.send(Method::GET, &path, None, &super::scope(&job.remote)).await?;
     let resp = up.check(resp, || format!("blob {} in {}", job.digest, job.remote))?;
-    let total = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    let store_err = |e: crate::store::StoreError| MirrorError::Store(e.to_string());
-    let (mut ingest, file) = job.store.begin_ingest(&job.storage, &job.digest).await.map_err(store_err)?;
+    let total = super::content_length(&resp);
+    let (mut ingest, file) = job.store.begin_ingest(&job.storage, &job.digest).await?;
     tx.send_replace(Phase::Receiving { total, written: 0, file: file.clone() });
     let mut body = std::pin::pin!(crate::store::gather(resp, WRITE_BATCH));
     let body_result: MirrorResult<()> = async {
@@ -106,7 +104,7 @@ async fn run(job: FetchJob, tx: &watch::Sender<Phase>) -> MirrorResult<()> {
                 .map_err(|_| MirrorError::Timeout { host: up.host.clone(), after: up.read_timeout() })?;
             let Some(chunk) = next else { return Ok(()) };
             let chunk = chunk.map_err(|e| MirrorError::Unreachable { host: up.host.clone(), reason: e.to_string() })?;
-            ingest.write(chunk).await.map_err(store_err)?;
+            ingest.write(chunk).await?;
             if let Some(t) = total.filter(|&t| ingest.size() > t) {
                 return Err(MirrorError::SizeMismatch { host: up.host.clone(), expected: t, actual: ingest.size() });
             }
@@ -134,7 +132,7 @@ async fn run(job: FetchJob, tx: &watch::Sender<Phase>) -> MirrorResult<()> {
     // into blobs/) follows; new requests keep joining this fetch until it is stored.
     let size = verified.size();
     tx.send_replace(Phase::Done { total: size, file });
-    job.store.commit_ingest(verified).await.map_err(|e| MirrorError::Store(e.to_string()))?;
+    job.store.commit_ingest(verified).await?;
     tracing::debug!(upstream = %up.host, digest = %job.digest, size, "blob fetched and stored");
     Ok(())
 }
@@ -150,7 +148,7 @@ fn mismatch(up: &Upstream, e: crate::store::StoreError) -> MirrorError {
         crate::store::StoreError::SizeMismatch { expected, actual } => {
             MirrorError::SizeMismatch { host: up.host.clone(), expected, actual }
         }
-        other => MirrorError::Store(other.to_string()),
+        other => other.into(),
     }
 }
 

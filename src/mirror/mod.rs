@@ -44,6 +44,10 @@ fn scope(remote: &str) -> String {
     format!("repository:{remote}:pull")
 }
 
+fn content_length(resp: &upstream::Response) -> Option<u64> {
+    resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+}
+
 fn header_digest(resp: &upstream::Response) -> Option<Digest> {
     resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
 }
@@ -115,11 +119,7 @@ impl Mirror {
         tracing::debug!(upstream = %up.host, %path, "HEAD blob upstream");
         let resp = up.send(Method::HEAD, &path, None, &scope(remote)).await?;
         let resp = up.check(resp, || format!("blob {d} in {remote}"))?;
-        resp.headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| up.protocol("blob HEAD without Content-Length".into()))
+        content_length(&resp).ok_or_else(|| up.protocol("blob HEAD without Content-Length".into()))
     }
 
     /// The single fetch of blob `d` into `storage`, joined if one is in flight.

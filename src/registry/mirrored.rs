@@ -148,10 +148,8 @@ impl Registry {
         Ok(Some(size))
     }
 
-    /// Looks for the link again once no fetch is in flight: a fetch links its
-    /// blob before it leaves the in-flight map, so one that finished since the
-    /// first look is found here instead of sending this request upstream.
-    async fn linked_after_fetch(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<Option<u64>> {
+    /// The size of `d` if the mirrored repository links it; `None` if not.
+    async fn linked_size(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<Option<u64>> {
         match self.local_blob_size(&m.storage, d).await {
             Ok(size) => Ok(Some(size)),
             Err(RegistryError::BlobUnknown(_)) => Ok(None),
@@ -160,9 +158,8 @@ impl Registry {
     }
 
     pub(super) async fn mirrored_blob_size(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<u64> {
-        match self.local_blob_size(&m.storage, d).await {
-            Err(RegistryError::BlobUnknown(_)) => {}
-            other => return other,
+        if let Some(size) = self.linked_size(m, d).await? {
+            return Ok(size);
         }
         match self.mirror().inflight_blob(d) {
             Some(fetch) => {
@@ -170,8 +167,10 @@ impl Registry {
                     return Ok(size);
                 }
             }
+            // A fetch links its blob before it leaves the in-flight map, so
+            // one that finished since the first look is found by a second.
             None => {
-                if let Some(size) = self.linked_after_fetch(m, d).await? {
+                if let Some(size) = self.linked_size(m, d).await? {
                     return Ok(size);
                 }
             }
@@ -196,16 +195,13 @@ impl Registry {
         d: &Digest,
         range: Option<RangeRequest>,
     ) -> RegistryResult<BlobRead> {
-        match self.local_blob_size(&m.storage, d).await {
-            Ok(size) => {
-                tracing::info!(repo = %m.storage, digest = %d, cache = "hit", "mirrored blob");
-                return self.open_stored_blob(d, size, range).await;
-            }
-            Err(RegistryError::BlobUnknown(_)) => {}
-            Err(e) => return Err(e),
+        if let Some(size) = self.linked_size(m, d).await? {
+            tracing::info!(repo = %m.storage, digest = %d, cache = "hit", "mirrored blob");
+            return self.open_stored_blob(d, size, range).await;
         }
         if self.mirror().inflight_blob(d).is_none() {
-            if let Some(size) = self.linked_after_fetch(m, d).await? {
+            // Second look: see `mirrored_blob_size`.
+            if let Some(size) = self.linked_size(m, d).await? {
                 tracing::info!(repo = %m.storage, digest = %d, cache = "hit", "mirrored blob");
                 return self.open_stored_blob(d, size, range).await;
             }

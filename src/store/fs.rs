@@ -31,6 +31,20 @@ async fn sync_dir(dir: &Path) -> std::io::Result<()> {
     tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all()).await.map_err(std::io::Error::other)?
 }
 
+/// File work the async runtime must not wait on, run on the blocking pool;
+/// its errors name `path`.
+async fn blocking<T: Send + 'static>(
+    path: &str,
+    op: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::task::spawn_blocking(op).await.map_err(std::io::Error::other).and_then(|r| r).map_err(StoreError::io(path))
+}
+
+/// Errors that mean the path is simply not there.
+fn absent(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory)
+}
+
 async fn ensure_parent(path: &Path) -> std::io::Result<()> {
     match path.parent() {
         Some(p) => fs::create_dir_all(p).await,
@@ -43,7 +57,7 @@ impl Backend for FsBackend {
     async fn get(&self, path: &str) -> StoreResult<Option<Bytes>> {
         match fs::read(self.full(path)).await {
             Ok(v) => Ok(Some(Bytes::from(v))),
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(None),
+            Err(e) if absent(&e) => Ok(None),
             Err(e) => Err(StoreError::io(path)(e)),
         }
     }
@@ -71,7 +85,7 @@ impl Backend for FsBackend {
         match fs::metadata(self.full(path)).await {
             Ok(m) if m.is_file() => Ok(Some(m.len())),
             Ok(_) => Ok(None),
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(None),
+            Err(e) if absent(&e) => Ok(None),
             Err(e) => Err(StoreError::io(path)(e)),
         }
     }
@@ -79,7 +93,7 @@ impl Backend for FsBackend {
     async fn list(&self, dir: &str) -> StoreResult<Vec<String>> {
         let mut rd = match fs::read_dir(self.full(dir)).await {
             Ok(rd) => rd,
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => return Ok(vec![]),
+            Err(e) if absent(&e) => return Ok(vec![]),
             Err(e) => return Err(StoreError::io(dir)(e)),
         };
         let mut names = Vec::new();
@@ -107,38 +121,31 @@ impl Backend for FsBackend {
 
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> StoreResult<ByteStream> {
         let full = self.full(path);
-        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, u64)> {
+        let (file, size) = blocking(path, move || {
             let file = std::fs::File::open(full)?;
             let size = file.metadata()?.len();
             Ok((file, size))
         })
-        .await
-        .map_err(|e| StoreError::io(path)(std::io::Error::other(e)))?;
-        let (file, size) = opened.map_err(StoreError::io(path))?;
+        .await?;
         let end = len.map_or(size, |n| offset.saturating_add(n).min(size));
         Ok(super::fs_read::stream(file, offset, end))
     }
 
     async fn open_random(&self, path: &str) -> StoreResult<std::sync::Arc<dyn RandomRead>> {
         let full = self.full(path);
-        let file = tokio::task::spawn_blocking(move || std::fs::File::open(full))
-            .await
-            .map_err(|e| StoreError::io(path)(std::io::Error::other(e)))?
-            .map_err(StoreError::io(path))?;
+        let file = blocking(path, move || std::fs::File::open(full)).await?;
         Ok(std::sync::Arc::new(FsRandom(std::sync::Arc::new(file))))
     }
 
     async fn appender(&self, path: &str, offset: u64) -> StoreResult<Box<dyn Appender>> {
         let full = self.full(path);
         ensure_parent(&full).await.map_err(StoreError::io(path))?;
-        let file = tokio::task::spawn_blocking(move || {
+        let file = blocking(path, move || {
             let f = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(full)?;
             f.set_len(offset)?;
-            Ok::<_, std::io::Error>(f)
+            Ok(f)
         })
-        .await
-        .map_err(|e| StoreError::io(path)(std::io::Error::other(e)))?
-        .map_err(StoreError::io(path))?;
+        .await?;
         Ok(Box::new(FsAppender { file: std::sync::Arc::new(file), pos: offset, path: path.to_string() }))
     }
 
@@ -173,32 +180,19 @@ struct FsAppender {
     path: String,
 }
 
-impl FsAppender {
-    async fn blocking<T: Send + 'static>(
-        &self,
-        op: impl FnOnce(&std::fs::File) -> std::io::Result<T> + Send + 'static,
-    ) -> StoreResult<T> {
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || op(&file))
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
-            .map_err(StoreError::io(&self.path))
-    }
-}
-
 #[async_trait::async_trait]
 impl Appender for FsAppender {
     async fn write(&mut self, bytes: Bytes) -> StoreResult<()> {
         use std::os::unix::fs::FileExt;
-        let (pos, len) = (self.pos, bytes.len() as u64);
-        self.blocking(move |f| f.write_all_at(&bytes, pos)).await?;
+        let (file, pos, len) = (self.file.clone(), self.pos, bytes.len() as u64);
+        blocking(&self.path, move || file.write_all_at(&bytes, pos)).await?;
         self.pos += len;
         Ok(())
     }
 
     async fn sync(&mut self) -> StoreResult<()> {
-        self.blocking(|f| f.sync_all()).await
+        let file = self.file.clone();
+        blocking(&self.path, move || file.sync_all()).await
     }
 }
 

@@ -11,6 +11,7 @@ use crate::oci::{Digest, DigestHasher, RepoName};
 
 use super::backend::{Appender, RandomRead};
 use super::error::{StoreError, StoreResult};
+use super::uploads::write_hashed;
 use super::{layout, Store};
 
 /// A blob being written; not visible in the store until committed.
@@ -23,13 +24,10 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Appends and hashes one chunk: the hash runs here while the write
-    /// runs on the blocking pool.
+    /// Appends and hashes one chunk.
     pub async fn write(&mut self, bytes: Bytes) -> StoreResult<()> {
         let len = bytes.len() as u64;
-        let hasher = &mut self.hasher;
-        let (written, ()) = futures::join!(self.appender.write(bytes.clone()), async { hasher.update(&bytes) });
-        written?;
+        write_hashed(self.appender.as_mut(), Some(&mut self.hasher), bytes).await?;
         self.size += len;
         Ok(())
     }

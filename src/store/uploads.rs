@@ -62,6 +62,21 @@ fn valid_id(id: &str) -> bool {
 /// Request bodies are written in chunks of up to this size (see `batch`).
 const WRITE_BATCH: usize = 1024 * 1024;
 
+/// Appends one chunk and feeds it to `hasher`: the hash runs here while the
+/// write runs on the backend's blocking path.
+pub(super) async fn write_hashed(
+    w: &mut dyn Appender,
+    hasher: Option<&mut DigestHasher>,
+    bytes: Bytes,
+) -> StoreResult<()> {
+    let hash = async {
+        if let Some(h) = hasher {
+            h.update(&bytes);
+        }
+    };
+    futures::join!(w.write(bytes.clone()), hash).0
+}
+
 /// Appends a body to the appender, hashing as it goes; returns bytes written.
 async fn pump<S, E>(w: &mut Box<dyn Appender>, hasher: &mut Option<DigestHasher>, body: S) -> StoreResult<u64>
 where
@@ -73,14 +88,7 @@ where
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
         n += chunk.len() as u64;
-        // The hash runs here while the write runs on the blocking pool.
-        let hash = async {
-            if let Some(h) = hasher.as_mut() {
-                h.update(&chunk);
-            }
-        };
-        let (written, ()) = futures::join!(w.write(chunk.clone()), hash);
-        written?;
+        write_hashed(w.as_mut(), hasher.as_mut(), chunk).await?;
     }
     Ok(n)
 }
