@@ -83,15 +83,12 @@ impl Mirror {
         };
         let digest = match expected {
             Some(expected) => {
-                let actual = Digest::of(expected.algorithm(), &bytes);
-                if actual != expected {
-                    return Err(MirrorError::DigestMismatch {
-                        host: up.host.clone(),
-                        expected: expected.to_string(),
-                        actual: actual.to_string(),
-                    });
-                }
-                actual
+                expected.check(&bytes).map_err(|actual| MirrorError::DigestMismatch {
+                    host: up.host.clone(),
+                    expected: expected.to_string(),
+                    actual: actual.to_string(),
+                })?;
+                expected
             }
             None => Digest::sha256_of(&bytes),
         };

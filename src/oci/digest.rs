@@ -64,6 +64,17 @@ impl Digest {
         h.finish()
     }
 
+    /// Checks `bytes` against this digest (with its own algorithm); on a
+    /// mismatch, the digest they really have.
+    pub fn check(&self, bytes: &[u8]) -> Result<(), Digest> {
+        let actual = Self::of(self.algorithm(), bytes);
+        if &actual == self {
+            Ok(())
+        } else {
+            Err(actual)
+        }
+    }
+
     /// Builds a digest from an algorithm directory name and a hex directory
     /// name as found on disk; `None` when either is not valid.
     pub fn from_parts(algorithm: &str, hex: &str) -> Option<Digest> {
@@ -158,6 +169,13 @@ mod tests {
         let d = Digest::of(Algorithm::Sha512, b"");
         assert!(d.to_string().starts_with("sha512:cf83e1357eefb8bd"));
         assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
+    }
+
+    #[test]
+    fn check_names_the_real_digest_on_a_mismatch() {
+        let d = Digest::of(Algorithm::Sha512, b"abc");
+        assert_eq!(d.check(b"abc"), Ok(()));
+        assert_eq!(d.check(b"abd"), Err(Digest::of(Algorithm::Sha512, b"abd")));
     }
 
     #[test]

@@ -42,6 +42,15 @@ impl Registry {
         Ok(size)
     }
 
+    /// The size of `d` if `repo` links it; `None` if not.
+    pub(super) async fn linked_size(&self, repo: &RepoName, d: &Digest) -> RegistryResult<Option<u64>> {
+        match self.local_blob_size(repo, d).await {
+            Ok(size) => Ok(Some(size)),
+            Err(RegistryError::BlobUnknown(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Opens a blob the store holds, whole or a range of it.
     pub(super) async fn open_stored_blob(
         &self,

@@ -130,19 +130,17 @@ impl Registry {
         let info = ManifestInfo::parse_push(&bytes, content_type)?;
         let (digest, tag) = match reference {
             Reference::Digest(expected) => {
-                let actual = Digest::of(expected.algorithm(), &bytes);
-                if &actual != expected {
-                    return Err(RegistryError::ManifestDigestMismatch { expected: expected.clone(), actual });
-                }
-                (actual, None)
+                expected
+                    .check(&bytes)
+                    .map_err(|actual| RegistryError::ManifestDigestMismatch { expected: expected.clone(), actual })?;
+                (expected.clone(), None)
             }
             Reference::Tag(t) => (Digest::sha256_of(&bytes), Some(t)),
         };
         for b in &info.blobs {
-            match self.local_blob_size(repo, b).await {
-                Err(RegistryError::BlobUnknown(_)) => return Err(RegistryError::ManifestBlobUnknown(b.clone())),
-                other => other?,
-            };
+            if self.linked_size(repo, b).await?.is_none() {
+                return Err(RegistryError::ManifestBlobUnknown(b.clone()));
+            }
         }
         for m in &info.manifests {
             if !self.has_manifest(repo, m).await? {

@@ -148,17 +148,8 @@ impl Registry {
         Ok(Some(size))
     }
 
-    /// The size of `d` if the mirrored repository links it; `None` if not.
-    async fn linked_size(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<Option<u64>> {
-        match self.local_blob_size(&m.storage, d).await {
-            Ok(size) => Ok(Some(size)),
-            Err(RegistryError::BlobUnknown(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
     pub(super) async fn mirrored_blob_size(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<u64> {
-        if let Some(size) = self.linked_size(m, d).await? {
+        if let Some(size) = self.linked_size(&m.storage, d).await? {
             return Ok(size);
         }
         match self.mirror().inflight_blob(d) {
@@ -170,7 +161,7 @@ impl Registry {
             // A fetch links its blob before it leaves the in-flight map, so
             // one that finished since the first look is found by a second.
             None => {
-                if let Some(size) = self.linked_size(m, d).await? {
+                if let Some(size) = self.linked_size(&m.storage, d).await? {
                     return Ok(size);
                 }
             }
@@ -195,13 +186,13 @@ impl Registry {
         d: &Digest,
         range: Option<RangeRequest>,
     ) -> RegistryResult<BlobRead> {
-        if let Some(size) = self.linked_size(m, d).await? {
+        if let Some(size) = self.linked_size(&m.storage, d).await? {
             tracing::info!(repo = %m.storage, digest = %d, cache = "hit", "mirrored blob");
             return self.open_stored_blob(d, size, range).await;
         }
         if self.mirror().inflight_blob(d).is_none() {
             // Second look: see `mirrored_blob_size`.
-            if let Some(size) = self.linked_size(m, d).await? {
+            if let Some(size) = self.linked_size(&m.storage, d).await? {
                 tracing::info!(repo = %m.storage, digest = %d, cache = "hit", "mirrored blob");
                 return self.open_stored_blob(d, size, range).await;
             }
