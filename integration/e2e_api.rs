@@ -399,7 +399,11 @@ async fn deletes_of_tags_manifests_and_blobs() {
 
 #[actix_rt::test]
 async fn deletes_disabled_answer_405_unsupported() {
-    let s = TestServer::start_with(|c| c.storage.delete.enabled = false).await;
+    let s = TestServer::start_with(|c| {
+        c.mirror.enabled = false;
+        c.storage.delete.enabled = false;
+    })
+    .await;
     let c = s.client();
     let (_, d) = c.push_image("a", "v1", b"layer").await;
     for path in [

@@ -79,8 +79,10 @@ async fn cold_then_warm_pull_with_token_auth() {
     assert_eq!(up.api_requests(), before, "a warm pull inside the tag TTL makes no upstream request");
     assert_eq!(up.count("GET", "/token"), 1, "the token is cached");
 
-    // Stored under the upstream's host, in registry:2's layout; listed as cached.
-    let v2 = s.path("docker/registry/v2/repositories/docker.io/library/alpine/_manifests/tags/3.20/current/link");
+    // Stored under the upstream's host in the mirror's own part of the tree, in
+    // registry:2's layout; listed in the catalog under the name that pulls it.
+    let v2 =
+        s.path("docker/registry/v2/repositories/_mirror/docker.io/library/alpine/_manifests/tags/3.20/current/link");
     assert_eq!(std::fs::read(v2).unwrap(), image.digest.to_string().as_bytes());
     let r = c.get("/v2/alpine/tags/list").await;
     assert_eq!(r.json()["tags"], serde_json::json!(["3.20"]));
@@ -192,7 +194,7 @@ async fn upstream_that_never_answers_is_cut_off_by_timeouts() {
     .await;
     let started = std::time::Instant::now();
     let r = s.client().get("/v2/app/manifests/1").await;
-    assert_eq!((r.status, r.code().as_str()), (504, "UNAVAILABLE"));
+    assert_eq!((r.status, r.code().as_str()), (504, "UPSTREAM_TIMEOUT"));
     assert!(started.elapsed() < Duration::from_secs(5), "the request did not hang");
     s.stop().await;
     drop(silent);
@@ -339,14 +341,16 @@ async fn routing_by_ns_and_host_prefix_and_local_first() {
     // A blob pulled through the mirror (once stored) mounts into a pushed repository by its pull name.
     let d = &from_docker.layers[0];
     wait_for_file(
-        &s.path(&format!("docker/registry/v2/repositories/docker.io/team/app/_layers/sha256/{}/link", d.hex())),
+        &s.path(&format!("docker/registry/v2/repositories/_mirror/docker.io/team/app/_layers/sha256/{}/link", d.hex())),
     )
     .await;
     let r = c.req("POST", &format!("/v2/mine/copy/blobs/uploads/?mount={d}&from=team/app"), &[], "").await;
     assert_eq!(r.status, 201);
 
-    // A delete in a name that holds nothing does not make it local: reads still go upstream.
-    assert_eq!(c.req("DELETE", "/v2/team/app/manifests/1", &[], "").await.status, 404);
+    // Mirrored content cannot be deleted through its pull name, and the
+    // attempt does not make the name local: reads still go upstream.
+    let r = c.req("DELETE", "/v2/team/app/manifests/1", &[], "").await;
+    assert_eq!((r.status, r.code().as_str()), (403, "DENIED"));
     assert_eq!(c.get("/v2/team/app/manifests/1").await.body, from_docker.manifest);
 
     // A pushed repository is local: served from the store, never sent upstream.

@@ -105,11 +105,11 @@ fn containerd_pulls_docker_hub_images_through_a_hosts_toml_mirror() {
     ]);
     let listed = c.ctr(&["images", "ls"]);
     assert!(listed.contains(&layout.digest("multi").to_string()), "{listed}");
-    // containerd named the upstream with ?ns=docker.io; berth stored it under that host.
+    // containerd named the upstream with ?ns=docker.io; berth stored it under that host, in the mirror's part of the tree.
     let data = work.path().join("berth-data");
     let amd64 = layout.digest("single").to_string();
     let rev = data.join(format!(
-        "docker/registry/v2/repositories/docker.io/library/busybox/_manifests/revisions/sha256/{}/link",
+        "docker/registry/v2/repositories/_mirror/docker.io/library/busybox/_manifests/revisions/sha256/{}/link",
         amd64.trim_start_matches("sha256:")
     ));
     assert!(rev.is_file(), "the amd64 manifest was mirrored");
@@ -145,7 +145,7 @@ fn dockerd_pulls_through_registry_mirrors_and_a_pushed_image_shares_its_layers()
     // Docker Hub is unreachable: this pull can only succeed through berth.
     d.docker(&["pull", "busybox:latest"]);
     let mirrored_tag = work.path().join(
-        "berth-data/docker/registry/v2/repositories/docker.io/library/busybox/_manifests/tags/latest/current/link",
+        "berth-data/docker/registry/v2/repositories/_mirror/docker.io/library/busybox/_manifests/tags/latest/current/link",
     );
     assert!(mirrored_tag.is_file(), "pulled through the mirror");
 
@@ -162,7 +162,7 @@ fn dockerd_pulls_through_registry_mirrors_and_a_pushed_image_shares_its_layers()
     for l in layers {
         let l = l["digest"].as_str().unwrap();
         assert!(link_exists(&data, "team/mybusybox", l), "pushed image links {l}");
-        assert!(link_exists(&data, "docker.io/library/busybox", l), "mirrored image links the same {l}");
+        assert!(link_exists(&data, "_mirror/docker.io/library/busybox", l), "mirrored image links the same {l}");
         let parsed: Digest = l.parse().unwrap();
         let blob = data.join(format!("docker/registry/v2/blobs/sha256/{}/{}/data", &parsed.hex()[..2], parsed.hex()));
         assert!(blob.is_file(), "one blob file serves both");

@@ -17,6 +17,7 @@ pub const ENV_PREFIX: &str = "BERTH";
 pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
+    pub uploads: UploadsConfig,
     pub cache: CacheConfig,
     pub mirror: MirrorConfig,
     pub log: LogConfig,
@@ -32,6 +33,31 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Most client connections served at once (all workers together). berth
+    /// lowers it to fit the open-files limit, so that a flood of connections
+    /// is refused at the door instead of starving the connections already in.
+    pub max_connections: usize,
+    /// Longest silence allowed while a client sends a request body (an upload
+    /// or a manifest): a stalled body ends the request with 408.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadsConfig {
+    /// Upload sessions idle for longer than this are purged with their data
+    /// (registry:2's `uploadpurging.age`); so are mirror downloads cut off by a crash.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Most upload sessions one client address may hold open; beyond it, 429 TOOMANYREQUESTS.
+    pub max_per_client: usize,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        Self { max_age: Duration::from_secs(24 * 3600), max_per_client: crate::store::DEFAULT_MAX_UPLOADS_PER_CLIENT }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +105,12 @@ pub struct MirrorConfig {
     /// Name prefixes no client may push into, so that pushed images never
     /// shadow mirrored ones (Docker Hub's official images live under `library/`).
     pub protected_prefixes: Vec<String>,
+    /// Refuse pushes to one-component names (`alpine`): on Docker Hub they are
+    /// the official images (`library/alpine`), which a push would shadow.
+    pub protect_short_names: bool,
+    /// Allow a push into a name whose mirrored copy holds content (the pushed
+    /// image then shadows the mirrored one for every client).
+    pub allow_shadowing: bool,
     /// The upstream registries, by host. A list given in a file replaces this default.
     pub upstreams: Vec<UpstreamConfig>,
 }
@@ -141,6 +173,8 @@ impl Default for MirrorConfig {
             enabled: true,
             default: "docker.io".into(),
             protected_prefixes: vec!["library/".into()],
+            protect_short_names: true,
+            allow_shadowing: false,
             upstreams: vec![UpstreamConfig::new("docker.io", "https://registry-1.docker.io")],
         }
     }
@@ -150,6 +184,8 @@ impl MirrorConfig {
     /// Adds an upstream, or points an existing one (same host) at `url`
     /// (`--mirror HOST=URL`).
     pub fn set_upstream(&mut self, host: &str, url: &str) {
+        let host = host.to_ascii_lowercase();
+        let host = host.as_str();
         match self.upstreams.iter_mut().find(|u| u.host == host) {
             Some(u) => u.url = url.trim_end_matches('/').into(),
             None => self.upstreams.push(UpstreamConfig::new(host, url)),
@@ -176,7 +212,13 @@ pub enum LogFormat {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: "0.0.0.0:5000".into(), workers: 0, shutdown_timeout: Duration::from_secs(30) }
+        Self {
+            listen: "0.0.0.0:5000".into(),
+            workers: 0,
+            shutdown_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            body_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -230,7 +272,8 @@ impl Config {
                 .source(Some(env)),
         );
         let merged = builder.build().map_err(|e| ConfigError(e.to_string()))?;
-        let cfg: Config = merged.try_deserialize().map_err(|e| ConfigError(e.to_string()))?;
+        let mut cfg: Config = merged.try_deserialize().map_err(|e| ConfigError(e.to_string()))?;
+        cfg.normalize();
         cfg.validate()?;
         Ok(cfg)
     }
@@ -249,12 +292,28 @@ impl Config {
         toml::to_string_pretty(&shown).expect("config serializes")
     }
 
-    /// Checks what serde cannot: upstream URLs and hosts, the default upstream.
+    /// Host names are case-insensitive: they are kept in lowercase, as the
+    /// mirror's storage directories are named.
+    pub fn normalize(&mut self) {
+        for u in &mut self.mirror.upstreams {
+            u.host = u.host.to_ascii_lowercase();
+        }
+        self.mirror.default = self.mirror.default.to_ascii_lowercase();
+    }
+
+    /// Checks what serde cannot: upstream URLs and hosts, the default upstream, limits.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let m = &self.mirror;
-        for u in &m.upstreams {
-            if u.host.is_empty() || u.host.contains('/') {
-                return Err(ConfigError(format!("mirror.upstreams: invalid host {:?}", u.host)));
+        for (i, u) in m.upstreams.iter().enumerate() {
+            if !valid_host(&u.host) {
+                return Err(ConfigError(format!(
+                    "mirror.upstreams: invalid host {:?}: expected a lowercase host name or IP address, \
+                     optionally with :port (e.g. docker.io, registry.corp:5000)",
+                    u.host
+                )));
+            }
+            if m.upstreams[..i].iter().any(|o| o.host == u.host) {
+                return Err(ConfigError(format!("mirror.upstreams: host {:?} is configured twice", u.host)));
             }
             if !(u.url.starts_with("http://") || u.url.starts_with("https://")) {
                 return Err(ConfigError(format!(
@@ -266,8 +325,47 @@ impl Config {
         if m.enabled && !m.upstreams.iter().any(|u| u.host == m.default) {
             return Err(ConfigError(format!("mirror.default: {:?} is not one of mirror.upstreams", m.default)));
         }
+        if self.server.max_connections == 0 {
+            return Err(ConfigError("server.max_connections must be at least 1".into()));
+        }
+        if self.server.body_timeout.is_zero() {
+            return Err(ConfigError("server.body_timeout must be longer than zero".into()));
+        }
+        if self.uploads.max_age.is_zero() || self.uploads.max_per_client == 0 {
+            return Err(ConfigError("uploads.max_age and uploads.max_per_client must be above zero".into()));
+        }
         Ok(())
     }
+}
+
+/// `host[:port]`: a DNS name (lowercase labels of letters, digits and
+/// inner hyphens), an IPv4 address or a bracketed IPv6 address.
+fn valid_host(s: &str) -> bool {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') && (h.starts_with('[') == h.ends_with(']')) && !p.contains(']') => {
+            (h, Some(p))
+        }
+        _ => (s, None),
+    };
+    if let Some(p) = port {
+        if !matches!(p.parse::<u16>(), Ok(1..)) || p.starts_with('0') {
+            return false;
+        }
+    }
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return true;
+    }
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    !host.is_empty() && host.len() <= 253 && host.split('.').all(label)
 }
 
 #[cfg(test)]
@@ -340,6 +438,31 @@ mod tests {
         assert!(Config::load(Some(&f), vec![]).unwrap_err().to_string().contains("ftp://x"));
         std::fs::write(&f, "[mirror]\ndefault = \"quay.io\"\n").unwrap();
         assert!(Config::load(Some(&f), vec![]).unwrap_err().to_string().contains("quay.io"));
+    }
+
+    #[test]
+    fn hosts_are_validated_and_lowercased() {
+        for ok in ["docker.io", "registry.corp:5000", "localhost", "127.0.0.1:5001", "[::1]:5000", "a-b.c"] {
+            assert!(valid_host(ok), "{ok}");
+        }
+        for bad in ["", "a/b", "-a.io", "a..b", "UPPER.io", "a:0", "a:99999", "a:x", "::1", "[::1", "a_b", "a:05"] {
+            assert!(!valid_host(bad), "{bad}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("b.toml");
+        std::fs::write(
+            &f,
+            "[mirror]\ndefault = \"Docker.IO\"\n[[mirror.upstreams]]\nhost = \"Docker.IO\"\nurl = \"http://x\"\n\
+             [[mirror.upstreams]]\nhost = \"Registry.Corp:5000\"\nurl = \"http://y\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f), vec![]).unwrap();
+        assert_eq!(c.mirror.upstreams[1].host, "registry.corp:5000");
+        assert_eq!(c.mirror.default, "docker.io");
+        std::fs::write(&f, "[[mirror.upstreams]]\nhost = \"docker.io\"\nurl = \"http://x\"\n[[mirror.upstreams]]\nhost = \"DOCKER.io\"\nurl = \"http://y\"\n").unwrap();
+        assert!(Config::load(Some(&f), vec![]).unwrap_err().to_string().contains("twice"));
+        std::fs::write(&f, "[[mirror.upstreams]]\nhost = \"bad host\"\nurl = \"http://x\"\n").unwrap();
+        assert!(Config::load(Some(&f), vec![]).unwrap_err().to_string().contains("bad host"));
     }
 
     #[test]

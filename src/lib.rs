@@ -7,8 +7,8 @@
 //! layout over a `Backend`). `oci` holds the pure types every layer uses.
 
 pub mod api;
-pub mod cache;
 pub mod config;
+pub mod limits;
 pub mod mirror;
 pub mod oci;
 pub mod registry;
@@ -16,6 +16,7 @@ pub mod store;
 pub mod telemetry;
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Weak};
 
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App, HttpServer};
@@ -23,6 +24,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::config::Config;
 use crate::registry::Registry;
+use crate::store::{Backend, Store};
 
 /// A server bound to its port, not yet running: `.server` is the future to
 /// await (or spawn), `.addr` the address it listens on.
@@ -31,12 +33,19 @@ pub struct Bound {
     pub server: actix_web::dev::Server,
 }
 
-/// Binds the listen address and builds the HTTP server over the configured store.
+/// Binds the listen address and builds the HTTP server over the configured
+/// data directory.
 pub fn bind(cfg: &Config) -> std::io::Result<Bound> {
     std::fs::create_dir_all(&cfg.storage.root).map_err(|e| {
         std::io::Error::new(e.kind(), format!("cannot create data directory {}: {e}", cfg.storage.root.display()))
     })?;
-    let registry = web::Data::new(Registry::new(cfg));
+    bind_with(cfg, Arc::new(store::fs::FsBackend::new(&cfg.storage.root)))
+}
+
+/// As `bind`, over any storage backend (tests use doubles that inject faults).
+pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bound> {
+    let store = Store::with_upload_limit(backend, cfg.uploads.max_per_client);
+    let registry = Arc::new(Registry::with_store(cfg, store));
     let listener = TcpListener::bind(&cfg.server.listen)
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.server.listen)))?;
     let addr = listener.local_addr()?;
@@ -44,16 +53,53 @@ pub fn bind(cfg: &Config) -> std::io::Result<Bound> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    let open_files = limits::raise_open_files_limit();
+    let connections = limits::connection_cap(cfg.server.max_connections, open_files);
+    if connections < cfg.server.max_connections {
+        tracing::warn!(
+            open_files,
+            connections,
+            "server.max_connections lowered to fit the open-files limit (raise `ulimit -n` for more)"
+        );
+    }
+    actix_web::rt::spawn(housekeeping(Arc::downgrade(&registry)));
+    let data = web::Data::from(registry);
+    let edge = web::Data::new(api::EdgeConfig { body_timeout: cfg.server.body_timeout });
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(registry.clone())
+            .app_data(data.clone())
+            .app_data(edge.clone())
             .wrap(DefaultHeaders::new().add(api::headers::API_VERSION))
             .wrap(TracingLogger::default())
             .configure(api::configure)
     })
     .workers(workers)
+    .max_connections(connections.div_ceil(workers).max(1))
     .shutdown_timeout(cfg.server.shutdown_timeout.as_secs())
     .listen(listener)?
     .run();
     Ok(Bound { addr, server })
+}
+
+/// Startup recovery, then the periodic upload purge, for as long as the
+/// registry lives (the server's workers hold it; the task holds only a `Weak`).
+async fn housekeeping(registry: Weak<Registry>) {
+    if let Some(reg) = registry.upgrade() {
+        if let Err(e) = reg.recover().await {
+            tracing::error!(error = %e, "startup recovery failed");
+        }
+    }
+    loop {
+        let Some(reg) = registry.upgrade() else { return };
+        match reg.purge_uploads().await {
+            Ok(r) if r.sessions + r.ingests > 0 => {
+                tracing::info!(sessions = r.sessions, ingests = r.ingests, "purged abandoned uploads")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "upload purge failed"),
+        }
+        let interval = reg.purge_interval();
+        drop(reg);
+        actix_web::rt::time::sleep(interval).await;
+    }
 }

@@ -22,15 +22,17 @@ pub async fn get(req: &HttpRequest, reg: &Reg, route: &Route, d: &Digest) -> Res
         return Ok(resp.body(SizedStream::new(size, empty)));
     }
     let blob = reg.open_blob(route, d, byte_range(req.headers())).await?;
-    let len = match blob.range {
-        Some(r) => {
+    match (blob.range, blob.size) {
+        (Some(r), Some(size)) => {
             resp.status(StatusCode::PARTIAL_CONTENT)
-                .insert_header((header::CONTENT_RANGE, format!("bytes {}-{}/{}", r.start, r.end, blob.size)));
-            r.end - r.start + 1
+                .insert_header((header::CONTENT_RANGE, format!("bytes {}-{}/{}", r.start, r.end, size)));
+            Ok(resp.body(SizedStream::new(r.end - r.start + 1, blob.body)))
         }
-        None => blob.size,
-    };
-    Ok(resp.body(SizedStream::new(len, blob.body)))
+        (None, Some(size)) => Ok(resp.body(SizedStream::new(size, blob.body))),
+        // An upstream that sent no Content-Length, still streaming: chunked,
+        // and the end (held back until verified) comes when the digest matched.
+        (_, None) => Ok(resp.streaming(blob.body)),
+    }
 }
 
 pub async fn delete(reg: &Reg, name: &RepoName, d: &Digest) -> Result<HttpResponse, ApiError> {

@@ -6,7 +6,6 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
-use crate::mirror::MirrorError;
 use crate::oci::{OciCode, ParseError};
 use crate::registry::RegistryError;
 use crate::store::StoreError;
@@ -40,51 +39,26 @@ impl From<StoreError> for ApiError {
 impl ApiError {
     pub fn code(&self) -> OciCode {
         match self {
-            ApiError::Registry(e) => registry_code(e),
+            ApiError::Registry(e) => e.code(),
             ApiError::BadRequest(code, _) => *code,
             ApiError::NotFound => OciCode::NotFound,
             ApiError::MethodNotAllowed(_) => OciCode::Unsupported,
             ApiError::NotAcceptable(_) => OciCode::ManifestUnknown,
         }
     }
-}
 
-fn registry_code(e: &RegistryError) -> OciCode {
-    match e {
-        RegistryError::Store(s) => match s {
-            StoreError::BlobUnknown(_) => OciCode::BlobUnknown,
-            StoreError::UploadUnknown(_) => OciCode::BlobUploadUnknown,
-            StoreError::DigestMismatch { .. } => OciCode::DigestInvalid,
-            StoreError::SizeMismatch { .. } => OciCode::SizeInvalid,
-            StoreError::ChunkOutOfOrder { .. } => OciCode::RangeInvalid,
-            StoreError::TooLarge { .. } => OciCode::TooLarge,
-            StoreError::Body(_) => OciCode::BlobUploadInvalid,
-            StoreError::Io { .. } | StoreError::CorruptLink { .. } => OciCode::Internal,
-        },
-        RegistryError::Invalid(p) => p.code,
-        RegistryError::BlobUnknown(_) => OciCode::BlobUnknown,
-        RegistryError::ManifestUnknown(_) => OciCode::ManifestUnknown,
-        RegistryError::NameUnknown(_) => OciCode::NameUnknown,
-        RegistryError::ManifestBlobUnknown(_) => OciCode::ManifestBlobUnknown,
-        RegistryError::ManifestDigestMismatch { .. } => OciCode::DigestInvalid,
-        RegistryError::ManifestTooLarge { .. } => OciCode::TooLarge,
-        RegistryError::DeleteDisabled => OciCode::Unsupported,
-        RegistryError::RangeNotSatisfiable { .. } => OciCode::RangeInvalid,
-        RegistryError::Denied(_) => OciCode::Denied,
-        RegistryError::Mirror(m) => match m {
-            MirrorError::TooManyRequests { .. } => OciCode::TooManyRequests,
-            MirrorError::Timeout { .. } => OciCode::UpstreamTimeout,
-            MirrorError::Status { status: 503, .. } => OciCode::UpstreamUnavailable,
-            MirrorError::Store(_) => OciCode::Internal,
-            // A 404 the registry did not turn into its own "unknown" (it does for manifests and blobs).
-            MirrorError::NotFound { .. } => OciCode::NameUnknown,
-            MirrorError::Unreachable { .. }
-            | MirrorError::Status { .. }
-            | MirrorError::Unauthorized { .. }
-            | MirrorError::DigestMismatch { .. }
-            | MirrorError::SizeMismatch { .. }
-            | MirrorError::Protocol { .. } => OciCode::Upstream,
-        },
+    fn client_message(&self) -> String {
+        match self {
+            ApiError::Registry(e) => e.client_message(),
+            other => other.to_string(),
+        }
+    }
+
+    fn is_server_fault(&self) -> bool {
+        match self {
+            ApiError::Registry(e) => e.is_server_fault(),
+            _ => false,
+        }
     }
 }
 
@@ -107,26 +81,19 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let code = self.code();
-        let message = if code == OciCode::Internal {
-            tracing::error!(error = %chain(self), "internal error");
-            code.message().to_string()
-        } else {
-            self.to_string()
-        };
+        if self.is_server_fault() {
+            tracing::error!(code = code.as_str(), error = %chain(self), "storage fault");
+        }
         let mut resp = HttpResponse::build(self.status_code());
-        match self {
-            ApiError::Registry(RegistryError::RangeNotSatisfiable { size }) => {
+        if let ApiError::Registry(e) = self {
+            if let Some(size) = e.unsatisfiable_size() {
                 resp.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
             }
-            ApiError::Registry(RegistryError::Mirror(MirrorError::TooManyRequests {
-                retry_after: Some(after),
-                ..
-            })) => {
-                resp.insert_header((header::RETRY_AFTER, after.clone()));
+            if let Some(after) = e.retry_after() {
+                resp.insert_header((header::RETRY_AFTER, after.to_string()));
             }
-            _ => {}
         }
-        resp.json(json!({ "errors": [{ "code": code.as_str(), "message": message, "detail": null }] }))
+        resp.json(json!({ "errors": [{ "code": code.as_str(), "message": self.client_message(), "detail": null }] }))
     }
 }
 
@@ -142,10 +109,18 @@ mod tests {
             (RegistryError::BlobUnknown(d.clone()).into(), 404, "BLOB_UNKNOWN"),
             (StoreError::UploadUnknown("u".into()).into(), 404, "BLOB_UPLOAD_UNKNOWN"),
             (StoreError::DigestMismatch { expected: d.clone(), actual: d.clone() }.into(), 400, "DIGEST_INVALID"),
-            (StoreError::ChunkOutOfOrder { start: 1, size: 0 }.into(), 416, "BLOB_UPLOAD_INVALID"),
+            (StoreError::ChunkOutOfOrder { start: 1, size: 0 }.into(), 416, "RANGE_INVALID"),
+            (RegistryError::RangeNotSatisfiable { size: 1 }.into(), 416, "RANGE_INVALID"),
+            (
+                StoreError::Body(crate::store::BodyError::TimedOut(std::time::Duration::from_secs(1))).into(),
+                408,
+                "REQUEST_TIMEOUT",
+            ),
+            (StoreError::TooManyUploads { limit: 1 }.into(), 429, "TOOMANYREQUESTS"),
+            (RegistryError::Denied("x".into()).into(), 403, "DENIED"),
             (RegistryError::ManifestBlobUnknown(d.clone()).into(), 400, "MANIFEST_BLOB_UNKNOWN"),
             (RegistryError::DeleteDisabled.into(), 405, "UNSUPPORTED"),
-            (RegistryError::ManifestTooLarge { limit: 1 }.into(), 413, "SIZE_INVALID"),
+            (RegistryError::ManifestTooLarge { limit: 1 }.into(), 413, "TOO_LARGE"),
             (ApiError::NotAcceptable("x".into()), 404, "MANIFEST_UNKNOWN"),
         ];
         for (e, status, code) in cases {
@@ -161,5 +136,19 @@ mod tests {
         let resp = e.error_response();
         let body = actix_web::body::MessageBody::try_into_bytes(resp.into_body()).unwrap();
         assert!(!String::from_utf8_lossy(&body).contains("secret"));
+    }
+
+    #[test]
+    fn a_full_disk_is_507_with_a_message_that_says_so() {
+        let full =
+            || StoreError::Io { path: "secret/path".into(), source: std::io::Error::from_raw_os_error(libc::ENOSPC) };
+        let e: ApiError = full().into();
+        assert_eq!(e.status_code().as_u16(), 507);
+        let body = actix_web::body::MessageBody::try_into_bytes(e.error_response().into_body()).unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("STORAGE_FULL") && text.contains("full") && !text.contains("secret"), "{text}");
+        // The same fault met while storing upstream content.
+        let e: ApiError = RegistryError::Mirror(crate::mirror::MirrorError::from(full())).into();
+        assert_eq!(e.status_code().as_u16(), 507);
     }
 }

@@ -63,23 +63,45 @@ pub fn byte_range(headers: &HeaderMap) -> Option<RangeRequest> {
 }
 
 /// Whether a manifest of `media_type` may be served to a client with these
-/// `Accept` headers. No Accept, or `*/*`, accepts everything.
+/// `Accept` headers (RFC 9110 §12.5.1): the most specific entry that matches
+/// the type decides, and `q=0` there means "not acceptable". No Accept
+/// accepts everything.
 pub fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+    let (main_type, _) = media_type.split_once('/').unwrap_or((media_type, ""));
     let mut any = false;
+    // (specificity, q) of the most specific matching entry.
+    let mut best: Option<(u8, f32)> = None;
     for v in headers.get_all(header::ACCEPT) {
         let Ok(v) = v.to_str() else { continue };
         for item in v.split(',') {
-            let mt = item.split(';').next().unwrap_or("").trim();
+            let mut parts = item.split(';');
+            let mt = parts.next().unwrap_or("").trim();
             if mt.is_empty() {
                 continue;
             }
             any = true;
-            if mt == "*/*" || mt.eq_ignore_ascii_case(media_type) || mt == "application/*" {
-                return true;
+            let specificity = if mt.eq_ignore_ascii_case(media_type) {
+                3
+            } else if mt.strip_suffix("/*").is_some_and(|t| t.eq_ignore_ascii_case(main_type)) {
+                2
+            } else if mt == "*/*" {
+                1
+            } else {
+                continue;
+            };
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            if best.map_or(true, |(s, _)| specificity > s) {
+                best = Some((specificity, q));
             }
         }
     }
-    !any
+    match best {
+        Some((_, q)) => q > 0.0,
+        None => !any,
+    }
 }
 
 #[cfg(test)]
@@ -124,5 +146,12 @@ mod tests {
         ));
         assert!(accepts(&h(&[("accept", &format!("text/x, {oci}; q=0.5"))]), oci));
         assert!(!accepts(&h(&[("accept", "application/vnd.docker.distribution.manifest.v2+json")]), oci));
+        assert!(accepts(&h(&[("accept", "application/*")]), oci));
+        // q=0 refuses, and the most specific entry wins over a wildcard.
+        assert!(!accepts(&h(&[("accept", &format!("{oci};q=0"))]), oci));
+        assert!(!accepts(&h(&[("accept", &format!("*/*, {oci}; q=0"))]), oci));
+        assert!(!accepts(&h(&[("accept", "application/*;q=0")]), oci));
+        assert!(accepts(&h(&[("accept", &format!("*/*;q=0, {oci};q=0.1"))]), oci));
+        assert!(accepts(&h(&[("accept", &format!("{oci};q=0.001"))]), oci));
     }
 }

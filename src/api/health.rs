@@ -13,13 +13,15 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-/// Ready when the store answers a listing of its root.
+/// Ready when the store answers a listing and can take a write (a full
+/// disk, exhausted inodes or a read-only mount make it unready).
 pub async fn readyz(reg: Reg) -> HttpResponse {
-    match reg.catalog(Some(1), None).await {
-        Ok(_) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
+    match reg.check_ready().await {
+        Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            HttpResponse::ServiceUnavailable().content_type("text/plain").body("storage unavailable\n")
+            let why = e.client_message();
+            HttpResponse::ServiceUnavailable().content_type("text/plain").body(format!("not ready: {why}\n"))
         }
     }
 }

@@ -3,9 +3,10 @@
 
 use actix_web::http::header;
 use actix_web::HttpResponse;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::json;
 
-use crate::oci::OciCode;
+use crate::oci::{OciCode, RepoName};
 use crate::registry::Route;
 
 use super::{ApiError, Params, Reg};
@@ -22,22 +23,29 @@ fn page_size(p: &Params) -> Result<Option<usize>, ApiError> {
     })
 }
 
+/// `path` may carry a query already (`?ns=`); the page parameters join it.
 fn next_link(path: &str, n: Option<usize>, items: &[String], more: bool) -> Option<String> {
     let (n, last) = (n?, items.last()?);
     more.then(|| {
-        let last = percent_encoding::utf8_percent_encode(last, percent_encoding::NON_ALPHANUMERIC);
-        format!("<{path}?n={n}&last={last}>; rel=\"next\"")
+        let last = utf8_percent_encode(last, NON_ALPHANUMERIC);
+        let sep = if path.contains('?') { '&' } else { '?' };
+        format!("<{path}{sep}n={n}&last={last}>; rel=\"next\"")
     })
 }
 
-pub async fn tags(reg: &Reg, route: &Route, p: &Params) -> Result<HttpResponse, ApiError> {
+/// The tags of `name` (as the client named it, whatever store serves it).
+pub async fn tags(reg: &Reg, name: &RepoName, route: &Route, p: &Params) -> Result<HttpResponse, ApiError> {
     let n = page_size(p)?;
     let (tags, more) = reg.list_tags(route, n, p.last.as_deref()).await?;
     let mut resp = HttpResponse::Ok();
-    if let Some(link) = next_link(&format!("/v2/{}/tags/list", route.storage()), n, &tags, more) {
+    let path = match &p.ns {
+        Some(ns) => format!("/v2/{name}/tags/list?ns={}", utf8_percent_encode(ns, NON_ALPHANUMERIC)),
+        None => format!("/v2/{name}/tags/list"),
+    };
+    if let Some(link) = next_link(&path, n, &tags, more) {
         resp.insert_header((header::LINK, link));
     }
-    Ok(resp.json(json!({ "name": route.storage().as_str(), "tags": tags })))
+    Ok(resp.json(json!({ "name": name.as_str(), "tags": tags })))
 }
 
 pub async fn catalog(reg: &Reg, p: &Params) -> Result<HttpResponse, ApiError> {

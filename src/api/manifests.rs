@@ -1,14 +1,18 @@
 //! `GET`/`HEAD`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`.
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use futures::StreamExt;
+
+use crate::oci::OciCode;
+use crate::store::BodyError;
 
 use crate::oci::{Reference, RepoName};
 use crate::registry::{RegistryError, Route};
 
 use super::headers::{accepts, content_type, DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
+use super::uploads::Body;
 use super::{ApiError, Reg};
 
 pub async fn get(req: &HttpRequest, reg: &Reg, route: &Route, r: &Reference) -> Result<HttpResponse, ApiError> {
@@ -29,11 +33,13 @@ pub async fn get(req: &HttpRequest, reg: &Reg, route: &Route, r: &Reference) -> 
 }
 
 /// Reads the manifest body, refusing it as soon as it passes the limit.
-async fn read_limited(mut body: web::Payload, limit: u64) -> Result<bytes::Bytes, ApiError> {
+async fn read_limited(body: impl Body, limit: u64) -> Result<bytes::Bytes, ApiError> {
+    let mut body = std::pin::pin!(body);
     let mut buf = BytesMut::new();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::BadRequest(crate::oci::OciCode::ManifestInvalid, format!("request body failed: {e}"))
+        let chunk = chunk.map_err(|e| match e {
+            BodyError::TimedOut(_) => ApiError::BadRequest(OciCode::RequestTimeout, e.to_string()),
+            BodyError::Broken(_) => ApiError::BadRequest(OciCode::ManifestInvalid, e.to_string()),
         })?;
         if (buf.len() + chunk.len()) as u64 > limit {
             return Err(RegistryError::ManifestTooLarge { limit }.into());
@@ -45,7 +51,7 @@ async fn read_limited(mut body: web::Payload, limit: u64) -> Result<bytes::Bytes
 
 pub async fn put(
     req: &HttpRequest,
-    body: web::Payload,
+    body: impl Body,
     reg: &Reg,
     name: &RepoName,
     r: &Reference,

@@ -1,40 +1,38 @@
 //! The actix-web edge: the route table, and one dispatcher that turns a
-//! `/v2/…` request into an `Endpoint` and hands it to a handler. Handlers
-//! parse headers and query, make one registry call, and build the response.
+//! `/v2/…` request into an `Endpoint` and an `Action`, asks the registry
+//! where (and whether) the request is served, and hands it to a handler.
+//! Handlers parse headers and query, make one registry call, and build the response.
 
 mod blobs;
+mod body;
 pub mod error;
 pub mod headers;
 mod health;
 mod listing;
 mod manifests;
+pub mod params;
 mod referrers;
 pub mod route;
 mod uploads;
 
+use std::time::Duration;
+
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
 
 pub use error::ApiError;
+pub use params::Params;
 use route::{Endpoint, RouteError};
 
-use crate::registry::Registry;
+use crate::registry::{Action, Registry};
 
 pub type Reg = web::Data<Registry>;
 
-/// Query parameters any `/v2/` endpoint may take.
-#[derive(Debug, Default, Deserialize)]
-pub struct Params {
-    pub digest: Option<String>,
-    pub mount: Option<String>,
-    pub from: Option<String>,
-    pub n: Option<String>,
-    pub last: Option<String>,
-    #[serde(rename = "artifactType")]
-    pub artifact_type: Option<String>,
-    /// The registry a mirror request is for (containerd's `?ns=`).
-    pub ns: Option<String>,
+/// What the edge itself needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// See `server.body_timeout`.
+    pub body_timeout: Duration,
 }
 
 /// Registers every route of the server.
@@ -50,7 +48,12 @@ fn tail(req: &HttpRequest) -> String {
     percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned()
 }
 
-async fn dispatch(req: HttpRequest, body: web::Payload, reg: Reg) -> Result<HttpResponse, ApiError> {
+async fn dispatch(
+    req: HttpRequest,
+    payload: web::Payload,
+    reg: Reg,
+    edge: web::Data<EdgeConfig>,
+) -> Result<HttpResponse, ApiError> {
     let endpoint = match Endpoint::parse(&tail(&req)) {
         Ok(e) => e,
         Err(RouteError::NotFound) => return Err(ApiError::NotFound),
@@ -60,48 +63,42 @@ async fn dispatch(req: HttpRequest, body: web::Payload, reg: Reg) -> Result<Http
             return Err(crate::registry::RegistryError::ManifestUnknown(format!("{name}: {}", e.message)).into())
         }
     };
-    let params = web::Query::<Params>::from_query(req.query_string())
-        .map(|q| q.into_inner())
-        .map_err(|e| ApiError::BadRequest(crate::oci::OciCode::Unsupported, format!("invalid query: {e}")))?;
-    let m = req.method().clone();
+    let action =
+        route::action(&endpoint, req.method()).ok_or_else(|| ApiError::MethodNotAllowed(req.method().to_string()))?;
+    let params = Params::parse(req.query_string())?;
     let ns = params.ns.as_deref();
-    let not_allowed = || Err(ApiError::MethodNotAllowed(req.method().to_string()));
-    let reading = m == Method::GET || m == Method::HEAD;
+    let body = body::timed(payload, edge.body_timeout);
+    let owner = Registry::upload_owner(req.peer_addr());
+    let m = req.method();
     match endpoint {
-        Endpoint::Base if reading => Ok(health::base()),
-        Endpoint::Catalog if m == Method::GET => listing::catalog(&reg, &params).await,
-        Endpoint::Tags(name) if m == Method::GET => listing::tags(&reg, &reg.route(&name, ns).await?, &params).await,
-        Endpoint::Referrers(name, d) if m == Method::GET => {
-            referrers::get(&reg, &reg.route(&name, ns).await?, &d, &params).await
+        Endpoint::Base => Ok(health::base()),
+        Endpoint::Catalog => listing::catalog(&reg, &params).await,
+        Endpoint::Tags(name) => listing::tags(&reg, &name, &reg.route(&name, ns, action).await?, &params).await,
+        Endpoint::Referrers(name, d) => referrers::get(&reg, &reg.route(&name, ns, action).await?, &d, &params).await,
+        Endpoint::Manifest(name, r) if action == Action::Pull => {
+            manifests::get(&req, &reg, &reg.route(&name, ns, action).await?, &r).await
         }
-        Endpoint::Manifest(name, r) if reading => manifests::get(&req, &reg, &reg.route(&name, ns).await?, &r).await,
-        Endpoint::Blob(name, d) if reading => blobs::get(&req, &reg, &reg.route(&name, ns).await?, &d).await,
-        Endpoint::Manifest(name, r) if m == Method::PUT => {
-            reg.check_push(&name, ns).await?;
-            manifests::put(&req, body, &reg, &name, &r).await
+        Endpoint::Blob(name, d) if action == Action::Pull => {
+            blobs::get(&req, &reg, &reg.route(&name, ns, action).await?, &d).await
         }
-        Endpoint::Manifest(name, r) if m == Method::DELETE => {
-            reg.check_writable(&name, ns)?;
-            manifests::delete(&reg, &name, &r).await
+        Endpoint::Manifest(name, r) if action == Action::Push => {
+            let repo = reg.writable(&name, ns, action).await?;
+            manifests::put(&req, body, &reg, &repo, &r).await
         }
-        Endpoint::Blob(name, d) if m == Method::DELETE => {
-            reg.check_writable(&name, ns)?;
-            blobs::delete(&reg, &name, &d).await
+        Endpoint::Manifest(name, r) => manifests::delete(&reg, &reg.writable(&name, ns, action).await?, &r).await,
+        Endpoint::Blob(name, d) => blobs::delete(&reg, &reg.writable(&name, ns, action).await?, &d).await,
+        Endpoint::Uploads(name) => {
+            let repo = reg.writable(&name, ns, action).await?;
+            uploads::start(body, &reg, &repo, &params, owner).await
         }
-        Endpoint::Uploads(name) if m == Method::POST => {
-            reg.check_push(&name, ns).await?;
-            uploads::start(body, &reg, &name, &params).await
-        }
-        Endpoint::Upload(name, id) if [Method::GET, Method::PATCH, Method::PUT, Method::DELETE].contains(&m) => {
-            // A session exists only after a POST, which already made the name local.
-            reg.check_writable(&name, ns)?;
-            match m {
-                Method::GET => uploads::status(&reg, &name, &id).await,
-                Method::PATCH => uploads::patch(&req, body, &reg, &name, &id).await,
-                Method::PUT => uploads::put(&req, body, &reg, &name, &id, &params).await,
-                _ => uploads::cancel(&reg, &name, &id).await,
+        Endpoint::Upload(name, id) => {
+            let repo = reg.writable(&name, ns, action).await?;
+            match *m {
+                Method::GET => uploads::status(&reg, &repo, &id).await,
+                Method::PATCH => uploads::patch(&req, body, &reg, &repo, &id).await,
+                Method::PUT => uploads::put(&req, body, &reg, &repo, &id, &params).await,
+                _ => uploads::cancel(&reg, &repo, &id).await,
             }
         }
-        _ => not_allowed(),
     }
 }

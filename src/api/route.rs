@@ -2,7 +2,10 @@
 //! `Endpoint` with a validated name and reference. Parsed from the right,
 //! because repository names may contain `/` and words like `blobs`.
 
+use actix_web::http::Method;
+
 use crate::oci::{Digest, ParseError, Reference, RepoName};
+use crate::registry::Action;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
@@ -81,6 +84,24 @@ impl Endpoint {
     }
 }
 
+/// What a request does: the `Action` the name-space policy (and access
+/// control) judges, or `None` when the method is not served on the endpoint.
+pub fn action(endpoint: &Endpoint, method: &Method) -> Option<Action> {
+    let reading = method == Method::GET || method == Method::HEAD;
+    match endpoint {
+        Endpoint::Base | Endpoint::Manifest(..) | Endpoint::Blob(..) if reading => Some(Action::Pull),
+        Endpoint::Catalog | Endpoint::Tags(_) | Endpoint::Referrers(..) if method == Method::GET => Some(Action::Pull),
+        Endpoint::Manifest(..) if method == Method::PUT => Some(Action::Push),
+        Endpoint::Manifest(..) | Endpoint::Blob(..) if method == Method::DELETE => Some(Action::Delete),
+        Endpoint::Uploads(_) if method == Method::POST => Some(Action::Push),
+        // Status, chunks, the final PUT and cancelling all belong to the pushing client.
+        Endpoint::Upload(..) if [Method::GET, Method::PATCH, Method::PUT, Method::DELETE].contains(method) => {
+            Some(Action::Push)
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +135,35 @@ mod tests {
     }
 
     #[test]
+    fn actions_by_endpoint_and_method() {
+        let d: Digest = D.parse().unwrap();
+        let m = Endpoint::Manifest(name("a"), Reference::Digest(d.clone()));
+        let b = Endpoint::Blob(name("a"), d);
+        let up = Endpoint::Upload(name("a"), "id".into());
+        let cases = [
+            (&m, Method::GET, Some(Action::Pull)),
+            (&m, Method::HEAD, Some(Action::Pull)),
+            (&m, Method::PUT, Some(Action::Push)),
+            (&m, Method::DELETE, Some(Action::Delete)),
+            (&m, Method::POST, None),
+            (&b, Method::HEAD, Some(Action::Pull)),
+            (&b, Method::DELETE, Some(Action::Delete)),
+            (&b, Method::PUT, None),
+            (&up, Method::PATCH, Some(Action::Push)),
+            (&up, Method::DELETE, Some(Action::Push)),
+            (&up, Method::POST, None),
+            (&Endpoint::Uploads(name("a")), Method::POST, Some(Action::Push)),
+            (&Endpoint::Tags(name("a")), Method::GET, Some(Action::Pull)),
+            (&Endpoint::Tags(name("a")), Method::DELETE, None),
+            (&Endpoint::Catalog, Method::GET, Some(Action::Pull)),
+            (&Endpoint::Base, Method::HEAD, Some(Action::Pull)),
+        ];
+        for (e, method, want) in cases {
+            assert_eq!(action(e, &method), want, "{e:?} {method}");
+        }
+    }
+
+    #[test]
     fn names_may_contain_endpoint_words() {
         let d: Digest = D.parse().unwrap();
         assert_eq!(Endpoint::parse(&format!("blobs/blobs/{D}")), Ok(Endpoint::Blob(name("blobs"), d)));
@@ -135,5 +185,7 @@ mod tests {
         assert_eq!(code("a/blobs/md5:00"), OciCode::DigestInvalid);
         assert!(matches!(Endpoint::parse("a/manifests/-bad"), Err(RouteError::InvalidTag(_, _))));
         assert_eq!(code("a/manifests/sha256:00"), OciCode::DigestInvalid);
+        assert_eq!(code(&format!("{}/manifests/latest", "a".repeat(300))), OciCode::NameInvalid);
+        assert_eq!(code(&format!("{}/blobs/uploads/", ["abc"; 80].join("/"))), OciCode::NameInvalid);
     }
 }

@@ -1,12 +1,16 @@
 //! Blob uploads: `POST …/blobs/uploads/` (session, monolithic, mount),
 //! `PATCH`/`PUT`/`GET`/`DELETE …/blobs/uploads/<id>`.
 
+use std::net::IpAddr;
+
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
+use bytes::Bytes;
+use futures::Stream;
 
 use crate::oci::{Digest, OciCode, RepoName};
 use crate::registry::UploadStart;
-use crate::store::UploadStatus;
+use crate::store::{BodyError, UploadStatus};
 
 use super::headers::{chunk_range, content_length, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, OCI_CHUNK_MIN_LENGTH};
 use super::{ApiError, Params, Reg};
@@ -39,17 +43,27 @@ fn digest_param(p: &Params) -> Result<Digest, ApiError> {
     Ok(d.parse()?)
 }
 
-pub async fn start(body: web::Payload, reg: &Reg, name: &RepoName, p: &Params) -> Result<HttpResponse, ApiError> {
+/// A request body, as the store reads it.
+pub trait Body: Stream<Item = Result<Bytes, BodyError>> {}
+impl<S: Stream<Item = Result<Bytes, BodyError>>> Body for S {}
+
+pub async fn start(
+    body: impl Body,
+    reg: &Reg,
+    name: &RepoName,
+    p: &Params,
+    owner: Option<IpAddr>,
+) -> Result<HttpResponse, ApiError> {
     if p.digest.is_some() {
         let d = digest_param(p)?;
-        reg.upload_blob(name, body, &d).await?;
+        reg.upload_blob(name, body, &d, owner).await?;
         return Ok(created(name, &d));
     }
     let mount = match &p.mount {
         Some(m) => Some((m.parse::<Digest>()?, p.from.as_deref().map(str::parse::<RepoName>).transpose()?)),
         None => None,
     };
-    match reg.start_upload(name, mount).await? {
+    match reg.start_upload(name, mount, owner).await? {
         UploadStart::Mounted(d) => Ok(created(name, &d)),
         UploadStart::Session(s) => {
             Ok(session(StatusCode::ACCEPTED, name, &s).insert_header((OCI_CHUNK_MIN_LENGTH, CHUNK_MIN_LENGTH)).finish())
@@ -59,7 +73,7 @@ pub async fn start(body: web::Payload, reg: &Reg, name: &RepoName, p: &Params) -
 
 pub async fn patch(
     req: &HttpRequest,
-    body: web::Payload,
+    body: impl Body,
     reg: &Reg,
     name: &RepoName,
     id: &str,
@@ -79,7 +93,7 @@ pub async fn patch(
 
 pub async fn put(
     req: &HttpRequest,
-    body: web::Payload,
+    body: impl Body,
     reg: &Reg,
     name: &RepoName,
     id: &str,

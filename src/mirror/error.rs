@@ -1,7 +1,12 @@
-//! Errors of the upstream side. Cloneable: one failed fetch is reported to
-//! every client waiting on it.
+//! Errors of the upstream side, classified here: each knows its OCI code and
+//! whether a cached copy may stand in for the upstream (stale-if-error).
+//! Cloneable: one failed fetch is reported to every client waiting on it.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::oci::OciCode;
+use crate::store::StoreError;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum MirrorError {
@@ -24,7 +29,9 @@ pub enum MirrorError {
     #[error("upstream {host}: {reason}")]
     Protocol { host: String, reason: String },
     #[error("storing upstream content failed: {0}")]
-    Store(String),
+    Store(Arc<StoreError>),
+    #[error("the upstream fetch ended without a result (its task stopped)")]
+    Aborted,
 }
 
 impl MirrorError {
@@ -37,11 +44,52 @@ impl MirrorError {
             _ => false,
         }
     }
+
+    pub fn code(&self) -> OciCode {
+        match self {
+            MirrorError::TooManyRequests { .. } => OciCode::TooManyRequests,
+            MirrorError::Timeout { .. } => OciCode::UpstreamTimeout,
+            MirrorError::Status { status: 503, .. } => OciCode::Unavailable,
+            // A 404 the registry did not turn into its own "unknown" (it does for manifests and blobs).
+            MirrorError::NotFound { .. } => OciCode::NameUnknown,
+            MirrorError::Store(e) => e.code(),
+            MirrorError::Aborted => OciCode::Internal,
+            MirrorError::Unreachable { .. }
+            | MirrorError::Status { .. }
+            | MirrorError::Unauthorized { .. }
+            | MirrorError::DigestMismatch { .. }
+            | MirrorError::SizeMismatch { .. }
+            | MirrorError::Protocol { .. } => OciCode::Upstream,
+        }
+    }
+
+    pub fn client_message(&self) -> String {
+        match self {
+            MirrorError::Store(e) => e.client_message(),
+            MirrorError::Aborted => OciCode::Internal.message().into(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn is_server_fault(&self) -> bool {
+        match self {
+            MirrorError::Store(e) => e.is_server_fault(),
+            MirrorError::Aborted => true,
+            _ => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<&str> {
+        match self {
+            MirrorError::TooManyRequests { retry_after, .. } => retry_after.as_deref(),
+            _ => None,
+        }
+    }
 }
 
-impl From<crate::store::StoreError> for MirrorError {
-    fn from(e: crate::store::StoreError) -> Self {
-        MirrorError::Store(e.to_string())
+impl From<StoreError> for MirrorError {
+    fn from(e: StoreError) -> Self {
+        MirrorError::Store(Arc::new(e))
     }
 }
 

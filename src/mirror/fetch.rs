@@ -3,8 +3,10 @@
 //! on a watch channel. Every client, the first included, reads from that
 //! growing file, so each sees bytes as they arrive, none waits for the whole
 //! blob, and the fetch completes (and is kept) even if every client leaves.
-//! The last byte of the body is released only once the digest is verified:
-//! a mismatch aborts the ingest and cuts every client's response short.
+//! The last byte of a body is released only once the digest is verified, so a
+//! mismatch cuts every client's response short; a client that wants a range
+//! or a size waits for the verification before it is told anything.
+//! A fetch leaves the in-flight map however its task ends, a panic included.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,13 +28,14 @@ const WRITE_BATCH: usize = 1024 * 1024;
 pub enum Phase {
     /// Waiting for the upstream's response headers.
     Connecting,
-    /// Receiving the body: `total` bytes announced, `written` on disk so far.
+    /// Receiving the body: `total` bytes announced (if the upstream said),
+    /// `written` on disk so far.
     Receiving {
         total: Option<u64>,
         written: u64,
         file: Arc<dyn RandomRead>,
     },
-    /// Verified and committed to the store.
+    /// Verified (digest and size); committing to the store follows.
     Done {
         total: u64,
         file: Arc<dyn RandomRead>,
@@ -40,10 +43,22 @@ pub enum Phase {
     Failed(MirrorError),
 }
 
+/// Repositories besides the fetch's own that get the blob linked once it is stored.
+#[derive(Default)]
+struct Links {
+    repos: Vec<RepoName>,
+    /// The blob is stored and the list was served: later askers link themselves.
+    closed: bool,
+}
+
 /// One in-flight upstream fetch of a blob.
 pub struct Fetch {
     pub digest: Digest,
+    /// The upstream host and repository the bytes come from.
+    pub host: String,
+    pub remote: String,
     phase: watch::Receiver<Phase>,
+    links: Mutex<Links>,
 }
 
 /// In-flight fetches by digest, owned by the `Mirror`.
@@ -58,33 +73,73 @@ pub struct FetchJob {
     pub digest: Digest,
 }
 
-/// Joins the fetch of `job.digest` in flight, or starts one.
-pub fn join_or_start(inflight: &Inflight, job: FetchJob) -> Arc<Fetch> {
+/// The task's hold on its map entry and its channel: dropped when the task
+/// ends in any way (a panic unwinds through it too), it reports a fetch that
+/// never finished as failed and takes the entry out of the map.
+struct Entry {
+    inflight: Inflight,
+    fetch: Arc<Fetch>,
+    tx: watch::Sender<Phase>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.tx.send_if_modified(|p| match p {
+            Phase::Connecting | Phase::Receiving { .. } => {
+                *p = Phase::Failed(MirrorError::Aborted);
+                true
+            }
+            Phase::Done { .. } | Phase::Failed(_) => false,
+        });
+        self.fetch.close_links();
+        if let Ok(mut map) = self.inflight.lock() {
+            if map.get(&self.fetch.digest).is_some_and(|f| Arc::ptr_eq(f, &self.fetch)) {
+                map.remove(&self.fetch.digest);
+            }
+        }
+    }
+}
+
+/// Joins the fetch of `job.digest` in flight (whatever repository it is for:
+/// the caller checks that first), or starts one. Returns the fetch and
+/// whether it was already running.
+pub fn join_or_start(inflight: &Inflight, job: FetchJob) -> (Arc<Fetch>, bool) {
     let mut map = inflight.lock().unwrap();
     if let Some(f) = map.get(&job.digest) {
-        return f.clone();
+        return (f.clone(), true);
     }
     let (tx, rx) = watch::channel(Phase::Connecting);
-    let fetch = Arc::new(Fetch { digest: job.digest.clone(), phase: rx });
+    let fetch = Arc::new(Fetch {
+        digest: job.digest.clone(),
+        host: job.upstream.host.clone(),
+        remote: job.remote.clone(),
+        phase: rx,
+        links: Mutex::default(),
+    });
     map.insert(job.digest.clone(), fetch.clone());
     drop(map);
-    let inflight = inflight.clone();
-    let me = fetch.clone();
+    let entry = Entry { inflight: inflight.clone(), fetch: fetch.clone(), tx };
     // Spawned, not awaited: the fetch outlives the request that started it.
     actix_web::rt::spawn(async move {
-        let digest = job.digest.clone();
-        let host = job.upstream.host.clone();
-        let result = run(job, &tx).await;
-        if let Err(e) = &result {
-            tracing::warn!(upstream = %host, %digest, error = %e, "blob fetch failed");
-            tx.send_replace(Phase::Failed(e.clone()));
+        let (digest, host) = (job.digest.clone(), job.upstream.host.clone());
+        let store = job.store.clone();
+        let result = run(job, &entry.tx).await;
+        match result {
+            Ok(()) => {
+                for repo in entry.fetch.close_links() {
+                    if let Err(e) = store.link_blob(&repo, &digest).await {
+                        tracing::warn!(%repo, %digest, error = %e, "could not link a fetched blob");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %host, %digest, error = %e, "blob fetch failed");
+                entry.tx.send_replace(Phase::Failed(e));
+            }
         }
-        let mut map = inflight.lock().unwrap();
-        if map.get(&digest).is_some_and(|f| Arc::ptr_eq(f, &me)) {
-            map.remove(&digest);
-        }
+        drop(entry);
     });
-    fetch
+    (fetch, false)
 }
 
 async fn run(job: FetchJob, tx: &watch::Sender<Phase>) -> MirrorResult<()> {
@@ -153,7 +208,27 @@ fn mismatch(up: &Upstream, e: crate::store::StoreError) -> MirrorError {
 }
 
 impl Fetch {
-    /// Waits for the upstream's answer: the blob's size if announced, or the failure.
+    /// Links the blob into `repo` too once it is stored; `false` when it is
+    /// stored already (the caller links it itself).
+    pub fn also_link(&self, repo: RepoName) -> bool {
+        let mut links = self.links.lock().unwrap();
+        if links.closed {
+            return false;
+        }
+        if !links.repos.contains(&repo) {
+            links.repos.push(repo);
+        }
+        true
+    }
+
+    fn close_links(&self) -> Vec<RepoName> {
+        let mut links = self.links.lock().unwrap();
+        links.closed = true;
+        std::mem::take(&mut links.repos)
+    }
+
+    /// Waits for the upstream's answer: the size it announced (`None` for a
+    /// body without Content-Length), or the failure.
     pub async fn size(&self) -> MirrorResult<Option<u64>> {
         let mut rx = self.phase.clone();
         loop {
@@ -164,43 +239,56 @@ impl Fetch {
                 Phase::Failed(e) => return Err(e.clone()),
             }
             if rx.changed().await.is_err() {
-                return Err(MirrorError::Store("the fetch ended without a result".into()));
+                return Err(MirrorError::Aborted);
             }
         }
     }
 
-    /// Streams `[start, end)` (or to the end of the blob) as the bytes arrive.
-    /// Ends in an error, cutting the client's response short, if the fetch fails.
-    pub fn tail(&self, start: u64, end: Option<u64>) -> ByteStream {
+    /// Waits until the whole blob is verified: its size and a reader of it.
+    /// A client that is told anything before the end (a range, a size) waits here.
+    pub async fn verified(&self) -> MirrorResult<(u64, Arc<dyn RandomRead>)> {
+        let mut rx = self.phase.clone();
+        loop {
+            match &*rx.borrow_and_update() {
+                Phase::Connecting | Phase::Receiving { .. } => {}
+                Phase::Done { total, file } => return Ok((*total, file.clone())),
+                Phase::Failed(e) => return Err(e.clone()),
+            }
+            if rx.changed().await.is_err() {
+                return Err(MirrorError::Aborted);
+            }
+        }
+    }
+
+    /// Streams the whole blob as the bytes arrive. The last byte on disk is
+    /// held back until the digest is verified, so no client ever receives a
+    /// complete body that was not checked; a failed fetch ends the stream in
+    /// an error, cutting the client's response short.
+    pub fn tail(&self) -> ByteStream {
         let rx = self.phase.clone();
-        futures::stream::try_unfold((rx, start), move |(mut rx, pos)| async move {
+        futures::stream::try_unfold((rx, 0u64), move |(mut rx, pos)| async move {
             loop {
                 let phase = rx.borrow_and_update().clone();
                 let (available, complete, file) = match phase {
-                    Phase::Connecting => (0, None, None),
-                    // The last byte is held back until the digest is verified:
-                    // no client ever receives a complete body that was not checked.
+                    Phase::Connecting => (0, false, None),
                     Phase::Receiving { written, total, file } => {
-                        (total.map_or(written, |t| written.min(t.saturating_sub(1))), None, Some(file))
+                        // Without a Content-Length any byte may be the last one.
+                        let releasable = total.map_or(written.saturating_sub(1), |t| written.min(t.saturating_sub(1)));
+                        (releasable, false, Some(file))
                     }
-                    Phase::Done { total, file } => (total, Some(total), Some(file)),
+                    Phase::Done { total, file } => (total, true, Some(file)),
                     Phase::Failed(e) => return Err(std::io::Error::other(e.to_string())),
                 };
-                let limit = match (end, complete) {
-                    (Some(e), _) => e,
-                    (None, Some(total)) => total,
-                    (None, None) => u64::MAX,
-                };
-                if pos >= limit {
-                    return Ok(None);
-                }
                 if let (true, Some(file)) = (pos < available, file) {
-                    let want = (available.min(limit) - pos).min(READ_CHUNK as u64) as usize;
+                    let want = (available - pos).min(READ_CHUNK as u64) as usize;
                     let bytes = file.read_at(pos, want).await?;
+                    if bytes.is_empty() {
+                        return Err(std::io::Error::other("the fetched file is shorter than what was written"));
+                    }
                     let next = pos + bytes.len() as u64;
                     return Ok(Some((bytes, (rx, next))));
                 }
-                if complete.is_some() {
+                if complete {
                     return Ok(None);
                 }
                 if rx.changed().await.is_err() {

@@ -62,6 +62,11 @@ impl Mirror {
         self.upstreams.get(host).cloned()
     }
 
+    /// The configured upstream hosts.
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.upstreams.keys().map(String::as_str)
+    }
+
     /// GETs a manifest and checks its digest: against the reference if it is
     /// one, else against `Docker-Content-Digest` when the upstream sends it.
     pub async fn fetch_manifest(
@@ -119,8 +124,9 @@ impl Mirror {
         content_length(&resp).ok_or_else(|| up.protocol("blob HEAD without Content-Length".into()))
     }
 
-    /// The single fetch of blob `d` into `storage`, joined if one is in flight.
-    pub fn fetch_blob(&self, up: Arc<Upstream>, remote: &str, storage: &RepoName, d: &Digest) -> Arc<Fetch> {
+    /// The single fetch of blob `d` into `storage`, or the one in flight
+    /// (possibly for another repository; `true` then).
+    pub fn fetch_blob(&self, up: Arc<Upstream>, remote: &str, storage: &RepoName, d: &Digest) -> (Arc<Fetch>, bool) {
         fetch::join_or_start(
             &self.inflight,
             fetch::FetchJob {

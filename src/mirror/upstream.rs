@@ -117,19 +117,24 @@ impl Upstream {
 
     /// Sends a request for `path` (under the upstream URL) with the
     /// credentials `scope` needs, answering a 401 challenge once: a stale
-    /// cached token is dropped and a fresh one fetched.
+    /// cached token is dropped and a fresh one fetched. However many requests
+    /// meet the challenge at once, the token for a scope is fetched once.
     pub async fn send(&self, method: Method, path: &str, accept: Option<&str>, scope: &str) -> MirrorResult<Response> {
         let url = format!("{}{path}", self.url);
-        let static_token = self.cfg.token.as_ref().map(|t| format!("Bearer {t}"));
-        let cached = match &static_token {
-            Some(t) => Some(t.clone()),
-            None => self.credentials.get(scope).await.map(|c| c.header.to_string()),
-        };
-        let resp = self.send_once(&method, &url, accept, cached.as_deref()).await?;
-        if resp.status() != StatusCode::UNAUTHORIZED || static_token.is_some() {
+        if let Some(t) = &self.cfg.token {
+            return self.send_once(&method, &url, accept, Some(&format!("Bearer {t}"))).await;
+        }
+        let cached = self.credentials.get(scope).await;
+        let resp = self.send_once(&method, &url, accept, cached.as_ref().map(|c| &*c.header)).await?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
-        self.credentials.invalidate(scope).await;
+        // Drop the credential that was refused, unless another request replaced it already.
+        if let Some(refused) = &cached {
+            if self.credentials.get(scope).await.is_some_and(|now| Arc::ptr_eq(&now.header, &refused.header)) {
+                self.credentials.invalidate(scope).await;
+            }
+        }
         let challenge = resp
             .headers()
             .get(header::WWW_AUTHENTICATE)
@@ -139,22 +144,11 @@ impl Upstream {
                 host: self.host.clone(),
                 reason: "401 without a usable challenge".into(),
             })?;
-        let credential = match challenge {
-            Challenge::Bearer { realm, service, scope: asked } => {
-                self.fetch_token(&realm, service.as_deref(), asked.as_deref().unwrap_or(scope)).await?
-            }
-            Challenge::Basic => Credential {
-                header: self
-                    .basic()
-                    .ok_or_else(|| MirrorError::Unauthorized {
-                        host: self.host.clone(),
-                        reason: "it asks for basic auth and no username is configured".into(),
-                    })?
-                    .into(),
-                ttl: BASIC_TTL,
-            },
-        };
-        self.credentials.insert(scope.to_string(), credential.clone()).await;
+        let credential = self
+            .credentials
+            .try_get_with(scope.to_string(), self.credential_for(challenge, scope))
+            .await
+            .map_err(|e| (*e).clone())?;
         let resp = self.send_once(&method, &url, accept, Some(&credential.header)).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             return Err(MirrorError::Unauthorized {
@@ -165,8 +159,29 @@ impl Upstream {
         Ok(resp)
     }
 
+    /// What answers `challenge`: a bearer token from its realm, or our basic credentials.
+    async fn credential_for(&self, challenge: Challenge, scope: &str) -> MirrorResult<Credential> {
+        match challenge {
+            Challenge::Bearer { realm, service, scope: asked } => {
+                self.fetch_token(&realm, service.as_deref(), asked.as_deref().unwrap_or(scope)).await
+            }
+            Challenge::Basic => Ok(Credential {
+                header: self
+                    .basic()
+                    .ok_or_else(|| MirrorError::Unauthorized {
+                        host: self.host.clone(),
+                        reason: "it asks for basic auth and no username is configured".into(),
+                    })?
+                    .into(),
+                ttl: BASIC_TTL,
+            }),
+        }
+    }
+
     /// The docker token flow: GET realm?service=…&scope=…, with our basic
-    /// credentials only when the realm is on the upstream's own site.
+    /// credentials only when the realm is on the upstream's own site. A token
+    /// endpoint that is down or rate limiting is the upstream being
+    /// unavailable (a cached copy may be served), not a refusal.
     async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> MirrorResult<Credential> {
         let mut query = vec![("scope", scope)];
         if let Some(s) = service {
@@ -181,13 +196,16 @@ impl Upstream {
             }
             None => {}
         }
-        let mut resp = req.send().await.map_err(|e| self.transport_error(e))?;
-        if !resp.status().is_success() {
-            return Err(MirrorError::Unauthorized {
-                host: self.host.clone(),
-                reason: format!("token endpoint {realm} answered {}", resp.status()),
-            });
+        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let status = resp.status();
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            return Err(self.status_error(status, resp.headers()));
         }
+        if !status.is_success() {
+            let reason = format!("token endpoint {realm} answered {status}");
+            return Err(MirrorError::Unauthorized { host: self.host.clone(), reason });
+        }
+        let mut resp = resp;
         let body = resp.body().limit(1 << 20).await.map_err(|e| self.protocol(format!("token response: {e}")))?;
         let parsed: TokenResponse =
             serde_json::from_slice(&body).map_err(|e| self.protocol(format!("token response is not JSON: {e}")))?;
@@ -206,17 +224,25 @@ impl Upstream {
         if status.is_success() {
             return Ok(resp);
         }
+        if status == StatusCode::NOT_FOUND {
+            return Err(MirrorError::NotFound { host: self.host.clone(), what: what() });
+        }
+        Err(self.status_error(status, resp.headers()))
+    }
+
+    /// A failed status as an error: rate limiting (with its Retry-After),
+    /// refused credentials, or any other status.
+    fn status_error(&self, status: StatusCode, headers: &awc::http::header::HeaderMap) -> MirrorError {
         let host = self.host.clone();
-        Err(match status {
-            StatusCode::NOT_FOUND => MirrorError::NotFound { host, what: what() },
+        match status {
             StatusCode::TOO_MANY_REQUESTS => MirrorError::TooManyRequests {
                 host,
-                retry_after: resp.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string),
+                retry_after: headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string),
             },
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 MirrorError::Unauthorized { host, reason: format!("HTTP {status}") }
             }
             _ => MirrorError::Status { host, status: status.as_u16() },
-        })
+        }
     }
 }

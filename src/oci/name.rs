@@ -16,6 +16,13 @@ impl RepoName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A name berth's storage mints for itself (mirrored content under
+    /// `_mirror/<host>/…`). It is deliberately outside the grammar, so that no
+    /// client request can ever name it; only `store::layout` calls this.
+    pub(crate) fn storage(s: String) -> RepoName {
+        RepoName(s)
+    }
 }
 
 impl fmt::Display for RepoName {

@@ -1,17 +1,21 @@
 //! Blob reads (local or mirrored), deletes, and uploads into local repositories.
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
 use futures::Stream;
 
 use crate::oci::{Digest, RepoName};
-use crate::store::{ByteStream, StoreError, UploadStatus};
+use crate::store::{BodyError, ByteStream, UploadStatus};
 
 use super::range::{ByteRange, RangeRequest};
-use super::{Registry, RegistryError, RegistryResult, Route};
+use super::{Action, Registry, RegistryError, RegistryResult, Route};
 
 /// A blob opened for reading.
 pub struct BlobRead {
-    pub size: u64,
+    /// The blob's size; `None` only while an upstream that sent no
+    /// Content-Length is still streaming it (the body is then sent chunked).
+    pub size: Option<u64>,
     pub range: Option<ByteRange>,
     pub body: ByteStream,
 }
@@ -33,12 +37,13 @@ pub(super) fn resolve_range(range: Option<RangeRequest>, size: u64) -> RegistryR
 impl Registry {
     /// Size of a blob `repo` links (from the cache when it can).
     pub(super) async fn local_blob_size(&self, repo: &RepoName, d: &Digest) -> RegistryResult<u64> {
-        let key = (repo.clone(), d.clone());
-        if let Some(size) = self.caches.blobs.get(&key).await {
+        let gens = &self.caches.generations;
+        if let Some(size) = self.caches.blobs.get(gens, repo, d).await {
             return Ok(size);
         }
+        let read_at = gens.current(repo);
         let size = self.store.linked_blob_size(repo, d).await?.ok_or_else(|| RegistryError::BlobUnknown(d.clone()))?;
-        self.caches.blobs.insert(key, size).await;
+        self.caches.blobs.insert(repo, d.clone(), size, read_at).await;
         Ok(size)
     }
 
@@ -63,13 +68,8 @@ impl Registry {
             Some(r) => self.store.open_blob(d, r.start, Some(r.end - r.start + 1)).await,
             None => self.store.open_blob(d, 0, None).await,
         };
-        let body = body.map_err(|e| match e {
-            StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                RegistryError::BlobUnknown(d.clone())
-            }
-            other => other.into(),
-        })?;
-        Ok(BlobRead { size, range, body })
+        let body = body.map_err(|e| if e.is_not_found() { RegistryError::BlobUnknown(d.clone()) } else { e.into() })?;
+        Ok(BlobRead { size: Some(size), range, body })
     }
 
     /// Size of a blob readable through `route`.
@@ -95,39 +95,49 @@ impl Registry {
     /// Unlinks a blob from `repo` (its data stays until garbage collection).
     pub async fn delete_blob(&self, repo: &RepoName, d: &Digest) -> RegistryResult<()> {
         self.check_delete()?;
-        let existed = self.store.unlink_blob(repo, d).await?;
-        self.caches.blobs.invalidate(&(repo.clone(), d.clone())).await;
-        if existed {
+        let _writing = self.locks.lock(repo).await;
+        let existed = self.store.unlink_blob(repo, d).await;
+        self.written(repo);
+        if existed? {
             Ok(())
         } else {
             Err(RegistryError::BlobUnknown(d.clone()))
         }
     }
 
-    /// Starts an upload, or mounts `mount` from repository `from` when that
-    /// repository links it (the blob then becomes readable in `repo` at once).
+    /// Starts an upload for the client at `owner`, or mounts `mount` from
+    /// repository `from` when the client may pull it there and it links the
+    /// blob (the blob then becomes readable in `repo` at once).
     pub async fn start_upload(
         &self,
         repo: &RepoName,
         mount: Option<(Digest, Option<RepoName>)>,
+        owner: Option<IpAddr>,
     ) -> RegistryResult<UploadStart> {
         if let Some((d, Some(from))) = mount {
             // A mirrored source (`library/busybox` that docker pulled through
             // this mirror) is mounted from where the store keeps it.
-            let from = self.route(&from, None).await?.storage().clone();
-            if self.store.linked_blob_size(&from, &d).await?.is_some() {
-                self.store.link_blob(repo, &d).await?;
-                return Ok(UploadStart::Mounted(d));
+            let from = match self.route(&from, None, Action::Pull).await {
+                Ok(route) => Some(route.storage().clone()),
+                Err(RegistryError::Denied(_)) => None,
+                Err(e) => return Err(e),
+            };
+            if let Some(from) = from {
+                if self.store.linked_blob_size(&from, &d).await?.is_some() {
+                    self.store.link_blob(repo, &d).await?;
+                    self.written(repo);
+                    return Ok(UploadStart::Mounted(d));
+                }
             }
         }
-        Ok(UploadStart::Session(self.store.start_upload(repo).await?))
+        Ok(UploadStart::Session(self.store.start_upload(repo, owner).await?))
     }
 
     pub async fn upload_status(&self, repo: &RepoName, id: &str) -> RegistryResult<UploadStatus> {
         Ok(self.store.upload_status(repo, id).await?)
     }
 
-    pub async fn append_upload<S, E>(
+    pub async fn append_upload<S>(
         &self,
         repo: &RepoName,
         id: &str,
@@ -136,15 +146,14 @@ impl Registry {
         body: S,
     ) -> RegistryResult<UploadStatus>
     where
-        S: Stream<Item = Result<Bytes, E>>,
-        E: std::fmt::Display,
+        S: Stream<Item = Result<Bytes, BodyError>>,
     {
         Ok(self.store.append_upload(repo, id, start, declared, body).await?)
     }
 
     /// Completes an upload with its last bytes; the blob is stored only if it
-    /// matches `digest`.
-    pub async fn finish_upload<S, E>(
+    /// matches `digest`. From then on `repo` holds pushed content.
+    pub async fn finish_upload<S>(
         &self,
         repo: &RepoName,
         id: &str,
@@ -153,22 +162,35 @@ impl Registry {
         digest: &Digest,
     ) -> RegistryResult<()>
     where
-        S: Stream<Item = Result<Bytes, E>>,
-        E: std::fmt::Display,
+        S: Stream<Item = Result<Bytes, BodyError>>,
     {
-        self.store.finish_upload(repo, id, start, body, digest).await?;
-        self.caches.blobs.invalidate(&(repo.clone(), digest.clone())).await;
+        let finished = self.store.finish_upload(repo, id, start, body, digest).await;
+        self.written(repo);
+        finished?;
         Ok(())
     }
 
-    /// Monolithic upload: one request carries the whole blob.
-    pub async fn upload_blob<S, E>(&self, repo: &RepoName, body: S, digest: &Digest) -> RegistryResult<()>
+    /// Monolithic upload: one request carries the whole blob. A failure
+    /// leaves no session behind (the client never learnt its id).
+    pub async fn upload_blob<S>(
+        &self,
+        repo: &RepoName,
+        body: S,
+        digest: &Digest,
+        owner: Option<IpAddr>,
+    ) -> RegistryResult<()>
     where
-        S: Stream<Item = Result<Bytes, E>>,
-        E: std::fmt::Display,
+        S: Stream<Item = Result<Bytes, BodyError>>,
     {
-        let session = self.store.start_upload(repo).await?;
-        self.finish_upload(repo, &session.id, None, body, digest).await
+        let session = self.store.start_upload(repo, owner).await?;
+        let result = self.finish_upload(repo, &session.id, None, body, digest).await;
+        if result.is_err() {
+            match self.store.cancel_upload(repo, &session.id).await {
+                Ok(()) | Err(crate::store::StoreError::UploadUnknown(_)) => {}
+                Err(e) => tracing::warn!(error = %e, "could not remove a failed monolithic upload"),
+            }
+        }
+        result
     }
 
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> RegistryResult<()> {

@@ -1,7 +1,10 @@
-//! Errors of the registry façade: the store's, plus the rules it applies.
+//! Errors of the registry façade: the store's and the mirror's (each already
+//! classified where it arose), plus the rules the façade applies. The API
+//! edge asks a `RegistryError` for its code and message and matches nothing
+//! below it.
 
 use crate::mirror::MirrorError;
-use crate::oci::{Digest, ParseError};
+use crate::oci::{Digest, OciCode, ParseError};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,59 @@ pub enum RegistryError {
     Denied(String),
     #[error(transparent)]
     Mirror(#[from] MirrorError),
+}
+
+impl RegistryError {
+    pub fn code(&self) -> OciCode {
+        match self {
+            RegistryError::Store(e) => e.code(),
+            RegistryError::Mirror(e) => e.code(),
+            RegistryError::Invalid(p) => p.code,
+            RegistryError::BlobUnknown(_) => OciCode::BlobUnknown,
+            RegistryError::ManifestUnknown(_) => OciCode::ManifestUnknown,
+            RegistryError::NameUnknown(_) => OciCode::NameUnknown,
+            RegistryError::ManifestBlobUnknown(_) => OciCode::ManifestBlobUnknown,
+            RegistryError::ManifestDigestMismatch { .. } => OciCode::DigestInvalid,
+            RegistryError::ManifestTooLarge { .. } => OciCode::TooLarge,
+            RegistryError::DeleteDisabled => OciCode::Unsupported,
+            RegistryError::RangeNotSatisfiable { .. } => OciCode::RangeInvalid,
+            RegistryError::Denied(_) => OciCode::Denied,
+        }
+    }
+
+    /// What the client is told (storage faults without their paths).
+    pub fn client_message(&self) -> String {
+        match self {
+            RegistryError::Store(e) => e.client_message(),
+            RegistryError::Mirror(e) => e.client_message(),
+            other => other.to_string(),
+        }
+    }
+
+    /// A fault on our side that deserves a log line with its detail.
+    pub fn is_server_fault(&self) -> bool {
+        match self {
+            RegistryError::Store(e) => e.is_server_fault(),
+            RegistryError::Mirror(e) => e.is_server_fault(),
+            _ => false,
+        }
+    }
+
+    /// `Retry-After` to send along (an upstream's rate limit).
+    pub fn retry_after(&self) -> Option<&str> {
+        match self {
+            RegistryError::Mirror(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+
+    /// The blob's size, for the `Content-Range: bytes */size` of a 416.
+    pub fn unsatisfiable_size(&self) -> Option<u64> {
+        match self {
+            RegistryError::RangeNotSatisfiable { size } => Some(*size),
+            _ => None,
+        }
+    }
 }
 
 pub type RegistryResult<T> = Result<T, RegistryError>;

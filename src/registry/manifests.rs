@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::cache::CachedManifest;
+use super::cache::CachedManifest;
 use crate::oci::{Digest, ManifestInfo, Reference, RepoName, Tag};
 
 use super::{Registry, RegistryError, RegistryResult, Route};
@@ -26,24 +26,26 @@ pub struct PushedManifest {
 
 impl Registry {
     pub(super) async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> RegistryResult<Digest> {
-        let key = (repo.clone(), tag.clone());
-        if let Some(d) = self.caches.tags.get(&key).await {
+        let gens = &self.caches.generations;
+        if let Some(d) = self.caches.tags.get(gens, repo, tag).await {
             return Ok(d);
         }
+        let read_at = gens.current(repo);
         let d =
             self.store.resolve_tag(repo, tag).await?.ok_or_else(|| RegistryError::ManifestUnknown(tag.to_string()))?;
-        self.caches.tags.insert(key, d.clone()).await;
+        self.caches.tags.insert(repo, tag.clone(), d.clone(), read_at).await;
         Ok(d)
     }
 
     pub(super) async fn has_manifest(&self, repo: &RepoName, d: &Digest) -> RegistryResult<bool> {
-        let key = (repo.clone(), d.clone());
-        if self.caches.revisions.contains_key(&key) {
+        let gens = &self.caches.generations;
+        if self.caches.revisions.get(gens, repo, d).await.is_some() {
             return Ok(true);
         }
+        let read_at = gens.current(repo);
         let found = self.store.has_manifest(repo, d).await?;
         if found {
-            self.caches.revisions.insert(key, ()).await;
+            self.caches.revisions.insert(repo, d.clone(), (), read_at).await;
         }
         Ok(found)
     }
@@ -96,7 +98,7 @@ impl Registry {
     }
 
     /// Writes a manifest (already verified) into `repo`, tags it if asked,
-    /// and brings the caches up to date.
+    /// and brings the caches up to date. The caller holds `repo`'s write lock.
     pub(super) async fn save_manifest(
         &self,
         repo: &RepoName,
@@ -105,11 +107,14 @@ impl Registry {
         info: ManifestInfo,
         tag: Option<&Tag>,
     ) -> RegistryResult<()> {
-        self.store.put_manifest(repo, digest, &bytes, tag).await?;
+        let saved = self.store.put_manifest(repo, digest, bytes.clone(), tag).await;
+        self.written(repo);
+        saved?;
+        let now = self.caches.generations.current(repo);
         self.caches.manifests.insert(digest.clone(), Arc::new(CachedManifest { bytes, info })).await;
-        self.caches.revisions.insert((repo.clone(), digest.clone()), ()).await;
+        self.caches.revisions.insert(repo, digest.clone(), (), now).await;
         if let Some(tag) = tag {
-            self.caches.tags.insert((repo.clone(), tag.clone()), digest.clone()).await;
+            self.caches.tags.insert(repo, tag.clone(), digest.clone(), now).await;
         }
         Ok(())
     }
@@ -137,6 +142,9 @@ impl Registry {
             }
             Reference::Tag(t) => (Digest::sha256_of(&bytes), Some(t)),
         };
+        // Checked and written under the repository's write lock: no DELETE
+        // of a referenced blob slips between the check and the write.
+        let _writing = self.locks.lock(repo).await;
         for b in &info.blobs {
             if self.linked_size(repo, b).await?.is_none() {
                 return Err(RegistryError::ManifestBlobUnknown(b.clone()));
@@ -152,26 +160,19 @@ impl Registry {
         Ok(PushedManifest { digest, subject })
     }
 
-    /// Deletes a tag, or a manifest by digest together with the tags on it.
+    /// Deletes a tag, or a manifest by digest together with the tags that
+    /// point at it when the delete runs. Ordered with every other write to
+    /// `repo`: a tag PUT that answered before is seen, one that comes after
+    /// is kept. Once this returns, no read returns what it removed.
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> RegistryResult<()> {
         self.check_delete()?;
-        match reference {
-            Reference::Tag(tag) => {
-                let existed = self.store.delete_tag(repo, tag).await?;
-                self.caches.tags.invalidate(&(repo.clone(), tag.clone())).await;
-                if !existed {
-                    return Err(RegistryError::ManifestUnknown(tag.to_string()));
-                }
-            }
-            Reference::Digest(d) => {
-                let removed = self.store.delete_manifest(repo, d).await?;
-                self.caches.revisions.invalidate(&(repo.clone(), d.clone())).await;
-                let removed = removed.ok_or_else(|| RegistryError::ManifestUnknown(d.to_string()))?;
-                for tag in removed {
-                    self.caches.tags.invalidate(&(repo.clone(), tag)).await;
-                }
-            }
-        }
-        Ok(())
+        let _writing = self.locks.lock(repo).await;
+        let result = match reference {
+            Reference::Tag(tag) => self.store.delete_tag(repo, tag).await.map(|existed| existed.then_some(())),
+            Reference::Digest(d) => self.store.delete_manifest(repo, d).await.map(|removed| removed.map(|_| ())),
+        };
+        // Whatever happened (a failure may have removed part), reads made before stop counting.
+        self.written(repo);
+        result?.ok_or_else(|| RegistryError::ManifestUnknown(reference.to_string()))
     }
 }

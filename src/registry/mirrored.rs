@@ -4,9 +4,10 @@
 //! revalidated with a HEAD and fetched again only if its digest changed; when
 //! the upstream is down or rate limiting, the stored copy is served stale.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::mirror::{Mirror, MirrorError};
+use crate::mirror::{Fetch, Mirror, MirrorError};
 use crate::oci::{Digest, ManifestInfo, Reference, Tag};
 
 use super::blobs::{resolve_range, BlobRead};
@@ -64,9 +65,13 @@ impl Registry {
                     Reference::Tag(t) => Some(t),
                     Reference::Digest(_) => None,
                 };
-                self.save_manifest(&m.storage, &fetched.digest, fetched.bytes.clone(), info, tag)
-                    .await
-                    .map_err(|e| MirrorError::Store(e.to_string()))?;
+                let _writing = self.locks.lock(&m.storage).await;
+                self.save_manifest(&m.storage, &fetched.digest, fetched.bytes.clone(), info, tag).await.map_err(
+                    |e| match e {
+                        RegistryError::Store(s) => MirrorError::from(s),
+                        other => MirrorError::Protocol { host: m.upstream.host.clone(), reason: other.to_string() },
+                    },
+                )?;
                 Ok::<_, MirrorError>(Manifest { digest: fetched.digest, media_type, bytes: fetched.bytes })
             })
             .await;
@@ -76,22 +81,28 @@ impl Registry {
         result.map_err(|e| not_found_as((*e).clone(), || RegistryError::ManifestUnknown(reference.to_string())))
     }
 
+    /// The stored copy of `reference`, if the store has all of it (a link
+    /// whose data registry:2's garbage collection removed is no copy).
+    async fn stored_manifest(&self, m: &MirroredRepo, reference: &Reference) -> RegistryResult<Option<Manifest>> {
+        match self.local_manifest(&m.storage, reference).await {
+            Ok(found) => Ok(Some(found)),
+            Err(RegistryError::ManifestUnknown(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub(super) async fn mirrored_manifest(&self, m: &MirroredRepo, reference: &Reference) -> RegistryResult<Manifest> {
+        let cached = self.stored_manifest(m, reference).await?;
         let tag = match reference {
-            Reference::Digest(d) => {
-                if self.has_manifest(&m.storage, d).await? {
+            Reference::Digest(_) => {
+                if let Some(found) = cached {
                     tracing::info!(repo = %m.storage, %reference, cache = "hit", "mirrored manifest");
-                    return self.local_manifest(&m.storage, reference).await;
+                    return Ok(found);
                 }
                 tracing::info!(repo = %m.storage, %reference, cache = "miss", "mirrored manifest");
                 return self.fetch_and_store_manifest(m, reference).await;
             }
             Reference::Tag(t) => t,
-        };
-        let cached = match self.local_manifest(&m.storage, reference).await {
-            Ok(found) => Some(found),
-            Err(RegistryError::ManifestUnknown(_)) => None,
-            Err(e) => return Err(e),
         };
         let Some(cached) = cached else {
             tracing::info!(repo = %m.storage, %reference, cache = "miss", "mirrored manifest");
@@ -103,25 +114,51 @@ impl Registry {
             tracing::info!(repo = %m.storage, %reference, cache = "hit", "mirrored manifest");
             return Ok(cached);
         }
-        match self.mirror().head_manifest(&m.upstream, &m.remote, reference).await {
+        let revalidated = match self.mirror().head_manifest(&m.upstream, &m.remote, reference).await {
             Ok(Some(upstream)) if upstream == cached.digest => {
                 tracing::info!(repo = %m.storage, %reference, cache = "revalidated", "mirrored manifest");
-                self.mark_tag_fresh(m, tag, None).await;
-                Ok(cached)
+                Ok(cached.clone())
             }
             Ok(_) => {
                 tracing::info!(repo = %m.storage, %reference, cache = "changed", "mirrored manifest");
-                let fetched = self.fetch_and_store_manifest(m, reference).await?;
-                self.mark_tag_fresh(m, tag, None).await;
-                Ok(fetched)
+                self.fetch_and_store_manifest(m, reference).await
             }
-            Err(e) if e.is_unavailable() => {
+            Err(e) => Err(not_found_as(e, || RegistryError::ManifestUnknown(reference.to_string()))),
+        };
+        match revalidated {
+            Ok(found) => {
+                self.mark_tag_fresh(m, tag, None).await;
+                Ok(found)
+            }
+            // Any step may meet an upstream that is down or rate limiting (the
+            // HEAD, the GET after a changed HEAD, their token requests): the
+            // copy we have is served until the upstream answers again.
+            Err(RegistryError::Mirror(e)) if e.is_unavailable() => {
                 tracing::info!(repo = %m.storage, %reference, cache = "stale", "mirrored manifest");
                 tracing::debug!(repo = %m.storage, %reference, error = %e, "upstream unavailable; serving the cached tag");
                 self.mark_tag_fresh(m, tag, Some(STALE_RETRY)).await;
                 Ok(cached)
             }
-            Err(e) => Err(not_found_as(e, || RegistryError::ManifestUnknown(reference.to_string()))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Asks the upstream whether `m`'s repository has blob `d`, of `size`
+    /// bytes when the size is known: what lets a repository read a blob that
+    /// was stored (or is being fetched) for another one.
+    async fn confirm_upstream_has(&self, m: &MirroredRepo, d: &Digest, size: Option<u64>) -> RegistryResult<u64> {
+        let upstream_size = self
+            .mirror()
+            .head_blob(&m.upstream, &m.remote, d)
+            .await
+            .map_err(|e| not_found_as(e, || RegistryError::BlobUnknown(d.clone())))?;
+        match size {
+            Some(size) if size != upstream_size => Err(RegistryError::Mirror(MirrorError::SizeMismatch {
+                host: m.upstream.host.clone(),
+                expected: size,
+                actual: upstream_size,
+            })),
+            _ => Ok(upstream_size),
         }
     }
 
@@ -131,53 +168,69 @@ impl Registry {
     /// and no repository reads a blob it does not really contain.
     async fn adopt_stored_blob(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<Option<u64>> {
         let Some(size) = self.store.blob_size(d).await? else { return Ok(None) };
-        let upstream_size = self
-            .mirror()
-            .head_blob(&m.upstream, &m.remote, d)
-            .await
-            .map_err(|e| not_found_as(e, || RegistryError::BlobUnknown(d.clone())))?;
-        if upstream_size != size {
-            return Err(RegistryError::Mirror(MirrorError::SizeMismatch {
-                host: m.upstream.host.clone(),
-                expected: size,
-                actual: upstream_size,
-            }));
-        }
+        self.confirm_upstream_has(m, d, Some(size)).await?;
         self.store.link_blob(&m.storage, d).await?;
         tracing::info!(repo = %m.storage, digest = %d, cache = "shared", "mirrored blob");
         Ok(Some(size))
+    }
+
+    /// The fetch of `d` for `m`: the one in flight (joined only once the
+    /// upstream confirms `m`'s repository has the blob, when it is another
+    /// repository's fetch), or a new one.
+    async fn join_fetch(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<Arc<Fetch>> {
+        let (fetch, joined) = self.mirror().fetch_blob(m.upstream.clone(), &m.remote, &m.storage, d);
+        if joined && (fetch.host != m.upstream.host || fetch.remote != m.remote) {
+            self.confirm_upstream_has(m, d, None).await?;
+            if !fetch.also_link(m.storage.clone()) {
+                self.store.link_blob(&m.storage, d).await?;
+            }
+        }
+        Ok(fetch)
+    }
+
+    /// A blob stored for `m`, or adopted into it from elsewhere in the store.
+    async fn stored_blob(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<Option<u64>> {
+        if let Some(size) = self.linked_size(&m.storage, d).await? {
+            return Ok(Some(size));
+        }
+        if self.mirror().inflight_blob(d).is_some() {
+            return Ok(None);
+        }
+        // A fetch links its blob before it leaves the in-flight map, so one
+        // that finished since the first look is found by a second.
+        if let Some(size) = self.linked_size(&m.storage, d).await? {
+            return Ok(Some(size));
+        }
+        self.adopt_stored_blob(m, d).await
     }
 
     pub(super) async fn mirrored_blob_size(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<u64> {
         if let Some(size) = self.linked_size(&m.storage, d).await? {
             return Ok(size);
         }
-        match self.mirror().inflight_blob(d) {
-            Some(fetch) => {
-                if let Ok(Some(size)) = fetch.size().await {
-                    return Ok(size);
-                }
-            }
-            // A fetch links its blob before it leaves the in-flight map, so
-            // one that finished since the first look is found by a second.
-            None => {
-                if let Some(size) = self.linked_size(&m.storage, d).await? {
-                    return Ok(size);
-                }
-            }
-        }
         // Pull clients GET blobs; a HEAD on an implicitly routed name is a
         // pushing client's existence check, which the upstream must not answer.
         if m.implicit {
-            return Err(RegistryError::BlobUnknown(d.clone()));
+            if let Some(fetch) =
+                self.mirror().inflight_blob(d).filter(|f| f.host == m.upstream.host && f.remote == m.remote)
+            {
+                return Ok(fetch.verified().await.map_err(RegistryError::Mirror)?.0);
+            }
+            return match self.linked_size(&m.storage, d).await? {
+                Some(size) => Ok(size),
+                None => Err(RegistryError::BlobUnknown(d.clone())),
+            };
         }
-        if let Some(size) = self.adopt_stored_blob(m, d).await? {
+        if let Some(size) = self.stored_blob(m, d).await? {
             return Ok(size);
         }
-        self.mirror()
-            .head_blob(&m.upstream, &m.remote, d)
-            .await
-            .map_err(|e| not_found_as(e, || RegistryError::BlobUnknown(d.clone())))
+        // A size from a fetch is told only once the bytes are verified.
+        if let Some(fetch) = self.mirror().inflight_blob(d) {
+            if fetch.host == m.upstream.host && fetch.remote == m.remote {
+                return Ok(fetch.verified().await.map_err(RegistryError::Mirror)?.0);
+            }
+        }
+        self.confirm_upstream_has(m, d, None).await
     }
 
     pub(super) async fn mirrored_open_blob(
@@ -186,31 +239,22 @@ impl Registry {
         d: &Digest,
         range: Option<RangeRequest>,
     ) -> RegistryResult<BlobRead> {
-        if let Some(size) = self.linked_size(&m.storage, d).await? {
+        if let Some(size) = self.stored_blob(m, d).await? {
             tracing::info!(repo = %m.storage, digest = %d, cache = "hit", "mirrored blob");
             return self.open_stored_blob(d, size, range).await;
         }
-        if self.mirror().inflight_blob(d).is_none() {
-            // Second look: see `mirrored_blob_size`.
-            if let Some(size) = self.linked_size(&m.storage, d).await? {
-                tracing::info!(repo = %m.storage, digest = %d, cache = "hit", "mirrored blob");
-                return self.open_stored_blob(d, size, range).await;
-            }
-            if let Some(size) = self.adopt_stored_blob(m, d).await? {
-                return self.open_stored_blob(d, size, range).await;
-            }
-        }
         tracing::info!(repo = %m.storage, digest = %d, cache = "miss", "mirrored blob");
-        let fetch = self.mirror().fetch_blob(m.upstream.clone(), &m.remote, &m.storage, d);
-        let size =
-            fetch.size().await.map_err(|e| not_found_as(e, || RegistryError::BlobUnknown(d.clone())))?.ok_or_else(
-                || RegistryError::Mirror(m.upstream.protocol("blob response without Content-Length".into())),
-            )?;
-        let range = resolve_range(range, size)?;
-        let body = match range {
-            Some(r) => fetch.tail(r.start, Some(r.end + 1)),
-            None => fetch.tail(0, Some(size)),
-        };
-        Ok(BlobRead { size, range, body })
+        let fetch = self.join_fetch(m, d).await?;
+        let fetch_error = |e| not_found_as(e, || RegistryError::BlobUnknown(d.clone()));
+        if range.is_some() {
+            // A range is a complete response to its client, which cannot check
+            // it: it is served only from verified bytes.
+            let (size, file) = fetch.verified().await.map_err(fetch_error)?;
+            let range = resolve_range(range, size)?.expect("a range was asked for");
+            let body = crate::store::read_range(file, range.start, range.end + 1);
+            return Ok(BlobRead { size: Some(size), range: Some(range), body });
+        }
+        let size = fetch.size().await.map_err(fetch_error)?;
+        Ok(BlobRead { size, range: None, body: fetch.tail() })
     }
 }

@@ -1,36 +1,39 @@
 //! The façade every API handler calls: one method per registry operation.
-//! It resolves each repository to local or mirrored (`routing`), applies the
-//! registry's rules (what a manifest must reference, who may push where,
+//! It asks `namespace` what each name is and whether the request may do what
+//! it asks, applies the registry's rules (what a manifest must reference,
 //! whether deletes are allowed), asks the `mirror` when the store lacks
 //! something, and keeps the metadata caches in step with every write.
 
 mod blobs;
+pub mod cache;
 mod error;
 mod manifests;
 mod mirrored;
+pub mod namespace;
 mod range;
 mod referrers;
-pub mod routing;
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 
 pub use blobs::{BlobRead, UploadStart};
 pub use error::{RegistryError, RegistryResult};
 pub use manifests::{Manifest, PushedManifest};
+pub use namespace::Action;
 pub use range::{ByteRange, RangeRequest};
 pub use referrers::Referrer;
 
-use crate::cache::Caches;
 use crate::config::Config;
 use crate::mirror::{Mirror, MirrorError, Upstream};
 use crate::oci::{RepoName, Tag};
 use crate::store::Store;
-use routing::{storage_name, Resolution, Routing};
+use cache::{Caches, RepoLocks};
+use namespace::{Decision, Facts, Namespace};
 
-/// Where reads of a repository are served from.
+/// Where a request on a repository is served from.
 pub enum Route {
     /// A repository of pushed content (or any repository when mirroring is off).
     Local(RepoName),
@@ -42,12 +45,9 @@ pub struct MirroredRepo {
     pub upstream: Arc<Upstream>,
     /// The repository's name upstream (`library/alpine`).
     pub remote: String,
-    /// Where the store keeps it (`docker.io/library/alpine`).
+    /// Where the store keeps it (`_mirror/docker.io/library/alpine`).
     pub storage: RepoName,
-    /// Routed to the default upstream only because nothing is pushed under
-    /// the name yet (no host prefix, no `?ns=`): the name may be about to
-    /// receive its first push, so existence checks (HEAD) answer from the
-    /// store and never fail because of the upstream.
+    /// See `namespace::Decision::Mirrored`.
     pub implicit: bool,
 }
 
@@ -64,21 +64,22 @@ impl Route {
 pub struct Registry {
     store: Arc<Store>,
     caches: Caches,
-    routing: Routing,
+    locks: RepoLocks,
+    namespace: Namespace,
     mirror: Option<Mirror>,
-    /// Whether a repository name holds pushed content (local first).
-    local_repos: Cache<RepoName, bool>,
     /// When a mirrored tag was last fetched or revalidated upstream.
     fresh_tags: Cache<(RepoName, Tag), Instant>,
     /// Coalesces concurrent upstream fetches of one manifest.
     manifest_fetches: Cache<(RepoName, String), Manifest>,
     delete_enabled: bool,
     max_manifest_size: u64,
+    upload_max_age: Duration,
 }
 
 impl Registry {
     pub fn new(cfg: &Config) -> Self {
-        Self::with_store(cfg, Store::filesystem(&cfg.storage.root))
+        let backend = Arc::new(crate::store::fs::FsBackend::new(&cfg.storage.root));
+        Self::with_store(cfg, Store::with_upload_limit(backend, cfg.uploads.max_per_client))
     }
 
     pub fn with_store(cfg: &Config, store: Store) -> Self {
@@ -87,16 +88,14 @@ impl Registry {
         Self {
             store,
             caches: Caches::new(&cfg.cache),
-            routing: Routing::new(&cfg.mirror),
+            locks: RepoLocks::default(),
+            namespace: Namespace::new(&cfg.mirror),
             mirror,
-            local_repos: Cache::builder().max_capacity(cfg.cache.tags).time_to_live(cfg.cache.tag_ttl).build(),
             fresh_tags: Cache::new(cfg.cache.tags),
-            manifest_fetches: Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(std::time::Duration::from_secs(1))
-                .build(),
+            manifest_fetches: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(1)).build(),
             delete_enabled: cfg.storage.delete.enabled,
             max_manifest_size: cfg.storage.max_manifest_size,
+            upload_max_age: cfg.uploads.max_age,
         }
     }
 
@@ -112,43 +111,60 @@ impl Registry {
         }
     }
 
+    /// Whether the repository `name` holds pushed content (cached).
     async fn is_local(&self, name: &RepoName) -> RegistryResult<bool> {
-        if let Some(local) = self.local_repos.get(name).await {
+        let gens = &self.caches.generations;
+        if let Some(local) = self.caches.local.get(gens, name, &()).await {
             return Ok(local);
         }
-        let local = self.store.repository_exists(name).await?;
-        self.local_repos.insert(name.clone(), local).await;
+        let read_at = gens.current(name);
+        let local = self.store.holds_content(name).await?;
+        self.caches.local.insert(name, (), local, read_at).await;
         Ok(local)
     }
 
-    /// Where reads of `name` are served from: `?ns=` and host-prefixed names
-    /// are mirrored; other names are local if they hold pushed content, and
-    /// otherwise mirrored from the default upstream.
-    pub async fn route(&self, name: &RepoName, ns: Option<&str>) -> RegistryResult<Route> {
-        let (host, remote, implicit) = match self.routing.resolve(name, ns) {
-            Resolution::Local => return Ok(Route::Local(name.clone())),
-            Resolution::Default { .. } if self.is_local(name).await? => return Ok(Route::Local(name.clone())),
-            Resolution::Explicit { host, remote } => (host, remote, false),
-            Resolution::Default { host, remote } => (host, remote, true),
-        };
-        let upstream = self.mirror.as_ref().and_then(|m| m.upstream(&host)).ok_or_else(|| {
-            RegistryError::Mirror(MirrorError::Protocol { host: host.clone(), reason: "no such upstream".into() })
-        })?;
-        let storage = storage_name(&host, &remote);
-        Ok(Route::Mirrored(MirroredRepo { upstream, remote, storage, implicit }))
+    /// Records a write to `repo`: cached reads of it made before stop counting.
+    fn written(&self, repo: &RepoName) {
+        self.caches.generations.bump(repo);
     }
 
-    /// Refuses writes (pushes, deletes, upload calls) into mirrored and protected names.
-    pub fn check_writable(&self, name: &RepoName, ns: Option<&str>) -> RegistryResult<()> {
-        self.routing.check_push(name, ns).map_err(|r| RegistryError::Denied(r.0))
+    /// Where a request to do `action` on `name` (with containerd's `?ns=`)
+    /// is served, or `Denied` with the reason: the name-space policy's
+    /// decision, with the store facts it needs.
+    pub async fn route(&self, name: &RepoName, ns: Option<&str>, action: Action) -> RegistryResult<Route> {
+        let class = self.namespace.classify(name, ns);
+        let (need_local, need_mirrored) = Namespace::needs_facts(&class, action);
+        let mut facts = Facts::default();
+        if need_local {
+            facts.local = self.is_local(name).await?;
+        }
+        if need_mirrored && !facts.local {
+            if let namespace::Class::Default { host, remote, .. } = &class {
+                let storage = crate::store::layout::mirror_repository(host, remote);
+                facts.mirrored = self.store.holds_content(&storage).await?;
+            }
+        }
+        match self.namespace.decide(name, &class, action, facts) {
+            Decision::Local => Ok(Route::Local(name.clone())),
+            Decision::Denied(why) => Err(RegistryError::Denied(why)),
+            Decision::Mirrored { host, remote, storage, implicit } => {
+                let upstream = self.mirror.as_ref().and_then(|m| m.upstream(&host)).ok_or_else(|| {
+                    RegistryError::Mirror(MirrorError::Protocol {
+                        host: host.clone(),
+                        reason: "no such upstream".into(),
+                    })
+                })?;
+                Ok(Route::Mirrored(MirroredRepo { upstream, remote, storage, implicit }))
+            }
+        }
     }
 
-    /// As `check_writable`, for a request that creates content: from now on
-    /// the name is a local repository (reads stop going upstream at once).
-    pub async fn check_push(&self, name: &RepoName, ns: Option<&str>) -> RegistryResult<()> {
-        self.check_writable(name, ns)?;
-        self.local_repos.insert(name.clone(), true).await;
-        Ok(())
+    /// As `route` for a write: the local repository it writes, or `Denied`.
+    pub async fn writable(&self, name: &RepoName, ns: Option<&str>, action: Action) -> RegistryResult<RepoName> {
+        match self.route(name, ns, action).await? {
+            Route::Local(repo) => Ok(repo),
+            Route::Mirrored(m) => Err(RegistryError::Denied(format!("{name} is mirrored from {}", m.upstream.host))),
+        }
     }
 
     /// Tags of the repository `route` serves, sorted, after `last`, at most
@@ -160,16 +176,71 @@ impl Registry {
         last: Option<&str>,
     ) -> RegistryResult<(Vec<String>, bool)> {
         let repo = route.storage();
-        if !self.store.repository_exists(repo).await? {
+        let tags = self.store.list_tags(repo).await?;
+        if tags.is_empty() && !self.store.holds_content(repo).await? {
             return Err(RegistryError::NameUnknown(repo.to_string()));
         }
-        Ok(paginate(self.store.list_tags(repo).await?, n, last))
+        Ok(paginate(tags, n, last))
     }
 
     /// Repository names, sorted, after `last`, at most `n`; and whether more
-    /// follow. Mirrored repositories appear under their storage names.
+    /// follow. Mirrored repositories appear under the name that pulls them
+    /// (`docker.io/library/alpine`) when there is one.
     pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> RegistryResult<(Vec<String>, bool)> {
-        Ok(paginate(self.store.list_repositories().await?, n, last))
+        let mut names = self.store.list_repositories().await?;
+        if let Some(mirror) = &self.mirror {
+            for host in mirror.hosts() {
+                for remote in self.store.list_mirrored(host).await? {
+                    let pull_name = format!("{host}/{remote}");
+                    if pull_name.parse::<RepoName>().is_ok() {
+                        names.push(pull_name);
+                    }
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+        Ok(paginate(names, n, last))
+    }
+
+    /// Ready when the store answers a listing and can take a write.
+    pub async fn check_ready(&self) -> RegistryResult<()> {
+        self.store.list_repositories().await?;
+        self.store.check_writable().await?;
+        Ok(())
+    }
+
+    /// Work at startup: temp files a crash left behind, and mirrored content
+    /// where berth kept it before `_mirror/`.
+    pub async fn recover(&self) -> RegistryResult<()> {
+        let removed = self.store.recover().await?;
+        if removed > 0 {
+            tracing::info!(removed, "removed temporary files left by an earlier crash");
+        }
+        if let Some(mirror) = &self.mirror {
+            for host in mirror.hosts() {
+                if self.store.migrate_legacy_mirror(host).await? {
+                    tracing::info!(host, "moved mirrored content under _mirror/");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Purges upload sessions idle longer than `uploads.max_age` and mirror
+    /// ingests that nothing writes (both also after a crash).
+    pub async fn purge_uploads(&self) -> RegistryResult<crate::store::PurgeReport> {
+        Ok(self.store.purge_uploads(self.upload_max_age).await?)
+    }
+
+    /// How often `purge_uploads` should run.
+    pub fn purge_interval(&self) -> Duration {
+        (self.upload_max_age / 24).clamp(Duration::from_millis(500), Duration::from_secs(3600))
+    }
+
+    /// The client address an upload is counted against (see `uploads.max_per_client`).
+    pub fn upload_owner(addr: Option<std::net::SocketAddr>) -> Option<IpAddr> {
+        addr.map(|a| a.ip())
     }
 }
 

@@ -20,12 +20,19 @@ pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 pub trait Backend: Send + Sync + 'static {
     /// Whole content of a small file (links, manifests); `None` if absent.
     async fn get(&self, path: &str) -> StoreResult<Option<Bytes>>;
-    /// Writes a small file atomically: temp file, fsync, rename.
-    async fn put(&self, path: &str, content: &[u8]) -> StoreResult<()>;
+    /// Writes a small file atomically: the whole content (checked through its
+    /// fsync) replaces the old one, or on any error the old one stays.
+    async fn put(&self, path: &str, content: Bytes) -> StoreResult<()>;
     /// Size of a file; `None` if absent.
     async fn stat(&self, path: &str) -> StoreResult<Option<u64>>;
+    /// When a file or directory was last modified; `None` if absent.
+    async fn modified(&self, path: &str) -> StoreResult<Option<std::time::SystemTime>>;
     /// Names of the direct children of a directory (empty if absent).
     async fn list(&self, dir: &str) -> StoreResult<Vec<String>>;
+    /// Whether a directory has any child (without listing them all).
+    async fn has_children(&self, dir: &str) -> StoreResult<bool> {
+        Ok(!self.list(dir).await?.is_empty())
+    }
     /// Removes a file or a whole directory; absent is not an error.
     async fn delete(&self, path: &str) -> StoreResult<()>;
     /// Streams `len` bytes (or to the end) from `offset`.
@@ -38,6 +45,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Moves a complete file into place; if `to` exists already (same
     /// content, by address), `from` is removed instead. Durable on return.
     async fn commit(&self, from: &str, to: &str) -> StoreResult<()>;
+    /// Moves a file or directory to a path that does not exist yet; `false`
+    /// (and nothing moved) when `from` is absent or `to` exists.
+    async fn rename(&self, from: &str, to: &str) -> StoreResult<bool>;
+    /// Fails as a small write would if the storage cannot take writes now
+    /// (full, out of inodes, read-only): the readiness probe.
+    async fn check_writable(&self) -> StoreResult<()>;
+    /// Removes what a crash can leave of the backend's own temporary files;
+    /// returns how many. Called once at startup.
+    async fn recover(&self) -> StoreResult<usize>;
 }
 
 /// An open file being appended to (an upload's data).
@@ -48,6 +64,27 @@ pub trait Appender: Send {
     async fn write(&mut self, bytes: Bytes) -> StoreResult<()>;
     /// Flushes and fsyncs what was written.
     async fn sync(&mut self) -> StoreResult<()>;
+}
+
+/// Streams `[start, end)` of an open file, `READ_CHUNK` bytes at a time; a
+/// file shorter than `end` ends the stream in an error, never short.
+pub fn read_range(file: std::sync::Arc<dyn RandomRead>, start: u64, end: u64) -> ByteStream {
+    use futures::StreamExt;
+    futures::stream::try_unfold(start, move |pos| {
+        let file = file.clone();
+        async move {
+            if pos >= end {
+                return Ok(None);
+            }
+            let bytes = file.read_at(pos, (end - pos).min(READ_CHUNK as u64) as usize).await?;
+            if bytes.is_empty() {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shorter than its range"));
+            }
+            let next = pos + bytes.len() as u64;
+            Ok(Some((bytes, next)))
+        }
+    })
+    .boxed()
 }
 
 /// Positioned reads from an open file.

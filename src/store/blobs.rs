@@ -28,7 +28,7 @@ impl Store {
 
     /// Makes a stored blob readable in `repo`.
     pub async fn link_blob(&self, repo: &RepoName, d: &Digest) -> StoreResult<()> {
-        self.write_link(&layout::layer_link(repo, d), d).await
+        self.write_link(&layout::layer_link(repo, d), d).await.map(|_| ())
     }
 
     /// Removes the blob's link from `repo`; the data stays until garbage
@@ -38,13 +38,12 @@ impl Store {
         if self.backend.stat(&path).await?.is_none() {
             return Ok(false);
         }
-        let dir = path.trim_end_matches("/link");
-        self.backend.delete(dir).await?;
+        self.backend.delete(&layout::layer_link_dir(repo, d)).await?;
         Ok(true)
     }
 
     /// Stores small content (a manifest) under its digest, if not there yet.
-    pub async fn put_blob_bytes(&self, d: &Digest, bytes: &[u8]) -> StoreResult<()> {
+    pub async fn put_blob_bytes(&self, d: &Digest, bytes: bytes::Bytes) -> StoreResult<()> {
         let path = layout::blob_data(d);
         if self.backend.stat(&path).await? == Some(bytes.len() as u64) {
             return Ok(());

@@ -1,6 +1,20 @@
-//! Errors of the storage layer. It knows no HTTP: the API edge maps these.
+//! Errors of the storage layer, classified here, where they arise: each
+//! knows its OCI code (a full disk is `STORAGE_FULL`, not a bare 500) and what
+//! a client may be told of it. The store knows no HTTP: the API edge turns the
+//! code into a status once.
 
-use crate::oci::Digest;
+use std::time::Duration;
+
+use crate::oci::{Digest, OciCode};
+
+/// Why an incoming body (an upload's bytes) stopped before its end.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BodyError {
+    #[error("the client sent no body bytes for {0:?}")]
+    TimedOut(Duration),
+    #[error("request body failed: {0}")]
+    Broken(String),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -16,8 +30,10 @@ pub enum StoreError {
     ChunkOutOfOrder { start: u64, size: u64 },
     #[error("request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
-    #[error("request body failed: {0}")]
-    Body(String),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error("this client has {limit} uploads open already; finish or cancel some first")]
+    TooManyUploads { limit: usize },
     #[error("storage i/o on {path}: {source}")]
     Io {
         path: String,
@@ -28,11 +44,80 @@ pub enum StoreError {
     CorruptLink { path: String },
 }
 
+/// What an i/o error says about the storage as a whole.
+fn io_code(e: &std::io::Error) -> OciCode {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => OciCode::StorageFull,
+        Some(libc::EROFS) => OciCode::Unavailable,
+        _ => OciCode::Internal,
+    }
+}
+
 impl StoreError {
     pub fn io(path: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
         let path = path.into();
         move |source| StoreError::Io { path, source }
     }
+
+    /// The OCI code a client gets for this error.
+    pub fn code(&self) -> OciCode {
+        match self {
+            StoreError::BlobUnknown(_) => OciCode::BlobUnknown,
+            StoreError::UploadUnknown(_) => OciCode::BlobUploadUnknown,
+            StoreError::DigestMismatch { .. } => OciCode::DigestInvalid,
+            StoreError::SizeMismatch { .. } => OciCode::SizeInvalid,
+            StoreError::ChunkOutOfOrder { .. } => OciCode::RangeInvalid,
+            StoreError::TooLarge { .. } => OciCode::TooLarge,
+            StoreError::Body(BodyError::TimedOut(_)) => OciCode::RequestTimeout,
+            StoreError::Body(BodyError::Broken(_)) => OciCode::BlobUploadInvalid,
+            StoreError::TooManyUploads { .. } => OciCode::TooManyRequests,
+            StoreError::Io { source, .. } => io_code(source),
+            StoreError::CorruptLink { .. } => OciCode::Internal,
+        }
+    }
+
+    /// What the client is told: its own mistakes in full; the server's
+    /// trouble without paths or system detail (the edge logs those).
+    pub fn client_message(&self) -> String {
+        match self {
+            StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::EROFS) => {
+                "the registry's storage is read-only; nothing was written".into()
+            }
+            StoreError::Io { .. } | StoreError::CorruptLink { .. } => self.code().message().into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The server's own trouble, worth a log line with the detail.
+    pub fn is_server_fault(&self) -> bool {
+        matches!(self, StoreError::Io { .. } | StoreError::CorruptLink { .. })
+    }
+
+    /// The path did not exist (for callers that turn that into "unknown").
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(errno: i32) -> StoreError {
+        StoreError::Io { path: "docker/registry/v2/x".into(), source: std::io::Error::from_raw_os_error(errno) }
+    }
+
+    #[test]
+    fn full_and_read_only_disks_are_named_without_paths() {
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            assert_eq!(io(errno).code(), OciCode::StorageFull);
+            assert!(!io(errno).client_message().contains("docker/registry"));
+        }
+        assert_eq!(io(libc::EROFS).code(), OciCode::Unavailable);
+        assert!(io(libc::EROFS).client_message().contains("read-only"));
+        assert_eq!(io(libc::EIO).code(), OciCode::Internal);
+        assert_eq!(io(libc::EIO).client_message(), "internal server error");
+    }
+}

@@ -1,34 +1,48 @@
-//! Local-directory backend. Small files are written temp → fsync → rename;
-//! blobs are committed by renaming a synced upload file into place, then
-//! syncing the directory, so a path that exists is always complete.
+//! Local-directory backend. Small files are written to a temp file under
+//! `<root>/.berth/tmp` (beside the registry:2 tree, never inside it), checked
+//! to the last byte (write, fsync), then renamed into place and the directory
+//! synced; a failed write leaves the old file untouched and its temp file
+//! removed. Blobs are committed by renaming a synced upload file into place.
+//! A crash can leave temp files only in `.berth/tmp`, which `recover` empties.
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use tokio::fs;
-use tokio::io::AsyncWriteExt;
 
 use super::backend::{Appender, Backend, ByteStream, RandomRead};
 use super::error::{StoreError, StoreResult};
 
+/// berth's own files beside the registry:2 tree (`<root>/.berth`).
+pub const BERTH_DIR: &str = ".berth";
+/// Where small files are written before they are renamed into place.
+const TMP_DIR: &str = ".berth/tmp";
+
 pub struct FsBackend {
     root: PathBuf,
+    /// Prefixes the names of this backend's temp files: any other name in the
+    /// temp directory is an earlier process's leftover (`recover`).
+    instance: String,
 }
 
 impl FsBackend {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self { root: root.into(), instance: uuid::Uuid::new_v4().simple().to_string() }
     }
 
     fn full(&self, path: &str) -> PathBuf {
         self.root.join(path)
     }
+
+    fn temp_file(&self) -> PathBuf {
+        self.root.join(TMP_DIR).join(format!("{}.{}", self.instance, uuid::Uuid::new_v4().simple()))
+    }
 }
 
-async fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all()).await.map_err(std::io::Error::other)?
+fn sync_dir_blocking(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// File work the async runtime must not wait on, run on the blocking pool;
@@ -45,11 +59,28 @@ fn absent(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory)
 }
 
-async fn ensure_parent(path: &Path) -> std::io::Result<()> {
-    match path.parent() {
-        Some(p) => fs::create_dir_all(p).await,
-        None => Ok(()),
+/// Writes `content` to `tmp`, checking every step up to the fsync (a write
+/// error the kernel reports only at fsync is an error here too), then renames
+/// it over `dest` and syncs the directory. On any failure `tmp` is removed
+/// and `dest` is as it was.
+fn write_atomically(tmp: &Path, dest: &Path, content: &[u8]) -> std::io::Result<()> {
+    let result = (|| {
+        if let Some(dir) = tmp.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(tmp)?;
+        f.write_all(content)?;
+        f.sync_all()?;
+        drop(f);
+        let dir = dest.parent().ok_or_else(|| std::io::Error::other("destination has no parent directory"))?;
+        std::fs::create_dir_all(dir)?;
+        std::fs::rename(tmp, dest)?;
+        sync_dir_blocking(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(tmp);
     }
+    result
 }
 
 #[async_trait::async_trait]
@@ -62,29 +93,23 @@ impl Backend for FsBackend {
         }
     }
 
-    async fn put(&self, path: &str, content: &[u8]) -> StoreResult<()> {
-        let full = self.full(path);
-        ensure_parent(&full).await.map_err(StoreError::io(path))?;
-        let tmp = full.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
-        let result = async {
-            let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp).await?;
-            f.write_all(content).await?;
-            f.sync_all().await?;
-            drop(f);
-            fs::rename(&tmp, &full).await?;
-            sync_dir(full.parent().unwrap_or(&self.root)).await
-        }
-        .await;
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp).await;
-        }
-        result.map_err(StoreError::io(path))
+    async fn put(&self, path: &str, content: Bytes) -> StoreResult<()> {
+        let (tmp, dest) = (self.temp_file(), self.full(path));
+        blocking(path, move || write_atomically(&tmp, &dest, &content)).await
     }
 
     async fn stat(&self, path: &str) -> StoreResult<Option<u64>> {
         match fs::metadata(self.full(path)).await {
             Ok(m) if m.is_file() => Ok(Some(m.len())),
             Ok(_) => Ok(None),
+            Err(e) if absent(&e) => Ok(None),
+            Err(e) => Err(StoreError::io(path)(e)),
+        }
+    }
+
+    async fn modified(&self, path: &str) -> StoreResult<Option<SystemTime>> {
+        match fs::metadata(self.full(path)).await {
+            Ok(m) => Ok(Some(m.modified().map_err(StoreError::io(path))?)),
             Err(e) if absent(&e) => Ok(None),
             Err(e) => Err(StoreError::io(path)(e)),
         }
@@ -103,6 +128,16 @@ impl Backend for FsBackend {
             }
         }
         Ok(names)
+    }
+
+    async fn has_children(&self, dir: &str) -> StoreResult<bool> {
+        let full = self.full(dir);
+        blocking(dir, move || match std::fs::read_dir(full) {
+            Ok(mut rd) => Ok(rd.next().transpose()?.is_some()),
+            Err(e) if absent(&e) => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await
     }
 
     async fn delete(&self, path: &str) -> StoreResult<()> {
@@ -139,7 +174,8 @@ impl Backend for FsBackend {
 
     async fn appender(&self, path: &str, offset: u64) -> StoreResult<Box<dyn Appender>> {
         let full = self.full(path);
-        ensure_parent(&full).await.map_err(StoreError::io(path))?;
+        // No parent directories are made: an upload whose directory was
+        // purged must not come back as a file without its session.
         let file = blocking(path, move || {
             let f = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(full)?;
             f.set_len(offset)?;
@@ -154,9 +190,61 @@ impl Backend for FsBackend {
         if fs::metadata(&dst).await.is_ok() {
             return self.delete(from).await;
         }
-        ensure_parent(&dst).await.map_err(StoreError::io(to))?;
-        fs::rename(&src, &dst).await.map_err(StoreError::io(to))?;
-        sync_dir(dst.parent().unwrap_or(&self.root)).await.map_err(StoreError::io(to))
+        blocking(to, move || {
+            let dir = dst.parent().ok_or_else(|| std::io::Error::other("destination has no parent directory"))?;
+            std::fs::create_dir_all(dir)?;
+            std::fs::rename(&src, &dst)?;
+            sync_dir_blocking(dir)
+        })
+        .await
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> StoreResult<bool> {
+        let (src, dst) = (self.full(from), self.full(to));
+        blocking(to, move || {
+            if dst.exists() || !src.exists() {
+                return Ok(false);
+            }
+            if let Some(dir) = dst.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::rename(&src, &dst)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn check_writable(&self) -> StoreResult<()> {
+        // A page of data, written and synced as every small file is: on a full
+        // disk (or with no inodes left) this fails as a manifest push would.
+        let (tmp, dest) = (self.temp_file(), self.root.join(BERTH_DIR).join(format!("probe-{}", uuid::Uuid::new_v4())));
+        blocking(TMP_DIR, move || {
+            write_atomically(&tmp, &dest, &[0u8; 4096])?;
+            std::fs::remove_file(&dest)
+        })
+        .await
+    }
+
+    async fn recover(&self) -> StoreResult<usize> {
+        let (dir, mine) = (self.root.join(TMP_DIR), format!("{}.", self.instance));
+        blocking(TMP_DIR, move || {
+            let mut removed = 0;
+            match std::fs::read_dir(&dir) {
+                Ok(rd) => {
+                    for entry in rd {
+                        let entry = entry?;
+                        if !entry.file_name().to_string_lossy().starts_with(&mine) {
+                            std::fs::remove_file(entry.path())?;
+                            removed += 1;
+                        }
+                    }
+                }
+                Err(e) if absent(&e) => {}
+                Err(e) => return Err(e),
+            }
+            Ok(removed)
+        })
+        .await
     }
 }
 
@@ -206,7 +294,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = FsBackend::new(dir.path());
         assert_eq!(b.get("a/b/link").await.unwrap(), None);
-        b.put("a/b/link", b"sha256:x").await.unwrap();
+        b.put("a/b/link", Bytes::from_static(b"sha256:x")).await.unwrap();
         assert_eq!(b.get("a/b/link").await.unwrap().unwrap(), Bytes::from_static(b"sha256:x"));
         assert_eq!(b.stat("a/b/link").await.unwrap(), Some(8));
         assert_eq!(b.list("a").await.unwrap(), vec!["b".to_string()]);
@@ -219,6 +307,8 @@ mod tests {
     async fn appender_resumes_and_truncates_and_commit_dedupes() {
         let dir = tempfile::tempdir().unwrap();
         let b = FsBackend::new(dir.path());
+        assert!(b.appender("u/data", 0).await.is_err(), "no parent directory is made for an upload file");
+        std::fs::create_dir(dir.path().join("u")).unwrap();
         let mut w = b.appender("u/data", 0).await.unwrap();
         w.write(Bytes::from_static(b"hello world")).await.unwrap();
         w.sync().await.unwrap();
@@ -229,9 +319,31 @@ mod tests {
         let got: Vec<_> = b.reader("u/data", 1, Some(3)).await.unwrap().collect().await;
         assert_eq!(got.into_iter().map(|c| c.unwrap()).collect::<Vec<_>>().concat(), b"ell");
         b.commit("u/data", "blobs/x/data").await.unwrap();
-        b.put("v/data", b"hello!").await.unwrap();
+        b.put("v/data", Bytes::from_static(b"hello!")).await.unwrap();
         b.commit("v/data", "blobs/x/data").await.unwrap();
         assert_eq!(b.stat("v/data").await.unwrap(), None);
         assert_eq!(b.stat("blobs/x/data").await.unwrap(), Some(6));
+    }
+
+    #[tokio::test]
+    async fn a_failed_put_leaves_the_old_file_and_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FsBackend::new(dir.path());
+        b.put("a/link", Bytes::from_static(b"old")).await.unwrap();
+        // A directory where the file should go: the rename fails after the temp file was written.
+        std::fs::create_dir_all(dir.path().join("a/dir/sub")).unwrap();
+        assert!(b.put("a/dir", Bytes::from_static(b"new")).await.is_err());
+        assert_eq!(b.get("a/link").await.unwrap().unwrap(), Bytes::from_static(b"old"));
+        assert_eq!(std::fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(), 0);
+        // What a crash left in the temp directory is removed by `recover`;
+        // a temp file of this process's own writes is not.
+        let crashed = dir.path().join(TMP_DIR).join("left-by-a-crash");
+        std::fs::write(&crashed, b"x").unwrap();
+        std::fs::write(b.temp_file(), b"being written").unwrap();
+        assert_eq!(b.recover().await.unwrap(), 1);
+        assert!(!crashed.exists());
+        b.check_writable().await.unwrap();
+        assert!(b.has_children("a").await.unwrap());
+        assert!(!b.has_children("nothing/here").await.unwrap());
     }
 }

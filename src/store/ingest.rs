@@ -3,7 +3,8 @@
 //! written; readers may tail the file meanwhile; only a `Verified` ingest
 //! (digest and size checked) can be committed; `abort` leaves nothing behind.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -21,6 +22,21 @@ pub struct Ingest {
     appender: Box<dyn Appender>,
     hasher: DigestHasher,
     size: u64,
+    _active: ActiveMark,
+}
+
+/// Marks an ingest's directory as being written for as long as the ingest
+/// lives, however it ends (commit, abort, or a task that panicked), so the
+/// upload purge never removes a live ingest and always removes a dead one.
+struct ActiveMark {
+    set: Arc<Mutex<HashSet<String>>>,
+    dir: String,
+}
+
+impl Drop for ActiveMark {
+    fn drop(&mut self) {
+        self.set.lock().unwrap().remove(&self.dir);
+    }
 }
 
 impl Ingest {
@@ -71,11 +87,27 @@ impl Store {
     /// Starts an ingest into `repo` for content expected to hash to `expected`;
     /// returns it with a reader over the growing file.
     pub async fn begin_ingest(&self, repo: &RepoName, expected: &Digest) -> StoreResult<(Ingest, Arc<dyn RandomRead>)> {
-        let id = self.create_upload_dir(repo).await?;
-        let path = layout::upload_data(repo, &id);
-        let appender = self.backend.appender(&path, 0).await?;
-        let reader = self.backend.open_random(&path).await?;
-        let ingest = Ingest { repo: repo.clone(), id, appender, hasher: expected.algorithm().hasher(), size: 0 };
+        let id = uuid::Uuid::new_v4().to_string();
+        let dir = layout::upload_dir(repo, &id);
+        self.ingests.lock().unwrap().insert(dir.clone());
+        let active = ActiveMark { set: self.ingests.clone(), dir: dir.clone() };
+        let opened = async {
+            self.create_upload_dir(repo, &id).await?;
+            let path = layout::upload_data(repo, &id);
+            let appender = self.backend.appender(&path, 0).await?;
+            let reader = self.backend.open_random(&path).await?;
+            Ok::<_, StoreError>((appender, reader))
+        }
+        .await;
+        let (appender, reader) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                let _ = self.backend.delete(&dir).await;
+                return Err(e);
+            }
+        };
+        let hasher = expected.algorithm().hasher();
+        let ingest = Ingest { repo: repo.clone(), id, appender, hasher, size: 0, _active: active };
         Ok((ingest, reader))
     }
 
@@ -83,8 +115,14 @@ impl Store {
     /// ingest's repository.
     pub async fn commit_ingest(&self, verified: Verified) -> StoreResult<()> {
         let Verified { mut ingest, digest } = verified;
-        ingest.appender.sync().await?;
-        self.promote(&ingest.repo, &ingest.id, &digest).await
+        let committed = match ingest.appender.sync().await {
+            Ok(()) => self.promote(&ingest.repo, &ingest.id, &digest).await,
+            Err(e) => Err(e),
+        };
+        if committed.is_err() {
+            let _ = self.backend.delete(&layout::upload_dir(&ingest.repo, &ingest.id)).await;
+        }
+        committed
     }
 
     /// Discards an ingest and its file.

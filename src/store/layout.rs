@@ -13,6 +13,14 @@
 //!     └── _uploads/<id>/{data,startedat}              upload in progress
 //! ```
 //! A link file holds the digest string (`sha256:…`) with no newline.
+//!
+//! Mirrored content lives under `repositories/_mirror/<host>/<name>` (e.g.
+//! `_mirror/docker.io/library/alpine`, `_mirror/registry.corp:5000/team/app`):
+//! a repository name component starts with a letter or digit, so no client
+//! request can name, push into or delete anything there, and every host keeps
+//! its own directory (`a:1` and `a-1` never meet). registry:2 skips `_`
+//! directories, as it does `_layers` and `_uploads`. berth's own bookkeeping
+//! lives in `<root>/.berth`, outside the registry:2 tree.
 
 use crate::oci::{Digest, RepoName, Tag};
 
@@ -27,12 +35,41 @@ pub fn repositories_root() -> String {
     format!("{V2}/repositories")
 }
 
+/// The directory under `repositories/` that holds every mirrored repository.
+pub const MIRROR_DIR: &str = "_mirror";
+
+/// Where the mirror keeps `remote` of upstream `host` (a validated, lowercase
+/// `host[:port]`): a storage name no client can send.
+pub fn mirror_repository(host: &str, remote: &str) -> RepoName {
+    RepoName::storage(format!("{MIRROR_DIR}/{host}/{remote}"))
+}
+
+/// The directory of one upstream's mirrored repositories.
+pub fn mirror_host_dir(host: &str) -> String {
+    format!("{V2}/repositories/{MIRROR_DIR}/{host}")
+}
+
 pub fn repository(name: &RepoName) -> String {
     format!("{V2}/repositories/{name}")
 }
 
 pub fn layer_link(name: &RepoName, d: &Digest) -> String {
     format!("{}/_layers/{}/{}/link", repository(name), d.algorithm().as_str(), d.hex())
+}
+
+/// Directory of layer links for one algorithm (children are hex names).
+pub fn layers_dir(name: &RepoName, algorithm: &str) -> String {
+    format!("{}/_layers/{algorithm}", repository(name))
+}
+
+/// The directory of a layer link (what an unlink removes).
+pub fn layer_link_dir(name: &RepoName, d: &Digest) -> String {
+    format!("{}/_layers/{}/{}", repository(name), d.algorithm().as_str(), d.hex())
+}
+
+/// The directory of a revision link (what a manifest delete removes).
+pub fn revision_link_dir(name: &RepoName, d: &Digest) -> String {
+    format!("{}/_manifests/revisions/{}/{}", repository(name), d.algorithm().as_str(), d.hex())
 }
 
 pub fn revision_link(name: &RepoName, d: &Digest) -> String {
@@ -57,7 +94,15 @@ pub fn tag_current_link(name: &RepoName, tag: &Tag) -> String {
 }
 
 pub fn tag_index_link(name: &RepoName, tag: &Tag, d: &Digest) -> String {
-    format!("{}/index/{}/{}/link", tag_dir(name, tag), d.algorithm().as_str(), d.hex())
+    format!("{}/link", tag_index_dir(name, tag, d))
+}
+
+pub fn tag_index_dir(name: &RepoName, tag: &Tag, d: &Digest) -> String {
+    format!("{}/index/{}/{}", tag_dir(name, tag), d.algorithm().as_str(), d.hex())
+}
+
+pub fn uploads_dir(name: &RepoName) -> String {
+    format!("{}/_uploads", repository(name))
 }
 
 pub fn upload_dir(name: &RepoName, id: &str) -> String {
@@ -99,5 +144,20 @@ mod tests {
         );
         assert_eq!(upload_data(&n, "u1"), "docker/registry/v2/repositories/team/app/_uploads/u1/data");
         assert_eq!(upload_started_at(&n, "u1"), "docker/registry/v2/repositories/team/app/_uploads/u1/startedat");
+    }
+
+    #[test]
+    fn mirrored_repositories_are_unnameable_and_per_host() {
+        let a = mirror_repository("a:1", "x/y");
+        let b = mirror_repository("a-1", "x/y");
+        assert_eq!(repository(&a), "docker/registry/v2/repositories/_mirror/a:1/x/y");
+        assert_ne!(repository(&a), repository(&b));
+        for name in [a.as_str(), b.as_str(), "_mirror/docker.io/library/alpine"] {
+            assert!(name.parse::<RepoName>().is_err(), "a client could name {name}");
+        }
+        assert_eq!(
+            repository(&mirror_repository("docker.io", "library/alpine")),
+            format!("{}/docker.io/library/alpine", mirror_host_dir("docker.io").trim_end_matches("/docker.io"))
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! Link files: a digest string, no newline, at a `layout` path.
 
+use bytes::Bytes;
+
 use crate::oci::Digest;
 
 use super::error::{StoreError, StoreResult};
@@ -17,7 +19,20 @@ impl Store {
         }
     }
 
-    pub(super) async fn write_link(&self, path: &str, d: &Digest) -> StoreResult<()> {
-        self.backend.put(path, d.to_string().as_bytes()).await
+    /// Points the link at `d`. A link that already holds `d` is not written
+    /// again (no needless write, and nothing to lose on a full disk). Returns
+    /// whether the link was created (it did not exist before).
+    pub(super) async fn write_link(&self, path: &str, d: &Digest) -> StoreResult<bool> {
+        let (existed, current) = match self.read_link(path).await {
+            Ok(found) => (found.is_some(), found),
+            // A damaged link is replaced by a good one.
+            Err(StoreError::CorruptLink { .. }) => (true, None),
+            Err(e) => return Err(e),
+        };
+        if current.as_ref() == Some(d) {
+            return Ok(false);
+        }
+        self.backend.put(path, Bytes::from(d.to_string())).await?;
+        Ok(!existed)
     }
 }

@@ -1,6 +1,8 @@
 //! Manifests (stored as blobs, linked as revisions), tags and the repository
 //! listing used by the catalog.
 
+use bytes::Bytes;
+
 use crate::oci::{Digest, RepoName, Tag};
 
 use super::error::StoreResult;
@@ -8,19 +10,33 @@ use super::{layout, Store};
 
 impl Store {
     /// Stores a verified manifest in `repo` and, if given, points `tag` at it.
-    pub async fn put_manifest(&self, repo: &RepoName, d: &Digest, bytes: &[u8], tag: Option<&Tag>) -> StoreResult<()> {
+    /// All or nothing as far as readers can see: if a step fails, the links
+    /// this call created are removed again (the content-addressed data may
+    /// stay, invisible, for garbage collection) and a tag keeps its old target.
+    pub async fn put_manifest(&self, repo: &RepoName, d: &Digest, bytes: Bytes, tag: Option<&Tag>) -> StoreResult<()> {
         self.put_blob_bytes(d, bytes).await?;
-        self.write_link(&layout::revision_link(repo, d), d).await?;
-        if let Some(tag) = tag {
-            self.tag_manifest(repo, tag, d).await?;
+        let mut created = Vec::new();
+        let result = async {
+            if self.write_link(&layout::revision_link(repo, d), d).await? {
+                created.push(layout::revision_link_dir(repo, d));
+            }
+            if let Some(tag) = tag {
+                if self.write_link(&layout::tag_index_link(repo, tag, d), d).await? {
+                    created.push(layout::tag_index_dir(repo, tag, d));
+                }
+                self.write_link(&layout::tag_current_link(repo, tag), d).await?;
+            }
+            Ok(())
         }
-        Ok(())
-    }
-
-    /// Points `tag` at manifest `d`, recording it in the tag's index as registry:2 does.
-    pub async fn tag_manifest(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> StoreResult<()> {
-        self.write_link(&layout::tag_index_link(repo, tag, d), d).await?;
-        self.write_link(&layout::tag_current_link(repo, tag), d).await
+        .await;
+        if result.is_err() {
+            for dir in created.iter().rev() {
+                if let Err(e) = self.backend.delete(dir).await {
+                    tracing::warn!(error = %e, dir, "could not undo a partial manifest write");
+                }
+            }
+        }
+        result
     }
 
     /// Whether `repo` holds manifest `d`.
@@ -59,7 +75,7 @@ impl Store {
                 removed.push(tag);
             }
         }
-        self.backend.delete(link.trim_end_matches("/link")).await?;
+        self.backend.delete(&layout::revision_link_dir(repo, d)).await?;
         Ok(Some(removed))
     }
 
@@ -83,14 +99,44 @@ impl Store {
         Ok(out)
     }
 
-    /// Whether anything is stored under `repo`.
-    pub async fn repository_exists(&self, repo: &RepoName) -> StoreResult<bool> {
-        Ok(!self.backend.list(&layout::repository(repo)).await?.is_empty())
+    /// Whether `repo` holds content: a committed blob link or a manifest in
+    /// exactly that repository. Upload sessions and nested repositories do not count.
+    pub async fn holds_content(&self, repo: &RepoName) -> StoreResult<bool> {
+        for alg in ["sha256", "sha512"] {
+            if self.backend.has_children(&layout::layers_dir(repo, alg)).await?
+                || self.backend.has_children(&layout::revisions_dir(repo, alg)).await?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
-    /// Every repository that holds manifests, sorted (registry:2's catalog rule).
+    /// Every repository of pushed content that holds manifests, sorted
+    /// (registry:2's catalog rule; `_mirror` is skipped like every `_` directory).
     pub async fn list_repositories(&self) -> StoreResult<Vec<String>> {
-        let root = layout::repositories_root();
+        self.list_repositories_under(&layout::repositories_root()).await
+    }
+
+    /// Mirrored repositories of upstream `host` that hold manifests, by their
+    /// upstream names, sorted.
+    pub async fn list_mirrored(&self, host: &str) -> StoreResult<Vec<String>> {
+        self.list_repositories_under(&layout::mirror_host_dir(host)).await
+    }
+
+    /// Moves mirrored content from where berth kept it before `_mirror/`
+    /// (`repositories/<host>/…`, for a host that is a valid name component,
+    /// so no client could ever push there) to `_mirror/<host>/…`.
+    pub async fn migrate_legacy_mirror(&self, host: &str) -> StoreResult<bool> {
+        if host.parse::<RepoName>().is_err() {
+            return Ok(false);
+        }
+        let legacy = format!("{}/{host}", layout::repositories_root());
+        self.backend.rename(&legacy, &layout::mirror_host_dir(host)).await
+    }
+
+    async fn list_repositories_under(&self, root: &str) -> StoreResult<Vec<String>> {
+        let root = root.to_string();
         let mut found = Vec::new();
         let mut pending = vec![String::new()];
         while let Some(name) = pending.pop() {
@@ -120,13 +166,13 @@ mod tests {
         let body = br#"{"schemaVersion":2}"#;
         let d = Digest::sha256_of(body);
         let v1: Tag = "v1".parse().unwrap();
-        store.put_manifest(&repo, &d, body, Some(&v1)).await.unwrap();
-        store.tag_manifest(&repo, &"latest".parse().unwrap(), &d).await.unwrap();
+        store.put_manifest(&repo, &d, Bytes::from_static(body), Some(&v1)).await.unwrap();
+        store.put_manifest(&repo, &d, Bytes::from_static(body), Some(&"latest".parse().unwrap())).await.unwrap();
         assert_eq!(store.resolve_tag(&repo, &v1).await.unwrap(), Some(d.clone()));
         assert_eq!(store.list_tags(&repo).await.unwrap(), vec!["latest", "v1"]);
         assert!(store.has_manifest(&repo, &d).await.unwrap());
         assert_eq!(store.read_blob_bytes(&d).await.unwrap().unwrap().as_ref(), body);
-        store.put_manifest(&"team".parse().unwrap(), &d, body, None).await.unwrap();
+        store.put_manifest(&"team".parse().unwrap(), &d, Bytes::from_static(body), None).await.unwrap();
         assert_eq!(store.list_repositories().await.unwrap(), vec!["team", "team/app"]);
         let removed = store.delete_manifest(&repo, &d).await.unwrap().unwrap();
         assert_eq!(removed.len(), 2);

@@ -3,7 +3,9 @@
 //! into `blobs/`, so only verified, complete content ever becomes a blob.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -11,7 +13,7 @@ use futures::{Stream, StreamExt};
 use crate::oci::{Algorithm, Digest, DigestHasher, RepoName};
 
 use super::backend::Appender;
-use super::error::{StoreError, StoreResult};
+use super::error::{BodyError, StoreError, StoreResult};
 use super::{layout, Store};
 
 /// Where an upload stands: its id and how many bytes it holds.
@@ -27,30 +29,93 @@ pub struct UploadStatus {
 struct Session {
     size: u64,
     hasher: Option<DigestHasher>,
+    /// When a request last touched the session (what `purge` measures).
+    last_active: Instant,
 }
 
 type SessionRef = Arc<tokio::sync::Mutex<Session>>;
 
+struct Entry {
+    /// The client address that opened the session (counted against its cap);
+    /// `None` for sessions found on disk.
+    owner: Option<IpAddr>,
+    session: SessionRef,
+}
+
 #[derive(Default)]
-pub(super) struct Sessions(Mutex<HashMap<String, SessionRef>>);
+struct Table {
+    entries: HashMap<(RepoName, String), Entry>,
+    per_owner: HashMap<IpAddr, usize>,
+}
+
+/// The open upload sessions, and how many each client address holds.
+pub(super) struct Sessions {
+    table: Mutex<Table>,
+    /// Most sessions one client address may hold open at once.
+    max_per_client: usize,
+}
 
 impl Sessions {
-    fn key(repo: &RepoName, id: &str) -> String {
-        format!("{repo}\n{id}")
+    pub(super) fn new(max_per_client: usize) -> Self {
+        Self { table: Mutex::new(Table::default()), max_per_client }
     }
 
     fn get(&self, repo: &RepoName, id: &str) -> Option<SessionRef> {
-        self.0.lock().unwrap().get(&Self::key(repo, id)).cloned()
+        self.table.lock().unwrap().entries.get(&(repo.clone(), id.to_string())).map(|e| e.session.clone())
     }
 
-    fn insert(&self, repo: &RepoName, id: &str, s: Session) -> SessionRef {
-        let r = Arc::new(tokio::sync::Mutex::new(s));
-        self.0.lock().unwrap().entry(Self::key(repo, id)).or_insert(r).clone()
+    /// Registers a session; refused when `owner` holds its cap already.
+    fn insert(&self, repo: &RepoName, id: &str, owner: Option<IpAddr>, s: Session) -> StoreResult<SessionRef> {
+        let mut t = self.table.lock().unwrap();
+        if let Some(e) = t.entries.get(&(repo.clone(), id.to_string())) {
+            return Ok(e.session.clone());
+        }
+        if let Some(ip) = owner {
+            let n = t.per_owner.entry(ip).or_default();
+            if *n >= self.max_per_client {
+                return Err(StoreError::TooManyUploads { limit: self.max_per_client });
+            }
+            *n += 1;
+        }
+        let session = Arc::new(tokio::sync::Mutex::new(s));
+        t.entries.insert((repo.clone(), id.to_string()), Entry { owner, session: session.clone() });
+        Ok(session)
     }
 
     fn remove(&self, repo: &RepoName, id: &str) {
-        self.0.lock().unwrap().remove(&Self::key(repo, id));
+        let mut t = self.table.lock().unwrap();
+        if let Some(Entry { owner: Some(ip), .. }) = t.entries.remove(&(repo.clone(), id.to_string())) {
+            if let Some(n) = t.per_owner.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    t.per_owner.remove(&ip);
+                }
+            }
+        }
     }
+
+    /// Sessions idle for longer than `max_age` that no request holds now.
+    fn idle(&self, max_age: Duration) -> Vec<(RepoName, String)> {
+        let t = self.table.lock().unwrap();
+        t.entries
+            .iter()
+            .filter(|(_, e)| e.session.try_lock().is_ok_and(|s| s.last_active.elapsed() > max_age))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn contains(&self, repo: &RepoName, id: &str) -> bool {
+        self.table.lock().unwrap().entries.contains_key(&(repo.clone(), id.to_string()))
+    }
+}
+
+/// What one purge removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Client upload sessions idle longer than the maximum age.
+    pub sessions: usize,
+    /// Mirror ingests no fetch is writing (cut off by a crash).
+    pub ingests: usize,
 }
 
 /// Upload ids are UUIDs; anything else cannot name an upload (and never
@@ -78,27 +143,42 @@ pub(super) async fn write_hashed(
 }
 
 /// Appends a body to the appender, hashing as it goes; returns bytes written.
-async fn pump<S, E>(w: &mut Box<dyn Appender>, hasher: &mut Option<DigestHasher>, body: S) -> StoreResult<u64>
+async fn pump<S>(w: &mut Box<dyn Appender>, hasher: &mut Option<DigestHasher>, body: S) -> StoreResult<u64>
 where
-    S: Stream<Item = Result<Bytes, E>>,
-    E: std::fmt::Display,
+    S: Stream<Item = Result<Bytes, BodyError>>,
 {
     let mut body = std::pin::pin!(super::batch::gather(body, WRITE_BATCH));
     let mut n = 0u64;
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
+        let chunk = chunk?;
         n += chunk.len() as u64;
         write_hashed(w.as_mut(), hasher.as_mut(), chunk).await?;
     }
     Ok(n)
 }
 
+/// An upload whose directory is gone (purged, cancelled) is unknown, not an i/o fault.
+fn gone(id: &str) -> impl FnOnce(StoreError) -> StoreError + '_ {
+    move |e| if e.is_not_found() { StoreError::UploadUnknown(id.to_string()) } else { e }
+}
+
 impl Store {
-    /// Starts a new upload session in `repo`.
-    pub async fn start_upload(&self, repo: &RepoName) -> StoreResult<UploadStatus> {
-        let id = self.create_upload_dir(repo).await?;
-        self.backend.appender(&layout::upload_data(repo, &id), 0).await?.sync().await?;
-        self.uploads.insert(repo, &id, Session { size: 0, hasher: Some(Algorithm::Sha256.hasher()) });
+    /// Starts a new upload session in `repo` for the client at `owner`
+    /// (refused with `TooManyUploads` when that address holds its cap).
+    pub async fn start_upload(&self, repo: &RepoName, owner: Option<IpAddr>) -> StoreResult<UploadStatus> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let fresh = Session { size: 0, hasher: Some(Algorithm::Sha256.hasher()), last_active: Instant::now() };
+        self.uploads.insert(repo, &id, owner, fresh)?;
+        let created = async {
+            self.create_upload_dir(repo, &id).await?;
+            self.backend.appender(&layout::upload_data(repo, &id), 0).await?.sync().await
+        }
+        .await;
+        if let Err(e) = created {
+            self.uploads.remove(repo, &id);
+            let _ = self.backend.delete(&layout::upload_dir(repo, &id)).await;
+            return Err(e);
+        }
         Ok(UploadStatus { id, size: 0 })
     }
 
@@ -115,7 +195,7 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::UploadUnknown(id.to_string()))?;
         let hasher = (size == 0).then(|| Algorithm::Sha256.hasher());
-        Ok(self.uploads.insert(repo, id, Session { size, hasher }))
+        self.uploads.insert(repo, id, None, Session { size, hasher, last_active: Instant::now() })
     }
 
     /// Where the upload stands.
@@ -128,7 +208,7 @@ impl Store {
     /// Appends a chunk. `start` (from `Content-Range`) must equal the bytes
     /// held; `declared` (its length) must equal what arrives. On any failure
     /// the upload is put back exactly as it was before the chunk.
-    pub async fn append_upload<S, E>(
+    pub async fn append_upload<S>(
         &self,
         repo: &RepoName,
         id: &str,
@@ -137,11 +217,11 @@ impl Store {
         body: S,
     ) -> StoreResult<UploadStatus>
     where
-        S: Stream<Item = Result<Bytes, E>>,
-        E: std::fmt::Display,
+        S: Stream<Item = Result<Bytes, BodyError>>,
     {
         let s = self.session(repo, id).await?;
         let mut s = s.lock().await;
+        s.last_active = Instant::now();
         if let Some(start) = start {
             if start != s.size {
                 return Err(StoreError::ChunkOutOfOrder { start, size: s.size });
@@ -149,7 +229,7 @@ impl Store {
         }
         let path = layout::upload_data(repo, id);
         let mut hasher = s.hasher.clone();
-        let mut w = self.backend.appender(&path, s.size).await?;
+        let mut w = self.backend.appender(&path, s.size).await.map_err(gone(id))?;
         let written = pump(&mut w, &mut hasher, body).await.and_then(|n| match declared {
             Some(d) if d != n => Err(StoreError::SizeMismatch { expected: d, actual: n }),
             _ => Ok(n),
@@ -158,12 +238,13 @@ impl Store {
             Ok(n) => {
                 s.size += n;
                 s.hasher = hasher;
+                s.last_active = Instant::now();
                 Ok(UploadStatus { id: id.to_string(), size: s.size })
             }
             Err(e) => {
                 drop(w);
                 // Roll back to the last good offset so the client can retry the chunk.
-                self.backend.appender(&path, s.size).await?.sync().await?;
+                self.backend.appender(&path, s.size).await.map_err(gone(id))?.sync().await?;
                 Err(e)
             }
         }
@@ -172,7 +253,7 @@ impl Store {
     /// Appends the final chunk (may be empty), verifies the digest, and
     /// commits the blob into the store and links it into `repo`. On a digest
     /// mismatch the upload is discarded.
-    pub async fn finish_upload<S, E>(
+    pub async fn finish_upload<S>(
         &self,
         repo: &RepoName,
         id: &str,
@@ -181,8 +262,7 @@ impl Store {
         expected: &Digest,
     ) -> StoreResult<u64>
     where
-        S: Stream<Item = Result<Bytes, E>>,
-        E: std::fmt::Display,
+        S: Stream<Item = Result<Bytes, BodyError>>,
     {
         {
             // Nothing received yet (POST then one PUT, or monolithic POST): the
@@ -209,10 +289,10 @@ impl Store {
             self.cancel_upload(repo, id).await?;
             return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
         }
-        self.backend.appender(&path, status.size).await?.sync().await?;
+        self.backend.appender(&path, status.size).await.map_err(gone(id))?.sync().await?;
+        self.promote(repo, id, expected).await?;
         drop(s);
         self.uploads.remove(repo, id);
-        self.promote(repo, id, expected).await?;
         Ok(status.size)
     }
 
@@ -225,12 +305,10 @@ impl Store {
     }
 
     /// Creates an upload directory registry:2 would recognise (and purge if
-    /// abandoned); returns its id.
-    pub(super) async fn create_upload_dir(&self, repo: &RepoName) -> StoreResult<String> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let started = humantime::format_rfc3339(std::time::SystemTime::now()).to_string();
-        self.backend.put(&layout::upload_started_at(repo, &id), started.as_bytes()).await?;
-        Ok(id)
+    /// abandoned).
+    pub(super) async fn create_upload_dir(&self, repo: &RepoName, id: &str) -> StoreResult<()> {
+        let started = humantime::format_rfc3339(SystemTime::now()).to_string();
+        self.backend.put(&layout::upload_started_at(repo, id), Bytes::from(started)).await
     }
 
     /// Discards an upload and its bytes.
@@ -240,9 +318,69 @@ impl Store {
         self.backend.delete(&layout::upload_dir(repo, id)).await
     }
 
+    /// Removes upload sessions idle for longer than `max_age` (in memory, or
+    /// on disk by their last write: sessions from before a restart, or
+    /// registry:2's), and mirror ingests that no fetch is writing. Sessions a
+    /// request holds right now are left alone.
+    pub async fn purge_uploads(&self, max_age: Duration) -> StoreResult<PurgeReport> {
+        let mut report = PurgeReport::default();
+        for (repo, id) in self.uploads.idle(max_age) {
+            self.uploads.remove(&repo, &id);
+            self.backend.delete(&layout::upload_dir(&repo, &id)).await?;
+            report.sessions += 1;
+        }
+        let cutoff = SystemTime::now().checked_sub(max_age).unwrap_or(SystemTime::UNIX_EPOCH);
+        for (repo, ids) in self.upload_dirs().await? {
+            let mirrored = repo.as_str().starts_with(layout::MIRROR_DIR);
+            for id in ids {
+                let dir = layout::upload_dir(&repo, &id);
+                if mirrored {
+                    if !self.ingest_active(&dir) {
+                        self.backend.delete(&dir).await?;
+                        report.ingests += 1;
+                    }
+                    continue;
+                }
+                if !valid_id(&id) || self.uploads.contains(&repo, &id) {
+                    continue;
+                }
+                let data = self.backend.modified(&layout::upload_data(&repo, &id)).await?;
+                let last = match data {
+                    Some(t) => Some(t),
+                    None => self.backend.modified(&dir).await?,
+                };
+                if last.is_some_and(|t| t < cutoff) && !self.uploads.contains(&repo, &id) {
+                    self.backend.delete(&dir).await?;
+                    report.sessions += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Every repository (pushed and mirrored) with upload directories, and their ids.
+    async fn upload_dirs(&self) -> StoreResult<Vec<(RepoName, Vec<String>)>> {
+        let root = layout::repositories_root();
+        let mut found = Vec::new();
+        let mut pending = vec![String::new()];
+        while let Some(name) = pending.pop() {
+            let dir = if name.is_empty() { root.clone() } else { format!("{root}/{name}") };
+            for child in self.backend.list(&dir).await? {
+                let nested = if name.is_empty() { child.clone() } else { format!("{name}/{child}") };
+                if child == "_uploads" && !name.is_empty() {
+                    let repo = RepoName::storage(name.clone());
+                    found.push((repo.clone(), self.backend.list(&layout::uploads_dir(&repo)).await?));
+                } else if !child.starts_with('_') || (name.is_empty() && child == layout::MIRROR_DIR) {
+                    pending.push(nested);
+                }
+            }
+        }
+        Ok(found)
+    }
+
     async fn hash_file(&self, path: &str, algorithm: Algorithm) -> StoreResult<Digest> {
         let mut h = algorithm.hasher();
-        let mut r = self.backend.reader(path, 0, None).await?;
+        let mut r = self.backend.reader(path, 0, None).await.map_err(gone(path))?;
         while let Some(chunk) = r.next().await {
             h.update(&chunk.map_err(StoreError::io(path))?);
         }
@@ -255,7 +393,7 @@ mod tests {
     use super::*;
     use futures::stream;
 
-    fn body(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
+    fn body(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, BodyError>> {
         stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>())
     }
 
@@ -264,7 +402,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::filesystem(dir.path());
         let repo: RepoName = "a/b".parse().unwrap();
-        let up = store.start_upload(&repo).await.unwrap();
+        let up = store.start_upload(&repo, None).await.unwrap();
         store.append_upload(&repo, &up.id, Some(0), Some(6), body(&[b"hel", b"lo "])).await.unwrap();
         let err = store.append_upload(&repo, &up.id, Some(0), None, body(&[b"x"])).await.unwrap_err();
         assert!(matches!(err, StoreError::ChunkOutOfOrder { start: 0, size: 6 }));
@@ -279,7 +417,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::filesystem(dir.path());
         let repo: RepoName = "a".parse().unwrap();
-        let up = store.start_upload(&repo).await.unwrap();
+        let up = store.start_upload(&repo, None).await.unwrap();
         let wrong = Digest::sha256_of(b"other");
         let err = store.finish_upload(&repo, &up.id, None, body(&[b"data"]), &wrong).await.unwrap_err();
         assert!(matches!(err, StoreError::DigestMismatch { .. }));
@@ -292,7 +430,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::filesystem(dir.path());
         let repo: RepoName = "a".parse().unwrap();
-        let up = store.start_upload(&repo).await.unwrap();
+        let up = store.start_upload(&repo, None).await.unwrap();
         store.append_upload(&repo, &up.id, Some(0), None, body(&[b"abc"])).await.unwrap();
         let err = store.append_upload(&repo, &up.id, Some(3), Some(10), body(&[b"xyz"])).await.unwrap_err();
         assert!(matches!(err, StoreError::SizeMismatch { expected: 10, actual: 3 }));
@@ -302,6 +440,53 @@ mod tests {
         let d = Digest::of(Algorithm::Sha512, b"abcdef");
         store.finish_upload(&repo, &up.id, None, body(&[b"def"]), &d).await.unwrap();
         assert_eq!(store.linked_blob_size(&repo, &d).await.unwrap(), Some(6));
+    }
+
+    #[tokio::test]
+    async fn each_client_address_has_a_cap_on_open_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::with_upload_limit(std::sync::Arc::new(super::super::fs::FsBackend::new(dir.path())), 2);
+        let repo: RepoName = "a".parse().unwrap();
+        let (me, other): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = store.start_upload(&repo, Some(me)).await.unwrap();
+        store.start_upload(&repo, Some(me)).await.unwrap();
+        let err = store.start_upload(&repo, Some(me)).await.unwrap_err();
+        assert!(matches!(err, StoreError::TooManyUploads { limit: 2 }));
+        store.start_upload(&repo, Some(other)).await.unwrap();
+        // Finishing or cancelling a session frees its place.
+        store.cancel_upload(&repo, &first.id).await.unwrap();
+        store.start_upload(&repo, Some(me)).await.unwrap();
+        let uploads = dir.path().join(layout::uploads_dir(&repo));
+        assert_eq!(std::fs::read_dir(uploads).unwrap().count(), 3, "a refused session leaves no directory");
+    }
+
+    #[tokio::test]
+    async fn idle_sessions_and_dead_ingests_are_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::filesystem(dir.path());
+        let repo: RepoName = "team/app".parse().unwrap();
+        let idle = store.start_upload(&repo, None).await.unwrap();
+        // A session from before a restart: on disk only, last written an hour ago.
+        let old = Store::filesystem(dir.path()).start_upload(&repo, None).await.unwrap();
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let data = dir.path().join(layout::upload_data(&repo, &old.id));
+        std::fs::File::options().write(true).open(&data).unwrap().set_modified(hour_ago).unwrap();
+        // A mirror ingest cut off by a crash, and one being written now.
+        let mirrored = layout::mirror_repository("docker.io", "library/x");
+        std::fs::create_dir_all(dir.path().join(layout::upload_dir(&mirrored, "dead"))).unwrap();
+        let (_live, _) = store.begin_ingest(&mirrored, &Digest::sha256_of(b"x")).await.unwrap();
+
+        let report = store.purge_uploads(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(report, PurgeReport { sessions: 1, ingests: 1 });
+        assert!(!data.exists());
+        assert_eq!(store.upload_status(&repo, &idle.id).await.unwrap().size, 0, "active within max_age: kept");
+        let left = std::fs::read_dir(dir.path().join(layout::uploads_dir(&mirrored))).unwrap().count();
+        assert_eq!(left, 1, "the live ingest is kept");
+
+        // Past max_age, the in-memory session goes too.
+        let report = store.purge_uploads(Duration::ZERO).await.unwrap();
+        assert_eq!(report.sessions, 1);
+        assert!(matches!(store.upload_status(&repo, &idle.id).await, Err(StoreError::UploadUnknown(_))));
     }
 
     #[tokio::test]
