@@ -12,6 +12,7 @@ use bytes::Bytes;
 pub use berth::config::Config;
 pub use berth::oci::Digest;
 
+pub mod faults;
 pub mod images;
 pub mod procs;
 pub mod upstream;
@@ -35,13 +36,36 @@ impl TestServer {
 
     /// Starts on an existing data directory (which the server then owns).
     pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_over(dir, None, tweak).await
+    }
+
+    /// Starts over a storage backend of the test's (a fault-injecting double
+    /// over `dir`).
+    pub async fn start_with_backend(
+        dir: tempfile::TempDir,
+        backend: std::sync::Arc<dyn berth::store::Backend>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        Self::start_over(dir, Some(backend), tweak).await
+    }
+
+    async fn start_over(
+        dir: tempfile::TempDir,
+        backend: Option<std::sync::Arc<dyn berth::store::Backend>>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut cfg = Config::default();
         cfg.server.listen = "127.0.0.1:0".into();
-        cfg.server.workers = 1;
+        // More than one worker, as in production: requests of one test meet
+        // each other on different threads.
+        cfg.server.workers = 2;
         cfg.server.shutdown_timeout = std::time::Duration::from_secs(1);
         cfg.storage.root = dir.path().to_path_buf();
         tweak(&mut cfg);
-        let bound = berth::bind(&cfg).unwrap();
+        let bound = match backend {
+            Some(b) => berth::bind_with(&cfg, b).unwrap(),
+            None => berth::bind(&cfg).unwrap(),
+        };
         let handle = bound.server.handle();
         actix_rt::spawn(bound.server);
         TestServer { base: format!("http://{}", bound.addr), handle, dir }
@@ -119,6 +143,18 @@ impl Client {
             n += chunk.len() as u64;
         }
         Ok((resp.status().as_u16(), h.finish(), n))
+    }
+
+    /// Sends a request whose body is streamed chunked (no Content-Length).
+    pub async fn req_chunked(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<Bytes>) -> Resp {
+        let mut r = self.http.request(Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", self.base));
+        for (k, v) in headers {
+            r = r.insert_header((*k, *v));
+        }
+        let stream = futures::stream::iter(body.into_iter().map(Ok::<_, std::io::Error>));
+        let mut resp = r.send_stream(stream).await.expect("request failed");
+        let body = resp.body().limit(1 << 30).await.expect("body failed");
+        Resp { status: resp.status().as_u16(), headers: resp.headers().clone(), body }
     }
 
     /// Starts a GET and returns the response with its body unread.

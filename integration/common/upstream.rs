@@ -1,7 +1,9 @@
 //! A fake upstream registry for mirror tests: serves manifests and blobs
 //! from memory, records every request, and can require bearer tokens or
 //! basic auth, corrupt a blob, hold a blob body half-sent until released,
-//! or answer every registry request with a fixed status.
+//! hold token requests, send blobs without Content-Length, or answer
+//! every registry request (or only manifest GETs, or token requests) with a
+//! fixed status.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -41,6 +43,8 @@ pub struct Seen {
 pub struct State {
     pub manifests: HashMap<(String, String), (String, Bytes)>,
     pub blobs: HashMap<String, Bytes>,
+    /// Which repositories hold each blob (a blob is served only in those).
+    pub blob_repos: HashMap<String, HashSet<String>>,
     pub corrupt: HashSet<String>,
     pub auth: Auth,
     pub seen: Vec<Seen>,
@@ -48,6 +52,14 @@ pub struct State {
     pub tokens_issued: usize,
     /// Every `/v2/` request answers this status (and Retry-After) when set.
     pub fail_with: Option<(u16, Option<String>)>,
+    /// Manifest GETs (not HEADs) answer this status (and Retry-After) when set.
+    pub fail_manifest_gets: Option<(u16, Option<String>)>,
+    /// The token endpoint answers this status (and Retry-After) when set.
+    pub fail_tokens: Option<(u16, Option<String>)>,
+    /// When set, token requests wait for a permit before they are answered.
+    pub token_gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// Blob bodies are sent without Content-Length (chunked).
+    pub no_content_length: bool,
     /// When set, blob bodies stop after their first chunk until a permit is added.
     pub gate: Option<Arc<tokio::sync::Semaphore>>,
     pub url: String,
@@ -74,12 +86,17 @@ impl FakeUpstream {
         let state = Arc::new(Mutex::new(State {
             manifests: HashMap::new(),
             blobs: HashMap::new(),
+            blob_repos: HashMap::new(),
             corrupt: HashSet::new(),
             auth,
             seen: vec![],
             valid_tokens: HashSet::new(),
             tokens_issued: 0,
             fail_with: None,
+            fail_manifest_gets: None,
+            fail_tokens: None,
+            token_gate: None,
+            no_content_length: false,
             gate: None,
             url: String::new(),
         }));
@@ -127,8 +144,10 @@ impl FakeUpstream {
         let digest = Digest::sha256_of(&manifest);
         let mut s = self.state();
         s.blobs.insert(config_d.to_string(), config);
+        s.blob_repos.entry(config_d.to_string()).or_default().insert(repo.to_string());
         for (l, d) in layers.iter().zip(&layer_ds) {
             s.blobs.insert(d.to_string(), l.clone());
+            s.blob_repos.entry(d.to_string()).or_default().insert(repo.to_string());
         }
         for reference in [tag.to_string(), digest.to_string()] {
             s.manifests.insert((repo.to_string(), reference), (OCI_MANIFEST.to_string(), manifest.clone()));
@@ -150,6 +169,14 @@ impl FakeUpstream {
     pub fn token_requests(&self) -> Vec<Seen> {
         self.state().seen.iter().filter(|s| s.path.starts_with("/token")).cloned().collect()
     }
+}
+
+fn failing(status: u16, retry_after: Option<String>) -> HttpResponse {
+    let mut r = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+    if let Some(ra) = retry_after {
+        r.insert_header(("Retry-After", ra));
+    }
+    r.json(json!({"errors": [{"code": "TOOMANYREQUESTS", "message": "failing on purpose"}]}))
 }
 
 fn challenge(s: &State, name: &str) -> HttpResponse {
@@ -197,6 +224,14 @@ async fn handle(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespons
     });
 
     if path == "/token" {
+        if let Some(gate) = s.token_gate.clone() {
+            drop(s);
+            gate.acquire().await.unwrap().forget();
+            s = state.lock().unwrap();
+        }
+        if let Some((status, retry_after)) = s.fail_tokens.clone() {
+            return failing(status, retry_after);
+        }
         s.tokens_issued += 1;
         let token = format!("token-{}", s.tokens_issued);
         s.valid_tokens.insert(token.clone());
@@ -212,11 +247,7 @@ async fn handle(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespons
         _ => return HttpResponse::NotFound().finish(),
     };
     if let Some((status, retry_after)) = s.fail_with.clone() {
-        let mut r = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
-        if let Some(ra) = retry_after {
-            r.insert_header(("Retry-After", ra));
-        }
-        return r.json(json!({"errors": [{"code": "TOOMANYREQUESTS", "message": "failing on purpose"}]}));
+        return failing(status, retry_after);
     }
     if !authorized(&s, authorization.as_deref()) {
         s.seen.last_mut().unwrap().challenged = true;
@@ -225,6 +256,9 @@ async fn handle(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespons
     let not_found =
         |code: &str| HttpResponse::NotFound().json(json!({"errors": [{"code": code, "message": "unknown"}]}));
     if kind == "manifests" {
+        if let (Some((status, retry_after)), "GET") = (s.fail_manifest_gets.clone(), method.as_str()) {
+            return failing(status, retry_after);
+        }
         let Some((mt, body)) = s.manifests.get(&(name.to_string(), reference.to_string())).cloned() else {
             return not_found("MANIFEST_UNKNOWN");
         };
@@ -233,7 +267,10 @@ async fn handle(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespons
             .insert_header(("Docker-Content-Digest", Digest::sha256_of(&body).to_string()))
             .body(body);
     }
-    let Some(mut body) = s.blobs.get(reference).cloned() else { return not_found("BLOB_UNKNOWN") };
+    let in_repo = s.blob_repos.get(reference).is_some_and(|repos| repos.contains(name));
+    let Some(mut body) = s.blobs.get(reference).cloned().filter(|_| in_repo) else {
+        return not_found("BLOB_UNKNOWN");
+    };
     if s.corrupt.contains(reference) {
         let mut v = body.to_vec();
         v[0] ^= 0xff;
@@ -248,6 +285,7 @@ async fn handle(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespons
         );
     }
     let gate = s.gate.clone();
+    let sized = !s.no_content_length;
     drop(s);
     let len = body.len() as u64;
     let chunks: Vec<Bytes> = body.chunks(256 * 1024).map(Bytes::copy_from_slice).collect();
@@ -260,5 +298,9 @@ async fn handle(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespons
         }
         Some((Ok::<_, std::io::Error>(chunk), (it, i + 1, gate)))
     });
-    HttpResponse::Ok().body(actix_web::body::SizedStream::new(len, stream))
+    if sized {
+        HttpResponse::Ok().body(actix_web::body::SizedStream::new(len, stream))
+    } else {
+        HttpResponse::Ok().streaming(stream)
+    }
 }

@@ -79,6 +79,41 @@ fn invalid(msg: impl Into<String>) -> ParseError {
     ParseError::new(OciCode::ManifestInvalid, msg)
 }
 
+/// The deepest JSON nesting Go's encoding/json accepts (its scanner's
+/// `maxNestingDepth`): docker, containerd and registry:2 refuse anything
+/// deeper, so a manifest nested deeper would be stored yet unpullable.
+pub const MAX_JSON_DEPTH: usize = 10_000;
+
+/// Refuses JSON nested deeper than `MAX_JSON_DEPTH` (arrays and objects),
+/// in one pass without recursion. serde skips unknown fields without a depth
+/// limit, so without this check a deep unknown field would be accepted.
+fn check_depth(bytes: &[u8]) -> Result<(), ParseError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(invalid(format!("manifest JSON is nested deeper than {MAX_JSON_DEPTH} levels")));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn descriptor_digest(d: &RawDescriptor, field: &str) -> Result<Digest, ParseError> {
     if d.size < 0 {
         return Err(invalid(format!("{field}: negative size")));
@@ -95,6 +130,7 @@ impl ManifestInfo {
     /// Parses a manifest being pushed with the given `Content-Type`.
     /// Rejects what is not a schema 2 manifest, list, index or artifact.
     pub fn parse_push(bytes: &[u8], content_type: Option<&str>) -> Result<ManifestInfo, ParseError> {
+        check_depth(bytes)?;
         let raw: RawManifest =
             serde_json::from_slice(bytes).map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
         let ct = content_type.map(|c| c.split(';').next().unwrap_or("").trim()).unwrap_or("");
@@ -118,6 +154,7 @@ impl ManifestInfo {
     /// Reads a stored manifest leniently: its media type and references.
     /// Stored bytes were checked on the way in (or written by registry:2).
     pub fn parse_stored(bytes: &[u8]) -> Result<ManifestInfo, ParseError> {
+        check_depth(bytes)?;
         let raw: RawManifest =
             serde_json::from_slice(bytes).map_err(|e| invalid(format!("stored manifest is not valid JSON: {e}")))?;
         let media_type = match &raw.media_type {
@@ -249,6 +286,23 @@ mod tests {
             MediaType::DOCKER_MANIFEST
         );
         assert_eq!(ManifestInfo::parse_push(body.as_bytes(), None).unwrap().blobs.len(), 1);
+    }
+
+    #[test]
+    fn nesting_deeper_than_go_accepts_is_refused() {
+        let nested = |depth: usize| {
+            let body = image(MediaType::OCI_MANIFEST);
+            let deep = format!("{}{}", "[".repeat(depth - 1), "]".repeat(depth - 1));
+            format!("{},\"x-unknown\":{deep}}}", &body[..body.len() - 1])
+        };
+        // The manifest object itself is one level: the unknown field brings it to exactly the limit.
+        assert!(ManifestInfo::parse_push(nested(MAX_JSON_DEPTH).as_bytes(), None).is_ok());
+        let e = ManifestInfo::parse_push(nested(MAX_JSON_DEPTH + 1).as_bytes(), None).unwrap_err();
+        assert_eq!(e.code, OciCode::ManifestInvalid);
+        assert!(ManifestInfo::parse_stored(nested(100_000).as_bytes()).is_err(), "an upstream's too");
+        // Brackets inside strings do not count.
+        let quoted = format!(r#"{{"schemaVersion":2,"annotations":{{"a":"{}\"]"}}}}"#, "[".repeat(20_000));
+        assert!(check_depth(quoted.as_bytes()).is_ok());
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod uploads;
 
 use std::sync::Arc;
 
-pub use backend::{read_range, Backend, ByteStream, RandomRead, READ_CHUNK};
+pub use backend::{read_range, Appender, Backend, ByteStream, RandomRead, READ_CHUNK};
 pub use batch::gather;
 pub use error::{BodyError, StoreError, StoreResult};
 pub use ingest::{Ingest, Verified};
