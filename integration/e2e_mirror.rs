@@ -5,58 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use common::upstream::{Auth, FakeUpstream, OCI_MANIFEST};
+use common::mirroring::{layer, mirror, pull, set_ttl, wait_for_file};
+use common::upstream::{Auth, FakeUpstream};
 use common::*;
 use futures::StreamExt;
-
-/// berth mirroring `docker.io` (and `ghcr.io`, if given) from fake upstreams.
-async fn mirror(docker: &FakeUpstream, ghcr: Option<&FakeUpstream>, tweak: impl FnOnce(&mut Config)) -> TestServer {
-    let (docker_url, ghcr_url) = (docker.url.clone(), ghcr.map(|g| g.url.clone()));
-    TestServer::start_with(move |c| {
-        c.mirror.set_upstream("docker.io", &docker_url);
-        if let Some(u) = ghcr_url {
-            c.mirror.set_upstream("ghcr.io", &u);
-        }
-        for u in &mut c.mirror.upstreams {
-            u.response_timeout = Duration::from_secs(5);
-            u.read_timeout = Duration::from_secs(5);
-        }
-        tweak(c);
-    })
-    .await
-}
-
-/// Waits until the fetch that served a client has also made its blob durable
-/// (clients are released once bytes are verified; fsync and rename follow).
-async fn wait_for_file(path: &std::path::Path) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        assert!(std::time::Instant::now() < deadline, "{} never appeared", path.display());
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn set_ttl(c: &mut Config, ttl: Duration) {
-    for u in &mut c.mirror.upstreams {
-        u.tag_ttl = ttl;
-    }
-}
-
-fn layer(n: usize, seed: u8) -> Bytes {
-    Bytes::from((0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<u8>>())
-}
-
-async fn pull(c: &Client, name: &str, tag: &str, image: &common::upstream::Image) {
-    let r = c.req("GET", &format!("/v2/{name}/manifests/{tag}"), &[("Accept", OCI_MANIFEST)], "").await;
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(r.body, image.manifest);
-    assert_eq!(r.header("docker-content-digest"), Some(image.digest.to_string().as_str()));
-    for d in std::iter::once(&image.config).chain(&image.layers) {
-        let (status, got, _) = c.get_hashed(&format!("/v2/{name}/blobs/{d}")).await.unwrap();
-        assert_eq!((status, &got), (200, d));
-    }
-}
 
 #[actix_rt::test]
 async fn cold_then_warm_pull_with_token_auth() {
@@ -198,30 +150,6 @@ async fn upstream_that_never_answers_is_cut_off_by_timeouts() {
     assert!(started.elapsed() < Duration::from_secs(5), "the request did not hang");
     s.stop().await;
     drop(silent);
-}
-
-#[actix_rt::test]
-async fn corrupted_upstream_bytes_are_never_stored_and_a_good_upstream_heals() {
-    let up = FakeUpstream::start(Auth::Anonymous).await;
-    let image = up.add_image("library/app", "1", &[layer(3 * 1024 * 1024, 4)]);
-    let d = image.layers[0].clone();
-    up.state().corrupt.insert(d.to_string());
-    let s = mirror(&up, None, |_| {}).await;
-    let c = s.client();
-    let path = format!("/v2/app/blobs/{d}");
-    match c.get_hashed(&path).await {
-        Err(_) => {}
-        Ok((_, got, _)) => assert_ne!(got, d, "the corrupt body must not be delivered whole"),
-    }
-    let data = s.path(&format!("docker/registry/v2/blobs/sha256/{}/{}/data", &d.hex()[..2], d.hex()));
-    assert!(!data.exists(), "corrupt content is not stored");
-
-    up.state().corrupt.clear();
-    assert_eq!(c.get_hashed(&path).await.unwrap(), (200, d.clone(), 3 * 1024 * 1024));
-    wait_for_file(&data).await;
-    assert_eq!(up.count("GET", "/blobs/"), 2, "the next request tried again");
-    s.stop().await;
-    up.stop().await;
 }
 
 #[actix_rt::test]

@@ -14,6 +14,7 @@ pub use berth::oci::Digest;
 
 pub mod faults;
 pub mod images;
+pub mod mirroring;
 pub mod procs;
 pub mod upstream;
 
@@ -109,7 +110,9 @@ impl Resp {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {:?} ({} bytes)", &self.body[..self.body.len().min(200)], self.body.len())
+        })
     }
 
     /// The first OCI error code of the body.
@@ -157,6 +160,16 @@ impl Client {
         Resp { status: resp.status().as_u16(), headers: resp.headers().clone(), body }
     }
 
+    /// GETs `path` over a plain socket and reports whether the body arrived
+    /// whole by HTTP/1.1's own framing (all `Content-Length` bytes, or the
+    /// closing chunk): awc takes a connection closed early for a clean end,
+    /// so a test of a response cut short needs this. Returns (status, body, complete).
+    pub async fn get_framed(&self, path: &str) -> (u16, Vec<u8>, bool) {
+        let addr = self.base.trim_start_matches("http://").to_string();
+        let path = path.to_string();
+        actix_rt::task::spawn_blocking(move || raw_get(&addr, &path)).await.unwrap()
+    }
+
     /// Starts a GET and returns the response with its body unread.
     pub async fn get_streaming(&self, path: &str) -> awc::ClientResponse {
         self.http.get(format!("{}{path}", self.base)).send().await.expect("request failed")
@@ -190,6 +203,40 @@ impl Client {
         assert_eq!(r.status, 201, "push manifest: {:?}", r.body);
         let d = Digest::sha256_of(&m);
         (m, d)
+    }
+}
+
+fn raw_get(addr: &str, path: &str) -> (u16, Vec<u8>, bool) {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    write!(sock, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let _ = sock.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("response headers");
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let mut rest = &raw[split + 4..];
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let header = |name: &str| head.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()));
+    if let Some(len) = header("content-length:") {
+        let len: usize = len.parse().unwrap();
+        return (status, rest.to_vec(), rest.len() == len);
+    }
+    assert_eq!(header("transfer-encoding:").as_deref(), Some("chunked"), "{head}");
+    let mut body = Vec::new();
+    loop {
+        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else { return (status, body, false) };
+        let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16).unwrap();
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            return (status, body, rest.starts_with(b"\r\n"));
+        }
+        if rest.len() < size + 2 {
+            body.extend_from_slice(&rest[..rest.len().min(size)]);
+            return (status, body, false);
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
     }
 }
 
