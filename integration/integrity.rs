@@ -234,7 +234,8 @@ async fn client_mistakes_are_4xx_with_the_spec_code() {
     let layer = Digest::sha256_of(b"0123456789");
     let long = ["a".repeat(100), "b".repeat(100), "c".repeat(100)].join("/");
     let (q0, q0_specific) = (format!("{OCI_MANIFEST};q=0"), format!("*/*, {OCI_MANIFEST};q=0"));
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, u16, &str)> = vec![
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("GET", format!("/v2/{long}/manifests/latest"), vec![], 400, "NAME_INVALID"),
         ("GET", format!("/v2/{long}/manifests/latest?ns=docker.io"), vec![], 400, "NAME_INVALID"),
         ("POST", format!("/v2/{long}/blobs/uploads/"), vec![], 400, "NAME_INVALID"),

@@ -215,6 +215,12 @@ async fn handle(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespons
     let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
     let path = req.path().to_string();
     let method = req.method().to_string();
+    if path == "/token" {
+        let gate = state.lock().unwrap().token_gate.clone();
+        if let Some(gate) = gate {
+            gate.acquire().await.unwrap().forget();
+        }
+    }
     let mut s = state.lock().unwrap();
     s.seen.push(Seen {
         method: method.clone(),
@@ -224,11 +230,6 @@ async fn handle(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespons
     });
 
     if path == "/token" {
-        if let Some(gate) = s.token_gate.clone() {
-            drop(s);
-            gate.acquire().await.unwrap().forget();
-            s = state.lock().unwrap();
-        }
         if let Some((status, retry_after)) = s.fail_tokens.clone() {
             return failing(status, retry_after);
         }
