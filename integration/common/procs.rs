@@ -120,6 +120,12 @@ impl Proc {
         self.terminate();
     }
 
+    /// SIGKILL: the process dies wherever it is, as in a crash or an OOM kill.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn terminate(&mut self) {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
@@ -145,9 +151,15 @@ impl Drop for Proc {
 
 /// The berth binary built by cargo for this test run.
 pub fn berth(data: &Path, log_dir: &Path, extra: &[&str]) -> (Proc, String) {
+    berth_with(data, log_dir, extra, |_| {})
+}
+
+/// As `berth`, with the command adjusted first (environment, limits).
+pub fn berth_with(data: &Path, log_dir: &Path, extra: &[&str], tweak: impl FnOnce(&mut Command)) -> (Proc, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
     cmd.args(["serve", "--listen", &addr, "--data"]).arg(data).args(extra).env("RUST_LOG", "info");
+    tweak(&mut cmd);
     let mut p = Proc::spawn("berth", &mut cmd, log_dir.join(format!("berth-{}.log", free_port())));
     p.wait_http(&addr);
     (p, addr)
