@@ -299,3 +299,28 @@ impl Fetch {
         .boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_fetch_task_that_panics_leaves_the_map_and_fails_its_waiters() {
+        let inflight: Inflight = Default::default();
+        let d = Digest::sha256_of(b"x");
+        let (tx, rx) = watch::channel(Phase::Connecting);
+        let fetch =
+            Arc::new(Fetch { digest: d.clone(), host: "h".into(), remote: "r".into(), phase: rx, links: Mutex::default() });
+        inflight.lock().unwrap().insert(d.clone(), fetch.clone());
+        let entry = Entry { inflight: inflight.clone(), fetch: fetch.clone(), tx };
+        let task = tokio::spawn(async move {
+            let _entry = entry;
+            panic!("a fetch task that panics (on purpose)");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert!(inflight.lock().unwrap().is_empty(), "the digest can be fetched again");
+        assert!(matches!(fetch.size().await, Err(MirrorError::Aborted)), "waiters are told");
+        assert!(matches!(fetch.verified().await, Err(MirrorError::Aborted)));
+        assert!(!fetch.also_link("a".parse().unwrap()), "no link is promised by a dead fetch");
+    }
+}

@@ -19,6 +19,9 @@ use super::error::{StoreError, StoreResult};
 pub const BERTH_DIR: &str = ".berth";
 /// Where small files are written before they are renamed into place.
 const TMP_DIR: &str = ".berth/tmp";
+/// Written once the tree has been swept for the temp files berth wrote beside
+/// their targets before it had `TMP_DIR` (so the walk runs once per data directory).
+const LEGACY_SWEPT: &str = ".berth/legacy-temp-swept";
 
 pub struct FsBackend {
     root: PathBuf,
@@ -227,8 +230,13 @@ impl Backend for FsBackend {
 
     async fn recover(&self) -> StoreResult<usize> {
         let (dir, mine) = (self.root.join(TMP_DIR), format!("{}.", self.instance));
+        let (tree, marker) = (self.root.join("docker/registry/v2"), self.root.join(LEGACY_SWEPT));
         blocking(TMP_DIR, move || {
             let mut removed = 0;
+            if !marker.exists() {
+                removed += sweep_legacy_temp(&tree)?;
+                write_atomically(&dir.join(format!("{mine}swept")), &marker, b"")?;
+            }
             match std::fs::read_dir(&dir) {
                 Ok(rd) => {
                     for entry in rd {
@@ -246,6 +254,36 @@ impl Backend for FsBackend {
         })
         .await
     }
+}
+
+/// Whether a file name is one of the temp files berth once wrote beside its
+/// target: `<name>.tmp-<uuid>`.
+fn legacy_temp_name(name: &str) -> bool {
+    name.rsplit_once(".tmp-").is_some_and(|(_, id)| uuid::Uuid::parse_str(id).is_ok())
+}
+
+/// Removes legacy temp files anywhere in the registry:2 tree; returns how many.
+fn sweep_legacy_temp(tree: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let mut pending = vec![tree.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if absent(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() && legacy_temp_name(&entry.file_name().to_string_lossy()) {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// An open file read at offsets: no shared cursor, no thread held between
@@ -344,6 +382,23 @@ mod tests {
         assert!(!crashed.exists());
         b.check_writable().await.unwrap();
         assert!(b.has_children("a").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn temp_files_once_written_beside_their_targets_are_swept_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let link_dir = dir.path().join("docker/registry/v2/repositories/a/_layers/sha256/ab");
+        std::fs::create_dir_all(&link_dir).unwrap();
+        let leftover = link_dir.join(format!("link.tmp-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&leftover, b"").unwrap();
+        std::fs::write(link_dir.join("link"), b"sha256:ab").unwrap();
+        std::fs::write(link_dir.join("notes.tmp-mine"), b"kept").unwrap();
+        let b = FsBackend::new(dir.path());
+        assert_eq!(b.recover().await.unwrap(), 1);
+        assert!(!leftover.exists() && link_dir.join("link").exists() && link_dir.join("notes.tmp-mine").exists());
+        // Done once: a later start does not walk the tree again.
+        std::fs::write(&leftover, b"").unwrap();
+        assert_eq!(FsBackend::new(dir.path()).recover().await.unwrap(), 0);
         assert!(!b.has_children("nothing/here").await.unwrap());
     }
 }

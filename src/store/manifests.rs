@@ -181,4 +181,23 @@ mod tests {
         let raw = std::fs::read(dir.path().join(layout::revision_link(&"team".parse().unwrap(), &d))).unwrap();
         assert_eq!(raw, d.to_string().as_bytes());
     }
+
+    #[tokio::test]
+    async fn mirrored_content_moves_from_where_berth_kept_it_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::filesystem(dir.path());
+        let body = Bytes::from_static(br#"{"schemaVersion":2}"#);
+        let d = Digest::sha256_of(&body);
+        let legacy: RepoName = "docker.io/library/alpine".parse().unwrap();
+        store.put_manifest(&legacy, &d, body, Some(&"3".parse().unwrap())).await.unwrap();
+        assert!(store.migrate_legacy_mirror("docker.io").await.unwrap());
+        let now = layout::mirror_repository("docker.io", "library/alpine");
+        assert_eq!(store.resolve_tag(&now, &"3".parse().unwrap()).await.unwrap(), Some(d));
+        assert!(!store.holds_content(&legacy).await.unwrap());
+        assert_eq!(store.list_mirrored("docker.io").await.unwrap(), vec!["library/alpine"]);
+        assert!(store.list_repositories().await.unwrap().is_empty(), "mirrored content is not pushed content");
+        // Done once; and a port-bearing host's old storage name was open to pushes, so it is left alone.
+        assert!(!store.migrate_legacy_mirror("docker.io").await.unwrap());
+        assert!(!store.migrate_legacy_mirror("registry.corp:5000").await.unwrap());
+    }
 }
