@@ -465,6 +465,28 @@ mod tests {
         assert!(Config::load(Some(&f), vec![]).unwrap_err().to_string().contains("bad host"));
     }
 
+    /// The README's `berth.toml` examples load as they are shown.
+    #[test]
+    fn readme_config_examples_load() {
+        let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut seen = 0;
+        for block in readme.split("```toml\n").skip(1) {
+            let block = block.split("```").next().unwrap();
+            if !block.starts_with("# berth.toml") {
+                continue;
+            }
+            let f = dir.path().join(format!("example-{seen}.toml"));
+            std::fs::write(&f, block).unwrap();
+            let c = Config::load(Some(&f), vec![]).unwrap_or_else(|e| panic!("{e}:\n{block}"));
+            if block.contains("with their defaults") {
+                assert_eq!(c, Config::default(), "the README's defaults are the defaults");
+            }
+            seen += 1;
+        }
+        assert!(seen >= 2, "the README shows its configuration examples");
+    }
+
     #[test]
     fn missing_file_is_an_error() {
         assert!(Config::load(Some(Path::new("/nonexistent/berth.toml")), vec![]).is_err());

@@ -309,8 +309,13 @@ mod tests {
         let inflight: Inflight = Default::default();
         let d = Digest::sha256_of(b"x");
         let (tx, rx) = watch::channel(Phase::Connecting);
-        let fetch =
-            Arc::new(Fetch { digest: d.clone(), host: "h".into(), remote: "r".into(), phase: rx, links: Mutex::default() });
+        let fetch = Arc::new(Fetch {
+            digest: d.clone(),
+            host: "h".into(),
+            remote: "r".into(),
+            phase: rx,
+            links: Mutex::default(),
+        });
         inflight.lock().unwrap().insert(d.clone(), fetch.clone());
         let entry = Entry { inflight: inflight.clone(), fetch: fetch.clone(), tx };
         let task = tokio::spawn(async move {
