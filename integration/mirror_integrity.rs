@@ -337,6 +337,17 @@ async fn the_mirrors_name_space_is_nobodys_to_write() {
     assert!(r.json()["errors"][0]["message"].as_str().unwrap().contains("shadow"));
     pull(&c, "team/app", "1", &app).await;
 
+    // A pushed name stays its owner's when everything in it is deleted: it never
+    // falls back to the mirror (which would serve someone else's image under it).
+    let (_, mine) = c.push_image("team/mine", "1", b"mine").await;
+    assert_eq!(c.req("DELETE", &format!("/v2/team/mine/manifests/{mine}"), &[], "").await.status, 202);
+    for blob in [Digest::sha256_of(b"{}"), Digest::sha256_of(b"mine")] {
+        assert_eq!(c.req("DELETE", &format!("/v2/team/mine/blobs/{blob}"), &[], "").await.status, 202);
+    }
+    assert_eq!(c.get("/v2/team/mine/manifests/1").await.code(), "MANIFEST_UNKNOWN");
+    assert_eq!(c.get(&format!("/v2/team/mine/blobs/{}", Digest::sha256_of(b"mine"))).await.code(), "BLOB_UNKNOWN");
+    assert_eq!(docker.count("GET", "team/mine"), 0, "never asked upstream");
+
     // Tag lists name the repository as the client asked for it.
     let r = c.get("/v2/team/app/tags/list").await;
     assert_eq!(r.json(), serde_json::json!({"name": "team/app", "tags": ["1"]}));

@@ -60,8 +60,8 @@ pub enum Class {
 /// decision needs it: see `Namespace::needs_facts`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Facts {
-    /// The repository of that name holds pushed content (a committed blob
-    /// link or manifest). Upload sessions never count.
+    /// Content was committed to the repository of that name (a blob link or
+    /// a manifest, even if since deleted). Upload sessions never count.
     pub local: bool,
     /// The default upstream's mirrored copy of the name holds content.
     pub mirrored: bool,

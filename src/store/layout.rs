@@ -57,9 +57,14 @@ pub fn layer_link(name: &RepoName, d: &Digest) -> String {
     format!("{}/_layers/{}/{}/link", repository(name), d.algorithm().as_str(), d.hex())
 }
 
-/// Directory of layer links for one algorithm (children are hex names).
-pub fn layers_dir(name: &RepoName, algorithm: &str) -> String {
-    format!("{}/_layers/{algorithm}", repository(name))
+/// The repository's layer links (exists once a blob was linked into it).
+pub fn layers_root(name: &RepoName) -> String {
+    format!("{}/_layers", repository(name))
+}
+
+/// The repository's manifests and tags (exists once a manifest was stored in it).
+pub fn manifests_root(name: &RepoName) -> String {
+    format!("{}/_manifests", repository(name))
 }
 
 /// The directory of a layer link (what an unlink removes).

@@ -99,17 +99,15 @@ impl Store {
         Ok(out)
     }
 
-    /// Whether `repo` holds content: a committed blob link or a manifest in
-    /// exactly that repository. Upload sessions and nested repositories do not count.
+    /// Whether content was ever committed to exactly `repo`: a blob link or
+    /// a manifest made its `_layers` or `_manifests` directory (as registry:2's
+    /// do). Deleting the content keeps the directories, so a name that was
+    /// pushed to stays its owner's: it never falls back to the mirror, which
+    /// would serve someone else's image under it. Upload sessions (`_uploads`)
+    /// and nested repositories do not count.
     pub async fn holds_content(&self, repo: &RepoName) -> StoreResult<bool> {
-        for alg in ["sha256", "sha512"] {
-            if self.backend.has_children(&layout::layers_dir(repo, alg)).await?
-                || self.backend.has_children(&layout::revisions_dir(repo, alg)).await?
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Ok(self.backend.has_children(&layout::layers_root(repo)).await?
+            || self.backend.has_children(&layout::manifests_root(repo)).await?)
     }
 
     /// Every repository of pushed content that holds manifests, sorted

@@ -324,10 +324,19 @@ impl Store {
     /// request holds right now are left alone.
     pub async fn purge_uploads(&self, max_age: Duration) -> StoreResult<PurgeReport> {
         let mut report = PurgeReport::default();
+        // One directory that cannot be removed (a permission, an i/o error) does not stop the rest.
+        let remove = |dir: String| async move {
+            match self.backend.delete(&dir).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(dir, error = %e, "could not purge an upload");
+                    false
+                }
+            }
+        };
         for (repo, id) in self.uploads.idle(max_age) {
             self.uploads.remove(&repo, &id);
-            self.backend.delete(&layout::upload_dir(&repo, &id)).await?;
-            report.sessions += 1;
+            report.sessions += usize::from(remove(layout::upload_dir(&repo, &id)).await);
         }
         let cutoff = SystemTime::now().checked_sub(max_age).unwrap_or(SystemTime::UNIX_EPOCH);
         for (repo, ids) in self.upload_dirs().await? {
@@ -336,8 +345,7 @@ impl Store {
                 let dir = layout::upload_dir(&repo, &id);
                 if mirrored {
                     if !self.ingest_active(&dir) {
-                        self.backend.delete(&dir).await?;
-                        report.ingests += 1;
+                        report.ingests += usize::from(remove(dir).await);
                     }
                     continue;
                 }
@@ -350,8 +358,7 @@ impl Store {
                     None => self.backend.modified(&dir).await?,
                 };
                 if last.is_some_and(|t| t < cutoff) && !self.uploads.contains(&repo, &id) {
-                    self.backend.delete(&dir).await?;
-                    report.sessions += 1;
+                    report.sessions += usize::from(remove(dir).await);
                 }
             }
         }
