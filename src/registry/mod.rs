@@ -77,11 +77,6 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(cfg: &Config) -> Self {
-        let backend = Arc::new(crate::store::fs::FsBackend::new(&cfg.storage.root));
-        Self::with_store(cfg, Store::with_upload_limit(backend, cfg.uploads.max_per_client))
-    }
-
     pub fn with_store(cfg: &Config, store: Store) -> Self {
         let store = Arc::new(store);
         let mirror = cfg.mirror.enabled.then(|| Mirror::new(&cfg.mirror, store.clone(), cfg.storage.max_manifest_size));
