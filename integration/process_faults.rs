@@ -34,6 +34,23 @@ fn systemd_like_limits(cmd: &mut std::process::Command) {
     }
 }
 
+/// Gives this process (and the servers it starts) a hard open-files limit of
+/// at least `n` (root may raise it), and takes the soft limit up to it: the
+/// test holds the client end of every connection itself.
+fn allow_open_files(n: u64) {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_max < n {
+            let raised = libc::rlimit { rlim_cur: n, rlim_max: n };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+        }
+    }
+    let soft = berth::limits::raise_open_files_limit();
+    assert!(soft >= n, "the test needs {n} open files and the hard limit allows {soft}");
+}
+
 /// A connection that sent request headers announcing a body, then nothing.
 fn stalled(addr: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).expect("connect");
@@ -52,7 +69,7 @@ fn time_base(addr: &str) -> Duration {
 #[test]
 fn a_thousand_stalled_connections_leave_a_normal_client_served() {
     // This process holds the client ends of the connections.
-    berth::limits::raise_open_files_limit();
+    allow_open_files(4096);
     let work = tempfile::tempdir().unwrap();
     let (b, addr) = berth_with(&work.path().join("data"), work.path(), &["--no-mirror"], systemd_like_limits);
     let held: Vec<TcpStream> = (0..1100).map(|_| stalled(&addr)).collect();
@@ -64,7 +81,7 @@ fn a_thousand_stalled_connections_leave_a_normal_client_served() {
 
 #[test]
 fn a_flood_is_refused_at_the_door_while_connections_already_in_are_served() {
-    berth::limits::raise_open_files_limit();
+    allow_open_files(4096);
     let work = tempfile::tempdir().unwrap();
     let (b, addr) = berth_with(&work.path().join("data"), work.path(), &["--no-mirror"], |cmd| {
         cmd.env("BERTH_SERVER__MAX_CONNECTIONS", "40").env("BERTH_SERVER__BODY_TIMEOUT", "2s");
