@@ -359,3 +359,37 @@ async fn the_mirrors_name_space_is_nobodys_to_write() {
     s.stop().await;
     docker.stop().await;
 }
+
+#[actix_rt::test]
+async fn mirrored_content_whose_data_registry2_collected_is_fetched_again() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let image = up.add_image("library/app", "1", &[layer(5000, 1)]);
+    let s = mirror(&up, None, |c| set_ttl(c, Duration::from_secs(3600))).await;
+    pull(&s.client(), "app", "1", &image).await;
+    for d in [&image.digest, &image.layers[0]] {
+        wait_for_file(&blob_file(&s, d)).await;
+    }
+    // registry:2's garbage-collect does not see _mirror/ and removes the data its links point to.
+    let dir = s.stop().await;
+    for d in [&image.digest, &image.layers[0]] {
+        std::fs::remove_file(dir.path().join(format!(
+            "docker/registry/v2/blobs/sha256/{}/{}/data",
+            &d.hex()[..2],
+            d.hex()
+        )))
+        .unwrap();
+    }
+    let url = up.url.clone();
+    let s = TestServer::start_in(dir, move |c| {
+        c.mirror.set_upstream("docker.io", &url);
+        set_ttl(c, Duration::from_secs(3600));
+    })
+    .await;
+    let c = s.client();
+    let r = c.get(&format!("/v2/app/manifests/{}", image.digest)).await;
+    assert_eq!((r.status, &r.body), (200, &image.manifest), "by digest");
+    pull(&c, "app", "1", &image).await;
+    assert_eq!(up.count("GET", &image.layers[0].to_string()), 2, "the layer was fetched again");
+    s.stop().await;
+    up.stop().await;
+}
