@@ -44,7 +44,9 @@ pub fn bind(cfg: &Config) -> std::io::Result<Bound> {
 
 /// As `bind`, over any storage backend (tests use doubles that inject faults).
 pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bound> {
-    let store = Store::with_upload_limit(backend, cfg.uploads.max_per_client);
+    let index = store::index::Index::open(&store::index_path(&cfg.storage.root))
+        .map_err(|e| std::io::Error::other(format!("cannot open berth's index: {e}")))?;
+    let store = Store::new(backend, index, cfg.uploads.max_per_client);
     let registry = Arc::new(Registry::with_store(cfg, store));
     let listener = TcpListener::bind(&cfg.server.listen)
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.server.listen)))?;

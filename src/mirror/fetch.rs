@@ -127,7 +127,7 @@ pub fn join_or_start(inflight: &Inflight, job: FetchJob) -> (Arc<Fetch>, bool) {
         match result {
             Ok(()) => {
                 for repo in entry.fetch.close_links() {
-                    if let Err(e) = store.link_blob(&repo, &digest).await {
+                    if let Err(e) = store.link_existing(&repo, &digest).await {
                         tracing::warn!(%repo, %digest, error = %e, "could not link a fetched blob");
                     }
                 }

@@ -123,8 +123,8 @@ impl Registry {
                 Err(e) => return Err(e),
             };
             if let Some(from) = from {
-                if self.store.linked_blob_size(&from, &d).await?.is_some() {
-                    self.store.link_blob(repo, &d).await?;
+                if self.store.linked_blob_size(&from, &d).await?.is_some() && self.store.link_existing(repo, &d).await?
+                {
                     self.written(repo);
                     return Ok(UploadStart::Mounted(d));
                 }

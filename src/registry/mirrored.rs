@@ -169,7 +169,9 @@ impl Registry {
     async fn adopt_stored_blob(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<Option<u64>> {
         let Some(size) = self.store.blob_size(d).await? else { return Ok(None) };
         self.confirm_upstream_has(m, d, Some(size)).await?;
-        self.store.link_blob(&m.storage, d).await?;
+        if !self.store.link_existing(&m.storage, d).await? {
+            return Ok(None);
+        }
         tracing::info!(repo = %m.storage, digest = %d, cache = "shared", "mirrored blob");
         Ok(Some(size))
     }
@@ -182,7 +184,7 @@ impl Registry {
         if joined && (fetch.host != m.upstream.host || fetch.remote != m.remote) {
             self.confirm_upstream_has(m, d, None).await?;
             if !fetch.also_link(m.storage.clone()) {
-                self.store.link_blob(&m.storage, d).await?;
+                self.store.link_existing(&m.storage, d).await?;
             }
         }
         Ok(fetch)

@@ -5,6 +5,8 @@ use crate::oci::{Digest, RepoName};
 
 use super::backend::ByteStream;
 use super::error::StoreResult;
+use super::index::RefKind;
+use super::leases::Lease;
 use super::{layout, Store};
 
 impl Store {
@@ -26,8 +28,26 @@ impl Store {
         self.backend.reader(&layout::blob_data(d), offset, len).await
     }
 
-    /// Makes a stored blob readable in `repo`.
-    pub async fn link_blob(&self, repo: &RepoName, d: &Digest) -> StoreResult<()> {
+    /// Takes a lease on `d`: its data is not deleted while the lease is held
+    /// (see `leases`).
+    pub async fn lease(&self, d: &Digest) -> Lease {
+        self.leases.lease(d).await
+    }
+
+    /// Makes a stored blob readable in `repo`, if its data is there; returns
+    /// whether it was (a mount or an adoption falls back to a transfer if not).
+    pub async fn link_existing(&self, repo: &RepoName, d: &Digest) -> StoreResult<bool> {
+        let _lease = self.lease(d).await;
+        let Some(size) = self.blob_size(d).await? else { return Ok(false) };
+        self.link_blob_held(repo, d, size).await?;
+        Ok(true)
+    }
+
+    /// Links `d`, whose data is there and leased by the caller: the index
+    /// learns of the reference before the link exists.
+    pub(super) async fn link_blob_held(&self, repo: &RepoName, d: &Digest, size: u64) -> StoreResult<()> {
+        let (digest, r) = (d.clone(), repo.clone());
+        self.indexed(move |index| index.add_ref(&digest, RefKind::Layer, &r, Some(size))).await?;
         self.write_link(&layout::layer_link(repo, d), d).await.map(|_| ())
     }
 
@@ -39,11 +59,33 @@ impl Store {
             return Ok(false);
         }
         self.backend.delete(&layout::layer_link_dir(repo, d)).await?;
+        let (digest, r) = (d.clone(), repo.clone());
+        self.indexed(move |index| index.remove_ref(&digest, RefKind::Layer, &r)).await?;
         Ok(true)
     }
 
+    /// Deletes a blob's data if no repository links it (by the index) and no
+    /// operation holds a lease on it; returns the bytes freed (0 if kept).
+    pub async fn delete_unreferenced_blob(&self, d: &Digest) -> StoreResult<u64> {
+        let Some(_deleting) = self.leases.try_delete(d) else { return Ok(0) };
+        let digest = d.clone();
+        if !self.indexed(move |index| index.refs(&digest)).await?.is_empty() {
+            return Ok(0);
+        }
+        let Some(size) = self.blob_size(d).await? else {
+            let digest = d.clone();
+            self.indexed(move |index| index.forget_blob(&digest)).await?;
+            return Ok(0);
+        };
+        self.backend.delete(&layout::blob_dir(d)).await?;
+        let digest = d.clone();
+        self.indexed(move |index| index.forget_blob(&digest)).await?;
+        Ok(size)
+    }
+
     /// Stores small content (a manifest) under its digest, if not there yet.
-    pub async fn put_blob_bytes(&self, d: &Digest, bytes: bytes::Bytes) -> StoreResult<()> {
+    /// The caller holds a lease on `d`.
+    pub(super) async fn put_blob_bytes(&self, d: &Digest, bytes: bytes::Bytes) -> StoreResult<()> {
         let path = layout::blob_data(d);
         if self.backend.stat(&path).await? == Some(bytes.len() as u64) {
             return Ok(());

@@ -42,6 +42,8 @@ pub enum StoreError {
     },
     #[error("link file {path} does not hold a valid digest")]
     CorruptLink { path: String },
+    #[error("bookkeeping index: {0}")]
+    Index(String),
 }
 
 /// What an i/o error says about the storage as a whole.
@@ -72,7 +74,7 @@ impl StoreError {
             StoreError::Body(BodyError::Broken(_)) => OciCode::BlobUploadInvalid,
             StoreError::TooManyUploads { .. } => OciCode::TooManyRequests,
             StoreError::Io { source, .. } => io_code(source),
-            StoreError::CorruptLink { .. } => OciCode::Internal,
+            StoreError::CorruptLink { .. } | StoreError::Index(_) => OciCode::Internal,
         }
     }
 
@@ -83,14 +85,16 @@ impl StoreError {
             StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::EROFS) => {
                 "the registry's storage is read-only; nothing was written".into()
             }
-            StoreError::Io { .. } | StoreError::CorruptLink { .. } => self.code().message().into(),
+            StoreError::Io { .. } | StoreError::CorruptLink { .. } | StoreError::Index(_) => {
+                self.code().message().into()
+            }
             other => other.to_string(),
         }
     }
 
     /// The server's own trouble, worth a log line with the detail.
     pub fn is_server_fault(&self) -> bool {
-        matches!(self, StoreError::Io { .. } | StoreError::CorruptLink { .. })
+        matches!(self, StoreError::Io { .. } | StoreError::CorruptLink { .. } | StoreError::Index(_))
     }
 
     /// The path did not exist (for callers that turn that into "unknown").

@@ -142,7 +142,7 @@ mod tests {
     #[tokio::test]
     async fn verified_ingest_commits_and_readers_see_bytes_before_and_after() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::filesystem(dir.path());
+        let store = Store::filesystem(dir.path()).unwrap();
         let repo: RepoName = "docker.io/library/x".parse().unwrap();
         let d = Digest::sha256_of(b"hello world");
         let (mut ingest, reader) = store.begin_ingest(&repo, &d).await.unwrap();
@@ -160,7 +160,7 @@ mod tests {
     #[tokio::test]
     async fn corrupt_or_short_ingest_stores_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::filesystem(dir.path());
+        let store = Store::filesystem(dir.path()).unwrap();
         let repo: RepoName = "r".parse().unwrap();
         let d = Digest::sha256_of(b"good");
         let (mut ingest, _) = store.begin_ingest(&repo, &d).await.unwrap();

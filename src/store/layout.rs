@@ -27,7 +27,12 @@ use crate::oci::{Digest, RepoName, Tag};
 const V2: &str = "docker/registry/v2";
 
 pub fn blob_data(d: &Digest) -> String {
-    format!("{V2}/blobs/{}/{}/{}/data", d.algorithm().as_str(), &d.hex()[..2], d.hex())
+    format!("{}/data", blob_dir(d))
+}
+
+/// The directory of one blob (what deleting its data removes).
+pub fn blob_dir(d: &Digest) -> String {
+    format!("{V2}/blobs/{}/{}/{}", d.algorithm().as_str(), &d.hex()[..2], d.hex())
 }
 
 /// The directory that holds every repository (its children are name components).

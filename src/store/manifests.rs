@@ -6,6 +6,7 @@ use bytes::Bytes;
 use crate::oci::{Digest, RepoName, Tag};
 
 use super::error::StoreResult;
+use super::index::RefKind;
 use super::{layout, Store};
 
 impl Store {
@@ -14,7 +15,11 @@ impl Store {
     /// this call created are removed again (the content-addressed data may
     /// stay, invisible, for garbage collection) and a tag keeps its old target.
     pub async fn put_manifest(&self, repo: &RepoName, d: &Digest, bytes: Bytes, tag: Option<&Tag>) -> StoreResult<()> {
+        let _lease = self.lease(d).await;
+        let size = bytes.len() as u64;
         self.put_blob_bytes(d, bytes).await?;
+        let (digest, r) = (d.clone(), repo.clone());
+        self.indexed(move |index| index.add_ref(&digest, RefKind::Manifest, &r, Some(size))).await?;
         let mut created = Vec::new();
         let result = async {
             if self.write_link(&layout::revision_link(repo, d), d).await? {
@@ -37,6 +42,13 @@ impl Store {
             }
         }
         result
+    }
+
+    /// Removes the revision link of `d` from `repo`, then its index reference.
+    async fn unlink_revision(&self, repo: &RepoName, d: &Digest) -> StoreResult<()> {
+        self.backend.delete(&layout::revision_link_dir(repo, d)).await?;
+        let (digest, r) = (d.clone(), repo.clone());
+        self.indexed(move |index| index.remove_ref(&digest, RefKind::Manifest, &r)).await
     }
 
     /// Whether `repo` holds manifest `d`.
@@ -75,7 +87,7 @@ impl Store {
                 removed.push(tag);
             }
         }
-        self.backend.delete(&layout::revision_link_dir(repo, d)).await?;
+        self.unlink_revision(repo, d).await?;
         Ok(Some(removed))
     }
 
@@ -159,7 +171,7 @@ mod tests {
     #[tokio::test]
     async fn tags_manifests_and_catalog() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::filesystem(dir.path());
+        let store = Store::filesystem(dir.path()).unwrap();
         let repo: RepoName = "team/app".parse().unwrap();
         let body = br#"{"schemaVersion":2}"#;
         let d = Digest::sha256_of(body);
@@ -183,7 +195,7 @@ mod tests {
     #[tokio::test]
     async fn mirrored_content_moves_from_where_berth_kept_it_before() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::filesystem(dir.path());
+        let store = Store::filesystem(dir.path()).unwrap();
         let body = Bytes::from_static(br#"{"schemaVersion":2}"#);
         let d = Digest::sha256_of(&body);
         let legacy: RepoName = "docker.io/library/alpine".parse().unwrap();

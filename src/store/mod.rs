@@ -8,8 +8,10 @@ mod blobs;
 pub mod error;
 pub mod fs;
 mod fs_read;
+pub mod index;
 mod ingest;
 pub mod layout;
+pub mod leases;
 mod links;
 mod manifests;
 mod uploads;
@@ -21,6 +23,9 @@ pub use batch::gather;
 pub use error::{BodyError, StoreError, StoreResult};
 pub use ingest::{Ingest, Verified};
 pub use uploads::{PurgeReport, UploadStatus};
+
+use index::Index;
+use leases::Leases;
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -34,21 +39,46 @@ pub struct Store {
     uploads: uploads::Sessions,
     /// Upload directories mirror fetches are writing now (a purge leaves them).
     ingests: Arc<Mutex<HashSet<String>>>,
+    /// Bookkeeping: references, sizes, uses (`index`).
+    index: Arc<Index>,
+    /// Blobs whose data must stay for now (`leases`).
+    leases: Arc<Leases>,
+}
+
+/// Where the index of a data directory lives.
+pub fn index_path(root: &std::path::Path) -> std::path::PathBuf {
+    root.join(fs::BERTH_DIR).join("index.redb")
 }
 
 impl Store {
-    pub fn new(backend: Arc<dyn Backend>) -> Self {
-        Self::with_upload_limit(backend, DEFAULT_MAX_UPLOADS_PER_CLIENT)
-    }
-
-    /// A store whose clients may each hold at most `max_per_client` open uploads.
-    pub fn with_upload_limit(backend: Arc<dyn Backend>, max_per_client: usize) -> Self {
-        Self { backend, uploads: uploads::Sessions::new(max_per_client), ingests: Default::default() }
+    /// A store over `backend`, with its index, whose clients may each hold at
+    /// most `max_per_client` open uploads.
+    pub fn new(backend: Arc<dyn Backend>, index: Index, max_per_client: usize) -> Self {
+        Self {
+            backend,
+            uploads: uploads::Sessions::new(max_per_client),
+            ingests: Default::default(),
+            index: Arc::new(index),
+            leases: Default::default(),
+        }
     }
 
     /// A store over a local directory laid out as registry:2's `/var/lib/registry`.
-    pub fn filesystem(root: impl Into<std::path::PathBuf>) -> Self {
-        Self::new(Arc::new(fs::FsBackend::new(root)))
+    pub fn filesystem(root: impl Into<std::path::PathBuf>) -> StoreResult<Self> {
+        let root = root.into();
+        let index = Index::open(&index_path(&root))?;
+        Ok(Self::new(Arc::new(fs::FsBackend::new(root)), index, DEFAULT_MAX_UPLOADS_PER_CLIENT))
+    }
+
+    /// Runs an index operation on the blocking pool.
+    pub(crate) async fn indexed<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Index) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || op(&index))
+            .await
+            .map_err(|e| StoreError::Index(format!("index task failed: {e}")))?
     }
 
     /// Clears what a crash left of the backend's temporary files (at startup).

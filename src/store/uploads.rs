@@ -298,9 +298,13 @@ impl Store {
 
     /// Moves a verified, synced upload file into `blobs/`, links it into
     /// `repo` and removes the upload directory.
+    /// The blob is leased throughout: no deletion runs between finding the
+    /// data in place (another copy was there) and the link that keeps it.
     pub(super) async fn promote(&self, repo: &RepoName, id: &str, d: &Digest) -> StoreResult<()> {
+        let _lease = self.lease(d).await;
         self.backend.commit(&layout::upload_data(repo, id), &layout::blob_data(d)).await?;
-        self.link_blob(repo, d).await?;
+        let size = self.blob_size(d).await?.ok_or_else(|| StoreError::BlobUnknown(d.clone()))?;
+        self.link_blob_held(repo, d, size).await?;
         self.backend.delete(&layout::upload_dir(repo, id)).await
     }
 
@@ -407,7 +411,7 @@ mod tests {
     #[tokio::test]
     async fn chunked_upload_commits_verified_blob() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::filesystem(dir.path());
+        let store = Store::filesystem(dir.path()).unwrap();
         let repo: RepoName = "a/b".parse().unwrap();
         let up = store.start_upload(&repo, None).await.unwrap();
         store.append_upload(&repo, &up.id, Some(0), Some(6), body(&[b"hel", b"lo "])).await.unwrap();
@@ -422,7 +426,7 @@ mod tests {
     #[tokio::test]
     async fn wrong_digest_stores_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::filesystem(dir.path());
+        let store = Store::filesystem(dir.path()).unwrap();
         let repo: RepoName = "a".parse().unwrap();
         let up = store.start_upload(&repo, None).await.unwrap();
         let wrong = Digest::sha256_of(b"other");
@@ -435,7 +439,7 @@ mod tests {
     #[tokio::test]
     async fn short_chunk_rolls_back_and_sha512_and_resume_from_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::filesystem(dir.path());
+        let store = Store::filesystem(dir.path()).unwrap();
         let repo: RepoName = "a".parse().unwrap();
         let up = store.start_upload(&repo, None).await.unwrap();
         store.append_upload(&repo, &up.id, Some(0), None, body(&[b"abc"])).await.unwrap();
@@ -443,7 +447,8 @@ mod tests {
         assert!(matches!(err, StoreError::SizeMismatch { expected: 10, actual: 3 }));
         assert_eq!(store.upload_status(&repo, &up.id).await.unwrap().size, 3);
         // A fresh Store over the same directory finds the session on disk.
-        let store = Store::filesystem(dir.path());
+        drop(store);
+        let store = Store::filesystem(dir.path()).unwrap();
         let d = Digest::of(Algorithm::Sha512, b"abcdef");
         store.finish_upload(&repo, &up.id, None, body(&[b"def"]), &d).await.unwrap();
         assert_eq!(store.linked_blob_size(&repo, &d).await.unwrap(), Some(6));
@@ -452,7 +457,8 @@ mod tests {
     #[tokio::test]
     async fn each_client_address_has_a_cap_on_open_sessions() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::with_upload_limit(std::sync::Arc::new(super::super::fs::FsBackend::new(dir.path())), 2);
+        let index = super::super::index::Index::open(&super::super::index_path(dir.path())).unwrap();
+        let store = Store::new(std::sync::Arc::new(super::super::fs::FsBackend::new(dir.path())), index, 2);
         let repo: RepoName = "a".parse().unwrap();
         let (me, other): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let first = store.start_upload(&repo, Some(me)).await.unwrap();
@@ -470,11 +476,11 @@ mod tests {
     #[tokio::test]
     async fn idle_sessions_and_dead_ingests_are_purged() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::filesystem(dir.path());
         let repo: RepoName = "team/app".parse().unwrap();
-        let idle = store.start_upload(&repo, None).await.unwrap();
         // A session from before a restart: on disk only, last written an hour ago.
-        let old = Store::filesystem(dir.path()).start_upload(&repo, None).await.unwrap();
+        let old = Store::filesystem(dir.path()).unwrap().start_upload(&repo, None).await.unwrap();
+        let store = Store::filesystem(dir.path()).unwrap();
+        let idle = store.start_upload(&repo, None).await.unwrap();
         let hour_ago = SystemTime::now() - Duration::from_secs(3600);
         let data = dir.path().join(layout::upload_data(&repo, &old.id));
         std::fs::File::options().write(true).open(&data).unwrap().set_modified(hour_ago).unwrap();
@@ -499,7 +505,7 @@ mod tests {
     #[tokio::test]
     async fn ids_that_are_not_uuids_are_unknown() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::filesystem(dir.path());
+        let store = Store::filesystem(dir.path()).unwrap();
         let repo: RepoName = "a".parse().unwrap();
         assert!(matches!(store.upload_status(&repo, "../../x").await, Err(StoreError::UploadUnknown(_))));
     }
