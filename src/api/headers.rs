@@ -93,7 +93,7 @@ pub fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
                 .filter_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
                 .find_map(|q| q.trim().parse::<f32>().ok())
                 .unwrap_or(1.0);
-            if best.map_or(true, |(s, _)| specificity > s) {
+            if best.is_none_or(|(s, _)| specificity > s) {
                 best = Some((specificity, q));
             }
         }

@@ -270,7 +270,7 @@ impl Index {
             {
                 let mut table = txn.open_table(USES)?;
                 for (key, at) in uses {
-                    let newer = table.get(key.as_str())?.map_or(true, |old| old.value() < *at);
+                    let newer = table.get(key.as_str())?.is_none_or(|old| old.value() < *at);
                     if newer {
                         table.insert(key.as_str(), *at)?;
                     }
