@@ -20,7 +20,19 @@ pub struct Config {
     pub uploads: UploadsConfig,
     pub cache: CacheConfig,
     pub mirror: MirrorConfig,
+    pub gc: GcConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// Run garbage collection of pushed content every this long while serving
+    /// (e.g. "1day"); unset: only when `berth gc` asks.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Duration>,
+    /// Scheduled runs also delete manifests no tag reaches (as `--delete-untagged`).
+    pub delete_untagged: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,6 +123,23 @@ pub struct MirrorConfig {
     /// Allow a push into a name whose mirrored copy holds content (the pushed
     /// image then shadows the mirrored one for every client).
     pub allow_shadowing: bool,
+    /// Mirrored content not served for this long is evicted (tags, then the
+    /// manifests and blobs nothing kept refers to); every use refreshes it.
+    /// An upstream's own `ttl` overrides it.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Most bytes held only by mirrored content (blobs pushed content also
+    /// uses do not count); above it the least recently used mirrored images
+    /// are evicted down to 90% of it. Unset: no cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<bytesize::ByteSize>,
+    /// Images that never expire and are never evicted for the cap:
+    /// `docker.io/library/alpine:3.20` (one tag), `docker.io/library/alpine`
+    /// (every tag), `ghcr.io/owner/*` (`*` matches any characters).
+    pub pin: Vec<String>,
+    /// How often expiry and the cap are enforced.
+    #[serde(with = "humantime_serde")]
+    pub eviction_interval: Duration,
     /// The upstream registries, by host. A list given in a file replaces this default.
     pub upstreams: Vec<UpstreamConfig>,
 }
@@ -134,6 +163,9 @@ pub struct UpstreamConfig {
     /// How long a mirrored tag is served without asking the upstream again.
     #[serde(with = "humantime_serde")]
     pub tag_ttl: Duration,
+    /// This upstream's content expires after this long unused (overrides `mirror.ttl`).
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Duration>,
     /// Time allowed to connect to the upstream.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -154,6 +186,7 @@ impl Default for UpstreamConfig {
             password: None,
             token: None,
             tag_ttl: Duration::from_secs(300),
+            ttl: None,
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
@@ -175,6 +208,10 @@ impl Default for MirrorConfig {
             protected_prefixes: vec!["library/".into()],
             protect_short_names: true,
             allow_shadowing: false,
+            ttl: Duration::from_secs(7 * 24 * 3600),
+            max_size: None,
+            pin: vec![],
+            eviction_interval: Duration::from_secs(60),
             upstreams: vec![UpstreamConfig::new("docker.io", "https://registry-1.docker.io")],
         }
     }
@@ -330,6 +367,14 @@ impl Config {
         }
         if self.server.body_timeout.is_zero() {
             return Err(ConfigError("server.body_timeout must be longer than zero".into()));
+        }
+        if let Some(p) = m.pin.iter().find(|p| !p.contains('/')) {
+            return Err(ConfigError(format!(
+                "mirror.pin: {p:?} names no repository; write <host>/<name>[:<tag>], e.g. docker.io/library/alpine:3.20"
+            )));
+        }
+        if m.eviction_interval.is_zero() {
+            return Err(ConfigError("mirror.eviction_interval must be longer than zero".into()));
         }
         if self.uploads.max_age.is_zero() || self.uploads.max_per_client == 0 {
             return Err(ConfigError("uploads.max_age and uploads.max_per_client must be above zero".into()));

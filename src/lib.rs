@@ -65,6 +65,7 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
         );
     }
     actix_web::rt::spawn(housekeeping(Arc::downgrade(&registry)));
+    actix_web::rt::spawn(eviction(Arc::downgrade(&registry)));
     let data = web::Data::from(registry);
     let edge = web::Data::new(api::EdgeConfig { body_timeout: cfg.server.body_timeout });
     let server = HttpServer::new(move || {
@@ -83,12 +84,16 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     Ok(Bound { addr, server })
 }
 
-/// Startup recovery, then the periodic upload purge, for as long as the
-/// registry lives (the server's workers hold it; the task holds only a `Weak`).
+/// Startup recovery and indexing, then the periodic upload purge, for as
+/// long as the registry lives (the server's workers hold it; the task holds
+/// only a `Weak`).
 async fn housekeeping(registry: Weak<Registry>) {
     if let Some(reg) = registry.upgrade() {
         if let Err(e) = reg.recover().await {
             tracing::error!(error = %e, "startup recovery failed");
+        }
+        if let Err(e) = reg.index_tree().await {
+            tracing::error!(error = %e, "indexing the data directory failed; expiry waits for the next start");
         }
     }
     loop {
@@ -101,6 +106,29 @@ async fn housekeeping(registry: Weak<Registry>) {
             Err(e) => tracing::warn!(error = %e, "upload purge failed"),
         }
         let interval = reg.purge_interval();
+        drop(reg);
+        actix_web::rt::time::sleep(interval).await;
+    }
+}
+
+/// Mirror expiry and the cap, every `mirror.eviction_interval`.
+async fn eviction(registry: Weak<Registry>) {
+    loop {
+        let Some(reg) = registry.upgrade() else { return };
+        let interval = reg.eviction_interval();
+        match reg.evict().await {
+            Ok(r) if r.tags + r.manifests + r.blob_links + r.blobs > 0 => tracing::info!(
+                tags = r.tags,
+                manifests = r.manifests,
+                blob_links = r.blob_links,
+                blobs = r.blobs,
+                bytes_freed = r.bytes_freed,
+                mirror_bytes = r.mirror_bytes,
+                "evicted mirrored content"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "eviction pass failed"),
+        }
         drop(reg);
         actix_web::rt::time::sleep(interval).await;
     }

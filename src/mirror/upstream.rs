@@ -46,6 +46,8 @@ pub struct Upstream {
     pub host: String,
     pub url: String,
     pub tag_ttl: Duration,
+    /// This upstream's expiry, when it overrides `mirror.ttl`.
+    pub ttl: Option<Duration>,
     cfg: UpstreamConfig,
     /// `Authorization` values by scope (`repository:<name>:pull`), until they expire.
     credentials: Cache<String, Credential>,
@@ -57,6 +59,7 @@ impl Upstream {
             host: cfg.host.clone(),
             url: cfg.url.trim_end_matches('/').to_string(),
             tag_ttl: cfg.tag_ttl,
+            ttl: cfg.ttl,
             cfg: cfg.clone(),
             credentials: Cache::builder().max_capacity(10_000).expire_after(CredentialExpiry).build(),
         }

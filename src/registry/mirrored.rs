@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::mirror::{Fetch, Mirror, MirrorError};
 use crate::oci::{Digest, ManifestInfo, Reference, Tag};
+use crate::store::index::UseKind;
 
 use super::blobs::{resolve_range, BlobRead};
 use super::range::RangeRequest;
@@ -92,6 +93,16 @@ impl Registry {
     }
 
     pub(super) async fn mirrored_manifest(&self, m: &MirroredRepo, reference: &Reference) -> RegistryResult<Manifest> {
+        let served = self.mirrored_manifest_inner(m, reference).await?;
+        // Every pull refreshes what it used (expiry keeps what is used).
+        if let Reference::Tag(t) = reference {
+            self.uses.record(UseKind::Tag, &m.storage, t.as_str());
+        }
+        self.uses.record(UseKind::Manifest, &m.storage, &served.digest.to_string());
+        Ok(served)
+    }
+
+    async fn mirrored_manifest_inner(&self, m: &MirroredRepo, reference: &Reference) -> RegistryResult<Manifest> {
         let cached = self.stored_manifest(m, reference).await?;
         let tag = match reference {
             Reference::Digest(_) => {
@@ -207,6 +218,12 @@ impl Registry {
     }
 
     pub(super) async fn mirrored_blob_size(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<u64> {
+        let size = self.mirrored_blob_size_inner(m, d).await?;
+        self.uses.record(UseKind::Blob, &m.storage, &d.to_string());
+        Ok(size)
+    }
+
+    async fn mirrored_blob_size_inner(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<u64> {
         if let Some(size) = self.linked_size(&m.storage, d).await? {
             return Ok(size);
         }
@@ -241,9 +258,15 @@ impl Registry {
         d: &Digest,
         range: Option<RangeRequest>,
     ) -> RegistryResult<BlobRead> {
-        if let Some(size) = self.stored_blob(m, d).await? {
-            tracing::info!(repo = %m.storage, digest = %d, cache = "hit", "mirrored blob");
-            return self.open_stored_blob(d, size, range).await;
+        self.uses.record(UseKind::Blob, &m.storage, &d.to_string());
+        {
+            // Held from the link check until the file is open (an open file
+            // keeps its bytes): eviction cannot delete the data in between.
+            let _lease = self.store.lease(d).await;
+            if let Some(size) = self.stored_blob(m, d).await? {
+                tracing::info!(repo = %m.storage, digest = %d, cache = "hit", "mirrored blob");
+                return self.open_stored_blob(d, size, range).await;
+            }
         }
         tracing::info!(repo = %m.storage, digest = %d, cache = "miss", "mirrored blob");
         let fetch = self.join_fetch(m, d).await?;

@@ -7,11 +7,13 @@
 mod blobs;
 pub mod cache;
 mod error;
+pub mod expiry;
 mod manifests;
 mod mirrored;
 pub mod namespace;
 mod range;
 mod referrers;
+pub mod uses;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -74,6 +76,13 @@ pub struct Registry {
     delete_enabled: bool,
     max_manifest_size: u64,
     upload_max_age: Duration,
+    /// Uses of mirrored content not yet written to the index.
+    uses: uses::Uses,
+    pins: expiry::Pins,
+    /// `mirror.ttl`, `mirror.max_size` (bytes), `mirror.eviction_interval`.
+    ttl: Duration,
+    max_size: Option<u64>,
+    eviction_interval: Duration,
 }
 
 impl Registry {
@@ -91,6 +100,11 @@ impl Registry {
             delete_enabled: cfg.storage.delete.enabled,
             max_manifest_size: cfg.storage.max_manifest_size,
             upload_max_age: cfg.uploads.max_age,
+            uses: Default::default(),
+            pins: expiry::Pins::new(&cfg.mirror.pin),
+            ttl: cfg.mirror.ttl,
+            max_size: cfg.mirror.max_size.map(|b| b.as_u64()),
+            eviction_interval: cfg.mirror.eviction_interval,
         }
     }
 
@@ -226,6 +240,23 @@ impl Registry {
     /// ingests that nothing writes (both also after a crash).
     pub async fn purge_uploads(&self) -> RegistryResult<crate::store::PurgeReport> {
         Ok(self.store.purge_uploads(self.upload_max_age).await?)
+    }
+
+    /// How often expiry and the cap are enforced.
+    pub fn eviction_interval(&self) -> Duration {
+        self.eviction_interval
+    }
+
+    /// Indexes a data directory that has no complete index yet (registry:2's,
+    /// or an older berth's), while the server serves.
+    pub async fn index_tree(&self) -> RegistryResult<()> {
+        if self.store.indexed(|index| index.is_indexed()).await? {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let found = self.store.index_tree().await?;
+        tracing::info!(references = found, took = ?started.elapsed(), "indexed the data directory");
+        Ok(())
     }
 
     /// How often `purge_uploads` should run.

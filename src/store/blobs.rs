@@ -23,6 +23,19 @@ impl Store {
         self.blob_size(d).await
     }
 
+    /// Every blob `repo` links.
+    pub async fn list_layer_links(&self, repo: &RepoName) -> StoreResult<Vec<Digest>> {
+        let mut out = Vec::new();
+        for alg in ["sha256", "sha512"] {
+            for hex in self.backend.list(&format!("{}/{alg}", layout::layers_root(repo))).await? {
+                if let Some(d) = Digest::from_parts(alg, &hex) {
+                    out.push(d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Streams the blob's bytes from `offset` (`len` bytes, or to the end).
     pub async fn open_blob(&self, d: &Digest, offset: u64, len: Option<u64>) -> StoreResult<ByteStream> {
         self.backend.reader(&layout::blob_data(d), offset, len).await

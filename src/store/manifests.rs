@@ -125,13 +125,50 @@ impl Store {
     /// Every repository of pushed content that holds manifests, sorted
     /// (registry:2's catalog rule; `_mirror` is skipped like every `_` directory).
     pub async fn list_repositories(&self) -> StoreResult<Vec<String>> {
-        self.list_repositories_under(&layout::repositories_root()).await
+        self.list_repositories_under(&layout::repositories_root(), false).await
     }
 
     /// Mirrored repositories of upstream `host` that hold manifests, by their
     /// upstream names, sorted.
     pub async fn list_mirrored(&self, host: &str) -> StoreResult<Vec<String>> {
-        self.list_repositories_under(&layout::mirror_host_dir(host)).await
+        self.list_repositories_under(&layout::mirror_host_dir(host), false).await
+    }
+
+    /// Mirrored repositories of upstream `host` with any content (manifests
+    /// or blob links), by their upstream names.
+    pub async fn list_mirrored_content(&self, host: &str) -> StoreResult<Vec<String>> {
+        self.list_repositories_under(&layout::mirror_host_dir(host), true).await
+    }
+
+    /// Indexes every link of the tree (pushed and mirrored repositories) in
+    /// batches, then marks the index complete; returns the references found.
+    pub async fn index_tree(&self) -> StoreResult<usize> {
+        let mut names = self.list_repositories_under(&layout::repositories_root(), true).await?;
+        let mirror_root = format!("{}/{}", layout::repositories_root(), layout::MIRROR_DIR);
+        for host in self.backend.list(&mirror_root).await? {
+            for remote in self.list_repositories_under(&format!("{mirror_root}/{host}"), true).await? {
+                names.push(layout::mirror_repository(&host, &remote).to_string());
+            }
+        }
+        let mut total = 0;
+        let mut batch = Vec::new();
+        for name in names {
+            let repo = RepoName::storage(name);
+            let layers = self.list_layer_links(&repo).await?.into_iter().map(|d| (d, RefKind::Layer));
+            let revisions = self.list_manifests(&repo).await?.into_iter().map(|d| (d, RefKind::Manifest));
+            for (d, kind) in layers.chain(revisions).collect::<Vec<_>>() {
+                let size = self.blob_size(&d).await?;
+                batch.push((d, kind, repo.clone(), size));
+            }
+            if batch.len() >= 1000 {
+                total += batch.len();
+                let b = std::mem::take(&mut batch);
+                self.indexed(move |index| index.add_found(&b, false)).await?;
+            }
+        }
+        total += batch.len();
+        self.indexed(move |index| index.add_found(&batch, true)).await?;
+        Ok(total)
     }
 
     /// Moves mirrored content from where berth kept it before `_mirror/`
@@ -145,15 +182,22 @@ impl Store {
         self.backend.rename(&legacy, &layout::mirror_host_dir(host)).await
     }
 
-    async fn list_repositories_under(&self, root: &str) -> StoreResult<Vec<String>> {
+    /// Repositories below `root` with a `_manifests` directory (and, with
+    /// `layers`, also those with only `_layers`), sorted.
+    async fn list_repositories_under(&self, root: &str, layers: bool) -> StoreResult<Vec<String>> {
         let root = root.to_string();
         let mut found = Vec::new();
         let mut pending = vec![String::new()];
         while let Some(name) = pending.pop() {
             let dir = if name.is_empty() { root.clone() } else { format!("{root}/{name}") };
+            let mut counted = false;
             for child in self.backend.list(&dir).await? {
-                if child == "_manifests" && !name.is_empty() {
-                    found.push(name.clone());
+                let content = child == "_manifests" || (layers && child == "_layers");
+                if content && !name.is_empty() {
+                    if !counted {
+                        found.push(name.clone());
+                        counted = true;
+                    }
                 } else if !child.starts_with('_') {
                     pending.push(if name.is_empty() { child } else { format!("{name}/{child}") });
                 }

@@ -1,0 +1,201 @@
+//! The cache lifecycle end to end: mirrored content expires when unused and
+//! stays while pulled, pins hold, the disk cap holds under a stream of cold
+//! pulls, pushed content is never touched, and eviction never fails a pull.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::mirroring::{layer, mirror, pull, set_ttl, wait_for_file};
+use common::upstream::{Auth, FakeUpstream, Image};
+use common::*;
+
+/// Expiry and the cap checked every 100 ms, with the given TTL.
+fn lifecycle(c: &mut Config, ttl: Duration) {
+    c.mirror.ttl = ttl;
+    c.mirror.eviction_interval = Duration::from_millis(100);
+    set_ttl(c, Duration::from_secs(3600));
+}
+
+fn blob_file(data: &Path, d: &Digest) -> std::path::PathBuf {
+    data.join(format!("docker/registry/v2/blobs/sha256/{}/{}/data", &d.hex()[..2], d.hex()))
+}
+
+fn mirrored(data: &Path, repo: &str) -> std::path::PathBuf {
+    data.join(format!("docker/registry/v2/repositories/_mirror/docker.io/{repo}"))
+}
+
+/// Polls (bounded) until `done`.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} did not happen");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn all_blobs(img: &Image) -> Vec<Digest> {
+    std::iter::once(img.digest.clone())
+        .chain(std::iter::once(img.config.clone()))
+        .chain(img.layers.iter().cloned())
+        .collect()
+}
+
+#[actix_rt::test]
+async fn unused_mirrored_content_expires_and_pulled_content_stays() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let shared = layer(20_000, 9);
+    let busy = up.add_image("library/busy", "1", &[layer(10_000, 1)]);
+    let idle = up.add_image("library/idle", "1", &[layer(10_000, 2), shared.clone()]);
+    let s = mirror(&up, None, |c| lifecycle(c, Duration::from_secs(2))).await;
+    let c = s.client();
+    let (pushed, _) = c.push_image("team/app", "v1", &shared).await;
+    pull(&c, "busy", "1", &busy).await;
+    pull(&c, "idle", "1", &idle).await;
+    let idle_layer = blob_file(s.data(), &idle.layers[0]);
+    wait_for_file(&idle_layer).await;
+
+    // `busy` is pulled over and over while `idle` is left alone.
+    let started = Instant::now();
+    while idle_layer.exists() {
+        assert!(started.elapsed() < Duration::from_secs(20), "unused content never expired");
+        pull(&c, "busy", "1", &busy).await;
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    }
+    // idle: tag, manifest and its own layer are gone; the layer a pushed image shares stays.
+    eventually("the idle repository emptied", || {
+        !mirrored(s.data(), "library/idle/_manifests/tags/1").exists()
+            && std::fs::read_dir(mirrored(s.data(), "library/idle/_manifests/revisions/sha256"))
+                .map_or(0, |d| d.count())
+                == 0
+    })
+    .await;
+    assert!(!blob_file(s.data(), &idle.digest).exists(), "the manifest's data went too");
+    assert!(blob_file(s.data(), &Digest::sha256_of(&shared)).exists(), "pushed content keeps its layer");
+    assert_eq!(c.get("/v2/team/app/manifests/v1").await.body.as_ref(), &pushed[..]);
+    // busy, pulled all along, is all there.
+    for d in all_blobs(&busy) {
+        wait_for_file(&blob_file(s.data(), &d)).await;
+        assert!(blob_file(s.data(), &d).exists(), "{d} of the busy image");
+    }
+    // An expired image is simply fetched again.
+    let before = up.count("GET", "/manifests/");
+    pull(&c, "idle", "1", &idle).await;
+    assert_eq!(up.count("GET", "/manifests/"), before + 1);
+    s.stop().await;
+    up.stop().await;
+}
+
+#[actix_rt::test]
+async fn pinned_images_survive_any_ttl_and_the_cap() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let pinned = up.add_image("library/alpine", "3.20", &[layer(300_000, 1)]);
+    let other_tag = up.add_image("library/alpine", "3.19", &[layer(300_000, 2)]);
+    let whole = up.add_image("library/busybox", "1", &[layer(300_000, 3)]);
+    let s = mirror(&up, None, |c| {
+        lifecycle(c, Duration::from_millis(500));
+        c.mirror.max_size = Some(bytesize::ByteSize::kib(100));
+        c.mirror.pin = vec!["docker.io/library/alpine:3.20".into(), "docker.io/library/busybox".into()];
+    })
+    .await;
+    let c = s.client();
+    pull(&c, "alpine", "3.20", &pinned).await;
+    pull(&c, "alpine", "3.19", &other_tag).await;
+    pull(&c, "busybox", "1", &whole).await;
+    // Clients are served once bytes are verified; the files land just after.
+    for d in all_blobs(&pinned).iter().chain(&all_blobs(&whole)) {
+        wait_for_file(&blob_file(s.data(), d)).await;
+    }
+    // The unpinned tag goes (expired, and over the cap); the pinned ones stay whatever the cap says.
+    eventually("the unpinned tag expired", || !blob_file(s.data(), &other_tag.layers[0]).exists()).await;
+    for d in all_blobs(&pinned).iter().chain(&all_blobs(&whole)) {
+        assert!(blob_file(s.data(), d).exists(), "{d} is pinned");
+    }
+    let before = up.api_requests();
+    pull(&c, "alpine", "3.20", &pinned).await;
+    pull(&c, "busybox", "1", &whole).await;
+    assert_eq!(up.api_requests(), before, "pinned images are served from the store");
+    s.stop().await;
+    up.stop().await;
+}
+
+/// Bytes of blob data under `data` that are not in `pushed`.
+fn mirror_only_bytes(data: &Path, pushed: &[Digest]) -> u64 {
+    let root = data.join("docker/registry/v2/blobs/sha256");
+    let mut total = 0;
+    for prefix in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        for blob in std::fs::read_dir(prefix.path()).into_iter().flatten().flatten() {
+            let name = blob.file_name().to_string_lossy().to_string();
+            if pushed.iter().any(|d| d.hex() == name) {
+                continue;
+            }
+            total += std::fs::metadata(blob.path().join("data")).map_or(0, |m| m.len());
+        }
+    }
+    total
+}
+
+#[actix_rt::test]
+async fn the_cap_holds_under_a_stream_of_cold_pulls() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let shared = layer(200_000, 99);
+    let images: Vec<Image> = (0..8)
+        .map(|i| up.add_image(&format!("library/img{i}"), "1", &[layer(250_000, i as u8), shared.clone()]))
+        .collect();
+    let cap = 1024 * 1024;
+    let s = mirror(&up, None, |c| {
+        lifecycle(c, Duration::from_secs(3600));
+        c.mirror.max_size = Some(bytesize::ByteSize::b(cap));
+    })
+    .await;
+    let c = s.client();
+    let (pushed_manifest, pushed_d) = c.push_image("team/app", "v1", &shared).await;
+    let pushed = vec![pushed_d.clone(), Digest::sha256_of(b"{}"), Digest::sha256_of(&shared)];
+    // Eight cold pulls of ~450 KiB each: 3.6 MiB through a 1 MiB cap.
+    for (i, img) in images.iter().enumerate() {
+        pull(&c, &format!("img{i}"), "1", img).await;
+        eventually("the cap held", || mirror_only_bytes(s.data(), &pushed) <= cap).await;
+    }
+    // The most recent pull is whole; the oldest went.
+    for d in all_blobs(images.last().unwrap()) {
+        if !pushed.contains(&d) {
+            wait_for_file(&blob_file(s.data(), &d)).await;
+        }
+        assert!(blob_file(s.data(), &d).exists() || pushed.contains(&d), "the newest image keeps {d}");
+    }
+    assert!(!blob_file(s.data(), &images[0].layers[0]).exists(), "the least recently used image went");
+    // Pushed content, and the layer it shares with every mirrored image, untouched.
+    assert_eq!(c.get("/v2/team/app/manifests/v1").await.body.as_ref(), &pushed_manifest[..]);
+    for d in &pushed {
+        assert!(blob_file(s.data(), d).exists());
+    }
+    s.stop().await;
+    up.stop().await;
+}
+
+#[actix_rt::test]
+async fn eviction_concurrent_with_pulls_never_fails_a_pull() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let images: Vec<Image> = (0..4)
+        .map(|i| up.add_image(&format!("library/img{i}"), "1", &[layer(200_000, i as u8), layer(50_000, 50 + i as u8)]))
+        .collect();
+    // A cap smaller than one image: every pass evicts what it can.
+    let s = mirror(&up, None, |c| {
+        lifecycle(c, Duration::from_secs(3600));
+        c.mirror.max_size = Some(bytesize::ByteSize::kib(64));
+        c.mirror.eviction_interval = Duration::from_millis(10);
+    })
+    .await;
+    let pulls = (0..4).map(|i| {
+        let (c, img) = (s.client(), &images[i]);
+        async move {
+            for _ in 0..15 {
+                pull(&c, &format!("img{i}"), "1", img).await;
+            }
+        }
+    });
+    futures::future::join_all(pulls).await;
+    s.stop().await;
+    up.stop().await;
+}

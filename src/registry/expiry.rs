@@ -1,0 +1,371 @@
+//! Mirrored content leaves the store here, by two rules, in one pass that
+//! housekeeping runs every `mirror.eviction_interval`:
+//!
+//! - **Expiry.** In each mirrored repository, tags not served within the
+//!   upstream's TTL go first; then the manifests that no remaining tag, no
+//!   kept index and no recent use keeps; then the blob links that no remaining
+//!   manifest references and no recent use keeps. Every pull refreshes what it
+//!   touches (`uses`), so a popular image never expires.
+//! - **The cap.** When the bytes held only by mirrored content pass
+//!   `mirror.max_size`, the least recently used mirrored manifests (and then
+//!   blob links) go, one at a time, until the total is back under 90% of it.
+//!
+//! Pinned images are exempt from both. Blob data goes only when no repository
+//! links it any more (the index says so) and no operation holds a lease on it
+//! (`store::leases`): data that pushed content uses is never touched, and no
+//! upload, fetch, mount or download loses data it is about to use. Tags and
+//! manifests are removed under the repository's write lock, bumping its
+//! generation, so no cached read serves what was evicted.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use crate::oci::{Digest, RepoName, Tag};
+use crate::store::index::UseKind;
+use crate::store::layout;
+
+use super::uses::now_secs;
+use super::{Registry, RegistryResult};
+
+/// What one pass removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EvictionReport {
+    pub tags: usize,
+    pub manifests: usize,
+    pub blob_links: usize,
+    pub blobs: usize,
+    pub bytes_freed: u64,
+    /// Bytes held only by mirrored content after the pass.
+    pub mirror_bytes: u64,
+}
+
+/// `mirror.pin`: images that never leave.
+pub struct Pins(Vec<String>);
+
+/// `*` matches any run of characters (slashes included).
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => {
+            let Some(text) = text.strip_prefix(head) else { return false };
+            (0..=text.len()).filter(|&i| text.is_char_boundary(i)).any(|i| glob(rest, &text[i..]))
+        }
+    }
+}
+
+impl Pins {
+    pub fn new(patterns: &[String]) -> Self {
+        Pins(patterns.to_vec())
+    }
+
+    /// Whether tag `tag` of upstream `host`'s repository `remote` is pinned
+    /// (`None`: whether every tag of the repository is).
+    pub fn pinned(&self, host: &str, remote: &str, tag: Option<&str>) -> bool {
+        let repo = format!("{host}/{remote}");
+        // `host:port/name` has a colon too; a tag never contains '/'.
+        self.0.iter().any(|p| match p.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+            Some((r, t)) => tag.is_some_and(|tag| glob(r, &repo) && glob(t, tag)),
+            None => glob(p, &repo),
+        })
+    }
+}
+
+/// One mirrored repository as an eviction pass sees it.
+struct Repo {
+    host: String,
+    remote: String,
+    storage: RepoName,
+    ttl: Duration,
+}
+
+impl Registry {
+    /// Writes the uses gathered since the last flush to the index.
+    pub async fn flush_uses(&self) -> RegistryResult<()> {
+        let uses = self.uses.take();
+        Ok(self.store.indexed(move |index| index.record_uses(&uses)).await?)
+    }
+
+    fn mirrored_repos(&self) -> Vec<(String, Duration)> {
+        let Some(mirror) = &self.mirror else { return vec![] };
+        mirror.hosts().map(|h| (h.to_string(), mirror.upstream(h).and_then(|u| u.ttl).unwrap_or(self.ttl))).collect()
+    }
+
+    /// One pass of expiry and the cap. Does nothing until the index covers
+    /// the whole tree (a first start indexes it in the background).
+    pub async fn evict(&self) -> RegistryResult<EvictionReport> {
+        let mut report = EvictionReport::default();
+        if self.mirror.is_none() || !self.store.indexed(|index| index.is_indexed()).await? {
+            return Ok(report);
+        }
+        self.flush_uses().await?;
+        let now = now_secs();
+        let mut repos = Vec::new();
+        for (host, ttl) in self.mirrored_repos() {
+            for remote in self.store.list_mirrored_content(&host).await? {
+                let storage = layout::mirror_repository(&host, &remote);
+                repos.push(Repo { host: host.clone(), remote, storage, ttl });
+            }
+        }
+        for repo in &repos {
+            let cutoff = now.saturating_sub(repo.ttl.as_secs());
+            self.expire_repo(repo, cutoff, &mut report).await?;
+        }
+        report.mirror_bytes = self.mirror_bytes().await?;
+        if let Some(max) = self.max_size {
+            if report.mirror_bytes > max {
+                self.shrink_to(&repos, max / 10 * 9, &mut report).await?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Bytes of blob data that only mirrored repositories link.
+    async fn mirror_bytes(&self) -> RegistryResult<u64> {
+        let blobs = self.store.indexed(|index| index.blobs()).await?;
+        Ok(blobs.iter().filter(|(_, _, refs)| refs.pushed.is_empty() && !refs.mirrored.is_empty()).map(|b| b.1).sum())
+    }
+
+    /// Last uses of `kind` in `repo`; objects with none recorded (indexed
+    /// from disk, or stored before uses were kept) count as used now.
+    async fn last_uses(&self, kind: UseKind, repo: &RepoName, keys: &[String]) -> RegistryResult<HashMap<String, u64>> {
+        let r = repo.clone();
+        let mut uses: HashMap<String, u64> =
+            self.store.indexed(move |index| index.uses(kind, &r)).await?.into_iter().collect();
+        let now = now_secs();
+        for key in keys {
+            if !uses.contains_key(key) {
+                self.uses.record(kind, repo, key);
+                uses.insert(key.clone(), now);
+            }
+        }
+        Ok(uses)
+    }
+
+    /// The blobs and child manifests each manifest of `repo` references.
+    async fn references(&self, manifests: &[Digest]) -> HashMap<Digest, (Vec<Digest>, Vec<Digest>)> {
+        let mut out = HashMap::new();
+        for m in manifests {
+            if let Ok(cached) = self.load_manifest(m).await {
+                out.insert(m.clone(), (cached.info.blobs.clone(), cached.info.manifests.clone()));
+            }
+        }
+        out
+    }
+
+    async fn expire_repo(&self, repo: &Repo, cutoff: u64, report: &mut EvictionReport) -> RegistryResult<()> {
+        let r = &repo.storage;
+        if self.pins.pinned(&repo.host, &repo.remote, None) {
+            return Ok(());
+        }
+        let _writing = self.locks.lock(r).await;
+        // Tags.
+        let tags: Vec<String> = self.store.list_tags(r).await?;
+        let tag_uses = self.last_uses(UseKind::Tag, r, &tags).await?;
+        let mut kept_tags = Vec::new();
+        for tag in &tags {
+            let Ok(t) = tag.parse::<Tag>() else { continue };
+            let pinned = self.pins.pinned(&repo.host, &repo.remote, Some(tag));
+            if pinned || tag_uses.get(tag).is_some_and(|&at| at >= cutoff) {
+                kept_tags.push(t);
+            } else if self.store.delete_tag(r, &t).await? {
+                report.tags += 1;
+            }
+        }
+        // Manifests: roots are what remaining tags point at and what was used lately.
+        let manifests = self.store.list_manifests(r).await?;
+        let keys: Vec<String> = manifests.iter().map(ToString::to_string).collect();
+        let manifest_uses = self.last_uses(UseKind::Manifest, r, &keys).await?;
+        let refs = self.references(&manifests).await;
+        let mut kept: HashSet<Digest> = HashSet::new();
+        let mut pending: Vec<Digest> = Vec::new();
+        for t in &kept_tags {
+            if let Some(d) = self.store.resolve_tag(r, t).await? {
+                pending.push(d);
+            }
+        }
+        pending.extend(
+            manifests.iter().filter(|m| manifest_uses.get(&m.to_string()).is_some_and(|&at| at >= cutoff)).cloned(),
+        );
+        while let Some(m) = pending.pop() {
+            if kept.insert(m.clone()) {
+                if let Some((_, children)) = refs.get(&m) {
+                    pending.extend(children.iter().cloned());
+                }
+            }
+        }
+        let mut candidates = Vec::new();
+        let mut gone_uses = Vec::new();
+        for m in manifests.iter().filter(|m| !kept.contains(*m)) {
+            if self.store.delete_manifest(r, m).await?.is_some() {
+                report.manifests += 1;
+                candidates.push(m.clone());
+                gone_uses.push(crate::store::index::use_key(UseKind::Manifest, r, &m.to_string()));
+            }
+        }
+        // Blob links no kept manifest references and no recent use keeps.
+        let referenced: HashSet<&Digest> =
+            kept.iter().filter_map(|m| refs.get(m)).flat_map(|(b, _)| b.iter()).collect();
+        let links = self.store.list_layer_links(r).await?;
+        let keys: Vec<String> = links.iter().map(ToString::to_string).collect();
+        let blob_uses = self.last_uses(UseKind::Blob, r, &keys).await?;
+        for b in &links {
+            let recent = blob_uses.get(&b.to_string()).is_some_and(|&at| at >= cutoff);
+            if !referenced.contains(b) && !recent && self.store.unlink_blob(r, b).await? {
+                report.blob_links += 1;
+                candidates.push(b.clone());
+                gone_uses.push(crate::store::index::use_key(UseKind::Blob, r, &b.to_string()));
+            }
+        }
+        for tag in tags.iter().filter(|t| !kept_tags.iter().any(|k| k.as_str() == t.as_str())) {
+            gone_uses.push(crate::store::index::use_key(UseKind::Tag, r, tag));
+        }
+        if report.tags + report.manifests + report.blob_links > 0 {
+            self.written(r);
+        }
+        drop(_writing);
+        self.store.indexed(move |index| index.forget_uses(&gone_uses)).await?;
+        self.delete_blob_data(candidates, report).await
+    }
+
+    /// Deletes the data of blobs nothing links any more (and nothing leases).
+    async fn delete_blob_data(&self, candidates: Vec<Digest>, report: &mut EvictionReport) -> RegistryResult<()> {
+        for d in candidates {
+            let freed = self.store.delete_unreferenced_blob(&d).await?;
+            if freed > 0 {
+                report.blobs += 1;
+                report.bytes_freed += freed;
+            }
+        }
+        Ok(())
+    }
+
+    /// Evicts least recently used mirrored manifests (then lone blob links)
+    /// until the mirror's bytes are at most `target`.
+    async fn shrink_to(&self, repos: &[Repo], target: u64, report: &mut EvictionReport) -> RegistryResult<()> {
+        // (last use, repo index, digest, is a manifest)
+        let mut units: BTreeMap<(u64, usize, String), bool> = BTreeMap::new();
+        for (i, repo) in repos.iter().enumerate() {
+            if self.pins.pinned(&repo.host, &repo.remote, None) {
+                continue;
+            }
+            let r = &repo.storage;
+            let pinned_targets = self.pinned_manifests(repo).await?;
+            let manifests = self.store.list_manifests(r).await?;
+            let keys: Vec<String> = manifests.iter().map(ToString::to_string).collect();
+            for (key, at) in self.last_uses(UseKind::Manifest, r, &keys).await? {
+                if keys.contains(&key) && !pinned_targets.contains(&key) {
+                    units.insert((at, i, key), true);
+                }
+            }
+            // Blob links no manifest of the repository references are units of their own;
+            // the others leave with their manifests.
+            let refs = self.references(&manifests).await;
+            let referenced: HashSet<String> =
+                refs.values().flat_map(|(b, _)| b.iter().map(ToString::to_string)).collect();
+            let links: Vec<String> = self
+                .store
+                .list_layer_links(r)
+                .await?
+                .iter()
+                .map(ToString::to_string)
+                .filter(|l| !referenced.contains(l))
+                .collect();
+            for (key, at) in self.last_uses(UseKind::Blob, r, &links).await? {
+                if links.contains(&key) {
+                    units.insert((at, i, key), false);
+                }
+            }
+        }
+        for ((_, i, key), is_manifest) in units {
+            if report.mirror_bytes <= target {
+                break;
+            }
+            let repo = &repos[i];
+            let r = &repo.storage;
+            let Ok(d) = key.parse::<Digest>() else { continue };
+            let mut candidates = Vec::new();
+            {
+                let _writing = self.locks.lock(r).await;
+                if is_manifest {
+                    let Some(removed_tags) = self.store.delete_manifest(r, &d).await? else { continue };
+                    report.tags += removed_tags.len();
+                    report.manifests += 1;
+                    candidates.push(d.clone());
+                    // Blob links of this repository that no remaining manifest references.
+                    let remaining = self.store.list_manifests(r).await?;
+                    let refs = self.references(&remaining).await;
+                    let referenced: HashSet<Digest> = refs.values().flat_map(|(b, _)| b.iter().cloned()).collect();
+                    let own = self.references(std::slice::from_ref(&d)).await;
+                    let blobs = own.get(&d).map(|(b, _)| b.clone()).unwrap_or_default();
+                    for b in blobs.into_iter().filter(|b| !referenced.contains(b)) {
+                        if self.store.unlink_blob(r, &b).await? {
+                            report.blob_links += 1;
+                            candidates.push(b);
+                        }
+                    }
+                } else if self.store.unlink_blob(r, &d).await? {
+                    report.blob_links += 1;
+                    candidates.push(d.clone());
+                }
+                self.written(r);
+            }
+            let before = report.bytes_freed;
+            self.delete_blob_data(candidates, report).await?;
+            report.mirror_bytes = report.mirror_bytes.saturating_sub(report.bytes_freed - before);
+        }
+        Ok(())
+    }
+
+    /// The manifests (digests) that pinned tags of `repo` point at.
+    async fn pinned_manifests(&self, repo: &Repo) -> RegistryResult<HashSet<String>> {
+        let mut out = HashSet::new();
+        for tag in self.store.list_tags(&repo.storage).await? {
+            if self.pins.pinned(&repo.host, &repo.remote, Some(&tag)) {
+                if let Ok(t) = tag.parse::<Tag>() {
+                    if let Some(d) = self.store.resolve_tag(&repo.storage, &t).await? {
+                        let refs = self.references(std::slice::from_ref(&d)).await;
+                        out.extend(
+                            refs.get(&d)
+                                .map(|(_, c)| c.iter().map(ToString::to_string).collect::<Vec<_>>())
+                                .unwrap_or_default(),
+                        );
+                        out.insert(d.to_string());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_match_tags_repositories_and_patterns() {
+        let pins = Pins::new(&[
+            "docker.io/library/alpine:3.20".into(),
+            "docker.io/library/busybox".into(),
+            "ghcr.io/owner/*".into(),
+            "registry.corp:5000/team/app:v*".into(),
+        ]);
+        assert!(pins.pinned("docker.io", "library/alpine", Some("3.20")));
+        assert!(!pins.pinned("docker.io", "library/alpine", Some("3.19")));
+        assert!(!pins.pinned("docker.io", "library/alpine", None), "one tag does not pin the repository");
+        assert!(pins.pinned("docker.io", "library/busybox", None));
+        assert!(pins.pinned("docker.io", "library/busybox", Some("latest")));
+        assert!(pins.pinned("ghcr.io", "owner/a/b", Some("x")));
+        assert!(!pins.pinned("ghcr.io", "other/a", Some("x")));
+        assert!(pins.pinned("registry.corp:5000", "team/app", Some("v1")));
+        assert!(!pins.pinned("registry.corp:5000", "team/app", Some("latest")));
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("a*c", "abbbc"));
+        assert!(glob("*", ""));
+        assert!(!glob("a*c", "abd"));
+        assert!(glob("docker.io/library/*", "docker.io/library/a/b"));
+    }
+}
