@@ -24,7 +24,7 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GcConfig {
     /// Run garbage collection of pushed content every this long while serving
@@ -33,6 +33,16 @@ pub struct GcConfig {
     pub schedule: Option<Duration>,
     /// Scheduled runs also delete manifests no tag reaches (as `--delete-untagged`).
     pub delete_untagged: bool,
+    /// Blobs and manifests linked more recently than this are kept: a push
+    /// uploads its layers before the manifest that references them.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        Self { schedule: None, delete_untagged: false, grace: Duration::from_secs(600) }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod config;
+pub mod gc_command;
 pub mod limits;
 pub mod mirror;
 pub mod oci;
@@ -66,6 +67,11 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     }
     actix_web::rt::spawn(housekeeping(Arc::downgrade(&registry)));
     actix_web::rt::spawn(eviction(Arc::downgrade(&registry)));
+    actix_web::rt::spawn(scheduled_gc(Arc::downgrade(&registry)));
+    // `berth gc` finds a server running on this directory here.
+    if let Err(e) = std::fs::write(api::admin::server_addr_file(&cfg.storage.root), addr.to_string()) {
+        tracing::warn!(error = %e, "cannot record the server address for `berth gc`");
+    }
     let data = web::Data::from(registry);
     let edge = web::Data::new(api::EdgeConfig { body_timeout: cfg.server.body_timeout });
     let server = HttpServer::new(move || {
@@ -108,6 +114,25 @@ async fn housekeeping(registry: Weak<Registry>) {
         let interval = reg.purge_interval();
         drop(reg);
         actix_web::rt::time::sleep(interval).await;
+    }
+}
+
+/// Garbage collection every `gc.schedule`, when set.
+async fn scheduled_gc(registry: Weak<Registry>) {
+    loop {
+        let Some((every, opts)) = registry.upgrade().and_then(|r| r.gc_schedule()) else { return };
+        actix_web::rt::time::sleep(every).await;
+        let Some(reg) = registry.upgrade() else { return };
+        match reg.gc(opts, &|_| {}).await {
+            Ok(r) => tracing::info!(
+                manifests_removed = r.manifests_removed,
+                blobs_removed = r.blobs_removed,
+                bytes_freed = r.bytes_freed,
+                millis = r.millis as u64,
+                "scheduled garbage collection"
+            ),
+            Err(e) => tracing::warn!(error = %e, "scheduled garbage collection failed"),
+        }
     }
 }
 

@@ -33,6 +33,25 @@ enum Command {
         #[arg(long, conflicts_with = "mirrors")]
         no_mirror: bool,
     },
+    /// Garbage-collect pushed content: remove the blobs (and, with
+    /// --delete-untagged, the manifests) that no tag or manifest reaches.
+    /// Safe while a server serves the directory: the run happens inside it.
+    Gc {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Data directory (overrides storage.root).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Report what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also remove manifests that no tag reaches (through indexes too).
+        #[arg(long)]
+        delete_untagged: bool,
+        /// Keep blobs and manifests linked more recently than this (overrides gc.grace), e.g. 0s.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        grace: Option<std::time::Duration>,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -83,6 +102,16 @@ fn main() -> ExitCode {
             }
             cfg.validate().map_err(|e| e.to_string())?;
             serve(cfg)
+        }),
+        Command::Gc { common, data, dry_run, delete_untagged, grace } => load(&common).and_then(|mut cfg| {
+            if let Some(data) = data {
+                cfg.storage.root = data;
+            }
+            let opts =
+                berth::registry::gc::GcOptions { dry_run, delete_untagged, grace: grace.unwrap_or(cfg.gc.grace) };
+            let report = berth::gc_command::run(&cfg, opts)?;
+            println!("{}", berth::gc_command::summary(&report));
+            Ok(())
         }),
         Command::Config { command: ConfigCommand::Check { common } } => {
             load(&common).map(|cfg| print!("{}", cfg.to_toml()))

@@ -3,6 +3,7 @@
 //! where (and whether) the request is served, and hands it to a handler.
 //! Handlers parse headers and query, make one registry call, and build the response.
 
+pub mod admin;
 mod blobs;
 mod body;
 pub mod error;
@@ -38,6 +39,7 @@ pub struct EdgeConfig {
 /// Registers every route of the server.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/_berth/gc", web::post().to(admin::gc))
         .route("/readyz", web::get().to(health::readyz))
         .route("/v2", web::to(dispatch))
         .route("/v2/{tail:.*}", web::to(dispatch));

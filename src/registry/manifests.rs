@@ -142,9 +142,20 @@ impl Registry {
             }
             Reference::Tag(t) => (Digest::sha256_of(&bytes), Some(t)),
         };
-        // Checked and written under the repository's write lock: no DELETE
-        // of a referenced blob slips between the check and the write.
+        // Checked and written under the repository's write lock (no DELETE of
+        // a referenced blob slips between the check and the write) and with
+        // leases on everything referenced (no garbage collection or eviction
+        // deletes it meanwhile; a running GC is told it is live before the
+        // leases go).
         let _writing = self.locks.lock(repo).await;
+        let referenced: Vec<Digest> = std::iter::once(digest.clone())
+            .chain(info.blobs.iter().cloned())
+            .chain(info.manifests.iter().cloned())
+            .collect();
+        let mut _leases = Vec::with_capacity(referenced.len());
+        for d in &referenced {
+            _leases.push(self.store.lease(d).await);
+        }
         for b in &info.blobs {
             if self.linked_size(repo, b).await?.is_none() {
                 return Err(RegistryError::ManifestBlobUnknown(b.clone()));
@@ -157,6 +168,7 @@ impl Registry {
         }
         let subject = info.subject.clone();
         self.save_manifest(repo, &digest, bytes, info, tag).await?;
+        self.gc_keep(referenced);
         Ok(PushedManifest { digest, subject })
     }
 

@@ -8,6 +8,7 @@ mod blobs;
 pub mod cache;
 mod error;
 pub mod expiry;
+pub mod gc;
 mod manifests;
 mod mirrored;
 pub mod namespace;
@@ -83,6 +84,11 @@ pub struct Registry {
     ttl: Duration,
     max_size: Option<u64>,
     eviction_interval: Duration,
+    /// While a garbage collection runs: what manifests pushed meanwhile reference.
+    gc_live: std::sync::Mutex<Option<std::collections::HashSet<crate::oci::Digest>>>,
+    /// One garbage collection at a time.
+    gc_running: tokio::sync::Mutex<()>,
+    gc: crate::config::GcConfig,
 }
 
 impl Registry {
@@ -105,6 +111,9 @@ impl Registry {
             ttl: cfg.mirror.ttl,
             max_size: cfg.mirror.max_size.map(|b| b.as_u64()),
             eviction_interval: cfg.mirror.eviction_interval,
+            gc_live: Default::default(),
+            gc_running: Default::default(),
+            gc: cfg.gc.clone(),
         }
     }
 
@@ -240,6 +249,17 @@ impl Registry {
     /// ingests that nothing writes (both also after a crash).
     pub async fn purge_uploads(&self) -> RegistryResult<crate::store::PurgeReport> {
         Ok(self.store.purge_uploads(self.upload_max_age).await?)
+    }
+
+    /// `gc.grace`: what a run keeps as too recent to judge.
+    pub fn gc_grace(&self) -> Duration {
+        self.gc.grace
+    }
+
+    /// The scheduled garbage collection (`gc.schedule`), if any: its interval and options.
+    pub fn gc_schedule(&self) -> Option<(Duration, gc::GcOptions)> {
+        let opts = gc::GcOptions { dry_run: false, delete_untagged: self.gc.delete_untagged, grace: self.gc.grace };
+        self.gc.schedule.map(|every| (every, opts))
     }
 
     /// How often expiry and the cap are enforced.

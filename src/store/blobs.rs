@@ -6,7 +6,7 @@ use crate::oci::{Digest, RepoName};
 use super::backend::ByteStream;
 use super::error::StoreResult;
 use super::index::RefKind;
-use super::leases::Lease;
+use super::leases::{Deletion, Lease};
 use super::{layout, Store};
 
 impl Store {
@@ -75,6 +75,61 @@ impl Store {
         let (digest, r) = (d.clone(), repo.clone());
         self.indexed(move |index| index.remove_ref(&digest, RefKind::Layer, &r)).await?;
         Ok(true)
+    }
+
+    /// Every blob whose data the store holds (a walk of `blobs/`).
+    pub async fn list_blob_data(&self) -> StoreResult<Vec<Digest>> {
+        let mut out = Vec::new();
+        for alg in ["sha256", "sha512"] {
+            let root = layout::blobs_root(alg);
+            for prefix in self.backend.list(&root).await? {
+                for hex in self.backend.list(&format!("{root}/{prefix}")).await? {
+                    if let Some(d) = Digest::from_parts(alg, &hex).filter(|d| d.hex().starts_with(&prefix)) {
+                        out.push(d);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Claims `d` for deleting its data (`None` while an operation leases it).
+    pub fn claim_deletion(&self, d: &Digest) -> Option<Deletion> {
+        self.leases.try_delete(d)
+    }
+
+    /// When the newest link to `d` (a layer link or a manifest revision, in
+    /// any repository the index names) was written.
+    pub async fn newest_link(&self, d: &Digest) -> StoreResult<Option<std::time::SystemTime>> {
+        let digest = d.clone();
+        let refs = self.indexed(move |index| index.refs(&digest)).await?;
+        let mut newest = None;
+        for repo in refs.pushed.iter().chain(&refs.mirrored) {
+            let repo = RepoName::storage(repo.clone());
+            for path in [layout::layer_link(&repo, d), layout::revision_link(&repo, d)] {
+                if let Some(t) = self.backend.modified(&path).await? {
+                    newest = newest.max(Some(t));
+                }
+            }
+        }
+        Ok(newest)
+    }
+
+    /// Deletes the data of `d`, claimed by the caller, with the layer links
+    /// pushed repositories keep to it (they could only answer "unknown"
+    /// now); returns the bytes freed.
+    pub async fn remove_blob_data(&self, d: &Digest, _claim: &Deletion) -> StoreResult<u64> {
+        let Some(size) = self.blob_size(d).await? else { return Ok(0) };
+        self.backend.delete(&layout::blob_dir(d)).await?;
+        let digest = d.clone();
+        let refs = self.indexed(move |index| index.refs(&digest)).await?;
+        for repo in refs.pushed {
+            let repo = RepoName::storage(repo);
+            self.unlink_blob(&repo, d).await?;
+        }
+        let digest = d.clone();
+        self.indexed(move |index| index.forget_blob(&digest)).await?;
+        Ok(size)
     }
 
     /// Deletes a blob's data if no repository links it (by the index) and no

@@ -44,6 +44,8 @@ pub enum StoreError {
     CorruptLink { path: String },
     #[error("bookkeeping index: {0}")]
     Index(String),
+    #[error("{0} is in use: another berth serves this data directory")]
+    InUse(String),
 }
 
 /// What an i/o error says about the storage as a whole.
@@ -74,7 +76,7 @@ impl StoreError {
             StoreError::Body(BodyError::Broken(_)) => OciCode::BlobUploadInvalid,
             StoreError::TooManyUploads { .. } => OciCode::TooManyRequests,
             StoreError::Io { source, .. } => io_code(source),
-            StoreError::CorruptLink { .. } | StoreError::Index(_) => OciCode::Internal,
+            StoreError::CorruptLink { .. } | StoreError::Index(_) | StoreError::InUse(_) => OciCode::Internal,
         }
     }
 
@@ -85,7 +87,7 @@ impl StoreError {
             StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::EROFS) => {
                 "the registry's storage is read-only; nothing was written".into()
             }
-            StoreError::Io { .. } | StoreError::CorruptLink { .. } | StoreError::Index(_) => {
+            StoreError::Io { .. } | StoreError::CorruptLink { .. } | StoreError::Index(_) | StoreError::InUse(_) => {
                 self.code().message().into()
             }
             other => other.to_string(),
@@ -94,7 +96,10 @@ impl StoreError {
 
     /// The server's own trouble, worth a log line with the detail.
     pub fn is_server_fault(&self) -> bool {
-        matches!(self, StoreError::Io { .. } | StoreError::CorruptLink { .. } | StoreError::Index(_))
+        matches!(
+            self,
+            StoreError::Io { .. } | StoreError::CorruptLink { .. } | StoreError::Index(_) | StoreError::InUse(_)
+        )
     }
 
     /// The path did not exist (for callers that turn that into "unknown").

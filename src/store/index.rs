@@ -128,15 +128,20 @@ impl Index {
     /// (a second berth on the same data directory) is an error; a process
     /// that is just stopping is waited for briefly.
     pub fn open(path: &Path) -> StoreResult<Index> {
+        Self::open_waiting(path, Duration::from_secs(3))
+    }
+
+    /// As `open`, waiting at most `wait` for another holder to let go.
+    pub fn open_waiting(path: &Path, wait: Duration) -> StoreResult<Index> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(StoreError::io(dir.display().to_string()))?;
         }
-        let db = Self::open_db(path)?;
+        let db = Self::open_db(path, wait)?;
         Ok(Index { path: path.to_path_buf(), db: Mutex::new(Some(db)) })
     }
 
-    fn open_db(path: &Path) -> StoreResult<Database> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    fn open_db(path: &Path, wait: Duration) -> StoreResult<Database> {
+        let deadline = std::time::Instant::now() + wait;
         loop {
             match Database::create(path) {
                 Ok(db) => return Ok(db),
@@ -144,10 +149,7 @@ impl Index {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                    return Err(StoreError::Index(format!(
-                        "{} is in use: another berth serves this data directory",
-                        path.display()
-                    )))
+                    return Err(StoreError::InUse(path.display().to_string()))
                 }
                 Err(e) => return Err(index_error(e)),
             }
@@ -159,7 +161,7 @@ impl Index {
     fn with<T>(&self, op: impl FnOnce(&Database) -> Result<T, redb::Error>) -> StoreResult<T> {
         let mut guard = self.db.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
-            *guard = Some(Self::open_db(&self.path)?);
+            *guard = Some(Self::open_db(&self.path, Duration::from_secs(3))?);
         }
         let result = op(guard.as_ref().expect("opened above"));
         if let Err(redb::Error::Io(_) | redb::Error::PreviousIo) = &result {

@@ -30,6 +30,11 @@ pub fn blob_data(d: &Digest) -> String {
     format!("{}/data", blob_dir(d))
 }
 
+/// The directory of every blob of one algorithm (children are two-hex prefixes).
+pub fn blobs_root(algorithm: &str) -> String {
+    format!("{V2}/blobs/{algorithm}")
+}
+
 /// The directory of one blob (what deleting its data removes).
 pub fn blob_dir(d: &Digest) -> String {
     format!("{V2}/blobs/{}/{}/{}", d.algorithm().as_str(), &d.hex()[..2], d.hex())

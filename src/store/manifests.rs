@@ -51,6 +51,11 @@ impl Store {
         self.indexed(move |index| index.remove_ref(&digest, RefKind::Manifest, &r)).await
     }
 
+    /// When the revision link of `d` in `repo` was written.
+    pub async fn revision_modified(&self, repo: &RepoName, d: &Digest) -> StoreResult<Option<std::time::SystemTime>> {
+        self.backend.modified(&layout::revision_link(repo, d)).await
+    }
+
     /// Whether `repo` holds manifest `d`.
     pub async fn has_manifest(&self, repo: &RepoName, d: &Digest) -> StoreResult<bool> {
         Ok(self.read_link(&layout::revision_link(repo, d)).await?.is_some())
@@ -132,6 +137,11 @@ impl Store {
     /// upstream names, sorted.
     pub async fn list_mirrored(&self, host: &str) -> StoreResult<Vec<String>> {
         self.list_repositories_under(&layout::mirror_host_dir(host), false).await
+    }
+
+    /// Every repository of pushed content with any content (manifests or blob links), sorted.
+    pub async fn list_pushed_repositories(&self) -> StoreResult<Vec<String>> {
+        self.list_repositories_under(&layout::repositories_root(), true).await
     }
 
     /// Mirrored repositories of upstream `host` with any content (manifests

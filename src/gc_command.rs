@@ -1,0 +1,141 @@
+//! `berth gc`: garbage collection of a data directory. When a berth server
+//! serves the directory (it holds the index), the run happens inside that
+//! server, asked for over loopback (`POST /_berth/gc`), so it is safe while
+//! the server serves; otherwise it runs here, holding the index so that no
+//! server starts on the directory meanwhile. Progress goes to stderr: a bar
+//! on a terminal, plain lines otherwise; the summary goes to stdout.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::Config;
+use crate::registry::gc::{GcOptions, GcProgress, GcReport};
+use crate::registry::Registry;
+use crate::store::{index::Index, StoreError};
+
+/// Shows progress: a bar on a terminal, a line per phase and per tenth otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+    last_line: std::sync::Mutex<(String, usize)>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template("{msg:10} [{bar:40}] {pos}/{len} {prefix}")
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+            );
+            bar
+        });
+        Progress { bar, last_line: Default::default() }
+    }
+
+    fn show(&self, p: GcProgress) {
+        let (phase, done, total, freed) = match p {
+            GcProgress::Marking { repositories, done } => ("marking", done, repositories, None),
+            GcProgress::Sweeping { blobs, scanned, bytes_freed } => ("sweeping", scanned, blobs, Some(bytes_freed)),
+        };
+        if let Some(bar) = &self.bar {
+            bar.set_message(phase);
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_prefix(freed.map(|f| format!("{} freed", bytesize::ByteSize::b(f))).unwrap_or_default());
+            return;
+        }
+        let tenth = if total == 0 { 10 } else { done * 10 / total };
+        let mut last = self.last_line.lock().unwrap();
+        if last.0 != phase || last.1 != tenth {
+            *last = (phase.to_string(), tenth);
+            let what = if phase == "marking" { "repositories" } else { "blobs" };
+            eprintln!("berth gc: {phase} {done}/{total} {what}");
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// The summary line of a run.
+pub fn summary(r: &GcReport) -> String {
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    format!(
+        "berth gc: {verb} {} manifests and {} blobs, {} {}; scanned {} blobs in {} repositories in {:.1}s",
+        r.manifests_removed,
+        r.blobs_removed,
+        bytesize::ByteSize::b(r.bytes_freed),
+        if r.dry_run { "to free" } else { "freed" },
+        r.blobs_scanned,
+        r.repositories,
+        r.millis as f64 / 1000.0
+    )
+}
+
+/// Runs garbage collection of `cfg.storage.root` (see the module comment).
+pub fn run(cfg: &Config, opts: GcOptions) -> Result<GcReport, String> {
+    let root = &cfg.storage.root;
+    let index_path = crate::store::index_path(root);
+    let progress = Progress::new();
+    let result = match Index::open_waiting(&index_path, Duration::ZERO) {
+        Ok(index) => actix_web::rt::System::new().block_on(async {
+            let backend = std::sync::Arc::new(crate::store::fs::FsBackend::new(root));
+            let store = crate::store::Store::new(backend, index, cfg.uploads.max_per_client);
+            let registry = Registry::with_store(cfg, store);
+            registry.index_tree().await.map_err(|e| e.to_string())?;
+            registry.gc(opts, &|p| progress.show(p)).await.map_err(|e| e.to_string())
+        }),
+        Err(StoreError::InUse(_)) => {
+            let addr = std::fs::read_to_string(crate::api::admin::server_addr_file(root))
+                .map_err(|e| format!("a berth server holds {} but left no address: {e}", root.display()))?;
+            actix_web::rt::System::new().block_on(remote(addr.trim(), opts, &progress))
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    progress.finish();
+    result
+}
+
+/// Asks the server at `addr` to run it, and follows its progress.
+async fn remote(addr: &str, opts: GcOptions, progress: &Progress) -> Result<GcReport, String> {
+    // A server listening on every address is reached on loopback.
+    let addr = addr.replace("0.0.0.0:", "127.0.0.1:").replace("[::]:", "[::1]:");
+    let url = format!(
+        "http://{addr}/_berth/gc?dry_run={}&delete_untagged={}&grace={}s",
+        opts.dry_run,
+        opts.delete_untagged,
+        opts.grace.as_secs()
+    );
+    let client = awc::Client::builder().timeout(crate::api::admin::REMOTE_IDLE).finish();
+    let mut resp =
+        client.post(&url).send().await.map_err(|e| format!("cannot reach the berth server at {addr}: {e}"))?;
+    if !resp.status().is_success() {
+        let body = resp.body().await.unwrap_or_default();
+        return Err(format!("the server answered {}: {}", resp.status(), String::from_utf8_lossy(&body)));
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.next().await {
+        buf.extend_from_slice(&chunk.map_err(|e| format!("the server's answer broke off: {e}"))?);
+        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            let value: serde_json::Value = serde_json::from_slice(&line).map_err(|e| e.to_string())?;
+            if let Some(p) = value.get("progress") {
+                if let Ok(p) = serde_json::from_value::<GcProgress>(p.clone()) {
+                    progress.show(p);
+                }
+            } else if let Some(r) = value.get("report") {
+                return serde_json::from_value(r.clone()).map_err(|e| e.to_string());
+            } else if let Some(e) = value.get("error") {
+                return Err(e.as_str().unwrap_or("garbage collection failed").to_string());
+            }
+        }
+    }
+    Err("the server ended the run without a report".into())
+}

@@ -1,0 +1,198 @@
+//! Garbage collection of pushed content, while the server serves: mark every
+//! manifest and blob that a repository's tags and manifests reach (with
+//! `delete_untagged`, only what tags reach, through indexes too — unlike
+//! Distribution 2.8, which also deletes a tagged index's platform manifests),
+//! then sweep the blob data nothing marked. The same outcome as
+//! `registry garbage-collect` on the same data directory, with three guards
+//! that make it safe to run online:
+//!
+//! - blobs that mirrored repositories link are the eviction's business and
+//!   are kept;
+//! - a blob whose newest link is younger than `grace` is kept (an upload
+//!   whose manifest is still on its way);
+//! - manifests pushed during the run add what they reference to a live set
+//!   while holding leases on it, and the sweep claims a digest before it
+//!   checks that set: a push either finds the data (and GC then sees it live)
+//!   or waits for the deletion and is told the blob is unknown. Nothing a
+//!   push was told is stored is lost.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::oci::{Digest, RepoName, Tag};
+
+use super::{Registry, RegistryError, RegistryResult};
+
+/// How a run is made.
+#[derive(Debug, Clone, Copy)]
+pub struct GcOptions {
+    /// Report what would be removed; remove nothing.
+    pub dry_run: bool,
+    /// Also remove manifests that no tag reaches.
+    pub delete_untagged: bool,
+    /// Keep blobs linked more recently than this.
+    pub grace: Duration,
+}
+
+/// Where a run stands (for a progress bar).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "phase", rename_all = "lowercase")]
+pub enum GcProgress {
+    Marking { repositories: usize, done: usize },
+    Sweeping { blobs: usize, scanned: usize, bytes_freed: u64 },
+}
+
+/// What a run removed (or, dry, would remove).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub repositories: usize,
+    pub manifests_removed: usize,
+    pub blobs_scanned: usize,
+    pub blobs_removed: usize,
+    pub bytes_freed: u64,
+    pub millis: u128,
+}
+
+impl Registry {
+    /// Adds what a manifest push references to the live set of a running GC.
+    pub(super) fn gc_keep(&self, digests: impl IntoIterator<Item = Digest>) {
+        if let Some(live) = self.gc_live.lock().unwrap().as_mut() {
+            live.extend(digests);
+        }
+    }
+
+    fn gc_is_live(&self, d: &Digest) -> bool {
+        self.gc_live.lock().unwrap().as_ref().is_some_and(|live| live.contains(d))
+    }
+
+    /// Runs one garbage collection; another one running at the same time is an error.
+    pub async fn gc(&self, opts: GcOptions, progress: &(dyn Fn(GcProgress) + Send + Sync)) -> RegistryResult<GcReport> {
+        let Ok(_running) = self.gc_running.try_lock() else {
+            return Err(RegistryError::Denied("a garbage collection is already running".into()));
+        };
+        *self.gc_live.lock().unwrap() = Some(HashSet::new());
+        let result = self.gc_run(opts, progress).await;
+        *self.gc_live.lock().unwrap() = None;
+        result
+    }
+
+    async fn gc_run(&self, opts: GcOptions, progress: &(dyn Fn(GcProgress) + Send + Sync)) -> RegistryResult<GcReport> {
+        let started = Instant::now();
+        let mut report = GcReport { dry_run: opts.dry_run, ..Default::default() };
+        let repos = self.store.list_pushed_repositories().await?;
+        report.repositories = repos.len();
+        let mut marked: HashSet<Digest> = HashSet::new();
+        for (done, name) in repos.iter().enumerate() {
+            progress(GcProgress::Marking { repositories: repos.len(), done });
+            let repo = RepoName::storage(name.clone());
+            self.gc_mark_repo(&repo, opts, &mut marked, &mut report).await?;
+        }
+        let blobs = self.store.list_blob_data().await?;
+        let grace_cutoff = SystemTime::now().checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+        for (scanned, d) in blobs.iter().enumerate() {
+            if scanned % 256 == 0 {
+                progress(GcProgress::Sweeping { blobs: blobs.len(), scanned, bytes_freed: report.bytes_freed });
+            }
+            report.blobs_scanned += 1;
+            if marked.contains(d) {
+                continue;
+            }
+            let digest = d.clone();
+            let refs = self.store.indexed(move |index| index.refs(&digest)).await?;
+            if !refs.mirrored.is_empty() {
+                continue;
+            }
+            if self.store.newest_link(d).await?.is_some_and(|t| t > grace_cutoff) {
+                continue;
+            }
+            if opts.dry_run {
+                report.blobs_removed += 1;
+                report.bytes_freed += self.store.blob_size(d).await?.unwrap_or(0);
+                continue;
+            }
+            let Some(claim) = self.store.claim_deletion(d) else { continue };
+            if self.gc_is_live(d) {
+                continue;
+            }
+            let freed = self.store.remove_blob_data(d, &claim).await?;
+            drop(claim);
+            for repo in refs.pushed {
+                self.written(&RepoName::storage(repo));
+            }
+            report.blobs_removed += 1;
+            report.bytes_freed += freed;
+        }
+        progress(GcProgress::Sweeping { blobs: blobs.len(), scanned: blobs.len(), bytes_freed: report.bytes_freed });
+        report.millis = started.elapsed().as_millis();
+        Ok(report)
+    }
+
+    /// Marks what `repo` keeps; with `delete_untagged`, removes the manifests
+    /// no tag reaches first.
+    async fn gc_mark_repo(
+        &self,
+        repo: &RepoName,
+        opts: GcOptions,
+        marked: &mut HashSet<Digest>,
+        report: &mut GcReport,
+    ) -> RegistryResult<()> {
+        let _writing = self.locks.lock(repo).await;
+        let revisions = self.store.list_manifests(repo).await?;
+        let mut reachable: HashSet<Digest> = HashSet::new();
+        let mut pending = Vec::new();
+        for tag in self.store.list_tags(repo).await? {
+            let Ok(t) = tag.parse::<Tag>() else { continue };
+            if let Some(d) = self.store.resolve_tag(repo, &t).await? {
+                pending.push(d);
+            }
+        }
+        if !opts.delete_untagged {
+            pending.extend(revisions.iter().cloned());
+        }
+        while let Some(m) = pending.pop() {
+            if !reachable.insert(m.clone()) {
+                continue;
+            }
+            marked.insert(m.clone());
+            match self.load_manifest(&m).await {
+                Ok(cached) => {
+                    marked.extend(cached.info.blobs.iter().cloned());
+                    pending.extend(cached.info.manifests.iter().cloned());
+                }
+                // Kept, but what it references cannot be known: a sweep that
+                // followed would be a guess, so nothing of this run is swept.
+                Err(e) => {
+                    return Err(RegistryError::Denied(format!(
+                        "manifest {m} in {repo} cannot be read ({e}); not collecting"
+                    )))
+                }
+            }
+        }
+        let grace_cutoff = SystemTime::now().checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+        for m in revisions.iter().filter(|m| !reachable.contains(*m)) {
+            // A manifest pushed moments ago by digest may be about to get its
+            // tag or its index (skopeo pushes platform manifests first).
+            if self.store.revision_modified(repo, m).await?.is_some_and(|t| t > grace_cutoff) {
+                let mut keep = vec![m.clone()];
+                while let Some(k) = keep.pop() {
+                    if marked.insert(k.clone()) {
+                        if let Ok(cached) = self.load_manifest(&k).await {
+                            marked.extend(cached.info.blobs.iter().cloned());
+                            keep.extend(cached.info.manifests.iter().cloned());
+                        }
+                    }
+                }
+                continue;
+            }
+            report.manifests_removed += 1;
+            if !opts.dry_run {
+                self.store.delete_manifest(repo, m).await?;
+            }
+        }
+        if report.manifests_removed > 0 && !opts.dry_run {
+            self.written(repo);
+        }
+        Ok(())
+    }
+}
