@@ -87,7 +87,7 @@ async fn delete_untagged_keeps_everything_a_tag_reaches_through_an_index() {
     let (_, old) = push(&c, "team/app", "latest", b"old layer", b"base").await;
     let (_, new) = push(&c, "team/app", "latest", b"new layer", b"base").await;
     // A tagged index whose platform manifest has no tag of its own.
-    let (_, platform) = push(&c, "team/app", &"untagged-for-now".to_string(), b"arm layer", b"base").await;
+    let (_, platform) = push(&c, "team/app", "untagged-for-now", b"arm layer", b"base").await;
     assert_eq!(c.req("DELETE", "/v2/team/app/manifests/untagged-for-now", &[], "").await.status, 202);
     let index = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
         {"mediaType": OCI_MANIFEST, "digest": platform.to_string(), "size": 1, "platform": {"os": "linux", "architecture": "arm64"}}]}))

@@ -48,7 +48,7 @@ impl Progress {
             bar.set_prefix(freed.map(|f| format!("{} freed", bytesize::ByteSize::b(f))).unwrap_or_default());
             return;
         }
-        let tenth = if total == 0 { 10 } else { done * 10 / total };
+        let tenth = (done * 10).checked_div(total).unwrap_or(10);
         let mut last = self.last_line.lock().unwrap();
         if last.0 != phase || last.1 != tenth {
             *last = (phase.to_string(), tenth);
