@@ -128,15 +128,11 @@ fn berth_gc_leaves_what_registry_garbage_collect_leaves() {
     distribution_gc(&r2u, work.path(), true);
     berth_gc(&mineu, &["--delete-untagged"]);
     let (multi, single, arm) = (layout.digest("multi"), layout.digest("single"), layout.digest("arm"));
-    let expected_revisions: BTreeSet<(String, String)> = [
-        ("team/app", &multi),
-        ("team/app", &single),
-        ("team/app", &arm),
-        ("other/app", &single),
-    ]
-    .iter()
-    .map(|(r, d)| (r.to_string(), d.to_string()))
-    .collect();
+    let expected_revisions: BTreeSet<(String, String)> =
+        [("team/app", &multi), ("team/app", &single), ("team/app", &arm), ("other/app", &single)]
+            .iter()
+            .map(|(r, d)| (r.to_string(), d.to_string()))
+            .collect();
     assert_eq!(revisions(&mineu), expected_revisions);
     let mut expected_blobs: BTreeSet<String> = [&multi, &single, &arm].iter().map(|d| d.to_string()).collect();
     expected_blobs.extend(referenced(&layout, &single));

@@ -54,6 +54,24 @@ pub fn http(method: &str, addr: &str, path: &str) -> std::io::Result<Reply> {
     Ok((status, headers, body))
 }
 
+/// A request with a body over HTTP/1.0; returns status and body.
+pub fn send(method: &str, addr: &str, path: &str, content_type: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(raw.len());
+    let status =
+        String::from_utf8_lossy(&raw[..split]).split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((status, raw.get(split + 4..).unwrap_or_default().to_vec()))
+}
+
 /// A child process killed (SIGTERM, then SIGKILL) when dropped.
 pub struct Proc {
     pub name: String,

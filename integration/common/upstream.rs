@@ -74,6 +74,7 @@ pub struct FakeUpstream {
 }
 
 /// One image: its manifest digest and bytes, and its blob digests.
+#[derive(Clone)]
 pub struct Image {
     pub digest: Digest,
     pub manifest: Bytes,

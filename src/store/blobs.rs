@@ -71,7 +71,7 @@ impl Store {
         if self.backend.stat(&path).await?.is_none() {
             return Ok(false);
         }
-        self.backend.delete(&layout::layer_link_dir(repo, d)).await?;
+        self.remove_link(&path, &layout::layer_link_dir(repo, d)).await?;
         let (digest, r) = (d.clone(), repo.clone());
         self.indexed(move |index| index.remove_ref(&digest, RefKind::Layer, &r)).await?;
         Ok(true)
@@ -117,18 +117,20 @@ impl Store {
 
     /// Deletes the data of `d`, claimed by the caller, with the layer links
     /// pushed repositories keep to it (they could only answer "unknown"
-    /// now); returns the bytes freed.
+    /// now); returns the bytes freed. Links and bookkeeping go before the
+    /// data: a crash in between leaves only unreferenced data, which the next
+    /// run collects, never a reference to missing data or a size counted for
+    /// data that is gone.
     pub async fn remove_blob_data(&self, d: &Digest, _claim: &Deletion) -> StoreResult<u64> {
         let Some(size) = self.blob_size(d).await? else { return Ok(0) };
-        self.backend.delete(&layout::blob_dir(d)).await?;
         let digest = d.clone();
         let refs = self.indexed(move |index| index.refs(&digest)).await?;
         for repo in refs.pushed {
-            let repo = RepoName::storage(repo);
-            self.unlink_blob(&repo, d).await?;
+            self.unlink_blob(&RepoName::storage(repo), d).await?;
         }
         let digest = d.clone();
         self.indexed(move |index| index.forget_blob(&digest)).await?;
+        self.backend.delete(&layout::blob_dir(d)).await?;
         Ok(size)
     }
 
@@ -140,14 +142,12 @@ impl Store {
         if !self.indexed(move |index| index.refs(&digest)).await?.is_empty() {
             return Ok(0);
         }
-        let Some(size) = self.blob_size(d).await? else {
-            let digest = d.clone();
-            self.indexed(move |index| index.forget_blob(&digest)).await?;
-            return Ok(0);
-        };
-        self.backend.delete(&layout::blob_dir(d)).await?;
+        let size = self.blob_size(d).await?;
+        // The size is forgotten before the data goes (see `remove_blob_data`).
         let digest = d.clone();
         self.indexed(move |index| index.forget_blob(&digest)).await?;
+        let Some(size) = size else { return Ok(0) };
+        self.backend.delete(&layout::blob_dir(d)).await?;
         Ok(size)
     }
 

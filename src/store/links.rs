@@ -19,6 +19,14 @@ impl Store {
         }
     }
 
+    /// Removes a link, then the directory it lives in: the link file goes
+    /// first, so a crash in between leaves an empty directory (nothing
+    /// readers see), never a half-removed one that still resolves.
+    pub(super) async fn remove_link(&self, link: &str, dir: &str) -> StoreResult<()> {
+        self.backend.delete(link).await?;
+        self.backend.delete(dir).await
+    }
+
     /// Points the link at `d`. A link that already holds `d` is not written
     /// again (no needless write, and nothing to lose on a full disk). Returns
     /// whether the link was created (it did not exist before).

@@ -46,7 +46,7 @@ impl Store {
 
     /// Removes the revision link of `d` from `repo`, then its index reference.
     async fn unlink_revision(&self, repo: &RepoName, d: &Digest) -> StoreResult<()> {
-        self.backend.delete(&layout::revision_link_dir(repo, d)).await?;
+        self.remove_link(&layout::revision_link(repo, d), &layout::revision_link_dir(repo, d)).await?;
         let (digest, r) = (d.clone(), repo.clone());
         self.indexed(move |index| index.remove_ref(&digest, RefKind::Manifest, &r)).await
     }
@@ -71,7 +71,7 @@ impl Store {
         if self.resolve_tag(repo, tag).await?.is_none() {
             return Ok(false);
         }
-        self.backend.delete(&layout::tag_dir(repo, tag)).await?;
+        self.remove_link(&layout::tag_current_link(repo, tag), &layout::tag_dir(repo, tag)).await?;
         Ok(true)
     }
 
@@ -88,7 +88,7 @@ impl Store {
                 continue;
             };
             if self.resolve_tag(repo, &tag).await?.as_ref() == Some(d) {
-                self.backend.delete(&layout::tag_dir(repo, &tag)).await?;
+                self.remove_link(&layout::tag_current_link(repo, &tag), &layout::tag_dir(repo, &tag)).await?;
                 removed.push(tag);
             }
         }
@@ -96,20 +96,29 @@ impl Store {
         Ok(Some(removed))
     }
 
-    /// Tag names in `repo`, sorted.
+    /// Tag names in `repo`, sorted: those with a current link (a tag whose
+    /// deletion a crash cut short is gone already).
     pub async fn list_tags(&self, repo: &RepoName) -> StoreResult<Vec<String>> {
-        let mut tags = self.backend.list(&layout::tags_dir(repo)).await?;
+        let mut tags = Vec::new();
+        for name in self.backend.list(&layout::tags_dir(repo)).await? {
+            let Ok(tag) = name.parse::<Tag>() else { continue };
+            if self.backend.stat(&layout::tag_current_link(repo, &tag)).await?.is_some() {
+                tags.push(name);
+            }
+        }
         tags.sort();
         Ok(tags)
     }
 
-    /// Every manifest digest `repo` holds.
+    /// Every manifest digest `repo` holds (with its revision link present).
     pub async fn list_manifests(&self, repo: &RepoName) -> StoreResult<Vec<Digest>> {
         let mut out = Vec::new();
         for alg in ["sha256", "sha512"] {
             for hex in self.backend.list(&layout::revisions_dir(repo, alg)).await? {
                 if let Some(d) = Digest::from_parts(alg, &hex) {
-                    out.push(d);
+                    if self.backend.stat(&layout::revision_link(repo, &d)).await?.is_some() {
+                        out.push(d);
+                    }
                 }
             }
         }
