@@ -59,11 +59,12 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     let open_files = limits::raise_open_files_limit();
     let connections = limits::connection_cap(cfg.server.max_connections, open_files);
     if connections < cfg.server.max_connections {
-        tracing::warn!(
-            open_files,
-            connections,
-            "server.max_connections lowered to fit the open-files limit (raise `ulimit -n` for more)"
-        );
+        let msg = "server.max_connections lowered to fit the open-files limit (raise `ulimit -n` for more)";
+        if connections < 1024 {
+            tracing::warn!(open_files, connections, "{msg}");
+        } else {
+            tracing::info!(open_files, connections, "{msg}");
+        }
     }
     actix_web::rt::spawn(housekeeping(Arc::downgrade(&registry)));
     actix_web::rt::spawn(eviction(Arc::downgrade(&registry)));
@@ -149,6 +150,7 @@ async fn eviction(registry: Weak<Registry>) {
                 blobs = r.blobs,
                 bytes_freed = r.bytes_freed,
                 mirror_bytes = r.mirror_bytes,
+                millis = r.millis as u64,
                 "evicted mirrored content"
             ),
             Ok(_) => {}

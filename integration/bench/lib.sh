@@ -10,6 +10,7 @@ WORK=$(mktemp -d /tmp/berth-bench.XXXXXX)
 # Servers are started inside $(…) subshells, so their pids go to a file, not a variable.
 track() { echo "$1" >>"$WORK/pids"; }
 cleanup() {
+  [ -n "${KEEP:-}" ] && { echo "kept $WORK" >&2; return; }
   [ -f "$WORK/pids" ] && while read -r p; do kill "$p" 2>/dev/null || true; done <"$WORK/pids"
   wait 2>/dev/null || true; rm -rf "$WORK"
 }
@@ -20,7 +21,12 @@ wait_http() { for _ in $(seq 1 200); do curl -fs -o /dev/null "$1" && return 0; 
 median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(statistics.median(v))' "$@"; }
 rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 now() { date +%s.%N; }
-stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+# Waits for the exit even of a server started in a subshell (not our child): the
+# next berth on the same data directory needs the index the last one held.
+stop_pid() {
+  kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true
+  for _ in $(seq 1 400); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.05; done
+}
 
 # start_berth DATA PORT [ARGS…] -> pid
 start_berth() {

@@ -37,6 +37,7 @@ pub struct EvictionReport {
     pub bytes_freed: u64,
     /// Bytes held only by mirrored content after the pass.
     pub mirror_bytes: u64,
+    pub millis: u128,
 }
 
 /// `mirror.pin`: images that never leave.
@@ -97,6 +98,7 @@ impl Registry {
         if self.mirror.is_none() || !self.store.indexed(|index| index.is_indexed()).await? {
             return Ok(report);
         }
+        let started = std::time::Instant::now();
         self.flush_uses().await?;
         let now = now_secs();
         let mut repos = Vec::new();
@@ -116,6 +118,7 @@ impl Registry {
                 self.shrink_to(&repos, max / 10 * 9, &mut report).await?;
             }
         }
+        report.millis = started.elapsed().as_millis();
         Ok(report)
     }
 
@@ -208,13 +211,15 @@ impl Registry {
         let links = self.store.list_layer_links(r).await?;
         let keys: Vec<String> = links.iter().map(ToString::to_string).collect();
         let blob_uses = self.last_uses(UseKind::Blob, r, &keys).await?;
-        for b in &links {
-            let recent = blob_uses.get(&b.to_string()).is_some_and(|&at| at >= cutoff);
-            if !referenced.contains(b) && !recent && self.store.unlink_blob(r, b).await? {
-                report.blob_links += 1;
-                candidates.push(b.clone());
-                gone_uses.push(crate::store::index::use_key(UseKind::Blob, r, &b.to_string()));
-            }
+        let expired: Vec<Digest> = links
+            .iter()
+            .filter(|b| !referenced.contains(b) && !blob_uses.get(&b.to_string()).is_some_and(|&at| at >= cutoff))
+            .cloned()
+            .collect();
+        for b in self.store.unlink_blobs(r, &expired).await? {
+            report.blob_links += 1;
+            gone_uses.push(crate::store::index::use_key(UseKind::Blob, r, &b.to_string()));
+            candidates.push(b);
         }
         for tag in tags.iter().filter(|t| !kept_tags.iter().any(|k| k.as_str() == t.as_str())) {
             gone_uses.push(crate::store::index::use_key(UseKind::Tag, r, tag));
@@ -229,13 +234,9 @@ impl Registry {
 
     /// Deletes the data of blobs nothing links any more (and nothing leases).
     async fn delete_blob_data(&self, candidates: Vec<Digest>, report: &mut EvictionReport) -> RegistryResult<()> {
-        for d in candidates {
-            let freed = self.store.delete_unreferenced_blob(&d).await?;
-            if freed > 0 {
-                report.blobs += 1;
-                report.bytes_freed += freed;
-            }
-        }
+        let (blobs, freed) = self.store.delete_unreferenced_blobs(&candidates).await?;
+        report.blobs += blobs;
+        report.bytes_freed += freed;
         Ok(())
     }
 
@@ -296,16 +297,17 @@ impl Registry {
                     let refs = self.references(&remaining).await;
                     let referenced: HashSet<Digest> = refs.values().flat_map(|(b, _)| b.iter().cloned()).collect();
                     let own = self.references(std::slice::from_ref(&d)).await;
-                    let blobs = own.get(&d).map(|(b, _)| b.clone()).unwrap_or_default();
-                    for b in blobs.into_iter().filter(|b| !referenced.contains(b)) {
-                        if self.store.unlink_blob(r, &b).await? {
-                            report.blob_links += 1;
-                            candidates.push(b);
-                        }
-                    }
-                } else if self.store.unlink_blob(r, &d).await? {
-                    report.blob_links += 1;
-                    candidates.push(d.clone());
+                    let blobs: Vec<Digest> = own
+                        .get(&d)
+                        .map(|(b, _)| b.iter().filter(|b| !referenced.contains(b)).cloned().collect())
+                        .unwrap_or_default();
+                    let gone = self.store.unlink_blobs(r, &blobs).await?;
+                    report.blob_links += gone.len();
+                    candidates.extend(gone);
+                } else {
+                    let gone = self.store.unlink_blobs(r, std::slice::from_ref(&d)).await?;
+                    report.blob_links += gone.len();
+                    candidates.extend(gone);
                 }
                 self.written(r);
             }

@@ -1,9 +1,11 @@
 //! What mirrored content is being used: the hot path records a use in memory
-//! (one map insert); `flush` writes what gathered to the index in one
-//! transaction, so each object costs at most one index write per flush
-//! (housekeeping flushes once a minute, and before every eviction pass).
+//! (one map insert, into a map of the calling thread's own, so that workers
+//! never wait for each other); `take` gathers them for one index transaction,
+//! so each object costs at most one index write per flush (every eviction
+//! pass flushes, once a minute by default).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,21 +17,53 @@ pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-#[derive(Default)]
+/// Enough shards that each worker thread has one to itself.
+const SHARDS: usize = 16;
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+}
+
 pub struct Uses {
-    pending: Mutex<HashMap<String, u64>>,
+    pending: Vec<Mutex<HashMap<String, u64>>>,
+    /// Off only to measure what recording costs (`BENCH_NO_USE_TRACKING=1`,
+    /// read by `integration/bench/lifecycle.sh`): without uses, expiry sees
+    /// everything as unused.
+    enabled: bool,
+}
+
+impl Default for Uses {
+    fn default() -> Self {
+        Uses {
+            pending: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            enabled: std::env::var_os("BENCH_NO_USE_TRACKING").is_none(),
+        }
+    }
 }
 
 impl Uses {
     /// Records that `key` (a tag, or a digest) of `kind` in mirrored `repo` was served now.
     pub fn record(&self, kind: UseKind, repo: &RepoName, key: &str) {
+        if !self.enabled {
+            return;
+        }
         let k = use_key(kind, repo, key);
-        self.pending.lock().unwrap().insert(k, now_secs());
+        let now = now_secs();
+        SHARD.with(|&i| self.pending[i].lock().unwrap().insert(k, now));
     }
 
     /// Everything recorded since the last call.
     pub fn take(&self) -> Vec<(String, u64)> {
-        std::mem::take(&mut *self.pending.lock().unwrap()).into_iter().collect()
+        let mut all: HashMap<String, u64> = HashMap::new();
+        for shard in &self.pending {
+            for (k, at) in std::mem::take(&mut *shard.lock().unwrap()) {
+                let e = all.entry(k).or_default();
+                *e = (*e).max(at);
+            }
+        }
+        all.into_iter().collect()
     }
 }
 

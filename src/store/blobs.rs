@@ -98,13 +98,11 @@ impl Store {
         self.leases.try_delete(d)
     }
 
-    /// When the newest link to `d` (a layer link or a manifest revision, in
-    /// any repository the index names) was written.
-    pub async fn newest_link(&self, d: &Digest) -> StoreResult<Option<std::time::SystemTime>> {
-        let digest = d.clone();
-        let refs = self.indexed(move |index| index.refs(&digest)).await?;
+    /// When the newest link to `d` in `repos` (a layer link or a manifest
+    /// revision) was written.
+    pub async fn newest_link(&self, d: &Digest, repos: &[String]) -> StoreResult<Option<std::time::SystemTime>> {
         let mut newest = None;
-        for repo in refs.pushed.iter().chain(&refs.mirrored) {
+        for repo in repos {
             let repo = RepoName::storage(repo.clone());
             for path in [layout::layer_link(&repo, d), layout::revision_link(&repo, d)] {
                 if let Some(t) = self.backend.modified(&path).await? {
@@ -115,40 +113,70 @@ impl Store {
         Ok(newest)
     }
 
-    /// Deletes the data of `d`, claimed by the caller, with the layer links
-    /// pushed repositories keep to it (they could only answer "unknown"
-    /// now); returns the bytes freed. Links and bookkeeping go before the
-    /// data: a crash in between leaves only unreferenced data, which the next
-    /// run collects, never a reference to missing data or a size counted for
-    /// data that is gone.
-    pub async fn remove_blob_data(&self, d: &Digest, _claim: &Deletion) -> StoreResult<u64> {
-        let Some(size) = self.blob_size(d).await? else { return Ok(0) };
-        let digest = d.clone();
-        let refs = self.indexed(move |index| index.refs(&digest)).await?;
-        for repo in refs.pushed {
-            self.unlink_blob(&RepoName::storage(repo), d).await?;
+    /// Removes the layer links of `ds` from `repo` (those it has); returns
+    /// those removed. The links go first, then their references in one
+    /// index transaction (a crash in between leaves references over-counted:
+    /// data kept, never lost).
+    pub async fn unlink_blobs(&self, repo: &RepoName, ds: &[Digest]) -> StoreResult<Vec<Digest>> {
+        let mut gone = Vec::new();
+        for d in ds {
+            let path = layout::layer_link(repo, d);
+            if self.backend.stat(&path).await?.is_some() {
+                self.remove_link(&path, &layout::layer_link_dir(repo, d)).await?;
+                gone.push(d.clone());
+            }
         }
-        let digest = d.clone();
-        self.indexed(move |index| index.forget_blob(&digest)).await?;
-        self.backend.delete(&layout::blob_dir(d)).await?;
-        Ok(size)
+        let refs: Vec<_> = gone.iter().map(|d| (d.clone(), RefKind::Layer, repo.clone())).collect();
+        self.indexed(move |index| index.remove_refs(&refs)).await?;
+        Ok(gone)
     }
 
-    /// Deletes a blob's data if no repository links it (by the index) and no
-    /// operation holds a lease on it; returns the bytes freed (0 if kept).
-    pub async fn delete_unreferenced_blob(&self, d: &Digest) -> StoreResult<u64> {
-        let Some(_deleting) = self.leases.try_delete(d) else { return Ok(0) };
-        let digest = d.clone();
-        if !self.indexed(move |index| index.refs(&digest)).await?.is_empty() {
-            return Ok(0);
+    /// Deletes the data of the claimed blobs `ds` (and the layer links
+    /// pushed repositories keep to them: they could only answer "unknown"
+    /// now); returns the bytes freed. Links and bookkeeping go before the
+    /// data: a crash in between leaves only unreferenced data, which the next
+    /// garbage collection removes, never a reference to missing data or a
+    /// size counted for data that is gone.
+    pub async fn remove_blobs_data(&self, ds: &[(Digest, Deletion)]) -> StoreResult<u64> {
+        let digests: Vec<Digest> = ds.iter().map(|(d, _)| d.clone()).collect();
+        let lookup = digests.clone();
+        let refs = self.indexed(move |index| index.refs_many(&lookup)).await?;
+        let mut sizes = Vec::with_capacity(ds.len());
+        for (d, r) in digests.iter().zip(refs) {
+            sizes.push(self.blob_size(d).await?);
+            for repo in r.pushed {
+                self.unlink_blobs(&RepoName::storage(repo), std::slice::from_ref(d)).await?;
+            }
         }
-        let size = self.blob_size(d).await?;
-        // The size is forgotten before the data goes (see `remove_blob_data`).
-        let digest = d.clone();
-        self.indexed(move |index| index.forget_blob(&digest)).await?;
-        let Some(size) = size else { return Ok(0) };
-        self.backend.delete(&layout::blob_dir(d)).await?;
-        Ok(size)
+        let forget = digests.clone();
+        self.indexed(move |index| index.forget_blobs(&forget)).await?;
+        let mut freed = 0;
+        for (d, size) in digests.iter().zip(sizes) {
+            if let Some(size) = size {
+                self.backend.delete(&layout::blob_dir(d)).await?;
+                freed += size;
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Deletes the data of those of `ds` that no repository links (by the
+    /// index) and no operation leases; returns (blobs deleted, bytes freed).
+    pub async fn delete_unreferenced_blobs(&self, ds: &[Digest]) -> StoreResult<(usize, u64)> {
+        let claims: Vec<(Digest, Deletion)> =
+            ds.iter().filter_map(|d| self.leases.try_delete(d).map(|c| (d.clone(), c))).collect();
+        let lookup: Vec<Digest> = claims.iter().map(|(d, _)| d.clone()).collect();
+        let refs = self.indexed(move |index| index.refs_many(&lookup)).await?;
+        let unreferenced: Vec<(Digest, Deletion)> =
+            claims.into_iter().zip(refs).filter(|(_, r)| r.is_empty()).map(|(c, _)| c).collect();
+        let mut count = 0;
+        for (d, _) in &unreferenced {
+            if self.blob_size(d).await?.is_some() {
+                count += 1;
+            }
+        }
+        let freed = self.remove_blobs_data(&unreferenced).await?;
+        Ok((count, freed))
     }
 
     /// Stores small content (a manifest) under its digest, if not there yet.

@@ -195,6 +195,45 @@ impl Index {
         })
     }
 
+    /// Records that links were deleted, in one transaction.
+    pub fn remove_refs(&self, gone: &[(Digest, RefKind, RepoName)]) -> StoreResult<()> {
+        if gone.is_empty() {
+            return Ok(());
+        }
+        self.with(|db| {
+            let txn = db.begin_write()?;
+            {
+                let mut refs = txn.open_multimap_table(REFS)?;
+                for (d, kind, repo) in gone {
+                    refs.remove(d.to_string().as_str(), kind.value(repo).as_str())?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The references of several blobs, in one read.
+    pub fn refs_many(&self, ds: &[Digest]) -> StoreResult<Vec<BlobRefs>> {
+        self.with(|db| {
+            let txn = db.begin_read()?;
+            let table = match txn.open_multimap_table(REFS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![BlobRefs::default(); ds.len()]),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::with_capacity(ds.len());
+            for d in ds {
+                let mut refs = BlobRefs::default();
+                for value in table.get(d.to_string().as_str())? {
+                    refs.add(value?.value());
+                }
+                out.push(refs);
+            }
+            Ok(out)
+        })
+    }
+
     /// Every repository that links `d`.
     pub fn refs(&self, d: &Digest) -> StoreResult<BlobRefs> {
         let key = d.to_string();
@@ -227,13 +266,27 @@ impl Index {
         })
     }
 
-    /// Forgets a blob whose data was deleted.
+    /// Forgets a blob whose data is about to be deleted.
     pub fn forget_blob(&self, d: &Digest) -> StoreResult<()> {
-        let key = d.to_string();
+        self.forget_blobs(std::slice::from_ref(d))
+    }
+
+    /// Forgets blobs whose data is about to be deleted, in one transaction.
+    pub fn forget_blobs(&self, ds: &[Digest]) -> StoreResult<()> {
+        if ds.is_empty() {
+            return Ok(());
+        }
         self.with(|db| {
             let txn = db.begin_write()?;
-            txn.open_multimap_table(REFS)?.remove_all(key.as_str())?;
-            txn.open_table(SIZES)?.remove(key.as_str())?;
+            {
+                let mut refs = txn.open_multimap_table(REFS)?;
+                let mut sizes = txn.open_table(SIZES)?;
+                for d in ds {
+                    let key = d.to_string();
+                    refs.remove_all(key.as_str())?;
+                    sizes.remove(key.as_str())?;
+                }
+            }
             txn.commit()?;
             Ok(())
         })
