@@ -213,7 +213,7 @@ impl Registry {
         let blob_uses = self.last_uses(UseKind::Blob, r, &keys).await?;
         let expired: Vec<Digest> = links
             .iter()
-            .filter(|b| !referenced.contains(b) && !blob_uses.get(&b.to_string()).is_some_and(|&at| at >= cutoff))
+            .filter(|b| !referenced.contains(b) && blob_uses.get(&b.to_string()).is_none_or(|&at| at < cutoff))
             .cloned()
             .collect();
         for b in self.store.unlink_blobs(r, &expired).await? {

@@ -100,19 +100,23 @@ impl Registry {
             scanned += batch.len();
             let lookup = batch.to_vec();
             let refs = self.store.indexed(move |index| index.refs_many(&lookup)).await?;
+            let pushed: Vec<(Digest, Vec<String>)> =
+                batch.iter().cloned().zip(refs.iter().map(|r| r.pushed.clone())).collect();
+            let newest = self.store.newest_links(&pushed).await?;
+            let sizes = if opts.dry_run { self.store.blob_sizes(batch).await? } else { vec![] };
             let mut claimed = Vec::new();
             let mut touched: HashSet<String> = HashSet::new();
-            for (d, refs) in batch.iter().zip(refs) {
+            for (i, (d, refs)) in batch.iter().zip(refs).enumerate() {
                 // Mirrored content is the eviction's business.
                 if !refs.mirrored.is_empty() {
                     continue;
                 }
-                if self.store.newest_link(d, &refs.pushed).await?.is_some_and(|t| t > grace_cutoff) {
+                if newest[i].is_some_and(|t| t > grace_cutoff) {
                     continue;
                 }
                 if opts.dry_run {
                     report.blobs_removed += 1;
-                    report.bytes_freed += self.store.blob_size(d).await?.unwrap_or(0);
+                    report.bytes_freed += sizes[i].unwrap_or(0);
                     continue;
                 }
                 let Some(claim) = self.store.claim_deletion(d) else { continue };

@@ -27,6 +27,29 @@ pub trait Backend: Send + Sync + 'static {
     async fn stat(&self, path: &str) -> StoreResult<Option<u64>>;
     /// When a file or directory was last modified; `None` if absent.
     async fn modified(&self, path: &str) -> StoreResult<Option<std::time::SystemTime>>;
+    /// `stat` of many paths at once (one trip to the blocking pool, where that matters).
+    async fn stat_many(&self, paths: Vec<String>) -> StoreResult<Vec<Option<u64>>> {
+        let mut out = Vec::with_capacity(paths.len());
+        for p in &paths {
+            out.push(self.stat(p).await?);
+        }
+        Ok(out)
+    }
+    /// `modified` of many paths at once.
+    async fn modified_many(&self, paths: Vec<String>) -> StoreResult<Vec<Option<std::time::SystemTime>>> {
+        let mut out = Vec::with_capacity(paths.len());
+        for p in &paths {
+            out.push(self.modified(p).await?);
+        }
+        Ok(out)
+    }
+    /// `delete` of many paths at once, in order.
+    async fn delete_many(&self, paths: Vec<String>) -> StoreResult<()> {
+        for p in &paths {
+            self.delete(p).await?;
+        }
+        Ok(())
+    }
     /// Names of the direct children of a directory (empty if absent).
     async fn list(&self, dir: &str) -> StoreResult<Vec<String>>;
     /// Whether a directory has any child (without listing them all).

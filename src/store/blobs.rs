@@ -77,6 +77,11 @@ impl Store {
         Ok(true)
     }
 
+    /// The sizes of several blobs' data (`None` where absent).
+    pub async fn blob_sizes(&self, ds: &[Digest]) -> StoreResult<Vec<Option<u64>>> {
+        self.backend.stat_many(ds.iter().map(layout::blob_data).collect()).await
+    }
+
     /// Every blob whose data the store holds (a walk of `blobs/`).
     pub async fn list_blob_data(&self) -> StoreResult<Vec<Digest>> {
         let mut out = Vec::new();
@@ -98,17 +103,25 @@ impl Store {
         self.leases.try_delete(d)
     }
 
-    /// When the newest link to `d` in `repos` (a layer link or a manifest
-    /// revision) was written.
-    pub async fn newest_link(&self, d: &Digest, repos: &[String]) -> StoreResult<Option<std::time::SystemTime>> {
-        let mut newest = None;
-        for repo in repos {
-            let repo = RepoName::storage(repo.clone());
-            for path in [layout::layer_link(&repo, d), layout::revision_link(&repo, d)] {
-                if let Some(t) = self.backend.modified(&path).await? {
-                    newest = newest.max(Some(t));
-                }
+    /// For each (blob, repositories), when the newest link to the blob in
+    /// those repositories (a layer link or a manifest revision) was written.
+    pub async fn newest_links(
+        &self,
+        blobs: &[(Digest, Vec<String>)],
+    ) -> StoreResult<Vec<Option<std::time::SystemTime>>> {
+        let mut paths = Vec::new();
+        let mut owner = Vec::new();
+        for (i, (d, repos)) in blobs.iter().enumerate() {
+            for repo in repos {
+                let repo = RepoName::storage(repo.clone());
+                paths.push(layout::layer_link(&repo, d));
+                paths.push(layout::revision_link(&repo, d));
+                owner.extend([i, i]);
             }
+        }
+        let mut newest = vec![None; blobs.len()];
+        for (i, t) in owner.into_iter().zip(self.backend.modified_many(paths).await?) {
+            newest[i] = newest[i].max(t);
         }
         Ok(newest)
     }
@@ -118,14 +131,12 @@ impl Store {
     /// index transaction (a crash in between leaves references over-counted:
     /// data kept, never lost).
     pub async fn unlink_blobs(&self, repo: &RepoName, ds: &[Digest]) -> StoreResult<Vec<Digest>> {
-        let mut gone = Vec::new();
-        for d in ds {
-            let path = layout::layer_link(repo, d);
-            if self.backend.stat(&path).await?.is_some() {
-                self.remove_link(&path, &layout::layer_link_dir(repo, d)).await?;
-                gone.push(d.clone());
-            }
-        }
+        let links: Vec<String> = ds.iter().map(|d| layout::layer_link(repo, d)).collect();
+        let present = self.backend.stat_many(links).await?;
+        let gone: Vec<Digest> = ds.iter().zip(present).filter(|(_, p)| p.is_some()).map(|(d, _)| d.clone()).collect();
+        // Each link file before its directory (see `remove_link`).
+        self.backend.delete_many(gone.iter().map(|d| layout::layer_link(repo, d)).collect()).await?;
+        self.backend.delete_many(gone.iter().map(|d| layout::layer_link_dir(repo, d)).collect()).await?;
         let refs: Vec<_> = gone.iter().map(|d| (d.clone(), RefKind::Layer, repo.clone())).collect();
         self.indexed(move |index| index.remove_refs(&refs)).await?;
         Ok(gone)
@@ -141,23 +152,21 @@ impl Store {
         let digests: Vec<Digest> = ds.iter().map(|(d, _)| d.clone()).collect();
         let lookup = digests.clone();
         let refs = self.indexed(move |index| index.refs_many(&lookup)).await?;
-        let mut sizes = Vec::with_capacity(ds.len());
+        let sizes = self.backend.stat_many(digests.iter().map(layout::blob_data).collect()).await?;
+        let mut by_repo: std::collections::BTreeMap<String, Vec<Digest>> = Default::default();
         for (d, r) in digests.iter().zip(refs) {
-            sizes.push(self.blob_size(d).await?);
             for repo in r.pushed {
-                self.unlink_blobs(&RepoName::storage(repo), std::slice::from_ref(d)).await?;
+                by_repo.entry(repo).or_default().push(d.clone());
             }
+        }
+        for (repo, ds) in by_repo {
+            self.unlink_blobs(&RepoName::storage(repo), &ds).await?;
         }
         let forget = digests.clone();
         self.indexed(move |index| index.forget_blobs(&forget)).await?;
-        let mut freed = 0;
-        for (d, size) in digests.iter().zip(sizes) {
-            if let Some(size) = size {
-                self.backend.delete(&layout::blob_dir(d)).await?;
-                freed += size;
-            }
-        }
-        Ok(freed)
+        let present: Vec<(&Digest, u64)> = digests.iter().zip(sizes).filter_map(|(d, s)| s.map(|s| (d, s))).collect();
+        self.backend.delete_many(present.iter().map(|(d, _)| layout::blob_dir(d)).collect()).await?;
+        Ok(present.iter().map(|(_, s)| s).sum())
     }
 
     /// Deletes the data of those of `ds` that no repository links (by the
@@ -169,12 +178,8 @@ impl Store {
         let refs = self.indexed(move |index| index.refs_many(&lookup)).await?;
         let unreferenced: Vec<(Digest, Deletion)> =
             claims.into_iter().zip(refs).filter(|(_, r)| r.is_empty()).map(|(c, _)| c).collect();
-        let mut count = 0;
-        for (d, _) in &unreferenced {
-            if self.blob_size(d).await?.is_some() {
-                count += 1;
-            }
-        }
+        let present = self.backend.stat_many(unreferenced.iter().map(|(d, _)| layout::blob_data(d)).collect()).await?;
+        let count = present.iter().filter(|p| p.is_some()).count();
         let freed = self.remove_blobs_data(&unreferenced).await?;
         Ok((count, freed))
     }

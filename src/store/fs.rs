@@ -118,6 +118,58 @@ impl Backend for FsBackend {
         }
     }
 
+    async fn stat_many(&self, paths: Vec<String>) -> StoreResult<Vec<Option<u64>>> {
+        let root = self.root.clone();
+        blocking("stat", move || {
+            paths
+                .iter()
+                .map(|p| match std::fs::metadata(root.join(p)) {
+                    Ok(m) if m.is_file() => Ok(Some(m.len())),
+                    Ok(_) => Ok(None),
+                    Err(e) if absent(&e) => Ok(None),
+                    Err(e) => Err(e),
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn modified_many(&self, paths: Vec<String>) -> StoreResult<Vec<Option<SystemTime>>> {
+        let root = self.root.clone();
+        blocking("stat", move || {
+            paths
+                .iter()
+                .map(|p| match std::fs::metadata(root.join(p)) {
+                    Ok(m) => m.modified().map(Some),
+                    Err(e) if absent(&e) => Ok(None),
+                    Err(e) => Err(e),
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn delete_many(&self, paths: Vec<String>) -> StoreResult<()> {
+        let root = self.root.clone();
+        blocking("delete", move || {
+            for p in &paths {
+                let full = root.join(p);
+                let result = match std::fs::symlink_metadata(&full) {
+                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(&full),
+                    Ok(_) => std::fs::remove_file(&full),
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn list(&self, dir: &str) -> StoreResult<Vec<String>> {
         let mut rd = match fs::read_dir(self.full(dir)).await {
             Ok(rd) => rd,
