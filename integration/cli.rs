@@ -96,3 +96,13 @@ fn no_mirror_is_a_plain_registry_and_mirror_flags_add_upstreams() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("HOST=URL"));
 }
+
+#[test]
+fn gc_on_a_directory_no_server_holds_runs_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = berth_cmd().args(["gc", "--dry-run", "--data"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("would remove 0 manifests and 0 blobs"), "{text}");
+    assert!(dir.path().join(".berth/index.redb").is_file(), "the index was built for the run");
+}
