@@ -108,10 +108,15 @@ impl Registry {
                 repos.push(Repo { host: host.clone(), remote, storage, ttl });
             }
         }
+        // What the repositories' expiry frees is deleted together at the end
+        // (one index write for all of it, not one per repository).
+        let (mut candidates, mut gone_uses) = (Vec::new(), Vec::new());
         for repo in &repos {
             let cutoff = now.saturating_sub(repo.ttl.as_secs());
-            self.expire_repo(repo, cutoff, &mut report).await?;
+            self.expire_repo(repo, cutoff, &mut report, &mut candidates, &mut gone_uses).await?;
         }
+        self.store.indexed(move |index| index.forget_uses(&gone_uses)).await?;
+        self.delete_blob_data(candidates, &mut report).await?;
         report.mirror_bytes = self.mirror_bytes().await?;
         if let Some(max) = self.max_size {
             if report.mirror_bytes > max {
@@ -155,12 +160,22 @@ impl Registry {
         out
     }
 
-    async fn expire_repo(&self, repo: &Repo, cutoff: u64, report: &mut EvictionReport) -> RegistryResult<()> {
+    /// Expires what `repo` no longer keeps; the blobs it unlinked and the
+    /// uses to forget are added to `candidates` and `gone_uses`.
+    async fn expire_repo(
+        &self,
+        repo: &Repo,
+        cutoff: u64,
+        report: &mut EvictionReport,
+        candidates: &mut Vec<Digest>,
+        gone_uses: &mut Vec<String>,
+    ) -> RegistryResult<()> {
         let r = &repo.storage;
         if self.pins.pinned(&repo.host, &repo.remote, None) {
             return Ok(());
         }
         let _writing = self.locks.lock(r).await;
+        let changed_before = report.tags + report.manifests + report.blob_links;
         // Tags.
         let tags: Vec<String> = self.store.list_tags(r).await?;
         let tag_uses = self.last_uses(UseKind::Tag, r, &tags).await?;
@@ -196,8 +211,6 @@ impl Registry {
                 }
             }
         }
-        let mut candidates = Vec::new();
-        let mut gone_uses = Vec::new();
         for m in manifests.iter().filter(|m| !kept.contains(*m)) {
             if self.store.delete_manifest(r, m).await?.is_some() {
                 report.manifests += 1;
@@ -224,12 +237,11 @@ impl Registry {
         for tag in tags.iter().filter(|t| !kept_tags.iter().any(|k| k.as_str() == t.as_str())) {
             gone_uses.push(crate::store::index::use_key(UseKind::Tag, r, tag));
         }
-        if report.tags + report.manifests + report.blob_links > 0 {
+        // Cached reads of the repository stop counting only if something went.
+        if report.tags + report.manifests + report.blob_links > changed_before {
             self.written(r);
         }
-        drop(_writing);
-        self.store.indexed(move |index| index.forget_uses(&gone_uses)).await?;
-        self.delete_blob_data(candidates, report).await
+        Ok(())
     }
 
     /// Deletes the data of blobs nothing links any more (and nothing leases).

@@ -270,10 +270,15 @@ impl Registry {
     /// Indexes a data directory that has no complete index yet (registry:2's,
     /// or an older berth's), while the server serves.
     pub async fn index_tree(&self) -> RegistryResult<()> {
+        let started = Instant::now();
         if self.store.indexed(|index| index.is_indexed()).await? {
+            // What a crash left the index saying about links and data that are gone.
+            let dropped = self.store.reconcile_index().await?;
+            if dropped > 0 {
+                tracing::info!(dropped, took = ?started.elapsed(), "index entries of links or data that are gone dropped");
+            }
             return Ok(());
         }
-        let started = Instant::now();
         let found = self.store.index_tree().await?;
         tracing::info!(references = found, took = ?started.elapsed(), "indexed the data directory");
         Ok(())

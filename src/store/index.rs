@@ -315,6 +315,33 @@ impl Index {
         })
     }
 
+    /// Every reference: (blob, kind, repository).
+    pub fn all_refs(&self) -> StoreResult<Vec<(Digest, RefKind, RepoName)>> {
+        self.with(|db| {
+            let txn = db.begin_read()?;
+            let table = match txn.open_multimap_table(REFS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for entry in table.range::<&str>(..)? {
+                let (k, values) = entry?;
+                let Ok(d) = k.value().parse::<Digest>() else { continue };
+                for v in values {
+                    let v = v?;
+                    let (kind, repo) = match v.value().split_once(':') {
+                        Some(("L", r)) => (RefKind::Layer, r),
+                        Some(("M", r)) => (RefKind::Manifest, r),
+                        _ => continue,
+                    };
+                    out.push((d.clone(), kind, RepoName::storage(repo.to_string())));
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Records uses (key from `use_key`, unix seconds) in one transaction.
     pub fn record_uses(&self, uses: &[(String, u64)]) -> StoreResult<()> {
         if uses.is_empty() {

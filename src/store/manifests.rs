@@ -159,6 +159,38 @@ impl Store {
         self.list_repositories_under(&layout::mirror_host_dir(host), true).await
     }
 
+    /// Brings the index back in line with the tree after a crash: references
+    /// whose link is gone (the crash came between deleting the link and
+    /// recording it) are removed, and so are sizes of blobs whose data is
+    /// gone. Returns how many entries were dropped.
+    pub async fn reconcile_index(&self) -> StoreResult<usize> {
+        let refs = self.indexed(|index| index.all_refs()).await?;
+        let mut dropped = 0;
+        for chunk in refs.chunks(4096) {
+            let paths = chunk
+                .iter()
+                .map(|(d, kind, repo)| match kind {
+                    RefKind::Layer => layout::layer_link(repo, d),
+                    RefKind::Manifest => layout::revision_link(repo, d),
+                })
+                .collect();
+            let present = self.backend.stat_many(paths).await?;
+            let stale: Vec<_> =
+                chunk.iter().zip(present).filter(|(_, p)| p.is_none()).map(|(r, _)| r.clone()).collect();
+            dropped += stale.len();
+            self.indexed(move |index| index.remove_refs(&stale)).await?;
+        }
+        let blobs = self.indexed(|index| index.blobs()).await?;
+        for chunk in blobs.chunks(4096) {
+            let present = self.backend.stat_many(chunk.iter().map(|(d, _, _)| layout::blob_data(d)).collect()).await?;
+            let gone: Vec<Digest> =
+                chunk.iter().zip(present).filter(|(_, p)| p.is_none()).map(|((d, _, _), _)| d.clone()).collect();
+            dropped += gone.len();
+            self.indexed(move |index| index.forget_blobs(&gone)).await?;
+        }
+        Ok(dropped)
+    }
+
     /// Indexes every link of the tree (pushed and mirrored repositories) in
     /// batches, then marks the index complete; returns the references found.
     pub async fn index_tree(&self) -> StoreResult<usize> {
@@ -253,6 +285,27 @@ mod tests {
         assert!(!store.has_manifest(&repo, &d).await.unwrap());
         let raw = std::fs::read(dir.path().join(layout::revision_link(&"team".parse().unwrap(), &d))).unwrap();
         assert_eq!(raw, d.to_string().as_bytes());
+    }
+
+    #[tokio::test]
+    async fn the_index_is_reconciled_with_what_a_crash_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::filesystem(dir.path()).unwrap();
+        let repo: RepoName = "team/app".parse().unwrap();
+        let body = Bytes::from_static(br#"{"schemaVersion":2}"#);
+        let d = Digest::sha256_of(&body);
+        store.put_manifest(&repo, &d, body, None).await.unwrap();
+        let digest = d.clone();
+        let refs = store.indexed(move |i| i.refs(&digest)).await.unwrap();
+        assert_eq!(refs.pushed, vec!["team/app".to_string()]);
+        assert_eq!(store.reconcile_index().await.unwrap(), 0, "nothing to drop");
+        // A crash between removing the link and recording it, and data gone.
+        std::fs::remove_file(dir.path().join(layout::revision_link(&repo, &d))).unwrap();
+        std::fs::remove_file(dir.path().join(layout::blob_data(&d))).unwrap();
+        assert_eq!(store.reconcile_index().await.unwrap(), 2);
+        let digest = d.clone();
+        assert!(store.indexed(move |i| i.refs(&digest)).await.unwrap().is_empty());
+        assert_eq!(store.indexed(move |i| i.size(&d)).await.unwrap(), None);
     }
 
     #[tokio::test]
