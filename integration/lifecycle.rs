@@ -199,3 +199,32 @@ async fn eviction_concurrent_with_pulls_never_fails_a_pull() {
     s.stop().await;
     up.stop().await;
 }
+
+#[actix_rt::test]
+async fn uses_recorded_before_a_clean_stop_survive_the_restart() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let image = up.add_image("library/app", "1", &[layer(1000, 1)]);
+    let url = up.url.clone();
+    actix_rt::task::spawn_blocking(move || {
+        use berth::store::index::{Index, UseKind};
+        let work = tempfile::tempdir().unwrap();
+        let data = work.path().join("data");
+        // No eviction pass (which would flush) after the one at startup.
+        let (b, addr) =
+            common::procs::berth_with(&data, work.path(), &["--mirror", &format!("docker.io={url}")], |cmd| {
+                cmd.env("BERTH_MIRROR__EVICTION_INTERVAL", "1h");
+            });
+        let (status, _, _) = common::procs::http("GET", &addr, "/v2/app/manifests/1").unwrap();
+        assert_eq!(status, 200);
+        b.stop();
+        let index = Index::open(&berth::store::index_path(&data)).unwrap();
+        let repo = berth::store::layout::mirror_repository("docker.io", "library/app");
+        let tags = index.uses(UseKind::Tag, &repo).unwrap();
+        assert_eq!(tags.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), vec!["1"], "flushed at the stop");
+        let manifests = index.uses(UseKind::Manifest, &repo).unwrap();
+        assert_eq!(manifests[0].0, image.digest.to_string());
+    })
+    .await
+    .unwrap();
+    up.stop().await;
+}

@@ -32,6 +32,9 @@ use crate::store::{Backend, Store};
 pub struct Bound {
     pub addr: SocketAddr,
     pub server: actix_web::dev::Server,
+    /// The registry the server serves (for work after it stops; dropping it
+    /// lets the background tasks end once the server has stopped).
+    pub registry: Arc<Registry>,
 }
 
 /// Binds the listen address and builds the HTTP server over the configured
@@ -73,7 +76,7 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     if let Err(e) = std::fs::write(api::admin::server_addr_file(&cfg.storage.root), addr.to_string()) {
         tracing::warn!(error = %e, "cannot record the server address for `berth gc`");
     }
-    let data = web::Data::from(registry);
+    let data = web::Data::from(registry.clone());
     let edge = web::Data::new(api::EdgeConfig { body_timeout: cfg.server.body_timeout });
     let server = HttpServer::new(move || {
         App::new()
@@ -88,7 +91,7 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     .shutdown_timeout(cfg.server.shutdown_timeout.as_secs())
     .listen(listener)?
     .run();
-    Ok(Bound { addr, server })
+    Ok(Bound { addr, server, registry })
 }
 
 /// Startup recovery and indexing, then the periodic upload purge, for as

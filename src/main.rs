@@ -132,6 +132,11 @@ fn serve(cfg: Config) -> Result<(), String> {
         let bound = berth::bind(&cfg).map_err(|e| e.to_string())?;
         tracing::info!(addr = %bound.addr, data = %cfg.storage.root.display(), "berth listening");
         // actix-web stops gracefully on SIGTERM and SIGINT.
-        bound.server.await.map_err(|e| e.to_string())
+        let stopped = bound.server.await.map_err(|e| e.to_string());
+        // The last minute's uses of mirrored content outlive the restart.
+        if let Err(e) = bound.registry.flush_uses().await {
+            tracing::warn!(error = %e, "could not record the last uses of mirrored content");
+        }
+        stopped
     })
 }
