@@ -55,6 +55,8 @@ impl TestServer {
         backend: Option<std::sync::Arc<dyn berth::store::Backend>>,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
+        // Warnings and errors of the server go to the failing test's output.
+        let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
         let mut cfg = Config::default();
         cfg.server.listen = "127.0.0.1:0".into();
         // More than one worker, as in production: requests of one test meet
