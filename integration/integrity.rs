@@ -186,7 +186,7 @@ async fn abandoned_uploads_are_purged_after_max_age() {
     let mono = s.path("docker/registry/v2/repositories/team/mono/_uploads");
     assert_eq!(std::fs::read_dir(&mono).map_or(0, |d| d.count()), 0);
     // The purge runs every fraction of max_age; wait for it (bounded).
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while std::fs::read_dir(&uploads).unwrap().count() > 0 {
         assert!(std::time::Instant::now() < deadline, "abandoned uploads were not purged");
         actix_rt::time::sleep(Duration::from_millis(100)).await;

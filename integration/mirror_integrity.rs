@@ -17,7 +17,7 @@ use futures::StreamExt;
 /// a failed fetch has removed its partial file.
 async fn wait_for_no_ingest(s: &TestServer, repo: &str) {
     let dir = s.path(&format!("docker/registry/v2/repositories/_mirror/docker.io/{repo}/_uploads"));
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while std::fs::read_dir(&dir).map_or(0, |d| d.count()) > 0 {
         assert!(Instant::now() < deadline, "the fetch never finished");
         actix_rt::time::sleep(Duration::from_millis(10)).await;
@@ -197,7 +197,7 @@ async fn a_token_is_fetched_once_for_every_request_waiting_on_it() {
         })
         .collect();
     // Every request has met the challenge before any token is handed out.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while up.state().seen.iter().filter(|s| s.challenged).count() < tags.len() {
         assert!(Instant::now() < deadline, "the requests never reached the upstream");
         actix_rt::time::sleep(Duration::from_millis(10)).await;

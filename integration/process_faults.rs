@@ -167,7 +167,7 @@ fn kill_and_restart(upstream: &str, d: &Digest, gate: &tokio::sync::Semaphore) {
         let head = String::from_utf8_lossy(&first[..n]).into_owned();
         assert!(head.starts_with("HTTP/1.1 200"), "round {round}: the fetch started: {head}");
         // Wait (bounded) until both are on disk, then kill.
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while uploads_in(&data, "_mirror/docker.io/library/big") == 0 || uploads_in(&data, "team/app") == 0 {
             assert!(Instant::now() < deadline, "round {round}: writes never reached the disk");
             std::thread::sleep(Duration::from_millis(20));
@@ -182,7 +182,7 @@ fn kill_and_restart(upstream: &str, d: &Digest, gate: &tokio::sync::Semaphore) {
 
     let (b, addr) = start("3s");
     // Mirror downloads cannot be resumed: gone at startup. So is the temp file.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while uploads_in(&data, "_mirror/docker.io/library/big") > 0
         || std::fs::read_dir(data.join(".berth/tmp")).unwrap().count() > 0
     {

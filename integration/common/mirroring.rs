@@ -28,7 +28,7 @@ pub async fn mirror(docker: &FakeUpstream, ghcr: Option<&FakeUpstream>, tweak: i
 /// Waits until the fetch that served a client has also made its blob durable
 /// (clients are released once bytes are verified; fsync and rename follow).
 pub async fn wait_for_file(path: &std::path::Path) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !path.exists() {
         assert!(std::time::Instant::now() < deadline, "{} never appeared", path.display());
         actix_rt::time::sleep(Duration::from_millis(10)).await;

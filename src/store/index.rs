@@ -385,6 +385,9 @@ impl Index {
 
     /// Forgets the uses of objects that were evicted.
     pub fn forget_uses(&self, keys: &[String]) -> StoreResult<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
         self.with(|db| {
             let txn = db.begin_write()?;
             {
