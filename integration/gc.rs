@@ -17,9 +17,15 @@ fn blob_file(data: &Path, d: &Digest) -> std::path::PathBuf {
     data.join(format!("docker/registry/v2/blobs/sha256/{}/{}/data", &d.hex()[..2], d.hex()))
 }
 
+/// The admin token the server wrote beside its data (what `berth gc` sends).
+fn token(s: &TestServer) -> String {
+    std::fs::read_to_string(s.path(".berth/admin.token")).unwrap()
+}
+
 /// Runs GC and returns its report (the last line of the stream).
-async fn gc(c: &Client, query: &str) -> serde_json::Value {
-    let r = c.req("POST", &format!("/_berth/gc?{query}"), &[], "").await;
+async fn gc(s: &TestServer, c: &Client, query: &str) -> serde_json::Value {
+    let token = token(s);
+    let r = c.req("POST", &format!("/_berth/gc?{query}"), &[("X-Berth-Admin-Token", &token)], "").await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let text = String::from_utf8(r.body.to_vec()).unwrap();
     let last = text.lines().last().unwrap();
@@ -57,15 +63,15 @@ async fn gc_after_a_delete_frees_unshared_layers_and_keeps_shared_ones() {
     let only_a = Digest::sha256_of(b"only in a");
 
     // A dry run says what would go and removes nothing.
-    let dry = gc(&c, "dry_run=true&grace=0s").await;
+    let dry = gc(&s, &c, "dry_run=true&grace=0s").await;
     assert_eq!(dry["blobs_removed"], 2, "{dry}");
     assert!(blob_file(s.data(), &only_a).exists());
     // A run with the default grace keeps what was linked moments ago (the
     // layer); the deleted manifest's data, linked nowhere, goes.
-    let r = gc(&c, "").await;
+    let r = gc(&s, &c, "").await;
     assert_eq!(r["blobs_removed"], 1, "{r}");
     assert!(blob_file(s.data(), &only_a).exists());
-    let r = gc(&c, "grace=0s").await;
+    let r = gc(&s, &c, "grace=0s").await;
     assert_eq!((r["blobs_removed"].as_u64(), r["manifests_removed"].as_u64()), (Some(1), Some(0)), "{r}");
     assert!(!blob_file(s.data(), &only_a).exists(), "the deleted manifest's own layer is freed");
     assert!(!blob_file(s.data(), &a).exists(), "the deleted manifest's data is freed");
@@ -94,7 +100,7 @@ async fn delete_untagged_keeps_everything_a_tag_reaches_through_an_index() {
     .unwrap();
     assert_eq!(c.put_manifest("team/app", "multi", OCI_INDEX, &index).await.status, 201);
 
-    let r = gc(&c, "delete_untagged=true&grace=0s").await;
+    let r = gc(&s, &c, "delete_untagged=true&grace=0s").await;
     assert_eq!(r["manifests_removed"], 1, "only the manifest `latest` no longer points at: {r}");
     assert_eq!(c.get(&format!("/v2/team/app/manifests/{old}")).await.status, 404);
     assert!(!blob_file(s.data(), &Digest::sha256_of(b"old layer")).exists());
@@ -113,11 +119,11 @@ async fn gc_concurrent_with_a_loop_of_pushes_loses_nothing() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Garbage collection over and over, with no grace at all.
     let runner = {
-        let (c, stop) = (s.client(), stop.clone());
+        let (c, stop, token) = (s.client(), stop.clone(), token(&s));
         actix_rt::spawn(async move {
             let mut runs = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let r = c.req("POST", "/_berth/gc?grace=0s", &[], "").await;
+                let r = c.req("POST", "/_berth/gc?grace=0s", &[("X-Berth-Admin-Token", &token)], "").await;
                 assert_eq!(r.status, 200);
                 runs += 1;
             }
@@ -151,7 +157,7 @@ async fn gc_concurrent_with_a_loop_of_pushes_loses_nothing() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let runs = runner.await.unwrap();
     assert!(runs >= 2, "garbage collection ran during the pushes ({runs} runs)");
-    gc(&c, "grace=0s").await;
+    gc(&s, &c, "grace=0s").await;
     for (repo, tag, m, blobs) in &pushed {
         let r = c.get(&format!("/v2/{repo}/manifests/{tag}")).await;
         assert_eq!((r.status, r.body.as_ref()), (200, &m[..]), "{repo}:{tag}");
@@ -164,11 +170,21 @@ async fn gc_concurrent_with_a_loop_of_pushes_loses_nothing() {
 }
 
 #[actix_rt::test]
-async fn the_admin_endpoint_answers_loopback_only_and_one_run_at_a_time() {
+async fn the_admin_endpoint_wants_the_token_and_runs_one_at_a_time() {
     let s = TestServer::start_with(private).await;
     let c = s.client();
+    // Loopback is not enough: a reverse proxy on this host is loopback too.
+    for headers in [vec![], vec![("X-Berth-Admin-Token", "guess")]] {
+        let r = c.req("POST", "/_berth/gc", &headers, "").await;
+        assert_eq!((r.status, r.code().as_str()), (403, "DENIED"));
+    }
+    let token = token(&s);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(s.path(".berth/admin.token")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only the server's user reads the token");
+    let h = [("X-Berth-Admin-Token", token.as_str())];
     let (a, b) = (s.client(), s.client());
-    let (ra, rb) = futures::join!(a.req("POST", "/_berth/gc", &[], ""), b.req("POST", "/_berth/gc", &[], ""));
+    let (ra, rb) = futures::join!(a.req("POST", "/_berth/gc", &h, ""), b.req("POST", "/_berth/gc", &h, ""));
     let lines = [ra, rb].map(|r| String::from_utf8(r.body.to_vec()).unwrap());
     assert!(lines.iter().all(|l| l.contains("report") || l.contains("already running")), "{lines:?}");
     let r = c.req("GET", "/_berth/gc", &[], Bytes::new()).await;

@@ -95,7 +95,9 @@ pub fn run(cfg: &Config, opts: GcOptions) -> Result<GcReport, String> {
         Err(StoreError::InUse(_)) => {
             let addr = std::fs::read_to_string(crate::api::admin::server_addr_file(root))
                 .map_err(|e| format!("a berth server holds {} but left no address: {e}", root.display()))?;
-            actix_web::rt::System::new().block_on(remote(addr.trim(), opts, &progress))
+            let token = std::fs::read_to_string(crate::api::admin::token_file(root))
+                .map_err(|e| format!("cannot read the server's admin token (run as the server's user): {e}"))?;
+            actix_web::rt::System::new().block_on(remote(addr.trim(), token.trim(), opts, &progress))
         }
         Err(e) => Err(e.to_string()),
     };
@@ -104,7 +106,7 @@ pub fn run(cfg: &Config, opts: GcOptions) -> Result<GcReport, String> {
 }
 
 /// Asks the server at `addr` to run it, and follows its progress.
-async fn remote(addr: &str, opts: GcOptions, progress: &Progress) -> Result<GcReport, String> {
+async fn remote(addr: &str, token: &str, opts: GcOptions, progress: &Progress) -> Result<GcReport, String> {
     // A server listening on every address is reached on loopback.
     let addr = addr.replace("0.0.0.0:", "127.0.0.1:").replace("[::]:", "[::1]:");
     let url = format!(
@@ -114,8 +116,12 @@ async fn remote(addr: &str, opts: GcOptions, progress: &Progress) -> Result<GcRe
         opts.grace.as_secs()
     );
     let client = awc::Client::builder().timeout(crate::api::admin::REMOTE_IDLE).finish();
-    let mut resp =
-        client.post(&url).send().await.map_err(|e| format!("cannot reach the berth server at {addr}: {e}"))?;
+    let mut resp = client
+        .post(&url)
+        .insert_header((crate::api::admin::TOKEN_HEADER, token))
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the berth server at {addr}: {e}"))?;
     if !resp.status().is_success() {
         let body = resp.body().await.unwrap_or_default();
         return Err(format!("the server answered {}: {}", resp.status(), String::from_utf8_lossy(&body)));

@@ -72,16 +72,20 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     actix_web::rt::spawn(housekeeping(Arc::downgrade(&registry)));
     actix_web::rt::spawn(eviction(Arc::downgrade(&registry)));
     actix_web::rt::spawn(scheduled_gc(Arc::downgrade(&registry)));
-    // `berth gc` finds a server running on this directory here.
+    // `berth gc` finds a server running on this directory here, with the
+    // token that lets it in.
+    let token = api::admin::write_token(&cfg.storage.root)?;
     if let Err(e) = std::fs::write(api::admin::server_addr_file(&cfg.storage.root), addr.to_string()) {
         tracing::warn!(error = %e, "cannot record the server address for `berth gc`");
     }
+    let token = web::Data::new(token);
     let data = web::Data::from(registry.clone());
     let edge = web::Data::new(api::EdgeConfig { body_timeout: cfg.server.body_timeout });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(edge.clone())
+            .app_data(token.clone())
             .wrap(DefaultHeaders::new().add(api::headers::API_VERSION))
             .wrap(TracingLogger::default())
             .configure(api::configure)

@@ -1,8 +1,10 @@
 //! berth's own endpoints beside the registry API, for the `berth` command on
 //! the same machine: `POST /_berth/gc` runs garbage collection inside the
 //! serving process (so it is safe while serving) and streams its progress as
-//! JSON lines, then the report. Loopback clients only: nothing here is for
-//! the network.
+//! JSON lines, then the report. Nothing here is for the network: a caller must
+//! come from loopback *and* present the token the server wrote, readable only
+//! by its own user, in `<root>/.berth/admin.token` (a reverse proxy on the same
+//! host makes every client look like loopback; the token does not travel).
 
 use std::time::Duration;
 
@@ -40,11 +42,25 @@ fn line(l: Line) -> Bytes {
     Bytes::from(v)
 }
 
-pub async fn gc(req: HttpRequest, reg: Reg, query: web::Query<GcQuery>) -> Result<HttpResponse, ApiError> {
-    if !req.peer_addr().is_some_and(|a| a.ip().is_loopback()) {
+/// The header that carries the admin token.
+pub const TOKEN_HEADER: &str = "X-Berth-Admin-Token";
+
+/// The token the running server accepts (see the module comment).
+#[derive(Debug, Clone)]
+pub struct AdminToken(pub String);
+
+pub async fn gc(
+    req: HttpRequest,
+    reg: Reg,
+    token: web::Data<AdminToken>,
+    query: web::Query<GcQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+    let presented = req.headers().get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
+    if !loopback || presented != Some(token.0.as_str()) {
         return Err(ApiError::BadRequest(
             OciCode::Denied,
-            "berth's admin endpoints answer loopback clients only".into(),
+            "berth's admin endpoints answer `berth` on this machine only (loopback, with the admin token)".into(),
         ));
     }
     let grace = match &query.grace {
@@ -75,6 +91,24 @@ pub async fn gc(req: HttpRequest, reg: Reg, query: web::Query<GcQuery>) -> Resul
 /// Where a running server can be reached for `berth gc`: `<root>/.berth/server.addr`.
 pub fn server_addr_file(root: &std::path::Path) -> std::path::PathBuf {
     root.join(crate::store::fs::BERTH_DIR).join("server.addr")
+}
+
+/// Where the running server's admin token is: `<root>/.berth/admin.token`.
+pub fn token_file(root: &std::path::Path) -> std::path::PathBuf {
+    root.join(crate::store::fs::BERTH_DIR).join("admin.token")
+}
+
+/// Makes a fresh token and writes it where only this user can read it.
+pub fn write_token(root: &std::path::Path) -> std::io::Result<AdminToken> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let path = token_file(root);
+    let _ = std::fs::remove_file(&path);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    Ok(AdminToken(token))
 }
 
 /// How long `berth gc` waits on a remote run with no line at all.
