@@ -21,7 +21,48 @@ pub struct Config {
     pub cache: CacheConfig,
     pub mirror: MirrorConfig,
     pub gc: GcConfig,
+    pub auth: AuthConfig,
     pub log: LogConfig,
+}
+
+/// Who may pull, push and delete (see `registry::access`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Basic authentication against an htpasswd file (bcrypt lines, as
+    /// `htpasswd -B` or `berth htpasswd` write them). Unset: no authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub htpasswd: Option<HtpasswdConfig>,
+    /// Rules by repository name, first match wins; with none matching,
+    /// mirrored content is everyone's to pull and pushed content needs a user.
+    pub rules: Vec<AccessRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HtpasswdConfig {
+    /// The htpasswd file; reloaded when it changes.
+    pub path: PathBuf,
+    /// The realm of the `WWW-Authenticate: Basic` challenge.
+    pub realm: String,
+}
+
+impl Default for HtpasswdConfig {
+    fn default() -> Self {
+        Self { path: PathBuf::from("/etc/berth/htpasswd"), realm: "berth".into() }
+    }
+}
+
+/// One access rule: the repositories it covers (`*` patterns) and who may
+/// pull, push and delete there: user names, `"*"` (any logged-in user) or
+/// `"anonymous"` (everyone).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessRule {
+    pub repositories: Vec<String>,
+    pub pull: Vec<String>,
+    pub push: Vec<String>,
+    pub delete: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -326,13 +367,13 @@ impl Config {
     }
 
     /// The merged configuration as TOML, for `berth config check`; secrets
-    /// are shown as `<redacted>`.
+    /// are shown as `***`.
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
         for u in &mut shown.mirror.upstreams {
             for secret in [&mut u.password, &mut u.token] {
                 if secret.is_some() {
-                    *secret = Some("<redacted>".into());
+                    *secret = Some("***".into());
                 }
             }
         }

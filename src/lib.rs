@@ -9,6 +9,7 @@
 pub mod api;
 pub mod config;
 pub mod gc_command;
+pub mod htpasswd;
 pub mod limits;
 pub mod mirror;
 pub mod oci;
@@ -50,6 +51,12 @@ pub fn bind(cfg: &Config) -> std::io::Result<Bound> {
 pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bound> {
     let index = store::index::Index::open(&store::index_path(&cfg.storage.root))
         .map_err(|e| std::io::Error::other(format!("cannot open berth's index: {e}")))?;
+    let htpasswd = match &cfg.auth.htpasswd {
+        Some(h) => Some(Arc::new(
+            htpasswd::Htpasswd::load(&h.path).map_err(|e| std::io::Error::other(format!("auth.htpasswd: {e}")))?,
+        )),
+        None => None,
+    };
     let store = Store::new(backend, index, cfg.uploads.max_per_client);
     let registry = Arc::new(Registry::with_store(cfg, store));
     let listener = TcpListener::bind(&cfg.server.listen)
@@ -79,6 +86,14 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
         tracing::warn!(error = %e, "cannot record the server address for `berth gc`");
     }
     let token = web::Data::new(token);
+    if let Some(h) = &htpasswd {
+        actix_web::rt::spawn(reload_users(Arc::downgrade(h)));
+    }
+    let challenge = web::Data::new(match &cfg.auth.htpasswd {
+        Some(h) => api::auth::Challenge::basic(&h.realm),
+        None => api::auth::Challenge(None),
+    });
+    let users = web::Data::new(api::auth::Users(htpasswd));
     let data = web::Data::from(registry.clone());
     let edge = web::Data::new(api::EdgeConfig { body_timeout: cfg.server.body_timeout });
     let server = HttpServer::new(move || {
@@ -86,6 +101,8 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
             .app_data(data.clone())
             .app_data(edge.clone())
             .app_data(token.clone())
+            .app_data(users.clone())
+            .app_data(challenge.clone())
             .wrap(DefaultHeaders::new().add(api::headers::API_VERSION))
             .wrap(TracingLogger::default())
             .configure(api::configure)
@@ -122,6 +139,15 @@ async fn housekeeping(registry: Weak<Registry>) {
         let interval = reg.purge_interval();
         drop(reg);
         actix_web::rt::time::sleep(interval).await;
+    }
+}
+
+/// Reads the htpasswd file again when it changes (checked every 2 s).
+async fn reload_users(users: Weak<htpasswd::Htpasswd>) {
+    loop {
+        actix_web::rt::time::sleep(std::time::Duration::from_secs(2)).await;
+        let Some(h) = users.upgrade() else { return };
+        let _ = actix_web::rt::task::spawn_blocking(move || h.reload_if_changed()).await;
     }
 }
 

@@ -52,6 +52,17 @@ enum Command {
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         grace: Option<std::time::Duration>,
     },
+    /// Print an htpasswd line (bcrypt) for USER, for `auth.htpasswd.path`.
+    Htpasswd {
+        /// The user name.
+        user: String,
+        /// Read the password from standard input (one line) instead of prompting.
+        #[arg(long)]
+        stdin: bool,
+        /// bcrypt cost: each step doubles the time a check takes.
+        #[arg(long, default_value_t = berth::htpasswd::DEFAULT_COST)]
+        cost: u32,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -113,6 +124,7 @@ fn main() -> ExitCode {
             println!("{}", berth::gc_command::summary(&report));
             Ok(())
         }),
+        Command::Htpasswd { user, stdin, cost } => htpasswd(&user, stdin, cost),
         Command::Config { command: ConfigCommand::Check { common } } => {
             load(&common).map(|cfg| print!("{}", cfg.to_toml()))
         }
@@ -124,6 +136,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn htpasswd(user: &str, stdin: bool, cost: u32) -> Result<(), String> {
+    let password = if stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(|e| e.to_string())?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    } else {
+        let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+        if rpassword::prompt_password("Again: ").map_err(|e| e.to_string())? != first {
+            return Err("the passwords differ".into());
+        }
+        first
+    };
+    if password.is_empty() {
+        return Err("an empty password is not accepted".into());
+    }
+    println!("{}", berth::htpasswd::line(user, &password, cost)?);
+    Ok(())
 }
 
 fn serve(cfg: Config) -> Result<(), String> {

@@ -48,9 +48,10 @@ pub async fn tags(reg: &Reg, name: &RepoName, route: &Route, p: &Params) -> Resu
     Ok(resp.json(json!({ "name": name.as_str(), "tags": tags })))
 }
 
-pub async fn catalog(reg: &Reg, p: &Params) -> Result<HttpResponse, ApiError> {
+/// The repositories `caller` may pull.
+pub async fn catalog(reg: &Reg, p: &Params, caller: &crate::registry::Caller) -> Result<HttpResponse, ApiError> {
     let n = Some(page_size(p)?.unwrap_or(CATALOG_DEFAULT_N));
-    let (repos, more) = reg.catalog(n, p.last.as_deref()).await?;
+    let (repos, more) = reg.catalog(n, p.last.as_deref(), caller).await?;
     let mut resp = HttpResponse::Ok();
     if let Some(link) = next_link("/v2/_catalog", n, &repos, more) {
         resp.insert_header((header::LINK, link));

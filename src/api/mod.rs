@@ -4,6 +4,7 @@
 //! Handlers parse headers and query, make one registry call, and build the response.
 
 pub mod admin;
+pub mod auth;
 mod blobs;
 mod body;
 pub mod error;
@@ -18,8 +19,8 @@ mod uploads;
 
 use std::time::Duration;
 
-use actix_web::http::Method;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::http::{header, Method};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 pub use error::ApiError;
 pub use params::Params;
@@ -50,11 +51,35 @@ fn tail(req: &HttpRequest) -> String {
     percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned()
 }
 
+/// Every `/v2/` request: the answer, or the error with the login challenge on a 401.
 async fn dispatch(
     req: HttpRequest,
     payload: web::Payload,
     reg: Reg,
     edge: web::Data<EdgeConfig>,
+    users: web::Data<auth::Users>,
+    challenge: web::Data<auth::Challenge>,
+) -> HttpResponse {
+    match handle(req, payload, reg, edge, users).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let mut resp = e.error_response();
+            if let (401, Some(c)) = (e.code().status(), &challenge.0) {
+                if let Ok(v) = header::HeaderValue::from_str(c) {
+                    resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            resp
+        }
+    }
+}
+
+async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    reg: Reg,
+    edge: web::Data<EdgeConfig>,
+    users: web::Data<auth::Users>,
 ) -> Result<HttpResponse, ApiError> {
     let endpoint = match Endpoint::parse(&tail(&req)) {
         Ok(e) => e,
@@ -68,33 +93,38 @@ async fn dispatch(
     let action =
         route::action(&endpoint, req.method()).ok_or_else(|| ApiError::MethodNotAllowed(req.method().to_string()))?;
     let params = Params::parse(req.query_string())?;
+    let caller = auth::caller(&req, &users).await?;
+    let who = &caller;
     let ns = params.ns.as_deref();
     let body = body::timed(payload, edge.body_timeout);
     let owner = Registry::upload_owner(req.peer_addr());
     let m = req.method();
     match endpoint {
-        Endpoint::Base => Ok(health::base()),
-        Endpoint::Catalog => listing::catalog(&reg, &params).await,
-        Endpoint::Tags(name) => listing::tags(&reg, &name, &reg.route(&name, ns, action).await?, &params).await,
-        Endpoint::Referrers(name, d) => referrers::get(&reg, &reg.route(&name, ns, action).await?, &d, &params).await,
+        Endpoint::Base if reg.base_allows(who) => Ok(health::base()),
+        Endpoint::Base => Err(crate::registry::RegistryError::Unauthorized("this registry".into()).into()),
+        Endpoint::Catalog => listing::catalog(&reg, &params, who).await,
+        Endpoint::Tags(name) => listing::tags(&reg, &name, &reg.route(&name, ns, action, who).await?, &params).await,
+        Endpoint::Referrers(name, d) => {
+            referrers::get(&reg, &reg.route(&name, ns, action, who).await?, &d, &params).await
+        }
         Endpoint::Manifest(name, r) if action == Action::Pull => {
-            manifests::get(&req, &reg, &reg.route(&name, ns, action).await?, &r).await
+            manifests::get(&req, &reg, &reg.route(&name, ns, action, who).await?, &r).await
         }
         Endpoint::Blob(name, d) if action == Action::Pull => {
-            blobs::get(&req, &reg, &reg.route(&name, ns, action).await?, &d).await
+            blobs::get(&req, &reg, &reg.route(&name, ns, action, who).await?, &d).await
         }
         Endpoint::Manifest(name, r) if action == Action::Push => {
-            let repo = reg.writable(&name, ns, action).await?;
+            let repo = reg.writable(&name, ns, action, who).await?;
             manifests::put(&req, body, &reg, &repo, &r).await
         }
-        Endpoint::Manifest(name, r) => manifests::delete(&reg, &reg.writable(&name, ns, action).await?, &r).await,
-        Endpoint::Blob(name, d) => blobs::delete(&reg, &reg.writable(&name, ns, action).await?, &d).await,
+        Endpoint::Manifest(name, r) => manifests::delete(&reg, &reg.writable(&name, ns, action, who).await?, &r).await,
+        Endpoint::Blob(name, d) => blobs::delete(&reg, &reg.writable(&name, ns, action, who).await?, &d).await,
         Endpoint::Uploads(name) => {
-            let repo = reg.writable(&name, ns, action).await?;
-            uploads::start(body, &reg, &repo, &params, owner).await
+            let repo = reg.writable(&name, ns, action, who).await?;
+            uploads::start(body, &reg, &repo, &params, owner, who).await
         }
         Endpoint::Upload(name, id) => {
-            let repo = reg.writable(&name, ns, action).await?;
+            let repo = reg.writable(&name, ns, action, who).await?;
             match *m {
                 Method::GET => uploads::status(&reg, &repo, &id).await,
                 Method::PATCH => uploads::patch(&req, body, &reg, &repo, &id).await,

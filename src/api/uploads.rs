@@ -53,6 +53,7 @@ pub async fn start(
     name: &RepoName,
     p: &Params,
     owner: Option<IpAddr>,
+    caller: &crate::registry::Caller,
 ) -> Result<HttpResponse, ApiError> {
     if p.digest.is_some() {
         let d = digest_param(p)?;
@@ -63,7 +64,7 @@ pub async fn start(
         Some(m) => Some((m.parse::<Digest>()?, p.from.as_deref().map(str::parse::<RepoName>).transpose()?)),
         None => None,
     };
-    match reg.start_upload(name, mount, owner).await? {
+    match reg.start_upload(name, mount, owner, caller).await? {
         UploadStart::Mounted(d) => Ok(created(name, &d)),
         UploadStart::Session(s) => {
             Ok(session(StatusCode::ACCEPTED, name, &s).insert_header((OCI_CHUNK_MIN_LENGTH, CHUNK_MIN_LENGTH)).finish())

@@ -113,13 +113,15 @@ impl Registry {
         repo: &RepoName,
         mount: Option<(Digest, Option<RepoName>)>,
         owner: Option<IpAddr>,
+        caller: &super::Caller,
     ) -> RegistryResult<UploadStart> {
         if let Some((d, Some(from))) = mount {
             // A mirrored source (`library/busybox` that docker pulled through
-            // this mirror) is mounted from where the store keeps it.
-            let from = match self.route(&from, None, Action::Pull).await {
+            // this mirror) is mounted from where the store keeps it. A mount
+            // needs pull on `from`; without it, an upload session instead.
+            let from = match self.route(&from, None, Action::Pull, caller).await {
                 Ok(route) => Some(route.storage().clone()),
-                Err(RegistryError::Denied(_)) => None,
+                Err(RegistryError::Denied(_) | RegistryError::Unauthorized(_)) => None,
                 Err(e) => return Err(e),
             };
             if let Some(from) = from {

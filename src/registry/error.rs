@@ -31,6 +31,8 @@ pub enum RegistryError {
     RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
     Denied(String),
+    #[error("authentication required to access {0}")]
+    Unauthorized(String),
     #[error(transparent)]
     Mirror(#[from] MirrorError),
 }
@@ -50,6 +52,7 @@ impl RegistryError {
             RegistryError::DeleteDisabled => OciCode::Unsupported,
             RegistryError::RangeNotSatisfiable { .. } => OciCode::RangeInvalid,
             RegistryError::Denied(_) => OciCode::Denied,
+            RegistryError::Unauthorized(_) => OciCode::Unauthorized,
         }
     }
 

@@ -43,8 +43,9 @@ pub struct EvictionReport {
 /// `mirror.pin`: images that never leave.
 pub struct Pins(Vec<String>);
 
-/// `*` matches any run of characters (slashes included).
-fn glob(pattern: &str, text: &str) -> bool {
+/// `*` matches any run of characters (slashes included). Pins and access
+/// rules name repositories with it.
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == text,
         Some((head, rest)) => {

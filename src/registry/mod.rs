@@ -4,6 +4,7 @@
 //! whether deletes are allowed), asks the `mirror` when the store lacks
 //! something, and keeps the metadata caches in step with every write.
 
+pub mod access;
 mod blobs;
 pub mod cache;
 mod error;
@@ -33,6 +34,8 @@ use crate::config::Config;
 use crate::mirror::{Mirror, MirrorError, Upstream};
 use crate::oci::{RepoName, Tag};
 use crate::store::Store;
+pub use access::Caller;
+use access::{Access, Verdict};
 use cache::{Caches, RepoLocks};
 use namespace::{Decision, Facts, Namespace};
 
@@ -89,6 +92,7 @@ pub struct Registry {
     /// One garbage collection at a time.
     gc_running: tokio::sync::Mutex<()>,
     gc: crate::config::GcConfig,
+    access: Access,
 }
 
 impl Registry {
@@ -114,6 +118,7 @@ impl Registry {
             gc_live: Default::default(),
             gc_running: Default::default(),
             gc: cfg.gc.clone(),
+            access: Access::new(&cfg.auth),
         }
     }
 
@@ -149,7 +154,13 @@ impl Registry {
     /// Where a request to do `action` on `name` (with containerd's `?ns=`)
     /// is served, or `Denied` with the reason: the name-space policy's
     /// decision, with the store facts it needs.
-    pub async fn route(&self, name: &RepoName, ns: Option<&str>, action: Action) -> RegistryResult<Route> {
+    pub async fn route(
+        &self,
+        name: &RepoName,
+        ns: Option<&str>,
+        action: Action,
+        caller: &Caller,
+    ) -> RegistryResult<Route> {
         let class = self.namespace.classify(name, ns);
         let (need_local, need_mirrored) = Namespace::needs_facts(&class, action);
         let mut facts = Facts::default();
@@ -162,7 +173,16 @@ impl Registry {
                 facts.mirrored = self.store.holds_content(&storage).await?;
             }
         }
-        match self.namespace.decide(name, &class, action, facts) {
+        let decision = self.namespace.decide(name, &class, action, facts);
+        let mirrored = matches!(decision, Decision::Mirrored { .. });
+        if !matches!(decision, Decision::Denied(_)) {
+            match self.access.decide(caller, action, name, mirrored) {
+                Verdict::Allow => {}
+                Verdict::Unauthorized => return Err(RegistryError::Unauthorized(name.to_string())),
+                Verdict::Denied(why) => return Err(RegistryError::Denied(why)),
+            }
+        }
+        match decision {
             Decision::Local => Ok(Route::Local(name.clone())),
             Decision::Denied(why) => Err(RegistryError::Denied(why)),
             Decision::Mirrored { host, remote, storage, implicit } => {
@@ -178,8 +198,14 @@ impl Registry {
     }
 
     /// As `route` for a write: the local repository it writes, or `Denied`.
-    pub async fn writable(&self, name: &RepoName, ns: Option<&str>, action: Action) -> RegistryResult<RepoName> {
-        match self.route(name, ns, action).await? {
+    pub async fn writable(
+        &self,
+        name: &RepoName,
+        ns: Option<&str>,
+        action: Action,
+        caller: &Caller,
+    ) -> RegistryResult<RepoName> {
+        match self.route(name, ns, action, caller).await? {
             Route::Local(repo) => Ok(repo),
             Route::Mirrored(m) => Err(RegistryError::Denied(format!("{name} is mirrored from {}", m.upstream.host))),
         }
@@ -204,13 +230,24 @@ impl Registry {
     /// Repository names, sorted, after `last`, at most `n`; and whether more
     /// follow. Mirrored repositories appear under the name that pulls them
     /// (`docker.io/library/alpine`) when there is one.
-    pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> RegistryResult<(Vec<String>, bool)> {
-        let mut names = self.store.list_repositories().await?;
+    /// Only what `caller` may pull is listed.
+    pub async fn catalog(
+        &self,
+        n: Option<usize>,
+        last: Option<&str>,
+        caller: &Caller,
+    ) -> RegistryResult<(Vec<String>, bool)> {
+        let may_pull = |name: &str, mirrored: bool| {
+            name.parse::<RepoName>()
+                .is_ok_and(|n| self.access.decide(caller, Action::Pull, &n, mirrored) == Verdict::Allow)
+        };
+        let mut names: Vec<String> =
+            self.store.list_repositories().await?.into_iter().filter(|n| may_pull(n, false)).collect();
         if let Some(mirror) = &self.mirror {
             for host in mirror.hosts() {
                 for remote in self.store.list_mirrored(host).await? {
                     let pull_name = format!("{host}/{remote}");
-                    if pull_name.parse::<RepoName>().is_ok() {
+                    if may_pull(&pull_name, true) {
                         names.push(pull_name);
                     }
                 }
@@ -219,6 +256,13 @@ impl Registry {
         names.sort();
         names.dedup();
         Ok(paginate(names, n, last))
+    }
+
+    /// Whether a caller may use the registry at all without logging in
+    /// (`GET /v2/`: with authentication on, an anonymous caller is asked to,
+    /// so that `docker login` learns the challenge).
+    pub fn base_allows(&self, caller: &Caller) -> bool {
+        !self.access.enabled() || matches!(caller, Caller::User(_))
     }
 
     /// Ready when the store answers a listing and can take a write.
