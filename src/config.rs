@@ -33,9 +33,23 @@ pub struct AuthConfig {
     /// `htpasswd -B` or `berth htpasswd` write them). Unset: no authentication.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub htpasswd: Option<HtpasswdConfig>,
+    /// How a 401 asks clients to log in: `token` (a Bearer challenge pointing
+    /// at berth's `/v2/token`, which takes the htpasswd users' passwords or
+    /// none) lets dockerd pull anonymously through `registry-mirrors` and still
+    /// `docker login`; `basic` is registry:2's `Basic realm` challenge exactly
+    /// (dockerd then cannot pull from berth without logging in).
+    pub challenge: ChallengeScheme,
     /// Rules by repository name, first match wins; with none matching,
     /// mirrored content is everyone's to pull and pushed content needs a user.
     pub rules: Vec<AccessRule>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChallengeScheme {
+    #[default]
+    Token,
+    Basic,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

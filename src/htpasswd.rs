@@ -121,6 +121,11 @@ impl Htpasswd {
         }
     }
 
+    /// `user`'s password hash, if the user exists (tokens are bound to it).
+    pub fn hash_of(&self, user: &str) -> Option<String> {
+        self.users.read().unwrap().hashes.get(user).cloned()
+    }
+
     /// Whether `password` is `user`'s (blocking: bcrypt on a miss).
     pub fn verify(&self, user: &str, password: &str) -> bool {
         let k = key(user, password);

@@ -16,6 +16,7 @@ pub mod oci;
 pub mod registry;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Weak};
@@ -89,11 +90,15 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     if let Some(h) = &htpasswd {
         actix_web::rt::spawn(reload_users(Arc::downgrade(h)));
     }
-    let challenge = web::Data::new(match &cfg.auth.htpasswd {
-        Some(h) => api::auth::Challenge::basic(&h.realm),
-        None => api::auth::Challenge(None),
-    });
-    let users = web::Data::new(api::auth::Users(htpasswd));
+    let auth = web::Data::new(api::auth::Auth(match (htpasswd, &cfg.auth.htpasswd) {
+        (Some(users), Some(h)) => Some(api::auth::AuthOn {
+            users,
+            key: tokens::TokenKey::load_or_create(&cfg.storage.root)?,
+            scheme: cfg.auth.challenge,
+            realm: h.realm.clone(),
+        }),
+        _ => None,
+    }));
     let data = web::Data::from(registry.clone());
     let edge = web::Data::new(api::EdgeConfig { body_timeout: cfg.server.body_timeout });
     let server = HttpServer::new(move || {
@@ -101,8 +106,7 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
             .app_data(data.clone())
             .app_data(edge.clone())
             .app_data(token.clone())
-            .app_data(users.clone())
-            .app_data(challenge.clone())
+            .app_data(auth.clone())
             .wrap(DefaultHeaders::new().add(api::headers::API_VERSION))
             .wrap(TracingLogger::default())
             .configure(api::configure)

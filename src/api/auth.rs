@@ -1,61 +1,224 @@
-//! Who a request is from: `Authorization: Basic` checked against the
-//! htpasswd file (off the worker thread: bcrypt is slow on purpose). No
-//! header is an anonymous caller; a header that does not check out is a 401
-//! at once (with the challenge), logged with the client's address and user
-//! name, never the password.
+//! Who a request is from, how a 401 asks to log in, and the token endpoint.
+//!
+//! A request may carry `Authorization: Basic` (checked against the htpasswd
+//! file, off the worker thread: bcrypt is slow on purpose) or `Bearer` (a
+//! token from `/v2/token`, see `crate::tokens`). No header is an anonymous
+//! caller; a header that does not check out is a 401 at once, logged with the
+//! client's address and user name, never the password.
 
 use std::sync::Arc;
 
 use actix_web::http::header;
-use actix_web::HttpRequest;
+use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
 
+use crate::config::ChallengeScheme;
 use crate::htpasswd::Htpasswd;
 use crate::oci::OciCode;
 use crate::registry::Caller;
+use crate::tokens::{TokenKey, LIFETIME};
 
 use super::ApiError;
 
-/// The htpasswd users, when authentication is on.
-#[derive(Clone)]
-pub struct Users(pub Option<Arc<Htpasswd>>);
+/// Authentication, when it is on (`auth.htpasswd`).
+pub struct Auth(pub Option<AuthOn>);
 
-/// The `WWW-Authenticate` value of a 401 (when authentication is on).
-#[derive(Clone)]
-pub struct Challenge(pub Option<String>);
-
-impl Challenge {
-    pub fn basic(realm: &str) -> Self {
-        Challenge(Some(format!("Basic realm=\"{}\"", realm.replace('"', ""))))
-    }
+pub struct AuthOn {
+    pub users: Arc<Htpasswd>,
+    pub key: TokenKey,
+    pub scheme: ChallengeScheme,
+    pub realm: String,
 }
 
 fn refused(why: &str) -> ApiError {
     ApiError::BadRequest(OciCode::Unauthorized, why.into())
 }
 
-/// The caller of `req`.
-pub async fn caller(req: &HttpRequest, users: &Users) -> Result<Caller, ApiError> {
-    let Some(value) = req.headers().get(header::AUTHORIZATION) else { return Ok(Caller::Anonymous) };
-    let Some(htpasswd) = &users.0 else { return Ok(Caller::Anonymous) };
-    let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-    let credentials = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
-        .and_then(|raw| String::from_utf8(raw).ok())
-        .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())));
-    let Some((user, password)) = credentials else {
-        tracing::warn!(client = %peer, "malformed Authorization header");
-        return Err(refused("the Authorization header is not Basic credentials"));
+fn client(req: &HttpRequest) -> String {
+    req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
+}
+
+/// `user:password` from a Basic header value.
+fn basic_credentials(value: &str) -> Option<(String, String)> {
+    let (scheme, b64) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    let (user, password) = String::from_utf8(raw).ok()?.split_once(':').map(|(u, p)| (u.to_string(), p.to_string()))?;
+    Some((user, password))
+}
+
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl AuthOn {
+    /// Whether `password` is `user`'s (bcrypt off the worker thread).
+    async fn check(&self, req: &HttpRequest, user: &str, password: String) -> bool {
+        let (h, u) = (self.users.clone(), user.to_string());
+        let ok = actix_web::rt::task::spawn_blocking(move || h.verify(&u, &password)).await.unwrap_or(false);
+        if !ok {
+            tracing::warn!(client = %client(req), user = %user, "failed login");
+        }
+        ok
+    }
+
+    /// The `WWW-Authenticate` value of a 401 to `req`.
+    pub fn challenge(&self, req: &HttpRequest) -> String {
+        match self.scheme {
+            ChallengeScheme::Basic => format!("Basic realm=\"{}\"", self.realm.replace('"', "")),
+            ChallengeScheme::Token => {
+                // The realm must be a URL the client can reach: the one it used for this request.
+                let info = req.connection_info();
+                let host = info.host().replace('"', "");
+                format!("Bearer realm=\"{}://{host}/v2/token\",service=\"{host}\"", info.scheme())
+            }
+        }
+    }
+}
+
+impl Auth {
+    /// The caller of `req`.
+    pub async fn caller(&self, req: &HttpRequest) -> Result<Caller, ApiError> {
+        let Some(on) = &self.0 else { return Ok(Caller::Anonymous) };
+        let Some(value) = req.headers().get(header::AUTHORIZATION) else { return Ok(Caller::Anonymous) };
+        let value = value.to_str().unwrap_or("");
+        if let Some(token) = bearer(value) {
+            return match on.key.verify(token, |u| on.users.hash_of(u)) {
+                Ok(Some(user)) => Ok(Caller::User(user)),
+                Ok(None) => Ok(Caller::Anonymous),
+                Err(e) => {
+                    tracing::info!(client = %client(req), problem = ?e, "refused a bearer token");
+                    Err(refused("the token is invalid or expired; get a new one"))
+                }
+            };
+        }
+        let Some((user, password)) = basic_credentials(value) else {
+            tracing::warn!(client = %client(req), "malformed Authorization header");
+            return Err(refused("the Authorization header is neither Basic credentials nor a Bearer token"));
+        };
+        if on.check(req, &user, password).await {
+            Ok(Caller::User(user))
+        } else {
+            Err(refused("invalid username or password"))
+        }
+    }
+}
+
+/// The query of `GET /v2/token` and the form of `POST /v2/token` (OAuth2's
+/// password grant, which containerd tries first).
+#[derive(Debug, Default)]
+pub struct TokenRequest {
+    scope: Vec<String>,
+    grant_type: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+impl TokenRequest {
+    fn parse(query: &str) -> TokenRequest {
+        // `scope` may repeat; everything else is taken once.
+        let mut out = TokenRequest::default();
+        for (k, v) in url_pairs(query) {
+            match k.as_str() {
+                "scope" => out.scope.extend(v.split(' ').filter(|s| !s.is_empty()).map(str::to_string)),
+                "grant_type" => out.grant_type = Some(v),
+                "username" => out.username = Some(v),
+                "password" => out.password = Some(v),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Whether every scope asked for is a pull (what anonymous callers ask for).
+    fn pull_only(&self) -> bool {
+        !self.scope.is_empty()
+            && self.scope.iter().all(|s| s.rsplit_once(':').is_some_and(|(_, actions)| actions == "pull"))
+    }
+}
+
+fn url_pairs(s: &str) -> Vec<(String, String)> {
+    let decode = |v: &str| percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned();
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+/// `GET`/`POST /v2/token`: a token for the htpasswd user whose password
+/// comes with it (Basic header, or the form's `username`/`password`), or an
+/// anonymous one without credentials.
+///
+/// Credentials berth does not know are refused, except when only pulls are
+/// asked for: dockerd sends its Docker Hub login to every `registry-mirrors`
+/// mirror, and such a pull gets what an anonymous one would (and the failed
+/// login is still logged). `docker login` asks for no scope, so a wrong
+/// password there is always refused.
+pub async fn token(req: HttpRequest, body: web::Bytes, auth: web::Data<Auth>) -> Result<HttpResponse, ApiError> {
+    let Some(on) = &auth.0 else { return Err(ApiError::NotFound) };
+    let mut ask = TokenRequest::parse(req.query_string());
+    if req.method() == actix_web::http::Method::POST {
+        let form = TokenRequest::parse(std::str::from_utf8(&body).unwrap_or(""));
+        if form.grant_type.as_deref().is_some_and(|g| g != "password") {
+            return Err(ApiError::BadRequest(OciCode::Unsupported, "only the password grant is supported".into()));
+        }
+        ask.scope.extend(form.scope);
+        (ask.username, ask.password) = (form.username, form.password);
+    }
+    let credentials = match (ask.username.take(), ask.password.take()) {
+        (Some(u), Some(p)) => Some((u, p)),
+        _ => match req.headers().get(header::AUTHORIZATION) {
+            Some(v) => {
+                Some(basic_credentials(v.to_str().unwrap_or("")).ok_or_else(|| refused("expected Basic credentials"))?)
+            }
+            None => None,
+        },
     };
-    let (h, u) = (htpasswd.clone(), user.clone());
-    let ok = actix_web::rt::task::spawn_blocking(move || h.verify(&u, &password)).await.unwrap_or(false);
-    if ok {
-        Ok(Caller::User(user))
-    } else {
-        tracing::warn!(client = %peer, user = %user, "failed login");
-        Err(refused("invalid username or password"))
+    let user = match credentials {
+        None => None,
+        Some((user, password)) => match on.check(&req, &user, password).await {
+            true => Some(user),
+            false if ask.pull_only() => None,
+            false => return Err(refused("invalid username or password")),
+        },
+    };
+    let bound = user.as_deref().and_then(|u| on.users.hash_of(u)).unwrap_or_default();
+    let token = on.key.issue(user.as_deref(), &bound);
+    let issued = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    Ok(HttpResponse::Ok().insert_header(header::CacheControl(vec![header::CacheDirective::NoStore])).json(
+        serde_json::json!({"token": token, "access_token": token, "expires_in": LIFETIME.as_secs(), "issued_at": issued}),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorization_values_parse_strictly() {
+        let b = base64::engine::general_purpose::STANDARD.encode("alice:pass:word");
+        assert_eq!(basic_credentials(&format!("Basic {b}")), Some(("alice".into(), "pass:word".into())));
+        assert_eq!(basic_credentials(&format!("basic {b}")), Some(("alice".into(), "pass:word".into())));
+        let nocolon = base64::engine::general_purpose::STANDARD.encode("alice");
+        for bad in ["Basic", "Basic !!!", &format!("Basic {nocolon}"), &format!("Bearer {b}"), "", " "] {
+            assert_eq!(basic_credentials(bad), None, "{bad}");
+        }
+        assert_eq!(bearer("Bearer abc.def"), Some("abc.def"));
+        assert_eq!(bearer("Basic abc"), None);
+    }
+
+    #[test]
+    fn token_requests_read_scopes_and_the_password_grant() {
+        let r = TokenRequest::parse("service=x&scope=repository:a/b:pull&scope=repository:c:pull");
+        assert!(r.pull_only());
+        assert!(!TokenRequest::parse("scope=repository:a:pull,push").pull_only());
+        assert!(!TokenRequest::parse("account=alice&client_id=docker").pull_only(), "docker login");
+        let f = TokenRequest::parse("grant_type=password&username=al%3Aice&password=a+b%26c&scope=repository:x:push");
+        assert_eq!((f.username.as_deref(), f.password.as_deref()), (Some("al:ice"), Some("a b&c")));
+        assert_eq!(f.scope, ["repository:x:push"]);
     }
 }

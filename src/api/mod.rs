@@ -42,6 +42,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/_berth/gc", web::post().to(admin::gc))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/v2/token", web::get().to(auth::token))
+        .route("/v2/token", web::post().to(auth::token))
         .route("/v2", web::to(dispatch))
         .route("/v2/{tail:.*}", web::to(dispatch));
 }
@@ -57,15 +59,14 @@ async fn dispatch(
     payload: web::Payload,
     reg: Reg,
     edge: web::Data<EdgeConfig>,
-    users: web::Data<auth::Users>,
-    challenge: web::Data<auth::Challenge>,
+    auth: web::Data<auth::Auth>,
 ) -> HttpResponse {
-    match handle(req, payload, reg, edge, users).await {
+    match handle(&req, payload, reg, edge, &auth).await {
         Ok(resp) => resp,
         Err(e) => {
             let mut resp = e.error_response();
-            if let (401, Some(c)) = (e.code().status(), &challenge.0) {
-                if let Ok(v) = header::HeaderValue::from_str(c) {
+            if let (401, Some(on)) = (e.code().status(), &auth.0) {
+                if let Ok(v) = header::HeaderValue::from_str(&on.challenge(&req)) {
                     resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
                 }
             }
@@ -75,13 +76,13 @@ async fn dispatch(
 }
 
 async fn handle(
-    req: HttpRequest,
+    req: &HttpRequest,
     payload: web::Payload,
     reg: Reg,
     edge: web::Data<EdgeConfig>,
-    users: web::Data<auth::Users>,
+    auth: &auth::Auth,
 ) -> Result<HttpResponse, ApiError> {
-    let endpoint = match Endpoint::parse(&tail(&req)) {
+    let endpoint = match Endpoint::parse(&tail(req)) {
         Ok(e) => e,
         Err(RouteError::NotFound) => return Err(ApiError::NotFound),
         Err(RouteError::Invalid(e)) => return Err(e.into()),
@@ -93,7 +94,7 @@ async fn handle(
     let action =
         route::action(&endpoint, req.method()).ok_or_else(|| ApiError::MethodNotAllowed(req.method().to_string()))?;
     let params = Params::parse(req.query_string())?;
-    let caller = auth::caller(&req, &users).await?;
+    let caller = auth.caller(req).await?;
     let who = &caller;
     let ns = params.ns.as_deref();
     let body = body::timed(payload, edge.body_timeout);
@@ -108,14 +109,14 @@ async fn handle(
             referrers::get(&reg, &reg.route(&name, ns, action, who).await?, &d, &params).await
         }
         Endpoint::Manifest(name, r) if action == Action::Pull => {
-            manifests::get(&req, &reg, &reg.route(&name, ns, action, who).await?, &r).await
+            manifests::get(req, &reg, &reg.route(&name, ns, action, who).await?, &r).await
         }
         Endpoint::Blob(name, d) if action == Action::Pull => {
-            blobs::get(&req, &reg, &reg.route(&name, ns, action, who).await?, &d).await
+            blobs::get(req, &reg, &reg.route(&name, ns, action, who).await?, &d).await
         }
         Endpoint::Manifest(name, r) if action == Action::Push => {
             let repo = reg.writable(&name, ns, action, who).await?;
-            manifests::put(&req, body, &reg, &repo, &r).await
+            manifests::put(req, body, &reg, &repo, &r).await
         }
         Endpoint::Manifest(name, r) => manifests::delete(&reg, &reg.writable(&name, ns, action, who).await?, &r).await,
         Endpoint::Blob(name, d) => blobs::delete(&reg, &reg.writable(&name, ns, action, who).await?, &d).await,
@@ -127,8 +128,8 @@ async fn handle(
             let repo = reg.writable(&name, ns, action, who).await?;
             match *m {
                 Method::GET => uploads::status(&reg, &repo, &id).await,
-                Method::PATCH => uploads::patch(&req, body, &reg, &repo, &id).await,
-                Method::PUT => uploads::put(&req, body, &reg, &repo, &id, &params).await,
+                Method::PATCH => uploads::patch(req, body, &reg, &repo, &id).await,
+                Method::PUT => uploads::put(req, body, &reg, &repo, &id, &params).await,
                 _ => uploads::cancel(&reg, &repo, &id).await,
             }
         }

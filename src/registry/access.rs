@@ -107,7 +107,7 @@ mod tests {
     use crate::config::HtpasswdConfig;
 
     fn access(rules: Vec<AccessRule>) -> Access {
-        Access::new(&AuthConfig { htpasswd: Some(HtpasswdConfig::default()), rules })
+        Access::new(&AuthConfig { htpasswd: Some(HtpasswdConfig::default()), rules, ..Default::default() })
     }
 
     fn rule(repos: &[&str], pull: &[&str], push: &[&str], delete: &[&str]) -> AccessRule {
