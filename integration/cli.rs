@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::procs::{berth, free_port, http, Proc};
+use common::procs::{berth, free_port, http, http_with, Proc};
 
 fn berth_cmd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
@@ -105,4 +105,77 @@ fn gc_on_a_directory_no_server_holds_runs_here() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("would remove 0 manifests and 0 blobs"), "{text}");
     assert!(dir.path().join(".berth/index.redb").is_file(), "the index was built for the run");
+}
+
+#[test]
+fn a_weak_htpasswd_hash_stops_the_server_with_the_line_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("htpasswd");
+    // Line 2 is MD5 (`htpasswd -m`), which berth refuses.
+    let good = berth::htpasswd::line("alice", "x", 4).unwrap();
+    std::fs::write(&users, format!("{good}\nbob:$apr1$Vq0bQ3kG$KsS2Kb9r6RWMxvVqRKrM1.\n")).unwrap();
+    let out = berth_cmd()
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--data"])
+        .arg(dir.path().join("data"))
+        .env("BERTH_AUTH__HTPASSWD__PATH", &users)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2 (user bob)") && err.contains("bcrypt"), "{err}");
+}
+
+/// Upstream passwords, htpasswd passwords, Authorization headers and tokens
+/// never reach the log (at debug level) or `berth config check`.
+#[test]
+fn secrets_stay_out_of_logs_and_config_check() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let dir = tempfile::tempdir().unwrap();
+    // An upstream that wants the password, so berth sends it.
+    let up_users = dir.path().join("upstream-htpasswd");
+    std::fs::write(&up_users, format!("hub:{}\n", bcrypt::hash("Upstream-Secret-42", 4).unwrap())).unwrap();
+    let auth = format!("auth:\n  htpasswd:\n    realm: up\n    path: {}\n", up_users.display());
+    let (_up, up_addr) = common::procs::distribution(&dir.path().join("up"), dir.path(), &auth);
+    let users = dir.path().join("htpasswd");
+    std::fs::write(&users, berth::htpasswd::line("alice", "Alice-Pass-77", 4).unwrap()).unwrap();
+    let cfg = dir.path().join("berth.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth.htpasswd]\npath = \"{}\"\n[[mirror.upstreams]]\nhost = \"docker.io\"\nurl = \"http://{up_addr}\"\nusername = \"hub\"\npassword = \"Upstream-Secret-42\"\n",
+            users.display()
+        ),
+    )
+    .unwrap();
+    let (p, addr) =
+        common::procs::berth_with(&dir.path().join("data"), dir.path(), &["--config", cfg.to_str().unwrap()], |c| {
+            c.env("RUST_LOG", "debug");
+        });
+    let log = p.log.clone();
+    let with = |auth: &str, path: &str| http_with("GET", &addr, path, &[("Authorization", auth)]).unwrap();
+    assert_eq!(with(&format!("Basic {}", b64("alice:Wrong-Pass-13")), "/v2/").0, 401);
+    let (status, _, body) = with(&format!("Basic {}", b64("alice:Alice-Pass-77")), "/v2/token?scope=repository:x:pull");
+    assert_eq!(status, 200);
+    let token = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["token"].as_str().unwrap().to_string();
+    // A pull through the mirror: berth logs in upstream (the image does not exist there).
+    assert_eq!(with(&format!("Bearer {token}"), "/v2/library/nothing/manifests/1").0, 404);
+    assert_eq!(with("Basic !!!not-base64", "/v2/").0, 401);
+    p.stop();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("failed login"), "the failed login is logged:\n{text}");
+    for secret in [
+        "Upstream-Secret-42",
+        "Alice-Pass-77",
+        "Wrong-Pass-13",
+        &b64("alice:Alice-Pass-77"),
+        &b64("hub:Upstream-Secret-42"),
+        &token,
+    ] {
+        assert!(!text.contains(secret), "{secret} is in the log");
+    }
+
+    let out = berth_cmd().args(["config", "check", "--config"]).arg(&cfg).output().unwrap();
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(shown.contains("password = \"***\"") && !shown.contains("Upstream-Secret-42"), "{shown}");
 }

@@ -209,7 +209,7 @@ pub struct MirrorConfig {
     pub upstreams: Vec<UpstreamConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// The registry host clients name (`docker.io`, `ghcr.io`, …): matched
@@ -240,6 +240,25 @@ pub struct UpstreamConfig {
     /// Longest silence allowed between two chunks of a blob body.
     #[serde(with = "humantime_serde")]
     pub read_timeout: Duration,
+}
+
+/// Shown without its secrets, wherever it is printed.
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "***");
+        f.debug_struct("UpstreamConfig")
+            .field("host", &self.host)
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &hidden(&self.password))
+            .field("token", &hidden(&self.token))
+            .field("tag_ttl", &self.tag_ttl)
+            .field("ttl", &self.ttl)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .finish()
+    }
 }
 
 impl Default for UpstreamConfig {
@@ -534,6 +553,8 @@ mod tests {
         assert_eq!(c.mirror.upstreams[0].tag_ttl, Duration::from_secs(1));
         assert_eq!(c.mirror.upstreams[0].read_timeout, Duration::from_secs(30), "unset keys keep defaults");
         assert!(!c.to_toml().contains("hunter2"));
+        assert!(c.to_toml().contains("password = \"***\""));
+        assert!(!format!("{c:?}").contains("hunter2"), "nor in debug output");
         c.mirror.set_upstream("ghcr.io", "http://127.0.0.1:2/");
         c.mirror.set_upstream("docker.io", "http://127.0.0.1:3");
         assert_eq!(c.mirror.upstreams[1].url, "http://127.0.0.1:2");

@@ -35,11 +35,17 @@ pub type Reply = (u16, Vec<(String, String)>, Vec<u8>);
 
 /// A minimal HTTP/1.0 request.
 pub fn http(method: &str, addr: &str, path: &str) -> std::io::Result<Reply> {
+    http_with(method, addr, path, &[])
+}
+
+/// A minimal HTTP/1.0 request with extra headers.
+pub fn http_with(method: &str, addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Reply> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     // Real clients name every manifest type; Distribution 2.8 refuses an OCI index for `*/*` alone.
     let accept = berth::oci::MediaType::ALL.join(", ");
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}, */*\r\nContent-Length: 0\r\n\r\n")?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}, */*\r\n{extra}Content-Length: 0\r\n\r\n")?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(raw.len());

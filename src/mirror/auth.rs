@@ -56,27 +56,28 @@ fn parse_params(s: &str) -> HashMap<String, String> {
     out
 }
 
-/// The registrable part of a host, roughly: the last two labels of a DNS
-/// name; an IP address or single-label host stands for itself.
+/// The registrable part of a host (`docker.io` for `registry-1.docker.io`,
+/// `example.co.uk` for `auth.example.co.uk`), judged with the public suffix
+/// list; an IP address, a single-label host or a public suffix itself stands
+/// for itself.
 fn site(host: &str) -> String {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
+    if host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') || !host.contains('.') {
         return host;
     }
-    let labels: Vec<&str> = host.split('.').collect();
-    labels[labels.len().saturating_sub(2)..].join(".")
-}
-
-fn host_of(url: &str) -> Option<String> {
-    let uri: awc::http::Uri = url.parse().ok()?;
-    uri.host().map(str::to_string)
+    psl::domain_str(&host).map(str::to_string).unwrap_or(host)
 }
 
 /// Whether credentials for `upstream_url` may be sent to the token `realm`:
-/// only when both are on the same site (auth.docker.io for registry-1.docker.io).
+/// only when both are on the same site (auth.docker.io for
+/// registry-1.docker.io), and never over plain HTTP for an HTTPS upstream.
 pub fn realm_allowed(upstream_url: &str, realm: &str) -> bool {
-    match (host_of(upstream_url), host_of(realm)) {
-        (Some(a), Some(b)) => site(&a) == site(&b),
+    let (Ok(up), Ok(realm)) = (upstream_url.parse::<awc::http::Uri>(), realm.parse::<awc::http::Uri>()) else {
+        return false;
+    };
+    let downgrade = up.scheme_str() == Some("https") && realm.scheme_str() != Some("https");
+    match (up.host(), realm.host()) {
+        (Some(a), Some(b)) => !downgrade && site(a) == site(b),
         _ => false,
     }
 }
@@ -129,6 +130,17 @@ mod tests {
         assert!(realm_allowed("http://127.0.0.1:5001", "http://127.0.0.1:5002/token"));
         assert!(!realm_allowed("https://registry-1.docker.io", "https://evil.example.com/token"));
         assert!(!realm_allowed("http://127.0.0.1:5001", "http://127.0.0.2/token"));
+        // The public suffix list: co.uk and github.io are not sites, their children are.
+        assert!(realm_allowed("https://registry.example.co.uk", "https://auth.example.co.uk/token"));
+        assert!(!realm_allowed("https://registry.example.co.uk", "https://auth.evil.co.uk/token"));
+        assert!(!realm_allowed("https://alice.github.io", "https://mallory.github.io/token"));
+        assert!(realm_allowed("https://ghcr.io", "https://ghcr.io/token"));
+        assert!(realm_allowed("http://registry.lan:5000", "http://auth.registry.lan/token"));
+        assert!(!realm_allowed("http://registry:5000", "http://auth:5000/token"), "single labels stand alone");
+        // Never over plain HTTP for an HTTPS upstream.
+        assert!(!realm_allowed("https://registry-1.docker.io", "http://auth.docker.io/token"));
+        assert!(realm_allowed("http://127.0.0.1:5001", "https://127.0.0.1:5002/token"));
+        assert!(!realm_allowed("https://registry-1.docker.io", "not a url"));
     }
 
     #[test]
