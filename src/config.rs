@@ -118,6 +118,22 @@ pub struct ServerConfig {
     /// or a manifest): a stalled body ends the request with 408.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
+    /// Serve HTTPS (HTTP/1.1 and HTTP/2) instead of plain HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// Native TLS: PEM files, read again when they change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain (leaf first).
+    pub certificate: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Clients must present a certificate issued by this CA (mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -339,6 +355,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             body_timeout: Duration::from_secs(60),
+            tls: None,
         }
     }
 }

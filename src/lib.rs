@@ -16,6 +16,7 @@ pub mod oci;
 pub mod registry;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod tokens;
 
 use std::net::{SocketAddr, TcpListener};
@@ -83,13 +84,19 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     // `berth gc` finds a server running on this directory here, with the
     // token that lets it in.
     let token = api::admin::write_token(&cfg.storage.root)?;
-    if let Err(e) = std::fs::write(api::admin::server_addr_file(&cfg.storage.root), addr.to_string()) {
+    let tls = match &cfg.server.tls {
+        Some(t) => Some(tls::server_config(t).map_err(std::io::Error::other)?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Err(e) = std::fs::write(api::admin::server_addr_file(&cfg.storage.root), format!("{scheme}://{addr}")) {
         tracing::warn!(error = %e, "cannot record the server address for `berth gc`");
     }
     let token = web::Data::new(token);
-    if let Some(h) = &htpasswd {
-        actix_web::rt::spawn(reload_users(Arc::downgrade(h)));
-    }
+    actix_web::rt::spawn(reload_files(
+        htpasswd.as_ref().map(Arc::downgrade),
+        tls.as_ref().map(|t| Arc::downgrade(&t.1)),
+    ));
     let auth = web::Data::new(api::auth::Auth(match (htpasswd, &cfg.auth.htpasswd) {
         (Some(users), Some(h)) => Some(api::auth::AuthOn {
             users,
@@ -113,8 +120,11 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     })
     .workers(workers)
     .max_connections(connections.div_ceil(workers).max(1))
-    .shutdown_timeout(cfg.server.shutdown_timeout.as_secs())
-    .listen(listener)?
+    .shutdown_timeout(cfg.server.shutdown_timeout.as_secs());
+    let server = match tls {
+        Some((config, _)) => server.listen_rustls_0_23(listener, config)?,
+        None => server.listen(listener)?,
+    }
     .run();
     Ok(Bound { addr, server, registry })
 }
@@ -146,12 +156,24 @@ async fn housekeeping(registry: Weak<Registry>) {
     }
 }
 
-/// Reads the htpasswd file again when it changes (checked every 2 s).
-async fn reload_users(users: Weak<htpasswd::Htpasswd>) {
+/// Reads the htpasswd file and the TLS certificate again when they change
+/// (checked every 2 s), for as long as the server holds them.
+async fn reload_files(users: Option<Weak<htpasswd::Htpasswd>>, certs: Option<Weak<tls::Certificates>>) {
     loop {
         actix_web::rt::time::sleep(std::time::Duration::from_secs(2)).await;
-        let Some(h) = users.upgrade() else { return };
-        let _ = actix_web::rt::task::spawn_blocking(move || h.reload_if_changed()).await;
+        let (users, certs) = (users.as_ref().map(Weak::upgrade), certs.as_ref().map(Weak::upgrade));
+        if matches!(users, None | Some(None)) && matches!(certs, None | Some(None)) {
+            return;
+        }
+        let _ = actix_web::rt::task::spawn_blocking(move || {
+            if let Some(Some(h)) = users {
+                h.reload_if_changed();
+            }
+            if let Some(Some(c)) = certs {
+                c.reload_if_changed();
+            }
+        })
+        .await;
     }
 }
 

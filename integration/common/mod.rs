@@ -12,6 +12,7 @@ use bytes::Bytes;
 pub use berth::config::Config;
 pub use berth::oci::Digest;
 
+pub mod certs;
 pub mod faults;
 pub mod images;
 pub mod mirroring;

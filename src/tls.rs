@@ -1,0 +1,138 @@
+//! Native TLS (rustls): the server's certificate and key from PEM files,
+//! read again when either file changes, so a renewed certificate (certbot,
+//! cert-manager) is served without a restart; an optional client-certificate
+//! CA makes client certificates mandatory (mTLS). ALPN offers HTTP/2 and
+//! HTTP/1.1 (actix-web adds both).
+//!
+//! A certificate and key that do not load stop the server at startup; a
+//! change that does not load later keeps the pair already served (and says
+//! why in the log), as a half-copied renewal must not take the registry down.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use rustls::crypto::ring as provider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+
+use crate::config::TlsConfig;
+
+/// The served certificate, swapped in place when its files change.
+pub struct Certificates {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// The files' modification times when they were last read.
+    seen: Mutex<(Option<SystemTime>, Option<SystemTime>)>,
+}
+
+impl std::fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificates").field("cert_path", &self.cert_path).finish_non_exhaustive()
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("server.tls.{what}: cannot read {}: {e}", path.display()))
+}
+
+fn certificates(pem: &[u8], path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("server.tls.{what}: {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("server.tls.{what}: {} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The certificate chain and its key, checked to belong together.
+fn load_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, String> {
+    let chain = certificates(&read(cert_path, "certificate")?, cert_path, "certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(&read(key_path, "key")?)
+        .map_err(|e| format!("server.tls.key: {}: no usable PEM private key ({e})", key_path.display()))?;
+    let signer =
+        provider::sign::any_supported_type(&key).map_err(|e| format!("server.tls.key: {}: {e}", key_path.display()))?;
+    let pair = CertifiedKey::new(chain, signer);
+    pair.keys_match().map_err(|e| {
+        format!(
+            "server.tls: the key {} does not belong to the certificate {} ({e})",
+            key_path.display(),
+            cert_path.display()
+        )
+    })?;
+    Ok(pair)
+}
+
+impl Certificates {
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, String> {
+        let seen = (modified(cert_path), modified(key_path));
+        let pair = load_pair(cert_path, key_path)?;
+        Ok(Certificates {
+            cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
+            current: RwLock::new(Arc::new(pair)),
+            seen: Mutex::new(seen),
+        })
+    }
+
+    /// Reads the pair again if either file changed; returns whether the
+    /// served certificate changed.
+    pub fn reload_if_changed(&self) -> bool {
+        let now = (modified(&self.cert_path), modified(&self.key_path));
+        {
+            let mut seen = self.seen.lock().unwrap();
+            if *seen == now {
+                return false;
+            }
+            *seen = now;
+        }
+        match load_pair(&self.cert_path, &self.key_path) {
+            Ok(pair) => {
+                *self.current.write().unwrap() = Arc::new(pair);
+                tracing::info!(certificate = %self.cert_path.display(), "TLS certificate reloaded");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TLS files changed but do not load; the certificate loaded before stays");
+                false
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().unwrap().clone())
+    }
+}
+
+/// The rustls configuration for `cfg`, and the certificates to reload.
+pub fn server_config(cfg: &TlsConfig) -> Result<(rustls::ServerConfig, Arc<Certificates>), String> {
+    let certs = Arc::new(Certificates::load(&cfg.certificate, &cfg.key)?);
+    let provider = Arc::new(provider::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match &cfg.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certificates(&read(ca, "client_ca")?, ca, "client_ca")? {
+                roots.add(c).map_err(|e| format!("server.tls.client_ca: {}: {e}", ca.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("server.tls.client_ca: {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    Ok((builder.with_cert_resolver(certs.clone()), certs))
+}
