@@ -118,10 +118,31 @@ pub struct ServerConfig {
     /// or a manifest): a stalled body ends the request with 408.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
+    /// Slowest request body accepted, in bytes a second averaged over 10 s
+    /// (408 below it): one byte a second does not hold a connection for long.
+    pub body_min_rate: bytesize::ByteSize,
+    /// Time allowed to send the request line and headers (408, connection closed).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// How long an idle keep-alive connection stays open ("0s": one request per connection).
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Longest request URI, path and query (414 above it).
+    pub max_url_length: usize,
+    /// Most request headers (431 above it; at most 96, which the HTTP parser allows).
+    pub max_headers: usize,
+    /// Most bytes of request headers, names and values together (431 above it;
+    /// at most 96 KiB, under the HTTP parser's own 128 KiB).
+    pub max_header_bytes: bytesize::ByteSize,
     /// Serve HTTPS (HTTP/1.1 and HTTP/2) instead of plain HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
 }
+
+/// The most headers actix-web's HTTP/1 parser takes (it refuses more with a bare 431).
+const MAX_HEADERS_PARSED: usize = 96;
+/// The most header bytes `server.max_header_bytes` may allow: under the parser's 128 KiB head.
+const MAX_HEADER_BYTES_PARSED: u64 = 96 * 1024;
 
 /// Native TLS: PEM files, read again when they change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,11 +166,17 @@ pub struct UploadsConfig {
     pub max_age: Duration,
     /// Most upload sessions one client address may hold open; beyond it, 429 TOOMANYREQUESTS.
     pub max_per_client: usize,
+    /// Largest blob a client may push, over all its chunks (413 TOO_LARGE above it).
+    pub max_blob_size: bytesize::ByteSize,
 }
 
 impl Default for UploadsConfig {
     fn default() -> Self {
-        Self { max_age: Duration::from_secs(24 * 3600), max_per_client: crate::store::DEFAULT_MAX_UPLOADS_PER_CLIENT }
+        Self {
+            max_age: Duration::from_secs(24 * 3600),
+            max_per_client: crate::store::DEFAULT_MAX_UPLOADS_PER_CLIENT,
+            max_blob_size: bytesize::ByteSize::gib(50),
+        }
     }
 }
 
@@ -355,6 +382,12 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             body_timeout: Duration::from_secs(60),
+            body_min_rate: bytesize::ByteSize::kib(1),
+            header_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(75),
+            max_url_length: 8192,
+            max_headers: 64,
+            max_header_bytes: bytesize::ByteSize::kib(32),
             tls: None,
         }
     }
@@ -465,6 +498,20 @@ impl Config {
         }
         if self.server.max_connections == 0 {
             return Err(ConfigError("server.max_connections must be at least 1".into()));
+        }
+        if !(1..=MAX_HEADERS_PARSED).contains(&self.server.max_headers) {
+            return Err(ConfigError(format!("server.max_headers must be between 1 and {MAX_HEADERS_PARSED}")));
+        }
+        if self.server.max_header_bytes.as_u64() > MAX_HEADER_BYTES_PARSED
+            || self.server.max_header_bytes.as_u64() < 1024
+        {
+            return Err(ConfigError("server.max_header_bytes must be between 1 KiB and 96 KiB".into()));
+        }
+        if self.server.max_url_length < 512 {
+            return Err(ConfigError("server.max_url_length must be at least 512".into()));
+        }
+        if self.server.header_timeout.is_zero() {
+            return Err(ConfigError("server.header_timeout must be longer than zero".into()));
         }
         if self.server.body_timeout.is_zero() {
             return Err(ConfigError("server.body_timeout must be longer than zero".into()));

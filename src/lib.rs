@@ -59,7 +59,8 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
         )),
         None => None,
     };
-    let store = Store::new(backend, index, cfg.uploads.max_per_client);
+    let store =
+        Store::new(backend, index, cfg.uploads.max_per_client).with_max_blob_size(cfg.uploads.max_blob_size.as_u64());
     let registry = Arc::new(Registry::with_store(cfg, store));
     let listener = TcpListener::bind(&cfg.server.listen)
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.server.listen)))?;
@@ -107,20 +108,26 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
         _ => None,
     }));
     let data = web::Data::from(registry.clone());
-    let edge = web::Data::new(api::EdgeConfig { body_timeout: cfg.server.body_timeout });
+    let edge = web::Data::new(api::EdgeConfig::new(cfg));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(edge.clone())
             .app_data(token.clone())
             .app_data(auth.clone())
+            .wrap(actix_web::middleware::from_fn(api::limits::shape))
             .wrap(DefaultHeaders::new().add(api::headers::API_VERSION))
             .wrap(TracingLogger::default())
             .configure(api::configure)
     })
     .workers(workers)
     .max_connections(connections.div_ceil(workers).max(1))
-    .shutdown_timeout(cfg.server.shutdown_timeout.as_secs());
+    .shutdown_timeout(cfg.server.shutdown_timeout.as_secs())
+    .client_request_timeout(cfg.server.header_timeout)
+    .keep_alive(match cfg.server.keep_alive {
+        d if d.is_zero() => actix_web::http::KeepAlive::Disabled,
+        d => actix_web::http::KeepAlive::Timeout(d),
+    });
     let server = match tls {
         Some((config, _)) => server.listen_rustls_0_23(listener, config)?,
         None => server.listen(listener)?,

@@ -38,7 +38,9 @@ async fn read_limited(body: impl Body, limit: u64) -> Result<bytes::Bytes, ApiEr
     let mut buf = BytesMut::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| match e {
-            BodyError::TimedOut(_) => ApiError::BadRequest(OciCode::RequestTimeout, e.to_string()),
+            BodyError::TimedOut(_) | BodyError::TooSlow(_) => {
+                ApiError::BadRequest(OciCode::RequestTimeout, e.to_string())
+            }
             BodyError::Broken(_) => ApiError::BadRequest(OciCode::ManifestInvalid, e.to_string()),
         })?;
         if (buf.len() + chunk.len()) as u64 > limit {

@@ -10,14 +10,13 @@ mod body;
 pub mod error;
 pub mod headers;
 mod health;
+pub mod limits;
 mod listing;
 mod manifests;
 pub mod params;
 mod referrers;
 pub mod route;
 mod uploads;
-
-use std::time::Duration;
 
 use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -33,8 +32,27 @@ pub type Reg = web::Data<Registry>;
 /// What the edge itself needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
-    /// See `server.body_timeout`.
-    pub body_timeout: Duration,
+    /// How request bodies must arrive (`server.body_timeout`, `server.body_min_rate`).
+    pub pace: body::Pace,
+    /// What a request may look like (`server.max_url_length`, …).
+    pub shape: limits::Shape,
+    /// `uploads.max_blob_size`: a body declared larger is refused before it is read.
+    pub max_blob_size: u64,
+}
+
+impl EdgeConfig {
+    pub fn new(cfg: &crate::config::Config) -> Self {
+        let s = &cfg.server;
+        EdgeConfig {
+            pace: body::Pace { stall: s.body_timeout, min_rate: s.body_min_rate.as_u64() },
+            shape: limits::Shape {
+                max_url_length: s.max_url_length,
+                max_headers: s.max_headers,
+                max_header_bytes: s.max_header_bytes.as_u64(),
+            },
+            max_blob_size: cfg.uploads.max_blob_size.as_u64(),
+        }
+    }
 }
 
 /// Registers every route of the server.
@@ -97,7 +115,13 @@ async fn handle(
     let caller = auth.caller(req).await?;
     let who = &caller;
     let ns = params.ns.as_deref();
-    let body = body::timed(payload, edge.body_timeout);
+    if matches!(endpoint, Endpoint::Uploads(_) | Endpoint::Upload(..))
+        && headers::content_length(req.headers()).is_some_and(|n| n > edge.max_blob_size)
+    {
+        let msg = format!("the body is larger than the largest blob accepted ({} bytes)", edge.max_blob_size);
+        return Err(ApiError::BadRequest(crate::oci::OciCode::TooLarge, msg));
+    }
+    let body = body::timed(payload, edge.pace);
     let owner = Registry::upload_owner(req.peer_addr());
     let m = req.method();
     match endpoint {

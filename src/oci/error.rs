@@ -32,6 +32,10 @@ pub enum OciCode {
     TooLarge,
     /// The client sent its request body too slowly (408).
     RequestTimeout,
+    /// The request URI is longer than `server.max_url_length` (414).
+    UriTooLong,
+    /// More request headers, or more header bytes, than allowed (431).
+    HeadersTooLarge,
     /// No such endpoint (404).
     NotFound,
     /// A fault on our side (500); the detail is logged, not sent.
@@ -73,6 +77,8 @@ impl OciCode {
             OciCode::QueryInvalid => ("QUERY_INVALID", 400, "invalid query parameters"),
             OciCode::TooLarge => ("TOO_LARGE", 413, "request body too large"),
             OciCode::RequestTimeout => ("REQUEST_TIMEOUT", 408, "the request body was not received in time"),
+            OciCode::UriTooLong => ("URI_TOO_LONG", 414, "the request URI is too long"),
+            OciCode::HeadersTooLarge => ("HEADERS_TOO_LARGE", 431, "the request headers are too large"),
             OciCode::NotFound => ("NOT_FOUND", 404, "no such endpoint"),
             OciCode::Internal => ("UNKNOWN", 500, "internal server error"),
             OciCode::Upstream => ("UPSTREAM_ERROR", 502, "upstream registry error"),

@@ -12,6 +12,8 @@ use crate::oci::{Digest, OciCode};
 pub enum BodyError {
     #[error("the client sent no body bytes for {0:?}")]
     TimedOut(Duration),
+    #[error("the client sent the body slower than {0} bytes a second")]
+    TooSlow(u64),
     #[error("request body failed: {0}")]
     Broken(String),
 }
@@ -72,7 +74,7 @@ impl StoreError {
             StoreError::SizeMismatch { .. } => OciCode::SizeInvalid,
             StoreError::ChunkOutOfOrder { .. } => OciCode::RangeInvalid,
             StoreError::TooLarge { .. } => OciCode::TooLarge,
-            StoreError::Body(BodyError::TimedOut(_)) => OciCode::RequestTimeout,
+            StoreError::Body(BodyError::TimedOut(_) | BodyError::TooSlow(_)) => OciCode::RequestTimeout,
             StoreError::Body(BodyError::Broken(_)) => OciCode::BlobUploadInvalid,
             StoreError::TooManyUploads { .. } => OciCode::TooManyRequests,
             StoreError::Io { source, .. } => io_code(source),

@@ -43,6 +43,8 @@ pub struct Store {
     index: Arc<Index>,
     /// Blobs whose data must stay for now (`leases`).
     leases: Arc<Leases>,
+    /// The largest blob an upload may grow to, over all its chunks.
+    max_blob_size: u64,
 }
 
 /// Where the index of a data directory lives.
@@ -60,7 +62,14 @@ impl Store {
             ingests: Default::default(),
             index: Arc::new(index),
             leases: Default::default(),
+            max_blob_size: u64::MAX,
         }
+    }
+
+    /// Uploads that would grow past `bytes` fail with `TooLarge` (and are put back as they were).
+    pub fn with_max_blob_size(mut self, bytes: u64) -> Self {
+        self.max_blob_size = bytes;
+        self
     }
 
     /// A store over a local directory laid out as registry:2's `/var/lib/registry`.

@@ -142,8 +142,15 @@ pub(super) async fn write_hashed(
     futures::join!(w.write(bytes.clone()), hash).0
 }
 
-/// Appends a body to the appender, hashing as it goes; returns bytes written.
-async fn pump<S>(w: &mut Box<dyn Appender>, hasher: &mut Option<DigestHasher>, body: S) -> StoreResult<u64>
+/// Appends a body to the appender, hashing as it goes; returns bytes
+/// written. More than `room` bytes is `TooLarge { limit }`.
+async fn pump<S>(
+    w: &mut Box<dyn Appender>,
+    hasher: &mut Option<DigestHasher>,
+    body: S,
+    room: u64,
+    limit: u64,
+) -> StoreResult<u64>
 where
     S: Stream<Item = Result<Bytes, BodyError>>,
 {
@@ -152,6 +159,9 @@ where
     while let Some(chunk) = body.next().await {
         let chunk = chunk?;
         n += chunk.len() as u64;
+        if n > room {
+            return Err(StoreError::TooLarge { limit });
+        }
         write_hashed(w.as_mut(), hasher.as_mut(), chunk).await?;
     }
     Ok(n)
@@ -230,7 +240,8 @@ impl Store {
         let path = layout::upload_data(repo, id);
         let mut hasher = s.hasher.clone();
         let mut w = self.backend.appender(&path, s.size).await.map_err(gone(id))?;
-        let written = pump(&mut w, &mut hasher, body).await.and_then(|n| match declared {
+        let room = self.max_blob_size.saturating_sub(s.size);
+        let written = pump(&mut w, &mut hasher, body, room, self.max_blob_size).await.and_then(|n| match declared {
             Some(d) if d != n => Err(StoreError::SizeMismatch { expected: d, actual: n }),
             _ => Ok(n),
         });
