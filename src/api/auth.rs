@@ -38,6 +38,21 @@ fn client(req: &HttpRequest) -> String {
     req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
 }
 
+/// What an `Authorization` value holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Presented<'a> {
+    Basic(String, String),
+    Bearer(&'a str),
+}
+
+/// Parses an `Authorization` value; `None` for anything but Basic credentials or a Bearer token.
+pub fn parse_authorization(value: &str) -> Option<Presented<'_>> {
+    match bearer(value) {
+        Some(t) => Some(Presented::Bearer(t)),
+        None => basic_credentials(value).map(|(u, p)| Presented::Basic(u, p)),
+    }
+}
+
 /// `user:password` from a Basic header value.
 fn basic_credentials(value: &str) -> Option<(String, String)> {
     let (scheme, b64) = value.split_once(' ')?;
@@ -84,25 +99,23 @@ impl Auth {
     pub async fn caller(&self, req: &HttpRequest) -> Result<Caller, ApiError> {
         let Some(on) = &self.0 else { return Ok(Caller::Anonymous) };
         let Some(value) = req.headers().get(header::AUTHORIZATION) else { return Ok(Caller::Anonymous) };
-        let value = value.to_str().unwrap_or("");
-        if let Some(token) = bearer(value) {
-            return match on.key.verify(token, |u| on.users.hash_of(u)) {
+        match parse_authorization(value.to_str().unwrap_or("")) {
+            Some(Presented::Bearer(token)) => match on.key.verify(token, |u| on.users.hash_of(u)) {
                 Ok(Some(user)) => Ok(Caller::User(user)),
                 Ok(None) => Ok(Caller::Anonymous),
                 Err(e) => {
                     tracing::info!(client = %client(req), problem = ?e, "refused a bearer token");
                     Err(refused("the token is invalid or expired; get a new one"))
                 }
-            };
-        }
-        let Some((user, password)) = basic_credentials(value) else {
-            tracing::warn!(client = %client(req), "malformed Authorization header");
-            return Err(refused("the Authorization header is neither Basic credentials nor a Bearer token"));
-        };
-        if on.check(req, &user, password).await {
-            Ok(Caller::User(user))
-        } else {
-            Err(refused("invalid username or password"))
+            },
+            Some(Presented::Basic(user, password)) if on.check(req, &user, password.clone()).await => {
+                Ok(Caller::User(user))
+            }
+            Some(Presented::Basic(..)) => Err(refused("invalid username or password")),
+            None => {
+                tracing::warn!(client = %client(req), "malformed Authorization header");
+                Err(refused("the Authorization header is neither Basic credentials nor a Bearer token"))
+            }
         }
     }
 }

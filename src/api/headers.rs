@@ -26,40 +26,33 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
     get(headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
 }
 
-/// An upload chunk's `Content-Range: <start>-<end>` (inclusive); also accepts
-/// the RFC form `bytes <start>-<end>/<total>`. Returns (start, length).
+/// An upload chunk's `Content-Range` (see `parse_chunk_range`). Returns (start, length).
 pub fn chunk_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
     let Some(v) = get(headers, header::CONTENT_RANGE) else {
         return Ok(None);
     };
     let bad =
         || ApiError::BadRequest(OciCode::RangeInvalid, format!("invalid Content-Range {v:?}: expected <start>-<end>"));
-    let spec = v.strip_prefix("bytes ").unwrap_or(v);
-    let spec = spec.split('/').next().unwrap_or(spec);
-    let (s, e) = spec.split_once('-').ok_or_else(bad)?;
-    let (s, e): (u64, u64) = (s.trim().parse().map_err(|_| bad())?, e.trim().parse().map_err(|_| bad())?);
-    if e < s {
-        return Err(bad());
-    }
-    Ok(Some((s, e - s + 1)))
+    parse_chunk_range(v).map(Some).ok_or_else(bad)
 }
 
-/// A blob request's `Range: bytes=…`. Forms we do not serve (several ranges,
-/// other units, bad syntax) are ignored, and the whole blob is sent (RFC 9110).
-pub fn byte_range(headers: &HeaderMap) -> Option<RangeRequest> {
-    let spec = get(headers, header::RANGE)?.strip_prefix("bytes=")?;
-    if spec.contains(',') {
+/// `<start>-<end>` (inclusive, as registry clients send it) or the RFC form
+/// `bytes <start>-<end>/<total>`, as (start, length).
+pub fn parse_chunk_range(v: &str) -> Option<(u64, u64)> {
+    let spec = v.strip_prefix("bytes ").unwrap_or(v);
+    let spec = spec.split('/').next().unwrap_or(spec);
+    let (s, e) = spec.split_once('-')?;
+    let (s, e): (u64, u64) = (s.trim().parse().ok()?, e.trim().parse().ok()?);
+    if e < s {
         return None;
     }
-    let (s, e) = spec.trim().split_once('-')?;
-    match (s.trim(), e.trim()) {
-        ("", n) => n.parse().ok().map(RangeRequest::Suffix),
-        (s, "") => s.parse().ok().map(|start| RangeRequest::From { start, end: None }),
-        (s, e) => {
-            let (start, end) = (s.parse().ok()?, e.parse().ok()?);
-            (end >= start).then_some(RangeRequest::From { start, end: Some(end) })
-        }
-    }
+    // 0-18446744073709551615 would be 2^64 bytes (found by the fuzzer).
+    Some((s, (e - s).checked_add(1)?))
+}
+
+/// A blob request's `Range` (see `RangeRequest::parse`).
+pub fn byte_range(headers: &HeaderMap) -> Option<RangeRequest> {
+    RangeRequest::parse(get(headers, header::RANGE)?)
 }
 
 /// Whether a manifest of `media_type` may be served to a client with these
@@ -124,6 +117,9 @@ mod tests {
         assert_eq!(chunk_range(&h(&[])).unwrap(), None);
         assert!(chunk_range(&h(&[("content-range", "9-0")])).is_err());
         assert!(chunk_range(&h(&[("content-range", "x")])).is_err());
+        // The fuzzer's find: a range of 2^64 bytes wrapped to length 0.
+        assert_eq!(parse_chunk_range("0-18446744073709551615"), None);
+        assert_eq!(parse_chunk_range("1-18446744073709551615"), Some((1, u64::MAX)));
     }
 
     #[test]

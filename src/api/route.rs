@@ -46,6 +46,17 @@ impl From<ParseError> for RouteError {
 }
 
 impl Endpoint {
+    /// The repository the endpoint is in, if any.
+    pub fn name(&self) -> Option<&RepoName> {
+        match self {
+            Endpoint::Base | Endpoint::Catalog => None,
+            Endpoint::Tags(n) | Endpoint::Uploads(n) => Some(n),
+            Endpoint::Manifest(n, _) | Endpoint::Blob(n, _) | Endpoint::Upload(n, _) | Endpoint::Referrers(n, _) => {
+                Some(n)
+            }
+        }
+    }
+
     /// Parses the path after `/v2/` (already percent-decoded).
     pub fn parse(tail: &str) -> Result<Endpoint, RouteError> {
         if tail.is_empty() {

@@ -3,7 +3,7 @@
 //! it fetches only through the store's verified ingest. Called by the
 //! `registry` façade, which decides when to ask upstream and keeps the caches.
 
-mod auth;
+pub mod auth;
 pub mod error;
 mod fetch;
 mod upstream;

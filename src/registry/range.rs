@@ -17,6 +17,24 @@ pub enum RangeRequest {
 }
 
 impl RangeRequest {
+    /// A `Range: bytes=…` value. Forms we do not serve (several ranges, other
+    /// units, bad syntax) are `None`, and the whole blob is sent (RFC 9110).
+    pub fn parse(value: &str) -> Option<RangeRequest> {
+        let spec = value.strip_prefix("bytes=")?;
+        if spec.contains(',') {
+            return None;
+        }
+        let (s, e) = spec.trim().split_once('-')?;
+        match (s.trim(), e.trim()) {
+            ("", n) => n.parse().ok().map(RangeRequest::Suffix),
+            (s, "") => s.parse().ok().map(|start| RangeRequest::From { start, end: None }),
+            (s, e) => {
+                let (start, end) = (s.parse().ok()?, e.parse().ok()?);
+                (end >= start).then_some(RangeRequest::From { start, end: Some(end) })
+            }
+        }
+    }
+
     /// Resolves against the blob size; `None` when unsatisfiable (RFC 9110 §14.1.2).
     pub fn resolve(self, size: u64) -> Option<ByteRange> {
         match self {
