@@ -111,7 +111,8 @@ impl Registry {
         }
         // What the repositories' expiry frees is deleted together at the end
         // (one index write for all of it, not one per repository).
-        let (mut candidates, mut gone_uses) = (Vec::new(), Vec::new());
+        // Blobs a lease kept from an earlier pass's deletion come first.
+        let (mut candidates, mut gone_uses) = (self.store.deferred_deletions().await?, Vec::new());
         for repo in &repos {
             let cutoff = now.saturating_sub(repo.ttl.as_secs());
             self.expire_repo(repo, cutoff, &mut report, &mut candidates, &mut gone_uses).await?;

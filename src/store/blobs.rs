@@ -171,17 +171,36 @@ impl Store {
 
     /// Deletes the data of those of `ds` that no repository links (by the
     /// index) and no operation leases; returns (blobs deleted, bytes freed).
+    /// Those a lease protects now are recorded in the index and come back
+    /// with `deferred_deletions` (their links are gone already: nothing else
+    /// would ever name them again).
     pub async fn delete_unreferenced_blobs(&self, ds: &[Digest]) -> StoreResult<(usize, u64)> {
-        let claims: Vec<(Digest, Deletion)> =
-            ds.iter().filter_map(|d| self.leases.try_delete(d).map(|c| (d.clone(), c))).collect();
+        let mut claims: Vec<(Digest, Deletion)> = Vec::new();
+        let mut leased: Vec<Digest> = Vec::new();
+        for d in ds {
+            match self.leases.try_delete(d) {
+                Some(c) => claims.push((d.clone(), c)),
+                None => leased.push(d.clone()),
+            }
+        }
         let lookup: Vec<Digest> = claims.iter().map(|(d, _)| d.clone()).collect();
         let refs = self.indexed(move |index| index.refs_many(&lookup)).await?;
-        let unreferenced: Vec<(Digest, Deletion)> =
-            claims.into_iter().zip(refs).filter(|(_, r)| r.is_empty()).map(|(c, _)| c).collect();
+        let (unreferenced, linked): (Vec<_>, Vec<_>) = claims.into_iter().zip(refs).partition(|(_, r)| r.is_empty());
+        // Linked again since: no longer waiting for deletion (deleted data is
+        // forgotten by `remove_blobs_data`).
+        let linked: Vec<Digest> = linked.into_iter().map(|((d, _), _)| d).collect();
+        let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_secs());
+        self.indexed(move |index| index.set_deferred(&leased, &linked, at)).await?;
+        let unreferenced: Vec<(Digest, Deletion)> = unreferenced.into_iter().map(|(c, _)| c).collect();
         let present = self.backend.stat_many(unreferenced.iter().map(|(d, _)| layout::blob_data(d)).collect()).await?;
         let count = present.iter().filter(|p| p.is_some()).count();
         let freed = self.remove_blobs_data(&unreferenced).await?;
         Ok((count, freed))
+    }
+
+    /// Blobs whose deletion a lease deferred, to retry.
+    pub async fn deferred_deletions(&self) -> StoreResult<Vec<Digest>> {
+        self.indexed(|index| index.deferred()).await
     }
 
     /// Stores small content (a manifest) under its digest, if not there yet.

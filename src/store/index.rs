@@ -34,6 +34,10 @@ const REFS: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("
 const SIZES: TableDefinition<&str, u64> = TableDefinition::new("sizes");
 /// `<kind>\t<repo>\t<key>` → unix seconds of the last use (kinds: `t` tag, `m` manifest, `b` blob).
 const USES: TableDefinition<&str, u64> = TableDefinition::new("uses");
+/// Blob digest → unix seconds: unlinked blobs whose data a deletion could
+/// not claim (an operation held a lease). Each pass retries them, so data a
+/// lease protected once is not left behind for good.
+const DEFERRED: TableDefinition<&str, u64> = TableDefinition::new("deferred");
 /// Facts about the index itself.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// `META` key set once the tree has been indexed completely (value: format version).
@@ -281,10 +285,12 @@ impl Index {
             {
                 let mut refs = txn.open_multimap_table(REFS)?;
                 let mut sizes = txn.open_table(SIZES)?;
+                let mut deferred = txn.open_table(DEFERRED)?;
                 for d in ds {
                     let key = d.to_string();
                     refs.remove_all(key.as_str())?;
                     sizes.remove(key.as_str())?;
+                    deferred.remove(key.as_str())?;
                 }
             }
             txn.commit()?;
@@ -398,6 +404,46 @@ impl Index {
             }
             txn.commit()?;
             Ok(())
+        })
+    }
+
+    /// Records (`defer`) or clears blobs whose deletion is to be retried.
+    pub fn set_deferred(&self, defer: &[Digest], clear: &[Digest], at: u64) -> StoreResult<()> {
+        if defer.is_empty() && clear.is_empty() {
+            return Ok(());
+        }
+        self.with(|db| {
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(DEFERRED)?;
+                for d in clear {
+                    table.remove(d.to_string().as_str())?;
+                }
+                for d in defer {
+                    table.insert(d.to_string().as_str(), at)?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Blobs whose deletion was deferred.
+    pub fn deferred(&self) -> StoreResult<Vec<Digest>> {
+        self.with(|db| {
+            let txn = db.begin_read()?;
+            let table = match txn.open_table(DEFERRED) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                if let Ok(d) = entry?.0.value().parse::<Digest>() {
+                    out.push(d);
+                }
+            }
+            Ok(out)
         })
     }
 

@@ -309,6 +309,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_deletion_a_lease_refused_is_retried_until_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::filesystem(dir.path()).unwrap();
+        let repo = layout::mirror_repository("docker.io", "library/alpine");
+        let body = Bytes::from_static(br#"{"schemaVersion":2}"#);
+        let d = Digest::sha256_of(&body);
+        let data = dir.path().join(layout::blob_data(&d));
+        store.put_manifest(&repo, &d, body.clone(), None).await.unwrap();
+        store.delete_manifest(&repo, &d).await.unwrap().unwrap();
+        // Unlinked while a download still holds it: kept, and remembered.
+        let lease = store.lease(&d).await;
+        assert_eq!(store.delete_unreferenced_blobs(std::slice::from_ref(&d)).await.unwrap(), (0, 0));
+        assert!(data.exists());
+        assert_eq!(store.deferred_deletions().await.unwrap(), vec![d.clone()]);
+        drop(lease);
+        // The retry (what the next eviction pass asks for) deletes it and forgets it.
+        let retry = store.deferred_deletions().await.unwrap();
+        assert_eq!(store.delete_unreferenced_blobs(&retry).await.unwrap(), (1, body.len() as u64));
+        assert!(!data.exists());
+        assert!(store.deferred_deletions().await.unwrap().is_empty());
+        // Linked again before the retry: kept, and no longer waiting.
+        store.put_manifest(&repo, &d, body.clone(), None).await.unwrap();
+        store.delete_manifest(&repo, &d).await.unwrap().unwrap();
+        let lease = store.lease(&d).await;
+        store.delete_unreferenced_blobs(std::slice::from_ref(&d)).await.unwrap();
+        drop(lease);
+        store.put_manifest(&repo, &d, body, None).await.unwrap();
+        let retry = store.deferred_deletions().await.unwrap();
+        assert_eq!(store.delete_unreferenced_blobs(&retry).await.unwrap(), (0, 0));
+        assert!(data.exists());
+        assert!(store.deferred_deletions().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn mirrored_content_moves_from_where_berth_kept_it_before() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::filesystem(dir.path()).unwrap();
