@@ -126,10 +126,14 @@ impl Htpasswd {
         self.users.read().unwrap().hashes.get(user).cloned()
     }
 
+    /// Whether `user` and `password` were verified lately (cheap: no bcrypt).
+    pub fn recently_verified(&self, user: &str, password: &str) -> bool {
+        self.verified.contains_key(&key(user, password))
+    }
+
     /// Whether `password` is `user`'s (blocking: bcrypt on a miss).
     pub fn verify(&self, user: &str, password: &str) -> bool {
-        let k = key(user, password);
-        if self.verified.contains_key(&k) {
+        if self.recently_verified(user, password) {
             return true;
         }
         let hash = self.users.read().unwrap().hashes.get(user).cloned();
@@ -141,7 +145,7 @@ impl Htpasswd {
             }
         };
         if ok {
-            self.verified.insert(k, ());
+            self.verified.insert(key(user, password), ());
         }
         ok
     }

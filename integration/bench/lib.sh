@@ -34,27 +34,30 @@ start_berth() {
   "$BERTH" serve --data "$data" --listen "127.0.0.1:$port" "$@" >"$WORK/berth-$port.log" 2>&1 &
   track $!; echo $!
 }
-# start_distribution DATA PORT [EXTRA_YAML] -> pid (JSON access log in $WORK/r2-PORT.log)
+# start_distribution DATA PORT [EXTRA_YAML] [EXTRA_HTTP] -> pid (JSON access log in $WORK/r2-PORT.log)
 start_distribution() {
   cat >"$WORK/r2-$2.yml" <<YML
 version: 0.1
 log: {level: info, formatter: json}
 storage: {filesystem: {rootdirectory: $1}, delete: {enabled: true}}
-http: {addr: 127.0.0.1:$2}
+http: {addr: 127.0.0.1:$2${4:+, $4}}
 ${3:-}
 YML
   docker-registry serve "$WORK/r2-$2.yml" >"$WORK/r2-$2.log" 2>&1 &
   track $!; echo $!
 }
 
+# curl with the pushing user, if CURL_USER=user:password is set (TLS: CURL_CA_BUNDLE=ca.crt).
+bcurl() { curl ${CURL_USER:+-u "$CURL_USER"} "$@"; }
+
 # push_blob BASE REPO FILE -> digest (POST then PUT: works on Distribution and berth)
 push_blob() {
   local d loc sep
   d="sha256:$(sha256sum "$3" | cut -d' ' -f1)"
-  loc=$(curl -fsS -X POST -D - -o /dev/null "$1/v2/$2/blobs/uploads/" | awk 'tolower($1)=="location:" {print $2}' | tr -d '\r')
+  loc=$(bcurl -fsS -X POST -D - -o /dev/null "$1/v2/$2/blobs/uploads/" | awk 'tolower($1)=="location:" {print $2}' | tr -d '\r')
   case "$loc" in http*) ;; *) loc="$1$loc" ;; esac
   sep=$([[ "$loc" == *\?* ]] && echo '&' || echo '?')
-  curl -fsS -H 'Content-Type: application/octet-stream' -T "$3" "$loc${sep}digest=$d" -o /dev/null
+  bcurl -fsS -H 'Content-Type: application/octet-stream' -T "$3" "$loc${sep}digest=$d" -o /dev/null
   echo "$d"
 }
 
@@ -70,7 +73,7 @@ push_image() {
   done
   local mf="$WORK/manifest-${repo//\//_}-$tag.json"
   printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":2},"layers":[%s]}' "$cd" "$layers" >"$mf"
-  curl -fsS -X PUT -H "Content-Type: application/vnd.oci.image.manifest.v1+json" --data-binary @"$mf" "$base/v2/$repo/manifests/$tag" -o /dev/null
+  bcurl -fsS -X PUT -H "Content-Type: application/vnd.oci.image.manifest.v1+json" --data-binary @"$mf" "$base/v2/$repo/manifests/$tag" -o /dev/null
 }
 
 # upstream_served LOG FROM_LINE -> "bytes requests" of successful blob GETs after FROM_LINE
