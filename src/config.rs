@@ -22,7 +22,26 @@ pub struct Config {
     pub mirror: MirrorConfig,
     pub gc: GcConfig,
     pub auth: AuthConfig,
+    pub metrics: MetricsConfig,
     pub log: LogConfig,
+}
+
+/// Prometheus metrics at `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` (to anyone who can reach the port, as Prometheus scrapes).
+    pub enabled: bool,
+    /// Client addresses counted as a team in the per-client byte counters
+    /// (`team = ["10.0.0.0/8", "192.168.1.7"]`); an authenticated user is
+    /// counted by name, anyone else as `other`.
+    pub teams: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, teams: Default::default() }
+    }
 }
 
 /// Who may pull, push and delete (see `registry::access`).
@@ -474,6 +493,7 @@ impl Config {
 
     /// Checks what serde cannot: upstream URLs and hosts, the default upstream, limits.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::metrics::Teams::new(&self.metrics.teams).map_err(ConfigError)?;
         let m = &self.mirror;
         for (i, u) in m.upstreams.iter().enumerate() {
             if !valid_host(&u.host) {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod gc_command;
 pub mod htpasswd;
 pub mod limits;
+pub mod metrics;
 pub mod mirror;
 pub mod oci;
 pub mod registry;
@@ -117,6 +118,7 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
             .app_data(auth.clone())
             .wrap(actix_web::middleware::from_fn(api::limits::shape))
             .wrap(DefaultHeaders::new().add(api::headers::API_VERSION))
+            .wrap(actix_web::middleware::from_fn(api::metrics::observe))
             .wrap(TracingLogger::default())
             .configure(api::configure)
     })

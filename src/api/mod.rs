@@ -13,13 +13,14 @@ mod health;
 pub mod limits;
 mod listing;
 mod manifests;
+pub mod metrics;
 pub mod params;
 mod referrers;
 pub mod route;
 mod uploads;
 
 use actix_web::http::{header, Method};
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 
 pub use error::ApiError;
 pub use params::Params;
@@ -38,6 +39,10 @@ pub struct EdgeConfig {
     pub shape: limits::Shape,
     /// `uploads.max_blob_size`: a body declared larger is refused before it is read.
     pub max_blob_size: u64,
+    /// `metrics.teams`: how clients are counted.
+    pub teams: crate::metrics::Teams,
+    /// `metrics.enabled`: whether `/metrics` answers.
+    pub metrics: bool,
 }
 
 impl EdgeConfig {
@@ -51,6 +56,9 @@ impl EdgeConfig {
                 max_header_bytes: s.max_header_bytes.as_u64(),
             },
             max_blob_size: cfg.uploads.max_blob_size.as_u64(),
+            // Checked when the configuration was loaded.
+            teams: crate::metrics::Teams::new(&cfg.metrics.teams).unwrap_or_default(),
+            metrics: cfg.metrics.enabled,
         }
     }
 }
@@ -58,6 +66,7 @@ impl EdgeConfig {
 /// Registers every route of the server.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/metrics", web::get().to(metrics::scrape))
         .route("/_berth/gc", web::post().to(admin::gc))
         .route("/readyz", web::get().to(health::readyz))
         .route("/v2/token", web::get().to(auth::token))
@@ -109,11 +118,49 @@ async fn handle(
             return Err(crate::registry::RegistryError::ManifestUnknown(format!("{name}: {}", e.message)).into())
         }
     };
+    req.extensions_mut().insert(metrics::EndpointLabel(endpoint.label()));
     let action =
         route::action(&endpoint, req.method()).ok_or_else(|| ApiError::MethodNotAllowed(req.method().to_string()))?;
     let params = Params::parse(req.query_string())?;
     let caller = auth.caller(req).await?;
-    let who = &caller;
+    let user = match &caller {
+        crate::registry::Caller::User(u) => Some(u.as_str()),
+        crate::registry::Caller::Anonymous => None,
+    };
+    let client: std::sync::Arc<str> = edge.teams.label(user, req.peer_addr().map(|a| a.ip())).into();
+    // Bytes fetched upstream on this request's behalf are counted against its client.
+    let kind = match (&endpoint, req.method()) {
+        (Endpoint::Manifest(..), &Method::GET) => Some("manifest"),
+        (Endpoint::Blob(..), &Method::GET) => Some("blob"),
+        _ => None,
+    };
+    let mut mirrored = false;
+    let served = crate::metrics::CLIENT
+        .scope(client.clone(), serve(req, payload, &reg, &edge, endpoint, action, &params, &caller, &mut mirrored))
+        .await?;
+    if let (Some(kind), actix_web::body::BodySize::Sized(n)) = (kind, actix_web::body::MessageBody::size(served.body()))
+    {
+        if served.status().is_success() {
+            reg.metrics().served(&client, mirrored, kind, n);
+        }
+    }
+    Ok(served)
+}
+
+/// The request's work, once it is known who asks what; `mirrored` is set
+/// when a pull is served from mirrored content.
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    req: &HttpRequest,
+    payload: web::Payload,
+    reg: &Reg,
+    edge: &EdgeConfig,
+    endpoint: Endpoint,
+    action: Action,
+    params: &Params,
+    who: &crate::registry::Caller,
+    mirrored: &mut bool,
+) -> Result<HttpResponse, ApiError> {
     let ns = params.ns.as_deref();
     if matches!(endpoint, Endpoint::Uploads(_) | Endpoint::Upload(..))
         && headers::content_length(req.headers()).is_some_and(|n| n > edge.max_blob_size)
@@ -124,19 +171,24 @@ async fn handle(
     let body = body::timed(payload, edge.pace);
     let owner = Registry::upload_owner(req.peer_addr());
     let m = req.method();
+    let (reg, params) = (reg.clone(), params);
     match endpoint {
         Endpoint::Base if reg.base_allows(who) => Ok(health::base()),
         Endpoint::Base => Err(crate::registry::RegistryError::Unauthorized("this registry".into()).into()),
-        Endpoint::Catalog => listing::catalog(&reg, &params, who).await,
-        Endpoint::Tags(name) => listing::tags(&reg, &name, &reg.route(&name, ns, action, who).await?, &params).await,
+        Endpoint::Catalog => listing::catalog(&reg, params, who).await,
+        Endpoint::Tags(name) => listing::tags(&reg, &name, &reg.route(&name, ns, action, who).await?, params).await,
         Endpoint::Referrers(name, d) => {
-            referrers::get(&reg, &reg.route(&name, ns, action, who).await?, &d, &params).await
+            referrers::get(&reg, &reg.route(&name, ns, action, who).await?, &d, params).await
         }
         Endpoint::Manifest(name, r) if action == Action::Pull => {
-            manifests::get(req, &reg, &reg.route(&name, ns, action, who).await?, &r).await
+            let route = reg.route(&name, ns, action, who).await?;
+            *mirrored = matches!(route, crate::registry::Route::Mirrored(_));
+            manifests::get(req, &reg, &route, &r).await
         }
         Endpoint::Blob(name, d) if action == Action::Pull => {
-            blobs::get(req, &reg, &reg.route(&name, ns, action, who).await?, &d).await
+            let route = reg.route(&name, ns, action, who).await?;
+            *mirrored = matches!(route, crate::registry::Route::Mirrored(_));
+            blobs::get(req, &reg, &route, &d).await
         }
         Endpoint::Manifest(name, r) if action == Action::Push => {
             let repo = reg.writable(&name, ns, action, who).await?;
@@ -146,14 +198,14 @@ async fn handle(
         Endpoint::Blob(name, d) => blobs::delete(&reg, &reg.writable(&name, ns, action, who).await?, &d).await,
         Endpoint::Uploads(name) => {
             let repo = reg.writable(&name, ns, action, who).await?;
-            uploads::start(body, &reg, &repo, &params, owner, who).await
+            uploads::start(body, &reg, &repo, params, owner, who).await
         }
         Endpoint::Upload(name, id) => {
             let repo = reg.writable(&name, ns, action, who).await?;
             match *m {
                 Method::GET => uploads::status(&reg, &repo, &id).await,
                 Method::PATCH => uploads::patch(req, body, &reg, &repo, &id).await,
-                Method::PUT => uploads::put(req, body, &reg, &repo, &id, &params).await,
+                Method::PUT => uploads::put(req, body, &reg, &repo, &id, params).await,
                 _ => uploads::cancel(&reg, &repo, &id).await,
             }
         }

@@ -27,6 +27,22 @@ pub enum Endpoint {
     Referrers(RepoName, Digest),
 }
 
+impl Endpoint {
+    /// The endpoint's name in metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Endpoint::Base => "base",
+            Endpoint::Catalog => "catalog",
+            Endpoint::Tags(_) => "tags",
+            Endpoint::Manifest(..) => "manifest",
+            Endpoint::Blob(..) => "blob",
+            Endpoint::Uploads(_) => "uploads",
+            Endpoint::Upload(..) => "upload",
+            Endpoint::Referrers(..) => "referrers",
+        }
+    }
+}
+
 /// Why a path is not an endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteError {

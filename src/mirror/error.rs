@@ -45,6 +45,22 @@ impl MirrorError {
         }
     }
 
+    /// The metric label of an upstream's failure; `None` for what is not
+    /// the upstream failing (a 404 answer, our own storage, a stopped task).
+    pub fn kind(&self) -> Option<&'static str> {
+        Some(match self {
+            MirrorError::Unreachable { .. } => "unreachable",
+            MirrorError::Timeout { .. } => "timeout",
+            MirrorError::Status { .. } => "status",
+            MirrorError::TooManyRequests { .. } => "rate_limited",
+            MirrorError::Unauthorized { .. } => "unauthorized",
+            MirrorError::DigestMismatch { .. } => "digest_mismatch",
+            MirrorError::SizeMismatch { .. } => "size_mismatch",
+            MirrorError::Protocol { .. } => "protocol",
+            MirrorError::NotFound { .. } | MirrorError::Store(_) | MirrorError::Aborted => return None,
+        })
+    }
+
     pub fn code(&self) -> OciCode {
         match self {
             MirrorError::TooManyRequests { .. } => OciCode::TooManyRequests,

@@ -9,6 +9,7 @@
 //! A fetch leaves the in-flight map however its task ends, a panic included.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use awc::http::Method;
@@ -59,6 +60,24 @@ pub struct Fetch {
     pub remote: String,
     phase: watch::Receiver<Phase>,
     links: Mutex<Links>,
+    /// Client responses reading the fetch now (`tail`).
+    readers: Arc<AtomicUsize>,
+}
+
+/// Counts a `tail` stream among a fetch's readers while it lives.
+struct Reader(Arc<AtomicUsize>);
+
+impl Reader {
+    fn new(readers: &Arc<AtomicUsize>) -> Self {
+        readers.fetch_add(1, Ordering::Relaxed);
+        Reader(readers.clone())
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// In-flight fetches by digest, owned by the `Mirror`.
@@ -71,6 +90,9 @@ pub struct FetchJob {
     pub remote: String,
     pub storage: RepoName,
     pub digest: Digest,
+    /// Whom the bytes are fetched for (counted in the metrics).
+    pub client: Arc<str>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The task's hold on its map entry and its channel: dropped when the task
@@ -115,6 +137,7 @@ pub fn join_or_start(inflight: &Inflight, job: FetchJob) -> (Arc<Fetch>, bool) {
         remote: job.remote.clone(),
         phase: rx,
         links: Mutex::default(),
+        readers: Arc::default(),
     });
     map.insert(job.digest.clone(), fetch.clone());
     drop(map);
@@ -159,6 +182,7 @@ async fn run(job: FetchJob, tx: &watch::Sender<Phase>) -> MirrorResult<()> {
                 .map_err(|_| MirrorError::Timeout { host: up.host.clone(), after: up.read_timeout() })?;
             let Some(chunk) = next else { return Ok(()) };
             let chunk = chunk.map_err(|e| MirrorError::Unreachable { host: up.host.clone(), reason: e.to_string() })?;
+            job.metrics.fetched(&up.host, &job.client, chunk.len() as u64);
             ingest.write(chunk).await?;
             if let Some(t) = total.filter(|&t| ingest.size() > t) {
                 return Err(MirrorError::SizeMismatch { host: up.host.clone(), expected: t, actual: ingest.size() });
@@ -180,7 +204,8 @@ async fn run(job: FetchJob, tx: &watch::Sender<Phase>) -> MirrorResult<()> {
         Ok(v) => v,
         Err((ingest, e)) => {
             job.store.abort_ingest(ingest).await;
-            return Err(e);
+            // The request itself was counted by `send`/`check`; this is the body.
+            return Err(up.failed(e));
         }
     };
     // Verified: clients may take the last bytes now. Durability (fsync, rename
@@ -219,6 +244,11 @@ impl Fetch {
             links.repos.push(repo);
         }
         true
+    }
+
+    /// Client responses reading the fetch now.
+    pub fn readers(&self) -> usize {
+        self.readers.load(Ordering::Relaxed)
     }
 
     fn close_links(&self) -> Vec<RepoName> {
@@ -266,7 +296,8 @@ impl Fetch {
     /// an error, cutting the client's response short.
     pub fn tail(&self) -> ByteStream {
         let rx = self.phase.clone();
-        futures::stream::try_unfold((rx, 0u64), move |(mut rx, pos)| async move {
+        let reader = Reader::new(&self.readers);
+        futures::stream::try_unfold((rx, 0u64, reader), move |(mut rx, pos, reader)| async move {
             loop {
                 let phase = rx.borrow_and_update().clone();
                 let (available, complete, file) = match phase {
@@ -286,7 +317,7 @@ impl Fetch {
                         return Err(std::io::Error::other("the fetched file is shorter than what was written"));
                     }
                     let next = pos + bytes.len() as u64;
-                    return Ok(Some((bytes, (rx, next))));
+                    return Ok(Some((bytes, (rx, next, reader))));
                 }
                 if complete {
                     return Ok(None);
@@ -315,6 +346,7 @@ mod tests {
             remote: "r".into(),
             phase: rx,
             links: Mutex::default(),
+            readers: Arc::default(),
         });
         inflight.lock().unwrap().insert(d.clone(), fetch.clone());
         let entry = Entry { inflight: inflight.clone(), fetch: fetch.clone(), tx };

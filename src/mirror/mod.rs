@@ -19,6 +19,7 @@ pub use fetch::Fetch;
 pub use upstream::Upstream;
 
 use crate::config::MirrorConfig;
+use crate::metrics::Metrics;
 use crate::oci::RepoName;
 use crate::oci::{Digest, MediaType, Reference};
 use crate::store::Store;
@@ -34,6 +35,7 @@ pub struct Mirror {
     store: Arc<Store>,
     inflight: fetch::Inflight,
     max_manifest_size: usize,
+    metrics: Arc<Metrics>,
 }
 
 fn accept_all() -> String {
@@ -53,9 +55,17 @@ fn header_digest(resp: &upstream::Response) -> Option<Digest> {
 }
 
 impl Mirror {
-    pub fn new(cfg: &MirrorConfig, store: Arc<Store>, max_manifest_size: u64) -> Self {
-        let upstreams = cfg.upstreams.iter().map(|u| (u.host.clone(), Arc::new(Upstream::new(u)))).collect();
-        Self { upstreams, store, inflight: Default::default(), max_manifest_size: max_manifest_size as usize }
+    pub fn new(cfg: &MirrorConfig, store: Arc<Store>, max_manifest_size: u64, metrics: Arc<Metrics>) -> Self {
+        let upstreams =
+            cfg.upstreams.iter().map(|u| (u.host.clone(), Arc::new(Upstream::new(u, metrics.clone())))).collect();
+        let max_manifest_size = max_manifest_size as usize;
+        Self { upstreams, store, inflight: Default::default(), max_manifest_size, metrics }
+    }
+
+    /// (fetches in flight, client responses reading them).
+    pub fn inflight_counts(&self) -> (usize, usize) {
+        let map = self.inflight.lock().unwrap();
+        (map.len(), map.values().map(|f| f.readers()).sum())
     }
 
     pub fn upstream(&self, host: &str) -> Option<Arc<Upstream>> {
@@ -80,18 +90,24 @@ impl Mirror {
         let resp = up.send(Method::GET, &path, Some(&accept_all()), &scope(remote)).await?;
         let mut resp = up.check(resp, || format!("manifest {remote}:{reference}"))?;
         let announced = header_digest(&resp);
-        let bytes =
-            resp.body().limit(self.max_manifest_size).await.map_err(|e| up.protocol(format!("manifest body: {e}")))?;
+        let bytes = resp
+            .body()
+            .limit(self.max_manifest_size)
+            .await
+            .map_err(|e| up.failed(up.protocol(format!("manifest body: {e}"))))?;
+        self.metrics.fetched(&up.host, &crate::metrics::current_client(), bytes.len() as u64);
         let expected = match reference {
             Reference::Digest(d) => Some(d.clone()),
             Reference::Tag(_) => announced,
         };
         let digest = match expected {
             Some(expected) => {
-                expected.check(&bytes).map_err(|actual| MirrorError::DigestMismatch {
-                    host: up.host.clone(),
-                    expected: expected.to_string(),
-                    actual: actual.to_string(),
+                expected.check(&bytes).map_err(|actual| {
+                    up.failed(MirrorError::DigestMismatch {
+                        host: up.host.clone(),
+                        expected: expected.to_string(),
+                        actual: actual.to_string(),
+                    })
                 })?;
                 expected
             }
@@ -135,6 +151,8 @@ impl Mirror {
                 remote: remote.to_string(),
                 storage: storage.clone(),
                 digest: d.clone(),
+                client: crate::metrics::current_client(),
+                metrics: self.metrics.clone(),
             },
         )
     }

@@ -4,8 +4,8 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use awc::http::{header, Method, StatusCode};
 use base64::Engine as _;
@@ -15,6 +15,7 @@ use moka::Expiry;
 use super::auth::{parse_challenge, realm_allowed, Challenge, TokenResponse};
 use super::error::{MirrorError, MirrorResult};
 use crate::config::UpstreamConfig;
+use crate::metrics::Metrics;
 
 /// A response whose body is still to be read.
 pub type Response = awc::ClientResponse;
@@ -51,10 +52,26 @@ pub struct Upstream {
     cfg: UpstreamConfig,
     /// `Authorization` values by scope (`repository:<name>:pull`), until they expire.
     credentials: Cache<String, Credential>,
+    metrics: Arc<Metrics>,
+    health: Mutex<Health>,
+}
+
+/// What berth last heard from an upstream (for `/readyz` and the web page).
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// When it last answered (any status but a 5xx or a 429).
+    pub last_ok: Option<SystemTime>,
+    /// The last failure and when it happened.
+    pub last_error: Option<(SystemTime, String)>,
+}
+
+/// Docker Hub's `ratelimit-limit` / `ratelimit-remaining` (`100;w=21600`): the count before `;`.
+fn ratelimit_count(headers: &awc::http::header::HeaderMap, name: &str) -> Option<i64> {
+    headers.get(name)?.to_str().ok()?.split(';').next()?.trim().parse().ok()
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig) -> Self {
+    pub fn new(cfg: &UpstreamConfig, metrics: Arc<Metrics>) -> Self {
         Self {
             host: cfg.host.clone(),
             url: cfg.url.trim_end_matches('/').to_string(),
@@ -62,6 +79,46 @@ impl Upstream {
             ttl: cfg.ttl,
             cfg: cfg.clone(),
             credentials: Cache::builder().max_capacity(10_000).expire_after(CredentialExpiry).build(),
+            metrics,
+            health: Mutex::default(),
+        }
+    }
+
+    /// What berth last heard from this upstream.
+    pub fn health(&self) -> Health {
+        self.health.lock().unwrap().clone()
+    }
+
+    /// Counts and remembers a failure of this upstream; returns it.
+    pub fn failed(&self, e: MirrorError) -> MirrorError {
+        if let Some(kind) = e.kind() {
+            self.metrics.upstream_errors.with_label_values(&[self.host.as_str(), kind]).inc();
+            self.health.lock().unwrap().last_error = Some((SystemTime::now(), e.to_string()));
+        }
+        e
+    }
+
+    /// The label of the credential rate limits are counted against.
+    fn credential_label(&self) -> &str {
+        match (&self.cfg.username, &self.cfg.token) {
+            (Some(u), _) => u,
+            (None, Some(_)) => "token",
+            (None, None) => "anonymous",
+        }
+    }
+
+    /// Records what an answer says: the upstream is up, and its rate-limit budget.
+    fn answered(&self, resp: &Response) {
+        let status = resp.status();
+        if !status.is_server_error() && status != StatusCode::TOO_MANY_REQUESTS {
+            self.health.lock().unwrap().last_ok = Some(SystemTime::now());
+        }
+        let labels = [self.host.as_str(), self.credential_label()];
+        if let Some(limit) = ratelimit_count(resp.headers(), "ratelimit-limit") {
+            self.metrics.ratelimit_limit.with_label_values(&labels).set(limit);
+        }
+        if let Some(remaining) = ratelimit_count(resp.headers(), "ratelimit-remaining") {
+            self.metrics.ratelimit_remaining.with_label_values(&labels).set(remaining);
         }
     }
 
@@ -115,7 +172,9 @@ impl Upstream {
         if let Some(a) = auth {
             req = req.insert_header((header::AUTHORIZATION, a));
         }
-        req.send().await.map_err(|e| self.transport_error(e))
+        let resp = req.send().await.map_err(|e| self.failed(self.transport_error(e)))?;
+        self.answered(&resp);
+        Ok(resp)
     }
 
     /// Sends a request for `path` (under the upstream URL) with the
@@ -143,21 +202,25 @@ impl Upstream {
             .get(header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_challenge)
-            .ok_or_else(|| MirrorError::Unauthorized {
-                host: self.host.clone(),
-                reason: "401 without a usable challenge".into(),
+            .ok_or_else(|| {
+                self.failed(MirrorError::Unauthorized {
+                    host: self.host.clone(),
+                    reason: "401 without a usable challenge".into(),
+                })
             })?;
         let credential = self
             .credentials
-            .try_get_with(scope.to_string(), self.credential_for(challenge, scope))
+            .try_get_with(scope.to_string(), async {
+                self.credential_for(challenge, scope).await.map_err(|e| self.failed(e))
+            })
             .await
             .map_err(|e| (*e).clone())?;
         let resp = self.send_once(&method, &url, accept, Some(&credential.header)).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
-            return Err(MirrorError::Unauthorized {
+            return Err(self.failed(MirrorError::Unauthorized {
                 host: self.host.clone(),
                 reason: "a fresh credential was refused".into(),
-            });
+            }));
         }
         Ok(resp)
     }
@@ -200,6 +263,7 @@ impl Upstream {
             None => {}
         }
         let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        self.answered(&resp);
         let status = resp.status();
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             return Err(self.status_error(status, resp.headers()));
@@ -230,7 +294,7 @@ impl Upstream {
         if status == StatusCode::NOT_FOUND {
             return Err(MirrorError::NotFound { host: self.host.clone(), what: what() });
         }
-        Err(self.status_error(status, resp.headers()))
+        Err(self.failed(self.status_error(status, resp.headers())))
     }
 
     /// A failed status as an error: rate limiting (with its Retry-After),

@@ -126,6 +126,17 @@ impl Registry {
             }
         }
         report.millis = started.elapsed().as_millis();
+        let m = &self.metrics;
+        m.eviction_passes.inc();
+        for (object, n) in [
+            ("tag", report.tags),
+            ("manifest", report.manifests),
+            ("blob_link", report.blob_links),
+            ("blob", report.blobs),
+        ] {
+            m.evicted.with_label_values(&[object]).inc_by(n as u64);
+        }
+        m.evicted_bytes.inc_by(report.bytes_freed);
         Ok(report)
     }
 

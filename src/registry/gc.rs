@@ -72,8 +72,14 @@ impl Registry {
             return Err(RegistryError::Denied("a garbage collection is already running".into()));
         };
         *self.gc_live.lock().unwrap() = Some(HashSet::new());
+        let dry_run = opts.dry_run;
         let result = self.gc_run(opts, progress).await;
         *self.gc_live.lock().unwrap() = None;
+        if let (Ok(r), false) = (&result, dry_run) {
+            self.metrics.gc_runs.inc();
+            self.metrics.gc_blobs.inc_by(r.blobs_removed as u64);
+            self.metrics.gc_bytes.inc_by(r.bytes_freed);
+        }
         result
     }
 

@@ -30,6 +30,13 @@ fn not_found_as(e: MirrorError, unknown: impl FnOnce() -> RegistryError) -> Regi
 }
 
 impl Registry {
+    /// Logs and counts a lookup of mirrored content: `hit`, `miss`,
+    /// `revalidated`, `changed` or `stale`.
+    fn looked_up(&self, m: &MirroredRepo, what: &dyn std::fmt::Display, kind: &'static str, result: &'static str) {
+        tracing::info!(repo = %m.storage, reference = %what, cache = result, "mirrored {kind}");
+        self.metrics.lookup(&m.upstream.host, kind, result);
+    }
+
     fn mirror(&self) -> &Mirror {
         self.mirror.as_ref().expect("mirrored routes exist only with a mirror")
     }
@@ -107,31 +114,31 @@ impl Registry {
         let tag = match reference {
             Reference::Digest(_) => {
                 if let Some(found) = cached {
-                    tracing::info!(repo = %m.storage, %reference, cache = "hit", "mirrored manifest");
+                    self.looked_up(m, reference, "manifest", "hit");
                     return Ok(found);
                 }
-                tracing::info!(repo = %m.storage, %reference, cache = "miss", "mirrored manifest");
+                self.looked_up(m, reference, "manifest", "miss");
                 return self.fetch_and_store_manifest(m, reference).await;
             }
             Reference::Tag(t) => t,
         };
         let Some(cached) = cached else {
-            tracing::info!(repo = %m.storage, %reference, cache = "miss", "mirrored manifest");
+            self.looked_up(m, reference, "manifest", "miss");
             let fetched = self.fetch_and_store_manifest(m, reference).await?;
             self.mark_tag_fresh(m, tag, None).await;
             return Ok(fetched);
         };
         if self.tag_is_fresh(m, tag).await {
-            tracing::info!(repo = %m.storage, %reference, cache = "hit", "mirrored manifest");
+            self.looked_up(m, reference, "manifest", "hit");
             return Ok(cached);
         }
         let revalidated = match self.mirror().head_manifest(&m.upstream, &m.remote, reference).await {
             Ok(Some(upstream)) if upstream == cached.digest => {
-                tracing::info!(repo = %m.storage, %reference, cache = "revalidated", "mirrored manifest");
+                self.looked_up(m, reference, "manifest", "revalidated");
                 Ok(cached.clone())
             }
             Ok(_) => {
-                tracing::info!(repo = %m.storage, %reference, cache = "changed", "mirrored manifest");
+                self.looked_up(m, reference, "manifest", "changed");
                 self.fetch_and_store_manifest(m, reference).await
             }
             Err(e) => Err(not_found_as(e, || RegistryError::ManifestUnknown(reference.to_string()))),
@@ -145,7 +152,7 @@ impl Registry {
             // HEAD, the GET after a changed HEAD, their token requests): the
             // copy we have is served until the upstream answers again.
             Err(RegistryError::Mirror(e)) if e.is_unavailable() => {
-                tracing::info!(repo = %m.storage, %reference, cache = "stale", "mirrored manifest");
+                self.looked_up(m, reference, "manifest", "stale");
                 tracing::debug!(repo = %m.storage, %reference, error = %e, "upstream unavailable; serving the cached tag");
                 self.mark_tag_fresh(m, tag, Some(STALE_RETRY)).await;
                 Ok(cached)
@@ -183,14 +190,14 @@ impl Registry {
         if !self.store.link_existing(&m.storage, d).await? {
             return Ok(None);
         }
-        tracing::info!(repo = %m.storage, digest = %d, cache = "shared", "mirrored blob");
+        self.looked_up(m, d, "blob", "shared");
         Ok(Some(size))
     }
 
     /// The fetch of `d` for `m`: the one in flight (joined only once the
     /// upstream confirms `m`'s repository has the blob, when it is another
     /// repository's fetch), or a new one.
-    async fn join_fetch(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<Arc<Fetch>> {
+    async fn join_fetch(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<(Arc<Fetch>, bool)> {
         let (fetch, joined) = self.mirror().fetch_blob(m.upstream.clone(), &m.remote, &m.storage, d);
         if joined && (fetch.host != m.upstream.host || fetch.remote != m.remote) {
             self.confirm_upstream_has(m, d, None).await?;
@@ -198,7 +205,7 @@ impl Registry {
                 self.store.link_existing(&m.storage, d).await?;
             }
         }
-        Ok(fetch)
+        Ok((fetch, joined))
     }
 
     /// A blob stored for `m`, or adopted into it from elsewhere in the store.
@@ -264,12 +271,12 @@ impl Registry {
             // keeps its bytes): eviction cannot delete the data in between.
             let _lease = self.store.lease(d).await;
             if let Some(size) = self.stored_blob(m, d).await? {
-                tracing::info!(repo = %m.storage, digest = %d, cache = "hit", "mirrored blob");
+                self.looked_up(m, d, "blob", "hit");
                 return self.open_stored_blob(d, size, range).await;
             }
         }
-        tracing::info!(repo = %m.storage, digest = %d, cache = "miss", "mirrored blob");
-        let fetch = self.join_fetch(m, d).await?;
+        let (fetch, joined) = self.join_fetch(m, d).await?;
+        self.looked_up(m, d, "blob", if joined { "joined" } else { "miss" });
         let fetch_error = |e| not_found_as(e, || RegistryError::BlobUnknown(d.clone()));
         if range.is_some() {
             // A range is a complete response to its client, which cannot check

@@ -93,12 +93,20 @@ pub struct Registry {
     gc_running: tokio::sync::Mutex<()>,
     gc: crate::config::GcConfig,
     access: Access,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Store bytes (mirrored, pushed) and when they were counted: a scrape
+    /// reads the index at most once a minute.
+    store_bytes: std::sync::Mutex<Option<(Instant, (u64, u64))>>,
 }
 
 impl Registry {
     pub fn with_store(cfg: &Config, store: Store) -> Self {
         let store = Arc::new(store);
-        let mirror = cfg.mirror.enabled.then(|| Mirror::new(&cfg.mirror, store.clone(), cfg.storage.max_manifest_size));
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let mirror = cfg
+            .mirror
+            .enabled
+            .then(|| Mirror::new(&cfg.mirror, store.clone(), cfg.storage.max_manifest_size, metrics.clone()));
         Self {
             store,
             caches: Caches::new(&cfg.cache),
@@ -119,7 +127,52 @@ impl Registry {
             gc_running: Default::default(),
             gc: cfg.gc.clone(),
             access: Access::new(&cfg.auth),
+            metrics,
+            store_bytes: Default::default(),
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
+    }
+
+    /// Sets the metrics read at scrape time, and returns the text exposition.
+    pub async fn render_metrics(&self) -> Vec<u8> {
+        let m = &self.metrics;
+        m.uploads_open.set(self.store.open_uploads() as i64);
+        let (fetches, readers) = self.mirror.as_ref().map_or((0, 0), Mirror::inflight_counts);
+        m.fetches_in_flight.set(fetches as i64);
+        m.fetch_clients.set(readers as i64);
+        match self.store_bytes().await {
+            Ok((mirrored, pushed)) => {
+                m.store_bytes.with_label_values(&["mirrored"]).set(mirrored as i64);
+                m.store_bytes.with_label_values(&["pushed"]).set(pushed as i64);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot count the store's bytes for the metrics"),
+        }
+        m.render()
+    }
+
+    /// Bytes of blob data (mirrored only, the rest) by the index, counted at
+    /// most once a minute (a scrape must not read a large index each time).
+    async fn store_bytes(&self) -> RegistryResult<(u64, u64)> {
+        const FRESH: Duration = Duration::from_secs(60);
+        if let Some((at, bytes)) = *self.store_bytes.lock().unwrap() {
+            if at.elapsed() < FRESH {
+                return Ok(bytes);
+            }
+        }
+        let blobs = self.store.indexed(|index| index.blobs()).await?;
+        let mut bytes = (0, 0);
+        for (_, size, refs) in blobs {
+            if refs.pushed.is_empty() && !refs.mirrored.is_empty() {
+                bytes.0 += size;
+            } else if !refs.is_empty() {
+                bytes.1 += size;
+            }
+        }
+        *self.store_bytes.lock().unwrap() = Some((Instant::now(), bytes));
+        Ok(bytes)
     }
 
     pub fn max_manifest_size(&self) -> u64 {

@@ -104,6 +104,10 @@ impl Sessions {
             .collect()
     }
 
+    fn len(&self) -> usize {
+        self.table.lock().unwrap().entries.len()
+    }
+
     fn contains(&self, repo: &RepoName, id: &str) -> bool {
         self.table.lock().unwrap().entries.contains_key(&(repo.clone(), id.to_string()))
     }
@@ -324,6 +328,11 @@ impl Store {
     pub(super) async fn create_upload_dir(&self, repo: &RepoName, id: &str) -> StoreResult<()> {
         let started = humantime::format_rfc3339(SystemTime::now()).to_string();
         self.backend.put(&layout::upload_started_at(repo, id), Bytes::from(started)).await
+    }
+
+    /// Upload sessions open now (those this process has seen).
+    pub fn open_uploads(&self) -> usize {
+        self.uploads.len()
     }
 
     /// Discards an upload and its bytes.

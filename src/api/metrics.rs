@@ -1,0 +1,74 @@
+//! `/metrics`, and the middleware that counts every request and its latency.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
+
+use super::{EdgeConfig, Reg};
+
+/// The endpoint a `/v2/` request was routed to (set by the dispatcher).
+#[derive(Clone, Copy)]
+pub struct EndpointLabel(pub &'static str);
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        _ => "other",
+    }
+}
+
+/// The endpoint of a request the dispatcher did not label: berth's own
+/// routes, or a path that is no endpoint.
+fn path_label(path: &str) -> &'static str {
+    match path {
+        "/v2/token" => "token",
+        "/healthz" | "/readyz" => "health",
+        "/metrics" => "metrics",
+        p if p.starts_with("/_berth/") => "admin",
+        p if p == "/v2" || p.starts_with("/v2/") => "unknown",
+        _ => "other",
+    }
+}
+
+/// Counts each request by endpoint, method and status, and times it to the
+/// response head (a blob's body streams on after).
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = method_label(req.method());
+    let fallback = path_label(req.path());
+    let reg = req.app_data::<Reg>().cloned();
+    let result = next.call(req).await;
+    if let Some(reg) = reg {
+        let (endpoint, status) = match &result {
+            Ok(res) => {
+                let label = res.request().extensions().get::<EndpointLabel>().copied();
+                (label.map_or(fallback, |l| l.0), res.status())
+            }
+            Err(e) => (fallback, e.as_response_error().status_code()),
+        };
+        let m = reg.metrics();
+        m.requests.with_label_values(&[endpoint, method, status.as_str()]).inc();
+        m.latency.with_label_values(&[endpoint, method]).observe(started.elapsed().as_secs_f64());
+    }
+    result
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub async fn scrape(reg: Reg, edge: web::Data<EdgeConfig>) -> HttpResponse {
+    if !edge.metrics {
+        return super::ApiError::NotFound.error_response();
+    }
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(reg.render_metrics().await)
+}

@@ -1,0 +1,275 @@
+//! Prometheus metrics: one `Metrics` per server (tests run several servers in
+//! one process, so nothing here is global). Counters are bumped where things
+//! happen; values that are cheaper to read than to track (open uploads,
+//! in-flight fetches, store bytes) are read when `/metrics` is scraped.
+//!
+//! Label values are bounded: endpoints and kinds are fixed sets, upstreams
+//! come from the config, and clients are htpasswd users, configured teams or
+//! `other` (never a raw address).
+
+use std::net::IpAddr;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The client label of requests from no user and no configured team.
+pub const OTHER_CLIENT: &str = "other";
+
+/// The client label of work berth does on its own (scheduled warm-up).
+pub const SERVER_CLIENT: &str = "berth";
+
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by endpoint, method and status.
+    pub requests: IntCounterVec,
+    /// Seconds from a request's arrival to its response head, by endpoint and method.
+    pub latency: HistogramVec,
+    /// Bytes of blob and manifest responses to clients, by content (`pushed`, `mirrored`) and kind.
+    pub served_bytes: IntCounterVec,
+    /// Bytes received from each upstream (blob and manifest bodies).
+    pub upstream_bytes: IntCounterVec,
+    /// Mirror lookups by upstream, kind (`manifest`, `blob`) and result:
+    /// `hit`, `miss`, `revalidated` (a tag's HEAD matched), `changed` (it did
+    /// not: fetched again), `stale` (upstream unavailable: the copy served),
+    /// `shared` (a blob the store held for other content, linked after the
+    /// upstream confirmed it), `joined` (a blob fetch already in flight
+    /// served it: coalesced, no second download).
+    pub mirror_lookups: IntCounterVec,
+    /// Upstream failures by upstream and kind (`unreachable`, `timeout`, …).
+    pub upstream_errors: IntCounterVec,
+    /// Docker Hub's `ratelimit-limit` / `ratelimit-remaining`, by upstream and credential.
+    pub ratelimit_limit: IntGaugeVec,
+    pub ratelimit_remaining: IntGaugeVec,
+    /// Tag revalidations skipped to save an upstream's rate-limit budget.
+    pub budget_skips: IntCounterVec,
+    /// Bytes served to and fetched upstream for each client.
+    pub client_served_bytes: IntCounterVec,
+    pub client_fetched_bytes: IntCounterVec,
+    /// Eviction passes, what they removed and the bytes they freed.
+    pub eviction_passes: IntCounter,
+    pub evicted: IntCounterVec,
+    pub evicted_bytes: IntCounter,
+    /// Garbage collections, the blobs they deleted and the bytes they freed.
+    pub gc_runs: IntCounter,
+    pub gc_blobs: IntCounter,
+    pub gc_bytes: IntCounter,
+    // Read at scrape time (see `Registry::refresh_metrics`).
+    pub uploads_open: IntGauge,
+    pub fetches_in_flight: IntGauge,
+    pub fetch_clients: IntGauge,
+    pub store_bytes: IntGaugeVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric");
+    registry.register(Box::new(c.clone())).expect("registered once");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("a valid metric");
+    registry.register(Box::new(g.clone())).expect("registered once");
+    g
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let latency = HistogramVec::new(
+            HistogramOpts::new("berth_http_request_duration_seconds", "Time to the response head, by endpoint")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["endpoint", "method"],
+        )
+        .expect("a valid metric");
+        r.register(Box::new(latency.clone())).expect("registered once");
+        let single = |name: &str, help: &str| counter(&r, name, help, &[]).with_label_values(&[] as &[&str]);
+        let one = |name: &str, help: &str| gauge(&r, name, help, &[]).with_label_values(&[] as &[&str]);
+        Metrics {
+            requests: counter(&r, "berth_http_requests_total", "Requests answered", &["endpoint", "method", "status"]),
+            latency,
+            served_bytes: counter(
+                &r,
+                "berth_served_bytes_total",
+                "Bytes of blob and manifest responses, by pushed or mirrored content",
+                &["content", "kind"],
+            ),
+            upstream_bytes: counter(
+                &r,
+                "berth_upstream_fetched_bytes_total",
+                "Bytes received from each upstream",
+                &["upstream"],
+            ),
+            mirror_lookups: counter(
+                &r,
+                "berth_mirror_lookups_total",
+                "Mirrored manifest and blob lookups by result",
+                &["upstream", "kind", "result"],
+            ),
+            upstream_errors: counter(
+                &r,
+                "berth_upstream_errors_total",
+                "Upstream failures by kind",
+                &["upstream", "kind"],
+            ),
+            ratelimit_limit: gauge(
+                &r,
+                "berth_upstream_ratelimit_limit",
+                "The pull limit an upstream last reported (ratelimit-limit)",
+                &["upstream", "credential"],
+            ),
+            ratelimit_remaining: gauge(
+                &r,
+                "berth_upstream_ratelimit_remaining",
+                "The pulls an upstream last reported left (ratelimit-remaining)",
+                &["upstream", "credential"],
+            ),
+            budget_skips: counter(
+                &r,
+                "berth_upstream_budget_skips_total",
+                "Tag revalidations skipped because the upstream's rate-limit budget is under the floor",
+                &["upstream"],
+            ),
+            client_served_bytes: counter(
+                &r,
+                "berth_client_served_bytes_total",
+                "Bytes of blob and manifest responses, by client (user, team or other)",
+                &["client"],
+            ),
+            client_fetched_bytes: counter(
+                &r,
+                "berth_client_fetched_bytes_total",
+                "Bytes fetched upstream for each client's requests",
+                &["client"],
+            ),
+            eviction_passes: single("berth_eviction_passes_total", "Eviction passes run"),
+            evicted: counter(&r, "berth_evicted_total", "Mirrored objects evicted", &["object"]),
+            evicted_bytes: single("berth_evicted_bytes_total", "Bytes of blob data eviction freed"),
+            gc_runs: single("berth_gc_runs_total", "Garbage collections run by the server"),
+            gc_blobs: single("berth_gc_blobs_deleted_total", "Blobs garbage collection deleted"),
+            gc_bytes: single("berth_gc_freed_bytes_total", "Bytes garbage collection freed"),
+            uploads_open: one("berth_uploads_open", "Upload sessions open"),
+            fetches_in_flight: one("berth_mirror_fetches_in_flight", "Upstream blob fetches in flight"),
+            fetch_clients: one("berth_mirror_fetch_clients", "Client responses reading an in-flight fetch"),
+            store_bytes: gauge(
+                &r,
+                "berth_store_bytes",
+                "Bytes of blob data: mirrored (only mirrored repositories link it), pushed (the rest)",
+                &["content"],
+            ),
+            registry: r,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding to a Vec fails only on a metric family that is not valid, which `new` rules out.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+
+    /// Counts bytes served to `client`.
+    pub fn served(&self, client: &str, mirrored: bool, kind: &str, bytes: u64) {
+        let content = if mirrored { "mirrored" } else { "pushed" };
+        self.served_bytes.with_label_values(&[content, kind]).inc_by(bytes);
+        self.client_served_bytes.with_label_values(&[client]).inc_by(bytes);
+    }
+
+    /// Counts bytes received from `upstream` for `client`.
+    pub fn fetched(&self, upstream: &str, client: &str, bytes: u64) {
+        self.upstream_bytes.with_label_values(&[upstream]).inc_by(bytes);
+        self.client_fetched_bytes.with_label_values(&[client]).inc_by(bytes);
+    }
+
+    pub fn lookup(&self, upstream: &str, kind: &str, result: &str) {
+        self.mirror_lookups.with_label_values(&[upstream, kind, result]).inc();
+    }
+}
+
+/// Configured teams: a client address in one of a team's networks is counted as that team.
+#[derive(Debug, Clone, Default)]
+pub struct Teams(Vec<(String, ipnet::IpNet)>);
+
+impl Teams {
+    /// From `name → networks` (CIDR, or a bare address); the first team listing an address wins.
+    pub fn new(teams: &std::collections::BTreeMap<String, Vec<String>>) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for (name, nets) in teams {
+            for net in nets {
+                let parsed = net
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| net.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("metrics.teams.{name}: {net:?} is not a network (CIDR) or an address"))?;
+                out.push((name.clone(), parsed));
+            }
+        }
+        // The most specific network first, so a /24 inside a /8 of another team wins.
+        out.sort_by_key(|(_, net)| std::cmp::Reverse(net.prefix_len()));
+        Ok(Teams(out))
+    }
+
+    /// The client label: the authenticated user, else the address's team, else `other`.
+    pub fn label(&self, user: Option<&str>, addr: Option<IpAddr>) -> String {
+        if let Some(u) = user {
+            return u.to_string();
+        }
+        let addr = addr.map(|a| match a {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+            v4 => v4,
+        });
+        addr.and_then(|a| self.0.iter().find(|(_, net)| net.contains(&a)).map(|(name, _)| name.clone()))
+            .unwrap_or_else(|| OTHER_CLIENT.to_string())
+    }
+}
+
+tokio::task_local! {
+    /// The client a request is served for, so that upstream bytes fetched on
+    /// its behalf (in tasks it starts) are counted against it.
+    pub static CLIENT: std::sync::Arc<str>;
+}
+
+/// The client of the request being served (`berth` outside of one).
+pub fn current_client() -> std::sync::Arc<str> {
+    CLIENT.try_with(|c| c.clone()).unwrap_or_else(|_| SERVER_CLIENT.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_users_then_teams_then_other() {
+        let mut cfg = std::collections::BTreeMap::new();
+        cfg.insert("ci".to_string(), vec!["10.0.0.0/8".to_string()]);
+        cfg.insert("build-farm".to_string(), vec!["10.1.2.0/24".to_string(), "192.168.1.7".to_string()]);
+        let teams = Teams::new(&cfg).unwrap();
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(teams.label(Some("alice"), ip("10.0.0.1")), "alice");
+        assert_eq!(teams.label(None, ip("10.9.9.9")), "ci");
+        assert_eq!(teams.label(None, ip("10.1.2.3")), "build-farm", "the narrower network wins");
+        assert_eq!(teams.label(None, ip("192.168.1.7")), "build-farm");
+        assert_eq!(teams.label(None, ip("::ffff:10.0.0.1")), "ci", "IPv4 mapped into IPv6");
+        assert_eq!(teams.label(None, ip("192.168.1.8")), "other");
+        assert_eq!(teams.label(None, None), "other");
+        cfg.insert("bad".to_string(), vec!["10.0.0.0/33".to_string()]);
+        assert!(Teams::new(&cfg).unwrap_err().contains("metrics.teams.bad"));
+    }
+
+    #[test]
+    fn renders_the_text_format() {
+        let m = Metrics::new();
+        m.served("alice", true, "blob", 10);
+        m.fetched("docker.io", "alice", 4);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains(r#"berth_served_bytes_total{content="mirrored",kind="blob"} 10"#), "{text}");
+        assert!(text.contains(r#"berth_upstream_fetched_bytes_total{upstream="docker.io"} 4"#));
+        assert!(text.contains(r#"berth_client_fetched_bytes_total{client="alice"} 4"#));
+    }
+}
