@@ -167,6 +167,10 @@ fn dockerd_pulls_through_registry_mirrors_and_a_pushed_image_shares_its_layers()
         let blob = data.join(format!("docker/registry/v2/blobs/sha256/{}/{}/data", &parsed.hex()[..2], parsed.hex()));
         assert!(blob.is_file(), "one blob file serves both");
     }
+    // `docker search` finds both, pushed and mirrored, from the catalog.
+    let out = d.docker(&["search", "--no-trunc", "--format", "{{.Name}}", &format!("{addr}/busybox")]);
+    let names: Vec<&str> = out.lines().collect();
+    assert_eq!(names, ["docker.io/library/busybox", "team/mybusybox"], "{out}");
     drop(d);
     b.stop();
 }

@@ -1,5 +1,6 @@
 //! `GET /v2/<name>/tags/list` and `GET /v2/_catalog`, with `n`/`last`
-//! pagination and an RFC 5988 `Link` to the next page.
+//! pagination and an RFC 5988 `Link` to the next page; and `GET /v1/search`,
+//! what `docker search myhost:5000/<term>` asks, answered from the catalog.
 
 use actix_web::http::header;
 use actix_web::HttpResponse;
@@ -57,4 +58,52 @@ pub async fn catalog(reg: &Reg, p: &Params, caller: &crate::registry::Caller) ->
         resp.insert_header((header::LINK, link));
     }
     Ok(resp.json(json!({ "repositories": repos })))
+}
+
+/// `docker search`'s page size when it gives none, and the most it may ask.
+const SEARCH_DEFAULT_N: usize = 25;
+const SEARCH_MAX_N: usize = 100;
+
+#[derive(serde::Deserialize)]
+pub struct SearchQuery {
+    #[serde(default)]
+    q: String,
+    n: Option<String>,
+    page: Option<String>,
+}
+
+/// The catalog names (pushed and mirrored, those `caller` may pull) that
+/// contain `q` (case-insensitive), one page of them.
+pub async fn search_names(
+    reg: &Reg,
+    q: &SearchQuery,
+    caller: &crate::registry::Caller,
+) -> Result<serde_json::Value, ApiError> {
+    let number = |v: &Option<String>, what: &str, default: usize| match v.as_deref() {
+        None | Some("") => Ok(default),
+        Some(s) => s.parse::<usize>().ok().filter(|&x| x > 0).ok_or_else(|| {
+            ApiError::BadRequest(OciCode::PaginationInvalid, format!("{what} must be a positive integer, got {s:?}"))
+        }),
+    };
+    let n = number(&q.n, "n", SEARCH_DEFAULT_N)?.min(SEARCH_MAX_N);
+    let page = number(&q.page, "page", 1)?;
+    let term = q.q.to_lowercase();
+    let (names, _) = reg.catalog(None, None, caller).await?;
+    let found: Vec<String> = names.into_iter().filter(|name| name.contains(&term)).collect();
+    let results: Vec<serde_json::Value> = found
+        .iter()
+        .skip((page - 1).saturating_mul(n))
+        .take(n)
+        .map(|name| {
+            json!({ "name": name, "description": "", "star_count": 0, "is_official": false, "is_automated": false })
+        })
+        .collect();
+    Ok(json!({
+        "query": q.q,
+        "num_results": found.len(),
+        "num_pages": found.len().div_ceil(n),
+        "page": page,
+        "page_size": n,
+        "results": results,
+    }))
 }

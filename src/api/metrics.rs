@@ -31,6 +31,7 @@ fn method_label(m: &Method) -> &'static str {
 fn path_label(path: &str) -> &'static str {
     match path {
         "/v2/token" => "token",
+        "/v1/search" | "/v1/_ping" => "search",
         "/healthz" | "/readyz" => "health",
         "/metrics" => "metrics",
         p if p.starts_with("/_berth/") => "admin",

@@ -69,10 +69,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics::scrape))
         .route("/_berth/gc", web::post().to(admin::gc))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/v1/search", web::get().to(search))
+        .route("/v1/_ping", web::get().to(health::v1_ping))
         .route("/v2/token", web::get().to(auth::token))
         .route("/v2/token", web::post().to(auth::token))
         .route("/v2", web::to(dispatch))
         .route("/v2/{tail:.*}", web::to(dispatch));
+}
+
+/// `GET /v1/search?q=&n=&page=` (`docker search`): answered for whoever the
+/// credentials say (anonymous without any), never with a challenge.
+async fn search(
+    req: HttpRequest,
+    reg: Reg,
+    auth: web::Data<auth::Auth>,
+    query: web::Query<listing::SearchQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = auth.caller(&req).await?;
+    Ok(HttpResponse::Ok().json(listing::search_names(&reg, &query, &caller).await?))
 }
 
 fn tail(req: &HttpRequest) -> String {

@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 pub use error::{MirrorError, MirrorResult};
 pub use fetch::Fetch;
-pub use upstream::Upstream;
+pub use upstream::{Health, Upstream};
 
 use crate::config::MirrorConfig;
 use crate::metrics::Metrics;

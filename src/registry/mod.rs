@@ -320,9 +320,17 @@ impl Registry {
 
     /// Ready when the store answers a listing and can take a write.
     pub async fn check_ready(&self) -> RegistryResult<()> {
-        self.store.list_repositories().await?;
+        // One probe file written, synced, read back and removed: never a walk of the tree.
         self.store.check_writable().await?;
         Ok(())
+    }
+
+    /// What berth last heard from each upstream, by host (sorted).
+    pub fn upstream_health(&self) -> Vec<(String, crate::mirror::Health)> {
+        let Some(mirror) = &self.mirror else { return vec![] };
+        let mut hosts: Vec<&str> = mirror.hosts().collect();
+        hosts.sort();
+        hosts.into_iter().filter_map(|h| mirror.upstream(h).map(|u| (h.to_string(), u.health()))).collect()
     }
 
     /// Work at startup: temp files a crash left behind, and mirrored content

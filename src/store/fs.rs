@@ -275,7 +275,14 @@ impl Backend for FsBackend {
         let (tmp, dest) = (self.temp_file(), self.root.join(BERTH_DIR).join(format!("probe-{}", uuid::Uuid::new_v4())));
         blocking(TMP_DIR, move || {
             write_atomically(&tmp, &dest, &[0u8; 4096])?;
-            std::fs::remove_file(&dest)
+            // Read back: a directory that takes writes but cannot be read is not ready either.
+            let back = std::fs::read(&dest);
+            std::fs::remove_file(&dest)?;
+            match back {
+                Ok(b) if b.len() == 4096 => Ok(()),
+                Ok(b) => Err(std::io::Error::other(format!("a 4096-byte probe read back as {} bytes", b.len()))),
+                Err(e) => Err(e),
+            }
         })
         .await
     }

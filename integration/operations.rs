@@ -1,0 +1,127 @@
+//! What an operator relies on: readiness that follows the data directory (a
+//! read-only remount, for real) and reports upstreams without failing on them.
+
+mod common;
+
+use std::process::Command;
+
+use common::mirroring::{layer, mirror, pull};
+use common::upstream::{Auth, FakeUpstream};
+use common::TestServer;
+
+fn mount(args: &[&str], dir: &std::path::Path) {
+    let out = Command::new("mount").args(args).arg(dir).arg(dir).output().unwrap();
+    assert!(out.status.success(), "mount {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Makes `dir` read-only for every path under it (a read-only bind mount over
+/// itself: what a remount would do, without waiting for open files to close).
+fn read_only(dir: &std::path::Path) {
+    mount(&["--bind"], dir);
+    let out = Command::new("mount").args(["-o", "remount,bind,ro"]).arg(dir).output().unwrap();
+    assert!(out.status.success(), "read-only: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn read_write(dir: &std::path::Path) {
+    assert!(Command::new("umount").arg(dir).status().unwrap().success());
+}
+
+#[actix_rt::test]
+async fn readiness_follows_the_data_directory_and_reports_upstreams() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let image = up.add_image("library/busybox", "1", &[layer(1000, 1)]);
+    let s = mirror(&up, None, |_| {}).await;
+    let c = s.client();
+    let text = |r: &common::Resp| String::from_utf8_lossy(&r.body).to_string();
+
+    let r = c.get("/readyz").await;
+    assert_eq!((r.status, text(&r).as_str()), (200, "ready\nupstream docker.io: not contacted yet\n"));
+    pull(&c, "busybox", "1", &image).await;
+    let r = c.get("/readyz").await;
+    assert!(text(&r).starts_with("ready\nupstream docker.io: ok (answered "), "{}", text(&r));
+
+    // An upstream that is down is reported, and berth stays ready: it serves what it holds.
+    up.state().fail_with = Some((503, None));
+    assert_eq!(c.get("/v2/other/manifests/1").await.status, 503);
+    let r = c.get("/readyz").await;
+    assert_eq!(r.status, 200);
+    assert!(text(&r).contains("upstream docker.io: failing (") && text(&r).contains("HTTP 503"), "{}", text(&r));
+    up.state().fail_with = None;
+
+    // The data directory goes read-only: not ready, and why; back to read-write: ready again.
+    read_only(s.data());
+    let r = c.get("/readyz").await;
+    let body = text(&r);
+    read_write(s.data());
+    assert_eq!(r.status, 503, "{body}");
+    assert!(body.starts_with("not ready: ") && body.contains("read-only"), "{body}");
+    assert_eq!(c.get("/readyz").await.status, 200);
+    s.stop().await;
+    up.stop().await;
+}
+
+#[actix_rt::test]
+async fn search_answers_from_the_catalog_in_docker_search_s_shape() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let image = up.add_image("library/busybox", "1", &[layer(1000, 1)]);
+    let s = mirror(&up, None, |_| {}).await;
+    let c = s.client();
+    for repo in ["team/busybox-tools", "team/app", "other/BusyBoxish"] {
+        c.push_image(&repo.to_lowercase(), "1", b"layer").await;
+    }
+    pull(&c, "busybox", "1", &image).await;
+    let r = c.get("/v1/search?q=BUSYBOX").await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["query"], "BUSYBOX");
+    assert_eq!(v["num_results"], 3);
+    let names: Vec<&str> = v["results"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["docker.io/library/busybox", "other/busyboxish", "team/busybox-tools"]);
+    assert_eq!(v["results"][0]["description"], "");
+    // Pages of n.
+    let v = c.get("/v1/search?q=busybox&n=2&page=2").await.json();
+    assert_eq!((v["num_pages"].as_u64(), v["page"].as_u64(), v["page_size"].as_u64()), (Some(2), Some(2), Some(2)));
+    assert_eq!(v["results"].as_array().unwrap().len(), 1);
+    assert_eq!(c.get("/v1/search").await.json()["num_results"], 4, "no term: everything");
+    let r = c.get("/v1/search?q=x&n=zero").await;
+    assert_eq!((r.status, r.code().as_str()), (400, "PAGINATION_NUMBER_INVALID"));
+    assert_eq!(c.get("/v1/_ping").await.status, 200);
+    s.stop().await;
+    up.stop().await;
+}
+
+#[actix_rt::test]
+async fn search_shows_only_what_the_caller_may_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(&htpasswd, berth::htpasswd::line("alice", "secret", 4).unwrap() + "\n").unwrap();
+    let s = TestServer::start_with(|c| {
+        c.mirror.enabled = false;
+        c.auth.htpasswd = Some(berth::config::HtpasswdConfig { path: htpasswd.clone(), realm: "berth".into() });
+    })
+    .await;
+    let c = s.client();
+    let alice = ("Authorization", "Basic YWxpY2U6c2VjcmV0");
+    let config = c
+        .req(
+            "POST",
+            &format!("/v2/team/app/blobs/uploads/?digest={}", berth::oci::Digest::sha256_of(b"{}")),
+            &[alice],
+            "{}",
+        )
+        .await;
+    assert_eq!(config.status, 201);
+    let v = c.req("GET", "/v1/search?q=team", &[alice], "").await.json();
+    assert_eq!(v["num_results"], 0, "a repository with only a blob is not in the catalog: {v}");
+    let m = common::image_manifest(&berth::oci::Digest::sha256_of(b"{}"), 2, &berth::oci::Digest::sha256_of(b"{}"), 2);
+    let r =
+        c.req("PUT", "/v2/team/app/manifests/1", &[alice, ("Content-Type", common::upstream::OCI_MANIFEST)], m).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let v = c.req("GET", "/v1/search?q=team", &[alice], "").await.json();
+    assert_eq!(v["num_results"], 1);
+    let v = c.get("/v1/search?q=team").await.json();
+    assert_eq!(v["num_results"], 0, "anonymous may not pull pushed content");
+    let r = c.req("GET", "/v1/search?q=team", &[("Authorization", "Basic YWxpY2U6d3Jvbmc=")], "").await;
+    assert_eq!(r.status, 401);
+    s.stop().await;
+}
