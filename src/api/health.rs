@@ -49,7 +49,7 @@ fn upstream_lines(health: &[(String, crate::mirror::Health)], now: std::time::Sy
     for (host, h) in health {
         let line = match (&h.last_ok, &h.last_error) {
             (None, None) => "not contacted yet".to_string(),
-            (Some(ok), Some((at, e))) if at < ok => format!("ok (answered {} ago)", ago(*ok)),
+            (Some(ok), Some((at, _))) if at < ok => format!("ok (answered {} ago)", ago(*ok)),
             (Some(ok), None) => format!("ok (answered {} ago)", ago(*ok)),
             (_, Some((at, e))) => format!("failing ({} ago: {e})", ago(*at)),
         };
