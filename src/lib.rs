@@ -110,6 +110,7 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     }));
     let data = web::Data::from(registry.clone());
     let edge = web::Data::new(api::EdgeConfig::new(cfg));
+    let extra_headers = cfg.server.headers.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
@@ -118,6 +119,11 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
             .app_data(auth.clone())
             .wrap(actix_web::middleware::from_fn(api::limits::shape))
             .wrap(DefaultHeaders::new().add(api::headers::API_VERSION))
+            .wrap(
+                extra_headers
+                    .iter()
+                    .fold(DefaultHeaders::new(), |h, (name, value)| h.add((name.as_str(), value.as_str()))),
+            )
             .wrap(actix_web::middleware::from_fn(api::metrics::observe))
             .wrap(TracingLogger::default())
             .configure(api::configure)

@@ -81,7 +81,8 @@ enum ConfigCommand {
 
 #[derive(clap::Args)]
 struct CommonArgs {
-    /// Configuration file (TOML); see config/berth.toml.
+    /// Configuration file: berth's TOML (see config/berth.toml), or registry:2's
+    /// config.yml (`.yml`/`.yaml`, with its REGISTRY_* variables).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -92,28 +93,34 @@ fn parse_mirror(s: &str) -> Result<(String, String), String> {
 }
 
 fn load(common: &CommonArgs) -> Result<Config, String> {
-    Config::load(common.config.as_deref(), std::env::vars()).map_err(|e| e.to_string())
+    load_noted(common).map(|(cfg, _)| cfg)
+}
+
+fn load_noted(common: &CommonArgs) -> Result<(Config, Vec<berth::config::registry2::Note>), String> {
+    Config::load_noted(common.config.as_deref(), std::env::vars()).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { common, listen, data, mirrors, no_mirror } => load(&common).and_then(|mut cfg| {
-            if let Some(listen) = listen {
-                cfg.server.listen = listen;
-            }
-            if let Some(data) = data {
-                cfg.storage.root = data;
-            }
-            for (host, url) in &mirrors {
-                cfg.mirror.set_upstream(host, url);
-            }
-            if no_mirror {
-                cfg.mirror.enabled = false;
-            }
-            cfg.validate().map_err(|e| e.to_string())?;
-            serve(cfg)
-        }),
+        Command::Serve { common, listen, data, mirrors, no_mirror } => {
+            load_noted(&common).and_then(|(mut cfg, notes)| {
+                if let Some(listen) = listen {
+                    cfg.server.listen = listen;
+                }
+                if let Some(data) = data {
+                    cfg.storage.root = data;
+                }
+                for (host, url) in &mirrors {
+                    cfg.mirror.set_upstream(host, url);
+                }
+                if no_mirror {
+                    cfg.mirror.enabled = false;
+                }
+                cfg.validate().map_err(|e| e.to_string())?;
+                serve(cfg, berth::config::registry2::unsupported(&notes))
+            })
+        }
         Command::Gc { common, data, dry_run, delete_untagged, grace } => load(&common).and_then(|mut cfg| {
             if let Some(data) = data {
                 cfg.storage.root = data;
@@ -125,9 +132,12 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Htpasswd { user, stdin, cost } => htpasswd(&user, stdin, cost),
-        Command::Config { command: ConfigCommand::Check { common } } => {
-            load(&common).map(|cfg| print!("{}", cfg.to_toml()))
-        }
+        Command::Config { command: ConfigCommand::Check { common } } => load_noted(&common).map(|(cfg, notes)| {
+            if !notes.is_empty() {
+                print!("{}", berth::config::registry2::describe(&notes));
+            }
+            print!("{}", cfg.to_toml())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -157,8 +167,11 @@ fn htpasswd(user: &str, stdin: bool, cost: u32) -> Result<(), String> {
     Ok(())
 }
 
-fn serve(cfg: Config) -> Result<(), String> {
+fn serve(cfg: Config, unsupported: Option<String>) -> Result<(), String> {
     berth::telemetry::init(&cfg.log);
+    if let Some(warning) = unsupported {
+        tracing::warn!("{warning}");
+    }
     actix_web::rt::System::new().block_on(async move {
         let bound = berth::bind(&cfg).map_err(|e| e.to_string())?;
         tracing::info!(addr = %bound.addr, data = %cfg.storage.root.display(), "berth listening");

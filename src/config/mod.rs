@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 /// e.g. `BERTH_SERVER__LISTEN=127.0.0.1:5000`, `BERTH_STORAGE__DELETE__ENABLED=false`.
 pub const ENV_PREFIX: &str = "BERTH";
 
+pub mod registry2;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -156,6 +158,8 @@ pub struct ServerConfig {
     /// Serve HTTPS (HTTP/1.1 and HTTP/2) instead of plain HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// Headers added to every response (registry:2's `http.headers`), name → value.
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// The most headers actix-web's HTTP/1 parser takes (it refuses more with a bare 431).
@@ -408,6 +412,7 @@ impl Default for ServerConfig {
             max_headers: 64,
             max_header_bytes: bytesize::ByteSize::kib(32),
             tls: None,
+            headers: Default::default(),
         }
     }
 }
@@ -444,13 +449,35 @@ pub struct ConfigError(String);
 impl Config {
     /// Loads defaults, then `file` (if any), then `BERTH_…` variables from `env`.
     pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        Self::load_noted(file, env).map(|(cfg, _)| cfg)
+    }
+
+    /// As `load`; a registry:2 `config.yml` (with its `REGISTRY_*`
+    /// variables) is translated first, and what became of each of its keys
+    /// is returned beside the configuration.
+    pub fn load_noted(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Config, Vec<registry2::Note>), ConfigError> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
         let defaults = config::Config::try_from(&Config::default()).map_err(|e| ConfigError(e.to_string()))?;
         let mut builder = config::Config::builder().add_source(defaults);
+        let mut notes = Vec::new();
         if let Some(file) = file {
             if !file.is_file() {
                 return Err(ConfigError(format!("config file {} not found", file.display())));
             }
-            builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
+            if registry2::is_registry2(file) {
+                let yaml = std::fs::read_to_string(file)
+                    .map_err(|e| ConfigError(format!("cannot read {}: {e}", file.display())))?;
+                let (translated, n) = registry2::translate(&yaml, &env)
+                    .map_err(|e| ConfigError(format!("{}: {}", file.display(), e.0)))?;
+                notes = n;
+                let as_source = config::Config::try_from(&translated).map_err(|e| ConfigError(e.to_string()))?;
+                builder = builder.add_source(as_source);
+            } else {
+                builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
+            }
         }
         let env: config::Map<String, String> =
             env.into_iter().filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}_"))).collect();
@@ -465,7 +492,7 @@ impl Config {
         let mut cfg: Config = merged.try_deserialize().map_err(|e| ConfigError(e.to_string()))?;
         cfg.normalize();
         cfg.validate()?;
-        Ok(cfg)
+        Ok((cfg, notes))
     }
 
     /// The merged configuration as TOML, for `berth config check`; secrets
@@ -494,6 +521,12 @@ impl Config {
     /// Checks what serde cannot: upstream URLs and hosts, the default upstream, limits.
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::metrics::Teams::new(&self.metrics.teams).map_err(ConfigError)?;
+        for (name, value) in &self.server.headers {
+            use actix_web::http::header::{HeaderName, HeaderValue};
+            if HeaderName::from_bytes(name.as_bytes()).is_err() || HeaderValue::from_str(value).is_err() {
+                return Err(ConfigError(format!("server.headers: {name:?}: {value:?} is not a valid header")));
+            }
+        }
         let m = &self.mirror;
         for (i, u) in m.upstreams.iter().enumerate() {
             if !valid_host(&u.host) {

@@ -1,0 +1,488 @@
+//! registry:2's configuration, as is: its `config.yml` and its `REGISTRY_*`
+//! environment variables become a berth `Config`. Every key ends in one of
+//! three places: honoured (the note says what it became), not supported
+//! (named in one warning at startup: nothing berth does depends on it), or an
+//! error (it would change behaviour in a way berth cannot honour).
+//!
+//! Keys are matched case-insensitively, as registry:2 does. An environment
+//! variable `REGISTRY_A_B_C=value` sets `a.b.c`; the value is read as YAML
+//! (`true`, `[a, b]`), and `REGISTRY_AUTH=htpasswd` / `REGISTRY_STORAGE=filesystem`
+//! choose the section, as in registry:2.
+
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use super::{Config, ConfigError, HtpasswdConfig, TlsConfig};
+
+/// What became of one registry:2 key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// The key is honoured: what it became in berth's terms.
+    Honoured { key: String, became: String },
+    /// Accepted and not needed: berth does the thing without it (why).
+    NotNeeded { key: String, why: String },
+    /// Not supported: ignored, and named in the startup warning.
+    Unsupported { key: String },
+}
+
+/// Whether `path` names a registry:2 configuration (YAML) rather than berth's TOML.
+pub fn is_registry2(path: &std::path::Path) -> bool {
+    matches!(path.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"))
+}
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+fn parse_yaml(text: &str, what: &str) -> Result<Value, ConfigError> {
+    let parsed = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Yaml))
+        .build()
+        .map_err(|e| err(format!("{what}: {e}")))?;
+    parsed.try_deserialize::<Value>().map_err(|e| err(format!("{what}: {e}")))
+}
+
+/// Keys in lowercase all the way down, as registry:2 matches them (header
+/// names too: they are case-insensitive, and the YAML reader lowercases them).
+fn lowercase_keys(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            Value::Object(m.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), lowercase_keys(v))).collect())
+        }
+        other => other,
+    }
+}
+
+/// Sets `path` to `value` in `root`, making maps on the way (a scalar on the
+/// way is replaced: `REGISTRY_AUTH=htpasswd` then `…_AUTH_HTPASSWD_PATH=…`).
+fn set_path(root: &mut Value, path: &[String], value: Value) {
+    let mut node = root;
+    for part in &path[..path.len() - 1] {
+        if !node.is_object() {
+            *node = Value::Object(Map::new());
+        }
+        node = node.as_object_mut().expect("made an object above").entry(part.clone()).or_insert(Value::Null);
+    }
+    if !node.is_object() {
+        *node = Value::Object(Map::new());
+    }
+    let last = path.last().expect("a path has a key").clone();
+    let map = node.as_object_mut().expect("made an object above");
+    // A section chosen by name (`REGISTRY_AUTH=htpasswd`): an empty section of that name.
+    let section_choice = matches!(path, [one] if one == "auth" || one == "storage");
+    match (section_choice, value) {
+        (true, Value::String(name)) => {
+            let section = map.entry(last).or_insert(Value::Object(Map::new()));
+            if !section.is_object() {
+                *section = Value::Object(Map::new());
+            }
+            section.as_object_mut().expect("an object").entry(name.to_ascii_lowercase()).or_insert(Value::Null);
+        }
+        (_, value) => {
+            map.insert(last, value);
+        }
+    }
+}
+
+/// Applies `REGISTRY_*` variables (shorter paths first, so a section chosen
+/// by name is there before its keys are set).
+fn apply_env(root: &mut Value, env: &[(String, String)]) -> Result<(), ConfigError> {
+    let mut vars: Vec<(Vec<String>, &str, &str)> = env
+        .iter()
+        .filter_map(|(k, v)| {
+            let rest = k.strip_prefix("REGISTRY_")?;
+            Some((rest.to_ascii_lowercase().split('_').map(str::to_string).collect(), k.as_str(), v.as_str()))
+        })
+        .collect();
+    vars.sort_by_key(|(path, _, _)| path.len());
+    for (path, name, value) in vars {
+        if path.iter().any(String::is_empty) {
+            return Err(err(format!("{name}: not a registry:2 key")));
+        }
+        let parsed =
+            parse_yaml(&format!("v: {value}"), name).map(|v| v["v"].clone()).unwrap_or(Value::String(value.into()));
+        set_path(root, &path, parsed);
+    }
+    Ok(())
+}
+
+/// Every leaf of the tree as (dotted key, value); an empty map is a leaf too.
+fn leaves(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                leaves(&key, v, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.clone())),
+    }
+}
+
+fn text(key: &str, v: &Value) -> Result<String, ConfigError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        _ => Err(err(format!("{key}: expected a value, found {v}"))),
+    }
+}
+
+fn flag(key: &str, v: &Value) -> Result<bool, ConfigError> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(false),
+        _ => Err(err(format!("{key}: expected true or false, found {v}"))),
+    }
+}
+
+fn duration(key: &str, v: &Value) -> Result<std::time::Duration, ConfigError> {
+    let s = text(key, v)?;
+    humantime::parse_duration(&s).map_err(|e| err(format!("{key}: {s:?} is not a duration: {e}")))
+}
+
+/// `:5000` (registry:2's form for every interface) → `0.0.0.0:5000`.
+fn listen_addr(addr: &str) -> String {
+    match addr.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => addr.to_string(),
+    }
+}
+
+/// The upstream host berth names a proxy's remote by (`registry-1.docker.io` is `docker.io`).
+fn proxy_host(url: &str) -> Result<String, ConfigError> {
+    let rest =
+        url.split_once("://").map(|(_, r)| r).ok_or_else(|| err(format!("proxy.remoteurl: {url:?} is not a URL")))?;
+    let host = rest.split('/').next().unwrap_or("").to_ascii_lowercase();
+    Ok(match host.as_str() {
+        "registry-1.docker.io" | "index.docker.io" | "registry.hub.docker.com" => "docker.io".into(),
+        _ => host,
+    })
+}
+
+/// Translates registry:2's configuration `yaml` with `env` applied over it.
+pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<Note>), ConfigError> {
+    let mut root = lowercase_keys(parse_yaml(yaml, "registry:2 configuration")?);
+    apply_env(&mut root, env)?;
+    let mut cfg = Config::default();
+    // registry:2's defaults where they differ from berth's: no mirroring
+    // without a proxy section, deletes off, its data directory.
+    cfg.mirror.enabled = false;
+    cfg.storage.delete.enabled = false;
+    cfg.storage.root = PathBuf::from("/var/lib/registry");
+    let mut notes = Vec::new();
+    let mut all = Vec::new();
+    leaves("", &root, &mut all);
+    let mut htpasswd = (None::<PathBuf>, None::<String>);
+    let mut tls = (None::<PathBuf>, None::<PathBuf>, None::<PathBuf>);
+    let mut proxy = (None::<String>, None::<String>, None::<String>);
+    for (key, v) in &all {
+        let honour = |notes: &mut Vec<Note>, became: String| notes.push(Note::Honoured { key: key.clone(), became });
+        let not_needed =
+            |notes: &mut Vec<Note>, why: &str| notes.push(Note::NotNeeded { key: key.clone(), why: why.into() });
+        match key.as_str() {
+            "version" => {
+                if text(key, v)? != "0.1" {
+                    return Err(err(format!("version: registry:2 configurations are version 0.1, found {v}")));
+                }
+            }
+            "log.level" | "loglevel" => {
+                cfg.log.level = match text(key, v)?.as_str() {
+                    "warning" => "warn".into(),
+                    "panic" | "fatal" => "error".into(),
+                    other => other.into(),
+                };
+                honour(&mut notes, format!("log.level = {:?}", cfg.log.level));
+            }
+            "log.formatter" => {
+                cfg.log.format = match text(key, v)?.as_str() {
+                    "json" | "logstash" => super::LogFormat::Json,
+                    _ => super::LogFormat::Text,
+                };
+                honour(&mut notes, format!("log.format = {:?}", cfg.log.format).to_lowercase());
+            }
+            "storage.filesystem" => not_needed(&mut notes, "the filesystem driver is berth's own"),
+            "storage.filesystem.rootdirectory" => {
+                cfg.storage.root = PathBuf::from(text(key, v)?);
+                honour(&mut notes, format!("storage.root = {:?}", cfg.storage.root));
+            }
+            "storage.filesystem.maxthreads" => not_needed(&mut notes, "berth bounds its own blocking pool"),
+            "storage.delete.enabled" => {
+                cfg.storage.delete.enabled = flag(key, v)?;
+                honour(&mut notes, format!("storage.delete.enabled = {}", cfg.storage.delete.enabled));
+            }
+            "storage.cache" | "storage.cache.blobdescriptor" | "storage.cache.blobdescriptorsize" => {
+                not_needed(&mut notes, "berth keeps its own in-memory caches (cache.*)")
+            }
+            "storage.maintenance.uploadpurging.enabled" if !flag(key, v)? => {
+                return Err(err(format!("{key}: berth always purges abandoned uploads (uploads.max_age)")));
+            }
+            "storage.maintenance.uploadpurging.enabled" | "storage.maintenance.uploadpurging.interval" => {
+                not_needed(&mut notes, "berth purges abandoned uploads on its own schedule")
+            }
+            "storage.maintenance.uploadpurging.dryrun" if flag(key, v)? => {
+                return Err(err(format!("{key}: berth has no dry-run upload purging")));
+            }
+            "storage.maintenance.uploadpurging.dryrun" => not_needed(&mut notes, "off, as berth's"),
+            "storage.maintenance.uploadpurging.age" => {
+                cfg.uploads.max_age = duration(key, v)?;
+                honour(&mut notes, format!("uploads.max_age = {}", humantime::format_duration(cfg.uploads.max_age)));
+            }
+            "storage.maintenance.readonly.enabled" if flag(key, v)? => {
+                return Err(err(format!("{key}: berth has no read-only mode")));
+            }
+            "storage.maintenance.readonly.enabled" => not_needed(&mut notes, "off, as berth's"),
+            "storage.redirect.disable" => not_needed(&mut notes, "berth serves blobs itself, never by redirect"),
+            "storage.tag.concurrencylimit" => not_needed(&mut notes, "berth lists tags without a limit"),
+            k if k.starts_with("storage.") => {
+                let driver = k.split('.').nth(1).unwrap_or("");
+                return Err(err(format!(
+                    "{k}: the {driver} storage driver is not supported; berth stores on a local filesystem"
+                )));
+            }
+            "http.addr" => {
+                cfg.server.listen = listen_addr(&text(key, v)?);
+                honour(&mut notes, format!("server.listen = {:?}", cfg.server.listen));
+            }
+            "http.net" if text(key, v)? != "tcp" => {
+                return Err(err(format!("{key}: berth listens on TCP only")));
+            }
+            "http.net" => not_needed(&mut notes, "tcp, as berth's"),
+            "http.prefix" if !matches!(text(key, v)?.as_str(), "" | "/") => {
+                return Err(err(format!("{key}: berth serves the API at /v2/ only")));
+            }
+            "http.prefix" => not_needed(&mut notes, "the API is at /v2/"),
+            "http.secret" => not_needed(&mut notes, "berth keeps upload state on the server, no signed state to share"),
+            "http.host" | "http.relativeurls" => not_needed(
+                &mut notes,
+                "berth's Location headers follow the request's host (and X-Forwarded-* behind a proxy)",
+            ),
+            "http.tls.certificate" => {
+                tls.0 = Some(PathBuf::from(text(key, v)?));
+                honour(&mut notes, "server.tls.certificate".into());
+            }
+            "http.tls.key" => {
+                tls.1 = Some(PathBuf::from(text(key, v)?));
+                honour(&mut notes, "server.tls.key".into());
+            }
+            "http.tls.clientcas" => {
+                let cas = match v {
+                    Value::Array(a) => a.iter().map(|c| text(key, c)).collect::<Result<Vec<_>, _>>()?,
+                    other => vec![text(key, other)?],
+                };
+                match cas.as_slice() {
+                    [one] => tls.2 = Some(PathBuf::from(one)),
+                    [] => {}
+                    _ => return Err(err(format!("{key}: berth takes one client CA file (concatenate them)"))),
+                }
+                honour(&mut notes, "server.tls.client_ca".into());
+            }
+            k if k.starts_with("http.tls.letsencrypt") => {
+                return Err(err(format!("{k}: berth does not obtain certificates; give it certificate and key files")));
+            }
+            k if k.starts_with("http.headers.") => {
+                let name = &k["http.headers.".len()..];
+                let values = match v {
+                    Value::Array(a) => a.iter().map(|x| text(key, x)).collect::<Result<Vec<_>, _>>()?,
+                    other => vec![text(key, other)?],
+                };
+                cfg.server.headers.insert(name.to_string(), values.join(", "));
+                honour(&mut notes, format!("server.headers.{name:?}"));
+            }
+            "health.storagedriver.enabled" | "health.storagedriver.interval" | "health.storagedriver.threshold" => {
+                not_needed(&mut notes, "/readyz checks the data directory (write, sync, read back) on every probe")
+            }
+            "auth.htpasswd" => {}
+            "auth.htpasswd.path" => {
+                htpasswd.0 = Some(PathBuf::from(text(key, v)?));
+                honour(&mut notes, "auth.htpasswd.path".into());
+            }
+            "auth.htpasswd.realm" => {
+                htpasswd.1 = Some(text(key, v)?);
+                honour(&mut notes, "auth.htpasswd.realm".into());
+            }
+            k if k.starts_with("auth.") => {
+                let kind = k.split('.').nth(1).unwrap_or("");
+                return Err(err(format!(
+                    "{k}: {kind} authentication is not supported; berth authenticates with htpasswd"
+                )));
+            }
+            "proxy.remoteurl" => {
+                proxy.0 = Some(text(key, v)?);
+                honour(&mut notes, "mirror.enabled = true, the upstream's url".into());
+            }
+            "proxy.username" => {
+                proxy.1 = Some(text(key, v)?);
+                honour(&mut notes, "the upstream's username".into());
+            }
+            "proxy.password" => {
+                proxy.2 = Some(text(key, v)?);
+                honour(&mut notes, "the upstream's password".into());
+            }
+            "proxy.ttl" => {
+                cfg.mirror.ttl = duration(key, v)?;
+                honour(&mut notes, format!("mirror.ttl = {}", humantime::format_duration(cfg.mirror.ttl)));
+            }
+            _ => notes.push(Note::Unsupported { key: key.clone() }),
+        }
+    }
+    match htpasswd {
+        (Some(path), realm) => {
+            cfg.auth.htpasswd = Some(HtpasswdConfig { path, realm: realm.unwrap_or_else(|| "berth".into()) })
+        }
+        (None, Some(_)) => return Err(err("auth.htpasswd.realm without auth.htpasswd.path")),
+        (None, None) => {}
+    }
+    match tls {
+        (Some(certificate), Some(key), client_ca) => cfg.server.tls = Some(TlsConfig { certificate, key, client_ca }),
+        (None, None, None) => {}
+        _ => return Err(err("http.tls needs both certificate and key")),
+    }
+    if let (Some(url), username, password) = proxy {
+        let host = proxy_host(&url)?;
+        cfg.mirror.enabled = true;
+        cfg.mirror.default = host.clone();
+        cfg.mirror.upstreams.retain(|u| u.host == host);
+        cfg.mirror.set_upstream(&host, &url);
+        let up = cfg.mirror.upstreams.iter_mut().find(|u| u.host == host).expect("set above");
+        up.username = username;
+        up.password = password;
+    } else if proxy.1.is_some() || proxy.2.is_some() {
+        return Err(err("proxy.username and proxy.password need proxy.remoteurl"));
+    }
+    Ok((cfg, notes))
+}
+
+/// The startup warning: every key berth does not support, in one line.
+pub fn unsupported(notes: &[Note]) -> Option<String> {
+    let keys: Vec<&str> = notes
+        .iter()
+        .filter_map(|n| match n {
+            Note::Unsupported { key } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    (!keys.is_empty()).then(|| format!("registry:2 keys berth does not support (ignored): {}", keys.join(", ")))
+}
+
+/// `berth config check`'s account of each key, as TOML comments.
+pub fn describe(notes: &[Note]) -> String {
+    let mut out = String::from("# from registry:2's configuration:\n");
+    for n in notes {
+        out.push_str(&match n {
+            Note::Honoured { key, became } => format!("#   {key} -> {became}\n"),
+            Note::NotNeeded { key, why } => format!("#   {key}: not needed ({why})\n"),
+            Note::Unsupported { key } => format!("#   {key}: NOT SUPPORTED, ignored\n"),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TUTORIAL: &str = "
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+";
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_image_s_default_config_is_a_private_registry_on_5000() {
+        let (cfg, notes) = translate(TUTORIAL, &[]).unwrap();
+        assert_eq!(cfg.server.listen, "0.0.0.0:5000");
+        assert_eq!(cfg.storage.root, PathBuf::from("/var/lib/registry"));
+        assert!(!cfg.mirror.enabled, "no proxy section: no mirroring");
+        assert!(!cfg.storage.delete.enabled, "registry:2's default");
+        assert_eq!(cfg.server.headers.get("x-content-type-options").map(String::as_str), Some("nosniff"));
+        assert_eq!(
+            unsupported(&notes).unwrap(),
+            "registry:2 keys berth does not support (ignored): log.fields.service"
+        );
+        assert!(describe(&notes).contains("health.storagedriver.enabled: not needed"));
+    }
+
+    #[test]
+    fn the_compose_environment_of_the_tutorials() {
+        let vars = env(&[
+            ("REGISTRY_AUTH", "htpasswd"),
+            ("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm"),
+            ("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd"),
+            ("REGISTRY_HTTP_TLS_CERTIFICATE", "/certs/domain.crt"),
+            ("REGISTRY_HTTP_TLS_KEY", "/certs/domain.key"),
+            ("REGISTRY_STORAGE_DELETE_ENABLED", "true"),
+            ("REGISTRY_HTTP_ADDR", "0.0.0.0:443"),
+            ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/data"),
+            ("PATH", "/usr/bin"),
+        ]);
+        let (cfg, _) = translate(TUTORIAL, &vars).unwrap();
+        let h = cfg.auth.htpasswd.unwrap();
+        assert_eq!((h.path, h.realm.as_str()), (PathBuf::from("/auth/htpasswd"), "Registry Realm"));
+        let tls = cfg.server.tls.unwrap();
+        assert_eq!(tls.certificate, PathBuf::from("/certs/domain.crt"));
+        assert!(cfg.storage.delete.enabled);
+        assert_eq!(cfg.server.listen, "0.0.0.0:443");
+        assert_eq!(cfg.storage.root, PathBuf::from("/data"));
+    }
+
+    #[test]
+    fn a_proxy_is_a_mirror_of_its_remote() {
+        let vars = env(&[
+            ("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io"),
+            ("REGISTRY_PROXY_USERNAME", "me"),
+            ("REGISTRY_PROXY_PASSWORD", "secret"),
+            ("REGISTRY_PROXY_TTL", "72h"),
+        ]);
+        let (cfg, _) = translate("version: 0.1\n", &vars).unwrap();
+        assert!(cfg.mirror.enabled);
+        assert_eq!(cfg.mirror.default, "docker.io");
+        assert_eq!(cfg.mirror.upstreams.len(), 1);
+        let up = &cfg.mirror.upstreams[0];
+        assert_eq!(
+            (up.url.as_str(), up.username.as_deref(), up.password.as_deref()),
+            ("https://registry-1.docker.io", Some("me"), Some("secret"))
+        );
+        assert_eq!(cfg.mirror.ttl, std::time::Duration::from_secs(72 * 3600));
+        let (cfg, _) = translate("version: 0.1\nproxy:\n  remoteurl: https://ghcr.io\n", &[]).unwrap();
+        assert_eq!(cfg.mirror.default, "ghcr.io");
+    }
+
+    #[test]
+    fn what_berth_cannot_honour_is_an_error() {
+        for (yaml, says) in [
+            ("version: 0.1\nstorage:\n  s3:\n    bucket: b\n", "s3 storage driver"),
+            ("version: 0.1\nauth:\n  token:\n    realm: x\n", "token authentication"),
+            ("version: 0.1\nhttp:\n  prefix: /registry/\n", "/v2/ only"),
+            ("version: 0.1\nstorage:\n  maintenance:\n    readonly:\n      enabled: true\n", "read-only"),
+            ("version: 0.2\n", "version 0.1"),
+            ("version: 0.1\nhttp:\n  tls:\n    certificate: /a.crt\n", "both certificate and key"),
+        ] {
+            let e = translate(yaml, &[]).unwrap_err().to_string();
+            assert!(e.contains(says), "{yaml}: {e}");
+        }
+        let e = translate("version: 0.1\n", &env(&[("REGISTRY_STORAGE", "s3")])).unwrap_err().to_string();
+        assert!(e.contains("s3 storage driver"), "{e}");
+    }
+}
