@@ -31,22 +31,6 @@ fn add_user(file: &Path, user: &str, password: &str) {
     f.write_all(line.as_bytes()).unwrap();
 }
 
-/// A docker command that may fail, with `stdin` fed to it.
-fn docker_try(d: &Dockerd, args: &[&str], stdin: &str) -> Output {
-    let client_config = d.proc.log.with_file_name("client-config");
-    let mut child = Command::new("docker")
-        .env("DOCKER_CONFIG", client_config)
-        .args(["-H", &d.host])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
-
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
@@ -87,7 +71,7 @@ fn dockerd_pulls_anonymously_through_the_mirror_and_logs_in_to_push_and_pull_pri
 
     // registry-mirrors: dockerd sends no credentials, and Docker Hub is
     // unreachable here, so this pull can only succeed anonymously through berth.
-    let out = docker_try(&d, &["pull", "busybox:latest"], "");
+    let out = d.docker_try(&["pull", "busybox:latest"], "");
     assert!(out.status.success(), "anonymous pull through the mirror: {}", text(&out));
     // A dockerd logged in to Docker Hub sends that login to its mirrors too;
     // berth does not know the user, and the pull still goes through it.
@@ -100,17 +84,17 @@ fn dockerd_pulls_anonymously_through_the_mirror_and_logs_in_to_push_and_pull_pri
     )
     .unwrap();
     d.docker(&["rmi", "busybox:latest"]);
-    let out = docker_try(&d, &["pull", "busybox:latest"], "");
+    let out = d.docker_try(&["pull", "busybox:latest"], "");
     assert!(out.status.success(), "pull through the mirror with Docker Hub credentials: {}", text(&out));
 
     // Pushing needs a login; a wrong password does not log in.
     let private = format!("{addr}/team/app:1");
     d.docker(&["tag", "busybox:latest", &private]);
-    let out = docker_try(&d, &["push", &private], "");
+    let out = d.docker_try(&["push", &private], "");
     assert!(!out.status.success(), "pushed without logging in: {}", text(&out));
-    let out = docker_try(&d, &["login", &addr, "-u", "alice", "--password-stdin"], "white rabbit\n");
+    let out = d.docker_try(&["login", &addr, "-u", "alice", "--password-stdin"], "white rabbit\n");
     assert!(!out.status.success(), "logged in with a wrong password: {}", text(&out));
-    let out = docker_try(&d, &["login", &addr, "-u", "alice", "--password-stdin"], "wonderland\n");
+    let out = d.docker_try(&["login", &addr, "-u", "alice", "--password-stdin"], "wonderland\n");
     assert!(out.status.success(), "docker login: {}", text(&out));
     d.docker(&["push", &private]);
 
@@ -120,7 +104,7 @@ fn dockerd_pulls_anonymously_through_the_mirror_and_logs_in_to_push_and_pull_pri
     assert_eq!(http("GET", &addr, "/v2/team/app/manifests/1").unwrap().0, 401);
     d.docker(&["rmi", &private]);
     d.docker(&["logout", &addr]);
-    let out = docker_try(&d, &["pull", &private], "");
+    let out = d.docker_try(&["pull", &private], "");
     assert!(!out.status.success(), "pulled a private image logged out: {}", text(&out));
     drop(d);
     b.stop();

@@ -8,33 +8,15 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::certs::Ca;
 use common::images::busybox_layout;
 use common::procs::{free_port, run, Dockerd, Proc};
 
-/// The registry:2 image's `/etc/docker/registry/config.yml`.
-const IMAGE_CONFIG: &str = "version: 0.1
-log:
-  fields:
-    service: registry
-storage:
-  cache:
-    blobdescriptor: inmemory
-  filesystem:
-    rootdirectory: /var/lib/registry
-http:
-  addr: :5000
-  headers:
-    X-Content-Type-Options: [nosniff]
-health:
-  storagedriver:
-    enabled: true
-    interval: 10s
-    threshold: 3
-";
+/// The registry:2 image's own `/etc/docker/registry/config.yml`.
+const IMAGE_CONFIG: &str = include_str!("../config/registry2.yml");
 
 /// Removes a `/etc/docker/certs.d/<host:port>` directory when dropped.
 struct CertsD(PathBuf);
@@ -43,20 +25,6 @@ impl Drop for CertsD {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn docker_try(d: &Dockerd, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new("docker")
-        .env("DOCKER_CONFIG", d.proc.log.with_file_name("client-config"))
-        .args(["-H", &d.host])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
 }
 
 fn htpasswd_line(user: &str, password: &str) -> String {
@@ -140,9 +108,9 @@ fn the_tutorial_compose_setup_works_with_only_the_image_changed() {
     d.docker(&["load", "-i", archive.to_str().unwrap()]);
     let image = format!("{addr}/my-ubuntu:latest");
     d.docker(&["tag", "seed/busybox:latest", &image]);
-    let out = docker_try(&d, &["push", &image], "");
+    let out = d.docker_try(&["push", &image], "");
     assert!(!out.status.success(), "pushed without logging in");
-    let out = docker_try(&d, &["login", &addr, "-u", "testuser", "--password-stdin"], "testpassword\n");
+    let out = d.docker_try(&["login", &addr, "-u", "testuser", "--password-stdin"], "testpassword\n");
     assert!(out.status.success(), "docker login: {}", String::from_utf8_lossy(&out.stderr));
     d.docker(&["push", &image]);
     d.docker(&["rmi", &image, "seed/busybox:latest"]);
@@ -186,7 +154,7 @@ fn the_tutorial_compose_setup_works_with_only_the_image_changed() {
         .arg(format!("https://{addr}/v2/my-ubuntu/manifests/{digest}")));
     assert_eq!(status, "202");
     d.docker(&["rmi", &image]);
-    let out = docker_try(&d, &["pull", &image], "");
+    let out = d.docker_try(&["pull", &image], "");
     assert!(!out.status.success(), "pulled a deleted image");
     assert!(w.join("data/docker/registry/v2/repositories/my-ubuntu").is_dir(), "the data is where the variable says");
     drop(d);

@@ -244,6 +244,22 @@ impl Dockerd {
         Dockerd { proc, host }
     }
 
+    /// `docker args…` with `stdin`, failing or not (the test looks).
+    pub fn docker_try(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        use std::io::Write;
+        let mut child = Command::new("docker")
+            .env("DOCKER_CONFIG", self.proc.log.with_file_name("client-config"))
+            .args(["-H", &self.host])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     pub fn docker(&self, args: &[&str]) -> String {
         // A private client config: nothing of the machine's ~/.docker is read or written.
         let client_config = self.proc.log.with_file_name("client-config");

@@ -384,26 +384,8 @@ pub fn describe(notes: &[Note]) -> String {
 mod tests {
     use super::*;
 
-    const TUTORIAL: &str = "
-version: 0.1
-log:
-  fields:
-    service: registry
-storage:
-  cache:
-    blobdescriptor: inmemory
-  filesystem:
-    rootdirectory: /var/lib/registry
-http:
-  addr: :5000
-  headers:
-    X-Content-Type-Options: [nosniff]
-health:
-  storagedriver:
-    enabled: true
-    interval: 10s
-    threshold: 3
-";
+    /// The registry:2 image's own `config.yml`.
+    const TUTORIAL: &str = include_str!("../../config/registry2.yml");
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
