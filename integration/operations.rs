@@ -125,3 +125,62 @@ async fn search_shows_only_what_the_caller_may_pull() {
     assert_eq!(r.status, 401);
     s.stop().await;
 }
+
+#[actix_rt::test]
+async fn under_the_rate_limit_floor_cached_tags_are_not_revalidated_until_the_window_passes() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let image = up.add_image("library/busybox", "1", &[layer(1000, 1)]);
+    let fresh = up.add_image("library/alpine", "1", &[layer(1000, 2)]);
+    // 5 pulls per 2-second window; berth keeps 3 of them.
+    up.state().ratelimit = Some((5, 5, 2));
+    let s = mirror(&up, None, |c| {
+        common::mirroring::set_ttl(c, std::time::Duration::ZERO);
+        c.mirror.upstreams[0].ratelimit_floor = 3;
+    })
+    .await;
+    let c = s.client();
+    let get = |name: &'static str| {
+        let c = &c;
+        async move {
+            c.req("GET", &format!("/v2/{name}/manifests/1"), &[("Accept", common::upstream::OCI_MANIFEST)], "").await
+        }
+    };
+    pull(&c, "busybox", "1", &image).await; // a GET: 4 left
+                                            // Each pull of a cached tag revalidates (a HEAD, free) while the budget holds.
+    let heads = up.count("HEAD", "/manifests/");
+    let r = get("busybox").await;
+    assert_eq!((r.status, r.header("x-berth-stale")), (200, None));
+    assert_eq!(up.count("HEAD", "/manifests/"), heads + 1);
+    // Spend the budget elsewhere (as other clients of the same account would): 2 left.
+    up.state().ratelimit = Some((5, 2, 2));
+    let r = get("busybox").await; // this HEAD reports 2 < 3
+    assert_eq!(r.status, 200);
+    let before = up.api_requests();
+    let window_start = std::time::Instant::now();
+    let r = get("busybox").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, image.manifest, "the cached tag");
+    let why = r.header("x-berth-stale").unwrap_or_default().to_string();
+    assert!(why.contains("rate-limit budget") && why.contains("2 of 5"), "{why}");
+    assert_eq!(up.api_requests(), before, "no upstream request for a cached tag under the floor");
+    // A cold pull still goes through.
+    pull(&c, "alpine", "1", &fresh).await;
+    assert!(up.api_requests() > before);
+    let m = String::from_utf8(c.get("/metrics").await.body.to_vec()).unwrap();
+    assert!(m.contains(r#"berth_upstream_budget_skips_total{upstream="docker.io"} 1"#), "{m}");
+    assert!(m.contains(r#"berth_upstream_ratelimit_remaining{credential="anonymous",upstream="docker.io"} 1"#), "{m}");
+    // The window passes and the upstream's budget is back: revalidation resumes.
+    up.state().ratelimit = Some((5, 5, 2));
+    let mut last = get("busybox").await;
+    while last.header("x-berth-stale").is_some() {
+        assert!(window_start.elapsed() < std::time::Duration::from_secs(30), "revalidation never resumed");
+        actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
+        last = get("busybox").await;
+    }
+    assert!(window_start.elapsed() >= std::time::Duration::from_secs(1), "not before the window passed");
+    let heads = up.count("HEAD", "/manifests/");
+    assert_eq!(get("busybox").await.header("x-berth-stale"), None);
+    assert_eq!(up.count("HEAD", "/manifests/"), heads + 1, "revalidated again");
+    s.stop().await;
+    up.stop().await;
+}

@@ -62,6 +62,9 @@ pub struct State {
     pub no_content_length: bool,
     /// When set, blob bodies stop after their first chunk until a permit is added.
     pub gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// Docker Hub's rate limit: (limit, remaining, window seconds). Manifest
+    /// responses report it; each manifest GET (not HEAD) spends one.
+    pub ratelimit: Option<(i64, i64, u64)>,
     pub url: String,
 }
 
@@ -99,6 +102,7 @@ impl FakeUpstream {
             token_gate: None,
             no_content_length: false,
             gate: None,
+            ratelimit: None,
             url: String::new(),
         }));
         let data = web::Data::from(state.clone());
@@ -264,7 +268,15 @@ async fn handle(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespons
         let Some((mt, body)) = s.manifests.get(&(name.to_string(), reference.to_string())).cloned() else {
             return not_found("MANIFEST_UNKNOWN");
         };
-        return HttpResponse::Ok()
+        let mut resp = HttpResponse::Ok();
+        if let Some((limit, remaining, window)) = &mut s.ratelimit {
+            if method == "GET" {
+                *remaining -= 1;
+            }
+            resp.insert_header(("ratelimit-limit", format!("{limit};w={window}")));
+            resp.insert_header(("ratelimit-remaining", format!("{remaining};w={window}")));
+        }
+        return resp
             .content_type(mt)
             .insert_header(("Docker-Content-Digest", Digest::sha256_of(&body).to_string()))
             .body(body);

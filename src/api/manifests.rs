@@ -15,6 +15,9 @@ use super::headers::{accepts, content_type, DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
 use super::uploads::Body;
 use super::{ApiError, Reg};
 
+/// Says that a mirrored tag was served without asking its upstream, and why.
+const STALE: &str = "X-Berth-Stale";
+
 pub async fn get(req: &HttpRequest, reg: &Reg, route: &Route, r: &Reference) -> Result<HttpResponse, ApiError> {
     let m = if req.method() == actix_web::http::Method::HEAD {
         reg.head_manifest(route, r).await?
@@ -25,11 +28,14 @@ pub async fn get(req: &HttpRequest, reg: &Reg, route: &Route, r: &Reference) -> 
         return Err(ApiError::NotAcceptable(m.media_type));
     }
     // actix sends Content-Length but no body for HEAD.
-    Ok(HttpResponse::Ok()
-        .content_type(m.media_type)
+    let mut resp = HttpResponse::Ok();
+    resp.content_type(m.media_type)
         .insert_header((DOCKER_CONTENT_DIGEST, m.digest.to_string()))
-        .insert_header((header::ETAG, format!("\"{}\"", m.digest)))
-        .body(m.bytes))
+        .insert_header((header::ETAG, format!("\"{}\"", m.digest)));
+    if let Some(why) = m.stale.and_then(|w| header::HeaderValue::from_str(&w).ok()) {
+        resp.insert_header((STALE, why));
+    }
+    Ok(resp.body(m.bytes))
 }
 
 /// Reads the manifest body, refusing it as soon as it passes the limit.

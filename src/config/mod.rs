@@ -306,6 +306,10 @@ pub struct UpstreamConfig {
     /// Longest silence allowed between two chunks of a blob body.
     #[serde(with = "humantime_serde")]
     pub read_timeout: Duration,
+    /// When the upstream reports fewer pulls left than this (Docker Hub's
+    /// `ratelimit-remaining`), cached tags are served without revalidation
+    /// until its window has passed; cold pulls still go through. 0: never.
+    pub ratelimit_floor: u64,
 }
 
 /// Shown without its secrets, wherever it is printed.
@@ -323,6 +327,7 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("read_timeout", &self.read_timeout)
+            .field("ratelimit_floor", &self.ratelimit_floor)
             .finish()
     }
 }
@@ -340,6 +345,7 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
+            ratelimit_floor: 10,
         }
     }
 }

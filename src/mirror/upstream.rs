@@ -54,7 +54,22 @@ pub struct Upstream {
     credentials: Cache<String, Credential>,
     metrics: Arc<Metrics>,
     health: Mutex<Health>,
+    /// The rate-limit budget the upstream last reported.
+    budget: Mutex<Option<Budget>>,
 }
+
+/// What `ratelimit-remaining` last said, and when.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    limit: Option<i64>,
+    remaining: i64,
+    /// The window the counts are over (`w=`); Docker Hub's is 6 hours.
+    window: Duration,
+    seen: Instant,
+}
+
+/// The window when an upstream reports counts without one.
+const DEFAULT_WINDOW: Duration = Duration::from_secs(6 * 3600);
 
 /// What berth last heard from an upstream (for `/readyz` and the web page).
 #[derive(Debug, Clone, Default)]
@@ -65,9 +80,17 @@ pub struct Health {
     pub last_error: Option<(SystemTime, String)>,
 }
 
-/// Docker Hub's `ratelimit-limit` / `ratelimit-remaining` (`100;w=21600`): the count before `;`.
-fn ratelimit_count(headers: &awc::http::header::HeaderMap, name: &str) -> Option<i64> {
-    headers.get(name)?.to_str().ok()?.split(';').next()?.trim().parse().ok()
+/// Docker Hub's `ratelimit-limit` / `ratelimit-remaining` (`100;w=21600`):
+/// the count, and the window in seconds if given.
+fn ratelimit(headers: &awc::http::header::HeaderMap, name: &str) -> Option<(i64, Option<u64>)> {
+    parse_ratelimit(headers.get(name)?.to_str().ok()?)
+}
+
+fn parse_ratelimit(value: &str) -> Option<(i64, Option<u64>)> {
+    let mut parts = value.split(';');
+    let count = parts.next()?.trim().parse().ok()?;
+    let window = parts.find_map(|p| p.trim().strip_prefix("w=")?.parse().ok());
+    Some((count, window))
 }
 
 impl Upstream {
@@ -81,7 +104,22 @@ impl Upstream {
             credentials: Cache::builder().max_capacity(10_000).expire_after(CredentialExpiry).build(),
             metrics,
             health: Mutex::default(),
+            budget: Mutex::default(),
         }
+    }
+
+    /// Why revalidation is skipped now, if it is: the upstream reported fewer
+    /// pulls left than `ratelimit_floor`, within its window.
+    pub fn saving_budget(&self) -> Option<String> {
+        let floor = self.cfg.ratelimit_floor as i64;
+        let b = (*self.budget.lock().unwrap())?;
+        (floor > 0 && b.remaining < floor && b.seen.elapsed() < b.window).then(|| {
+            let of = b.limit.map(|l| format!(" of {l}")).unwrap_or_default();
+            format!(
+                "rate-limit budget: {} reports {}{of} pulls left, under the floor of {floor}",
+                self.host, b.remaining
+            )
+        })
     }
 
     /// What berth last heard from this upstream.
@@ -114,11 +152,21 @@ impl Upstream {
             self.health.lock().unwrap().last_ok = Some(SystemTime::now());
         }
         let labels = [self.host.as_str(), self.credential_label()];
-        if let Some(limit) = ratelimit_count(resp.headers(), "ratelimit-limit") {
+        let limit = ratelimit(resp.headers(), "ratelimit-limit");
+        if let Some((limit, _)) = limit {
             self.metrics.ratelimit_limit.with_label_values(&labels).set(limit);
         }
-        if let Some(remaining) = ratelimit_count(resp.headers(), "ratelimit-remaining") {
+        if let Some((remaining, window)) = ratelimit(resp.headers(), "ratelimit-remaining") {
             self.metrics.ratelimit_remaining.with_label_values(&labels).set(remaining);
+            let window = window.or(limit.and_then(|l| l.1)).map_or(DEFAULT_WINDOW, Duration::from_secs);
+            let budget = Budget { limit: limit.map(|l| l.0), remaining, window, seen: Instant::now() };
+            let was_saving = self.saving_budget().is_some();
+            *self.budget.lock().unwrap() = Some(budget);
+            match (was_saving, self.saving_budget()) {
+                (false, Some(why)) => tracing::warn!(upstream = %self.host, "{why}: serving cached tags unrevalidated"),
+                (true, None) => tracing::info!(upstream = %self.host, remaining, "rate-limit budget restored"),
+                _ => {}
+            }
         }
     }
 
@@ -311,5 +359,18 @@ impl Upstream {
             }
             _ => MirrorError::Status { host, status: status.as_u16() },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_hub_s_ratelimit_headers() {
+        assert_eq!(parse_ratelimit("100;w=21600"), Some((100, Some(21600))));
+        assert_eq!(parse_ratelimit(" 76 ; w=21600"), Some((76, Some(21600))));
+        assert_eq!(parse_ratelimit("5"), Some((5, None)));
+        assert_eq!(parse_ratelimit("x;w=1"), None);
     }
 }

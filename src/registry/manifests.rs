@@ -15,6 +15,8 @@ pub struct Manifest {
     pub digest: Digest,
     pub media_type: String,
     pub bytes: Bytes,
+    /// Set when a mirrored tag was served without asking the upstream (why).
+    pub stale: Option<String>,
 }
 
 /// What a push stored.
@@ -94,7 +96,7 @@ impl Registry {
             return Err(RegistryError::ManifestUnknown(reference.to_string()));
         }
         let m = self.load_manifest(&digest).await?;
-        Ok(Manifest { digest, media_type: m.info.media_type.clone(), bytes: m.bytes.clone() })
+        Ok(Manifest { digest, media_type: m.info.media_type.clone(), bytes: m.bytes.clone(), stale: None })
     }
 
     /// Writes a manifest (already verified) into `repo`, tags it if asked,

@@ -80,7 +80,7 @@ impl Registry {
                         other => MirrorError::Protocol { host: m.upstream.host.clone(), reason: other.to_string() },
                     },
                 )?;
-                Ok::<_, MirrorError>(Manifest { digest: fetched.digest, media_type, bytes: fetched.bytes })
+                Ok::<_, MirrorError>(Manifest { digest: fetched.digest, media_type, bytes: fetched.bytes, stale: None })
             })
             .await;
         // The entry only joins requests that arrive while the fetch runs; the
@@ -132,6 +132,14 @@ impl Registry {
             self.looked_up(m, reference, "manifest", "hit");
             return Ok(cached);
         }
+        // Under the upstream's rate-limit floor, a tag we hold is not worth a
+        // revalidation that may cost a pull: served as it is until the window passes.
+        if let Some(why) = m.upstream.saving_budget() {
+            self.looked_up(m, reference, "manifest", "budget");
+            self.metrics.budget_skips.with_label_values(&[m.upstream.host.as_str()]).inc();
+            tracing::info!(repo = %m.storage, %reference, "{why}; served the cached tag unrevalidated");
+            return Ok(Manifest { stale: Some(why), ..cached });
+        }
         let revalidated = match self.mirror().head_manifest(&m.upstream, &m.remote, reference).await {
             Ok(Some(upstream)) if upstream == cached.digest => {
                 self.looked_up(m, reference, "manifest", "revalidated");
@@ -155,7 +163,7 @@ impl Registry {
                 self.looked_up(m, reference, "manifest", "stale");
                 tracing::debug!(repo = %m.storage, %reference, error = %e, "upstream unavailable; serving the cached tag");
                 self.mark_tag_fresh(m, tag, Some(STALE_RETRY)).await;
-                Ok(cached)
+                Ok(Manifest { stale: Some(format!("upstream unavailable: {e}")), ..cached })
             }
             Err(e) => Err(e),
         }
