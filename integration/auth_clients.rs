@@ -5,31 +5,12 @@
 
 mod common;
 
-use std::io::Write;
-
 use base64::Engine as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::images::busybox_layout;
-use common::procs::{berth, distribution, http, require, run, Containerd, Dockerd};
-
-/// `berth htpasswd USER --stdin` with `password` on stdin, appended to `file`.
-fn add_user(file: &Path, user: &str, password: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["htpasswd", user, "--stdin", "--cost", "5"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let line = String::from_utf8(out.stdout).unwrap();
-    assert!(line.starts_with(&format!("{user}:$2y$05$")), "{line}");
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).unwrap();
-    f.write_all(line.as_bytes()).unwrap();
-}
+use common::procs::{add_user, berth, distribution, http, require, run, Containerd, Dockerd};
 
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))

@@ -6,14 +6,13 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::certs::Ca;
 use common::images::busybox_layout;
-use common::procs::{free_port, run, Dockerd, Proc};
+use common::procs::{add_user, free_port, run, Dockerd, Proc};
 
 /// The registry:2 image's own `/etc/docker/registry/config.yml`.
 const IMAGE_CONFIG: &str = include_str!("../config/registry2.yml");
@@ -25,19 +24,6 @@ impl Drop for CertsD {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn htpasswd_line(user: &str, password: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["htpasswd", user, "--stdin", "--cost", "5"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn start(w: &Path, env: &[(&str, String)], port: u16) -> Proc {
@@ -60,7 +46,7 @@ fn the_tutorial_compose_setup_works_with_only_the_image_changed() {
     let ca = Ca::new(&w.join("pki"), "ca");
     let (crt, key) = ca.issue("domain", "server");
     std::fs::create_dir_all(w.join("auth")).unwrap();
-    std::fs::write(w.join("auth/htpasswd"), htpasswd_line("testuser", "testpassword")).unwrap();
+    add_user(&w.join("auth/htpasswd"), "testuser", "testpassword");
     let port = free_port();
     let addr = format!("localhost:{port}");
     let env = [

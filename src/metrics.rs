@@ -203,10 +203,7 @@ impl Teams {
         let mut out = Vec::new();
         for (name, nets) in teams {
             for net in nets {
-                let parsed = net
-                    .parse::<ipnet::IpNet>()
-                    .or_else(|_| net.parse::<IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| format!("metrics.teams.{name}: {net:?} is not a network (CIDR) or an address"))?;
+                let parsed = crate::config::parse_network(net).map_err(|e| format!("metrics.teams.{name}: {e}"))?;
                 out.push((name.clone(), parsed));
             }
         }

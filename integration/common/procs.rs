@@ -189,6 +189,24 @@ pub fn berth_with(data: &Path, log_dir: &Path, extra: &[&str], tweak: impl FnOnc
     (p, addr)
 }
 
+/// `berth htpasswd USER --stdin` with `password` on stdin, appended to `file`.
+pub fn add_user(file: &Path, user: &str, password: &str) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["htpasswd", user, "--stdin", "--cost", "5"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(line.starts_with(&format!("{user}:$2y$05$")), "{line}");
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).unwrap();
+    f.write_all(line.as_bytes()).unwrap();
+}
+
 /// CNCF Distribution 2.8 (Debian's `docker-registry`) serving `data`.
 pub fn distribution(data: &Path, work: &Path, extra_yaml: &str) -> (Proc, String) {
     require("docker-registry");

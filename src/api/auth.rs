@@ -35,7 +35,7 @@ fn refused(why: &str) -> ApiError {
 }
 
 fn client(req: &HttpRequest) -> String {
-    req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
+    super::client_ip(req).map(|ip| ip.to_string()).unwrap_or_default()
 }
 
 /// What an `Authorization` value holds.

@@ -43,6 +43,8 @@ pub struct EdgeConfig {
     pub teams: crate::metrics::Teams,
     /// `metrics.enabled`: whether `/metrics` answers.
     pub metrics: bool,
+    /// `server.trusted_proxies`: peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl EdgeConfig {
@@ -59,6 +61,8 @@ impl EdgeConfig {
             // Checked when the configuration was loaded.
             teams: crate::metrics::Teams::new(&cfg.metrics.teams).unwrap_or_default(),
             metrics: cfg.metrics.enabled,
+            // Checked when the configuration was loaded.
+            trusted_proxies: s.trusted_proxies.iter().filter_map(|p| crate::config::parse_network(p).ok()).collect(),
         }
     }
 }
@@ -87,6 +91,42 @@ async fn search(
 ) -> Result<HttpResponse, ApiError> {
     let caller = auth.caller(&req).await?;
     Ok(HttpResponse::Ok().json(listing::search_names(&reg, &query, &caller).await?))
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy,
+/// the last address in `X-Forwarded-For` that is not one (what nginx's
+/// `$proxy_add_x_forwarded_for` appends). Per-client limits, metrics and
+/// logs use it; berth's admin endpoint never does (it wants the real peer).
+pub fn client_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
+    let peer = req.peer_addr().map(|a| a.ip());
+    let trusted = req.app_data::<web::Data<EdgeConfig>>().map(|e| e.trusted_proxies.as_slice()).unwrap_or_default();
+    let xff = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    forwarded_client(peer, xff, trusted)
+}
+
+fn forwarded_client(
+    peer: Option<std::net::IpAddr>,
+    xff: Option<&str>,
+    trusted: &[ipnet::IpNet],
+) -> Option<std::net::IpAddr> {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let peer = peer?;
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let mut client = peer;
+    for hop in xff.unwrap_or("").rsplit(',') {
+        match hop.trim().parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    Some(client)
 }
 
 fn tail(req: &HttpRequest) -> String {
@@ -141,7 +181,7 @@ async fn handle(
         crate::registry::Caller::User(u) => Some(u.as_str()),
         crate::registry::Caller::Anonymous => None,
     };
-    let client: std::sync::Arc<str> = edge.teams.label(user, req.peer_addr().map(|a| a.ip())).into();
+    let client: std::sync::Arc<str> = edge.teams.label(user, client_ip(req)).into();
     // Bytes fetched upstream on this request's behalf are counted against its client.
     let kind = match (&endpoint, req.method()) {
         (Endpoint::Manifest(..), &Method::GET) => Some("manifest"),
@@ -183,7 +223,7 @@ async fn serve(
         return Err(ApiError::BadRequest(crate::oci::OciCode::TooLarge, msg));
     }
     let body = body::timed(payload, edge.pace);
-    let owner = Registry::upload_owner(req.peer_addr());
+    let owner = client_ip(req);
     let m = req.method();
     let (reg, params) = (reg.clone(), params);
     match endpoint {
@@ -223,5 +263,31 @@ async fn serve(
                 _ => uploads::cancel(&reg, &repo, &id).await,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_behind_trusted_proxies() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let nets: Vec<ipnet::IpNet> = vec!["127.0.0.1/32".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+        let f = |peer: &str, xff: Option<&str>| forwarded_client(Some(ip(peer)), xff, &nets);
+        assert_eq!(f("192.0.2.1", Some("1.2.3.4")), Some(ip("192.0.2.1")), "an untrusted peer is the client");
+        assert_eq!(f("127.0.0.1", Some("198.51.100.7")), Some(ip("198.51.100.7")));
+        assert_eq!(
+            f("127.0.0.1", Some("6.6.6.6, 198.51.100.7, 10.1.1.1")),
+            Some(ip("198.51.100.7")),
+            "spoofed hops left of the first untrusted one are ignored"
+        );
+        assert_eq!(f("127.0.0.1", None), Some(ip("127.0.0.1")));
+        assert_eq!(f("127.0.0.1", Some("garbage")), Some(ip("127.0.0.1")));
+        assert_eq!(
+            forwarded_client(Some(ip("127.0.0.1")), Some("198.51.100.7"), &[]),
+            Some(ip("127.0.0.1")),
+            "no trusted proxies: headers ignored"
+        );
     }
 }

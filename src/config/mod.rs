@@ -160,6 +160,9 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Headers added to every response (registry:2's `http.headers`), name → value.
     pub headers: std::collections::BTreeMap<String, String>,
+    /// Reverse proxies (networks or addresses) whose `X-Forwarded-For` names
+    /// the client, for per-client limits, metrics and logs.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// The most headers actix-web's HTTP/1 parser takes (it refuses more with a bare 431).
@@ -419,6 +422,7 @@ impl Default for ServerConfig {
             max_header_bytes: bytesize::ByteSize::kib(32),
             tls: None,
             headers: Default::default(),
+            trusted_proxies: vec![],
         }
     }
 }
@@ -445,6 +449,13 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self { level: "info".into(), format: LogFormat::Text }
     }
+}
+
+/// A network in CIDR form, or one address.
+pub fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not a network (CIDR) or an address"))
 }
 
 /// A configuration that could not be loaded; the message names the bad key or file.
@@ -527,6 +538,9 @@ impl Config {
     /// Checks what serde cannot: upstream URLs and hosts, the default upstream, limits.
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::metrics::Teams::new(&self.metrics.teams).map_err(ConfigError)?;
+        for p in &self.server.trusted_proxies {
+            parse_network(p).map_err(|e| ConfigError(format!("server.trusted_proxies: {e}")))?;
+        }
         for (name, value) in &self.server.headers {
             use actix_web::http::header::{HeaderName, HeaderValue};
             if HeaderName::from_bytes(name.as_bytes()).is_err() || HeaderValue::from_str(value).is_err() {

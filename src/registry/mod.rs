@@ -17,7 +17,6 @@ mod range;
 mod referrers;
 pub mod uses;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -392,11 +391,6 @@ impl Registry {
     /// How often `purge_uploads` should run.
     pub fn purge_interval(&self) -> Duration {
         (self.upload_max_age / 24).clamp(Duration::from_millis(500), Duration::from_secs(3600))
-    }
-
-    /// The client address an upload is counted against (see `uploads.max_per_client`).
-    pub fn upload_owner(addr: Option<std::net::SocketAddr>) -> Option<IpAddr> {
-        addr.map(|a| a.ip())
     }
 }
 
