@@ -110,7 +110,7 @@ pub fn run(cfg: &Config, opts: GcOptions) -> Result<GcReport, String> {
 /// address comes from the data directory of the server that holds its index
 /// lock, and that server holds the port, so only root could answer in its
 /// place. (Its certificate names the public host, not 127.0.0.1.)
-fn loopback_tls() -> rustls::ClientConfig {
+pub(crate) fn loopback_tls() -> rustls::ClientConfig {
     #[derive(Debug)]
     struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};

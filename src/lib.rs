@@ -19,6 +19,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod tokens;
+pub mod warm;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Weak};
@@ -93,6 +94,11 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     let scheme = if tls.is_some() { "https" } else { "http" };
     if let Err(e) = std::fs::write(api::admin::server_addr_file(&cfg.storage.root), format!("{scheme}://{addr}")) {
         tracing::warn!(error = %e, "cannot record the server address for `berth gc`");
+    }
+    if cfg.mirror.enabled && !cfg.mirror.warm.is_empty() {
+        let images = cfg.mirror.warm.iter().filter_map(|i| warm::parse_image(i).ok()).collect();
+        let server = format!("{scheme}://{addr}");
+        actix_web::rt::spawn(scheduled_warm(Arc::downgrade(&registry), server, images, cfg.mirror.warm_interval));
     }
     let token = web::Data::new(token);
     actix_web::rt::spawn(reload_files(
@@ -208,6 +214,28 @@ async fn scheduled_gc(registry: Weak<Registry>) {
             ),
             Err(e) => tracing::warn!(error = %e, "scheduled garbage collection failed"),
         }
+    }
+}
+
+/// `mirror.warm`: the images pulled through this server at startup and every
+/// `interval`, for as long as it serves.
+async fn scheduled_warm(
+    registry: Weak<Registry>,
+    server: String,
+    images: Vec<warm::ImageRef>,
+    interval: std::time::Duration,
+) {
+    let w = warm::Warmer::new(&server, vec![], None, false);
+    loop {
+        if registry.upgrade().is_none() {
+            return;
+        }
+        let (report, failures) = warm::warm_all(&w, &images).await;
+        tracing::info!(images = report.images, blobs = report.blobs, bytes = report.bytes, "mirror.warm pass");
+        for f in failures {
+            tracing::warn!(error = %f, "mirror.warm: an image could not be warmed");
+        }
+        actix_web::rt::time::sleep(interval).await;
     }
 }
 

@@ -52,6 +52,22 @@ enum Command {
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         grace: Option<std::time::Duration>,
     },
+    /// Fill a running server's mirror with images before anyone pulls them
+    /// (pulled through the server: coalesced, verified, counted as use).
+    Warm {
+        /// The server (berth) to fill.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:5000")]
+        server: String,
+        /// Only these platforms of a multi-platform image, e.g. linux/amd64,linux/arm64 (default: all).
+        #[arg(long, value_name = "OS/ARCH[,…]")]
+        platform: Option<String>,
+        /// Credentials for the server, if it asks (USER:PASSWORD).
+        #[arg(long, value_name = "USER:PASSWORD")]
+        user: Option<String>,
+        /// Images: alpine:3.20, ghcr.io/org/app:v1, quay.io/x/y@sha256:…
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
     /// Print an htpasswd line (bcrypt) for USER, for `auth.htpasswd.path`.
     Htpasswd {
         /// The user name.
@@ -132,6 +148,9 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Htpasswd { user, stdin, cost } => htpasswd(&user, stdin, cost),
+        Command::Warm { server, platform, user, images } => {
+            warm(&server, platform.as_deref(), user.as_deref(), &images)
+        }
         Command::Config { command: ConfigCommand::Check { common } } => load_noted(&common).map(|(cfg, notes)| {
             if !notes.is_empty() {
                 print!("{}", berth::config::registry2::describe(&notes));
@@ -165,6 +184,31 @@ fn htpasswd(user: &str, stdin: bool, cost: u32) -> Result<(), String> {
     }
     println!("{}", berth::htpasswd::line(user, &password, cost)?);
     Ok(())
+}
+
+fn warm(server: &str, platform: Option<&str>, user: Option<&str>, images: &[String]) -> Result<(), String> {
+    use berth::warm;
+    let platforms = platform.map(warm::parse_platforms).transpose()?.unwrap_or_default();
+    let images = images.iter().map(|i| warm::parse_image(i)).collect::<Result<Vec<_>, _>>()?;
+    let user = user
+        .map(|u| u.split_once(':').map(|(a, b)| (a.to_string(), b.to_string())).ok_or("--user takes USER:PASSWORD"))
+        .transpose()?;
+    actix_web::rt::System::new().block_on(async {
+        let w = warm::Warmer::new(server, platforms, user, true);
+        let (report, failures) = warm::warm_all(&w, &images).await;
+        println!(
+            "warmed {} of {} images: {} manifests, {} blobs, {} bytes",
+            report.images,
+            images.len(),
+            report.manifests,
+            report.blobs,
+            report.bytes
+        );
+        match failures.as_slice() {
+            [] => Ok(()),
+            _ => Err(failures.join("\n")),
+        }
+    })
 }
 
 fn serve(cfg: Config, unsupported: Option<String>) -> Result<(), String> {

@@ -17,6 +17,7 @@ use serde_json::json;
 use super::Digest;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Auth {
@@ -130,6 +131,27 @@ impl FakeUpstream {
 
     pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap()
+    }
+
+    /// Adds an OCI index under `repo:tag` over images already added, with their platforms (`os/arch`).
+    pub fn add_index(&self, repo: &str, tag: &str, images: &[(&Image, &str)]) -> Digest {
+        let manifests: Vec<_> = images
+            .iter()
+            .map(|(img, platform)| {
+                let (os, arch) = platform.split_once('/').unwrap();
+                json!({"mediaType": OCI_MANIFEST, "digest": img.digest.to_string(), "size": img.manifest.len(),
+                       "platform": {"os": os, "architecture": arch}})
+            })
+            .collect();
+        let index = Bytes::from(
+            serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests})).unwrap(),
+        );
+        let digest = Digest::sha256_of(&index);
+        let mut s = self.state();
+        for reference in [tag.to_string(), digest.to_string()] {
+            s.manifests.insert((repo.to_string(), reference), (OCI_INDEX.to_string(), index.clone()));
+        }
+        digest
     }
 
     /// Adds blobs and an OCI image manifest under `repo:tag`.

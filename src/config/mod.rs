@@ -274,6 +274,11 @@ pub struct MirrorConfig {
     /// How often expiry and the cap are enforced.
     #[serde(with = "humantime_serde")]
     pub eviction_interval: Duration,
+    /// Images pulled through the mirror at startup and every `warm_interval`
+    /// (as `berth warm` does): `docker.io/library/alpine:3.20`, `ghcr.io/org/app:v1`.
+    pub warm: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub warm_interval: Duration,
     /// The upstream registries, by host. A list given in a file replaces this default.
     pub upstreams: Vec<UpstreamConfig>,
 }
@@ -371,6 +376,8 @@ impl Default for MirrorConfig {
             max_size: None,
             pin: vec![],
             eviction_interval: Duration::from_secs(60),
+            warm: vec![],
+            warm_interval: Duration::from_secs(6 * 3600),
             upstreams: vec![UpstreamConfig::new("docker.io", "https://registry-1.docker.io")],
         }
     }
@@ -538,6 +545,12 @@ impl Config {
     /// Checks what serde cannot: upstream URLs and hosts, the default upstream, limits.
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::metrics::Teams::new(&self.metrics.teams).map_err(ConfigError)?;
+        for image in &self.mirror.warm {
+            crate::warm::parse_image(image).map_err(|e| ConfigError(format!("mirror.warm: {e}")))?;
+        }
+        if !self.mirror.warm.is_empty() && self.mirror.warm_interval.is_zero() {
+            return Err(ConfigError("mirror.warm_interval must be more than 0s".into()));
+        }
         for p in &self.server.trusted_proxies {
             parse_network(p).map_err(|e| ConfigError(format!("server.trusted_proxies: {e}")))?;
         }
