@@ -68,6 +68,16 @@ enum Command {
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<String>,
     },
+    /// Exit 0 when the server running on this data directory answers /readyz
+    /// with 200 (a container HEALTHCHECK): it finds the server's address in
+    /// `<root>/.berth/server.addr`, so it follows whatever port and TLS it serves.
+    Ready {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Data directory (overrides storage.root).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+    },
     /// Print an htpasswd line (bcrypt) for USER, for `auth.htpasswd.path`.
     Htpasswd {
         /// The user name.
@@ -148,6 +158,12 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Htpasswd { user, stdin, cost } => htpasswd(&user, stdin, cost),
+        Command::Ready { common, data } => load(&common).and_then(|mut cfg| {
+            if let Some(data) = data {
+                cfg.storage.root = data;
+            }
+            actix_web::rt::System::new().block_on(berth::warm::ready(&cfg.storage.root))
+        }),
         Command::Warm { server, platform, user, images } => {
             warm(&server, platform.as_deref(), user.as_deref(), &images)
         }

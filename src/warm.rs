@@ -249,6 +249,30 @@ fn descriptor_size(manifest: &serde_json::Value, d: &Digest) -> Option<u64> {
         .and_then(|desc| desc["size"].as_u64())
 }
 
+/// Asks the server running on data directory `root` for `/readyz`.
+pub async fn ready(root: &std::path::Path) -> Result<(), String> {
+    let file = crate::api::admin::server_addr_file(root);
+    let addr = std::fs::read_to_string(&file)
+        .map_err(|e| format!("no server has started on {} ({}: {e})", root.display(), file.display()))?;
+    let w = Warmer::new(addr.trim(), vec![], None, false);
+    let mut resp = w
+        .client
+        .get(format!("{}/readyz", w.server))
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| format!("{}: {e}", w.server))?;
+    let body = resp.body().await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    match resp.status().as_u16() {
+        200 => {
+            print!("{text}");
+            Ok(())
+        }
+        status => Err(format!("{}/readyz answered {status}: {}", w.server, text.trim())),
+    }
+}
+
 /// Warms each image in turn (a failure is reported and the rest go on);
 /// returns the totals and the failures.
 pub async fn warm_all(w: &Warmer, images: &[ImageRef]) -> (WarmReport, Vec<String>) {

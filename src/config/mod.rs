@@ -746,6 +746,22 @@ mod tests {
         assert!(Config::load(Some(&f), vec![]).unwrap_err().to_string().contains("bad host"));
     }
 
+    /// Every example in `config/examples` (and registry:2's config) loads as shipped.
+    #[test]
+    fn the_example_configs_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            Config::load(Some(&path), Vec::new()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+        assert!(n >= 3);
+        let r2 = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registry2.yml");
+        let (cfg, _) = Config::load_noted(Some(&r2), Vec::new()).unwrap();
+        assert_eq!(cfg.server.listen, "0.0.0.0:5000");
+    }
+
     /// The README's `berth.toml` examples load as they are shown.
     #[test]
     fn readme_config_examples_load() {
