@@ -69,6 +69,7 @@ fn test_compose(compose: &str, port: u16, upstream: &str) -> String {
 fn the_image_builds_and_the_compose_stack_serves_a_mirror_with_a_persistent_volume() {
     require("docker-compose");
     require("busybox");
+    require("skopeo");
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
