@@ -13,7 +13,15 @@ use common::certs::Ca;
 use common::images::busybox_layout;
 use common::procs::{add_user, berth, free_port, require, run, Proc};
 
-/// The README's nginx server block, for `berth` at `upstream`, on `port` with TLS.
+/// The README's nginx block (its first ```nginx block), as a user copies it.
+fn readme_nginx_block() -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme.find("```nginx\n").expect("the README's nginx block") + "```nginx\n".len();
+    let len = readme[start..].find("```").unwrap();
+    readme[start..start + len].to_string()
+}
+
+/// nginx ending TLS on `port`, with the README's block for `berth` at `upstream`.
 fn nginx_conf(w: &Path, port: u16, upstream: &str, crt: &Path, key: &Path) -> String {
     let w = w.display();
     format!(
@@ -40,7 +48,7 @@ http {{
 ",
         crt = crt.display(),
         key = key.display(),
-        block = include_str!("../config/nginx-location.conf").replace("BERTH", upstream).replace('\n', "\n    ")
+        block = readme_nginx_block().replace("127.0.0.1:5000", upstream).replace('\n', "\n    ")
     )
 }
 
