@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::images::busybox_layout;
-use common::procs::{distribution, free_port, require, run, Dockerd};
+use common::procs::{free_port, require, run, upstream_with_busybox, Dockerd};
 
 fn copy_with_parents(file: &Path, root: &Path) {
     let dest = root.join(file.strip_prefix("/").unwrap());
@@ -76,14 +75,7 @@ fn the_image_builds_and_the_compose_stack_serves_a_mirror_with_a_persistent_volu
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_berth"));
 
     // An upstream holding busybox.
-    let layout = busybox_layout(w);
-    let (upstream_proc, upstream) = distribution(&w.join("upstream-data"), w, "");
-    run(Command::new("skopeo").args([
-        "copy",
-        "--dest-tls-verify=false",
-        &layout.reference("single"),
-        &format!("docker://{upstream}/library/busybox:latest"),
-    ]));
+    let (upstream_proc, upstream) = upstream_with_busybox(w);
 
     let d = Dockerd::start(&w.join("docker"), "{}");
     // The offline base image, then the image from the Dockerfile.

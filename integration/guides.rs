@@ -10,8 +10,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::images::busybox_layout;
-use common::procs::{add_user, berth, distribution, require, run};
+use common::procs::{add_user, berth, require, upstream_with_busybox};
 
 /// The guide blocks of `readme`: (name, script), in order.
 fn guides(readme: &str) -> Vec<(String, String)> {
@@ -41,14 +40,7 @@ fn the_readme_guides_run_as_written() {
 
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
-    let layout = busybox_layout(w);
-    let (_upstream, up) = distribution(&w.join("upstream-data"), w, "");
-    run(Command::new("skopeo").args([
-        "copy",
-        "--dest-tls-verify=false",
-        &layout.reference("single"),
-        &format!("docker://{up}/library/busybox:latest"),
-    ]));
+    let (_upstream, up) = upstream_with_busybox(w);
     let users = w.join("htpasswd");
     add_user(&users, "alice", "wonderland");
     let cfg = w.join("berth.toml");

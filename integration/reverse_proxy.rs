@@ -96,15 +96,18 @@ fn behind_nginx_the_realm_and_uploads_follow_the_client_s_address() {
     let layout = busybox_layout(w);
     let dest = format!("docker://{addr}/team/busybox:1");
     let certs = certs.to_str().unwrap();
-    run(Command::new("skopeo").args([
-        "copy",
-        "--dest-cert-dir",
-        certs,
-        "--dest-creds",
-        "alice:wonderland",
-        &layout.reference("single"),
-        &dest,
-    ]));
+    let push = |dest: &str| {
+        run(Command::new("skopeo").args([
+            "copy",
+            "--dest-cert-dir",
+            certs,
+            "--dest-creds",
+            "alice:wonderland",
+            &layout.reference("single"),
+            dest,
+        ]))
+    };
+    push(&dest);
     let pulled = w.join("pulled");
     run(Command::new("skopeo").args([
         "copy",
@@ -131,15 +134,7 @@ fn behind_nginx_the_realm_and_uploads_follow_the_client_s_address() {
 
     // The client address is the one nginx forwards (berth trusts nginx's), not nginx's own.
     let public = format!("docker://{addr}/public/busybox:1");
-    run(Command::new("skopeo").args([
-        "copy",
-        "--dest-cert-dir",
-        certs,
-        "--dest-creds",
-        "alice:wonderland",
-        &layout.reference("single"),
-        &public,
-    ]));
+    push(&public);
     let status = run(Command::new("curl")
         .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--interface", "127.0.0.2", "--cacert"])
         .arg(ca.cert())

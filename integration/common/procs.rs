@@ -207,6 +207,19 @@ pub fn add_user(file: &Path, user: &str, password: &str) {
     f.write_all(line.as_bytes()).unwrap();
 }
 
+/// A Distribution "Docker Hub" under `work` holding `library/busybox:latest` (pushed by skopeo).
+pub fn upstream_with_busybox(work: &Path) -> (Proc, String) {
+    let layout = super::images::busybox_layout(work);
+    let (proc, addr) = distribution(&work.join("upstream-data"), work, "");
+    run(Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        &layout.reference("single"),
+        &format!("docker://{addr}/library/busybox:latest"),
+    ]));
+    (proc, addr)
+}
+
 /// CNCF Distribution 2.8 (Debian's `docker-registry`) serving `data`.
 pub fn distribution(data: &Path, work: &Path, extra_yaml: &str) -> (Proc, String) {
     require("docker-registry");
