@@ -85,6 +85,8 @@ async fn search_answers_from_the_catalog_in_docker_search_s_shape() {
     assert_eq!(c.get("/v1/search").await.json()["num_results"], 4, "no term: everything");
     let r = c.get("/v1/search?q=x&n=zero").await;
     assert_eq!((r.status, r.code().as_str()), (400, "PAGINATION_NUMBER_INVALID"));
+    let r = c.get("/v1/search?q=a&q=b").await;
+    assert_eq!((r.status, r.code().as_str()), (400, "QUERY_INVALID"), "a malformed query gets an OCI error");
     assert_eq!(c.get("/v1/_ping").await.status, 200);
     s.stop().await;
     up.stop().await;

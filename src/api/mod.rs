@@ -83,12 +83,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// `GET /v1/search?q=&n=&page=` (`docker search`): answered for whoever the
 /// credentials say (anonymous without any), never with a challenge.
-async fn search(
-    req: HttpRequest,
-    reg: Reg,
-    auth: web::Data<auth::Auth>,
-    query: web::Query<listing::SearchQuery>,
-) -> Result<HttpResponse, ApiError> {
+async fn search(req: HttpRequest, reg: Reg, auth: web::Data<auth::Auth>) -> Result<HttpResponse, ApiError> {
+    let query = web::Query::<listing::SearchQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::BadRequest(crate::oci::OciCode::QueryInvalid, format!("search query: {e}")))?;
     let caller = auth.caller(&req).await?;
     Ok(HttpResponse::Ok().json(listing::search_names(&reg, &query, &caller).await?))
 }
