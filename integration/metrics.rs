@@ -174,6 +174,24 @@ async fn r_digest(c: &Client, repo: &str, tag: &str) -> String {
 }
 
 #[actix_rt::test]
+async fn bytes_streamed_without_a_length_are_counted_as_they_go() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let image = up.add_image("library/chunked", "1", &[layer(700_000, 7)]);
+    up.state().no_content_length = true;
+    let s = mirror(&up, None, |_| {}).await;
+    let c = s.client();
+    let d = &image.layers[0];
+    let (status, got, size) = c.get_hashed(&format!("/v2/chunked/blobs/{d}")).await.unwrap();
+    assert_eq!((status, &got, size), (200, d, 700_000));
+    let m = Scrape::take(&c).await;
+    assert_eq!(m.sum("berth_served_bytes_total", &[r#"content="mirrored""#, r#"kind="blob""#]), 700_000.0);
+    assert_eq!(m.sum("berth_client_served_bytes_total", &[]), 700_000.0);
+    assert_eq!(m.sum("berth_upstream_fetched_bytes_total", &[]), 700_000.0);
+    s.stop().await;
+    up.stop().await;
+}
+
+#[actix_rt::test]
 async fn metrics_can_be_turned_off() {
     let s = TestServer::start_with(|c| {
         c.mirror.enabled = false;

@@ -73,3 +73,33 @@ pub async fn scrape(reg: Reg, edge: web::Data<EdgeConfig>) -> HttpResponse {
     }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(reg.render_metrics().await)
 }
+
+/// A response body of unknown length whose bytes are counted as served as
+/// they go out.
+pub struct Counted {
+    pub inner: actix_web::body::BoxBody,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub client: std::sync::Arc<str>,
+    pub mirrored: bool,
+    pub kind: &'static str,
+}
+
+impl MessageBody for Counted {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        self.inner.size()
+    }
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<bytes::Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        let next = std::pin::Pin::new(&mut this.inner).poll_next(cx);
+        if let std::task::Poll::Ready(Some(Ok(chunk))) = &next {
+            this.metrics.served(&this.client, this.mirrored, this.kind, chunk.len() as u64);
+        }
+        next
+    }
+}

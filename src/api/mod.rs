@@ -189,11 +189,17 @@ async fn handle(
     let served = crate::metrics::CLIENT
         .scope(client.clone(), serve(req, payload, &reg, &edge, endpoint, action, &params, &caller, &mut mirrored))
         .await?;
-    if let (Some(kind), actix_web::body::BodySize::Sized(n)) = (kind, actix_web::body::MessageBody::size(served.body()))
-    {
-        if served.status().is_success() {
-            reg.metrics().served(&client, mirrored, kind, n);
+    let Some(kind) = kind.filter(|_| served.status().is_success()) else { return Ok(served) };
+    match actix_web::body::MessageBody::size(served.body()) {
+        actix_web::body::BodySize::Sized(n) => reg.metrics().served(&client, mirrored, kind, n),
+        // A body of unknown length (an upstream streaming without one) is counted as it goes.
+        actix_web::body::BodySize::Stream => {
+            let metrics = reg.metrics().clone();
+            return Ok(served.map_body(move |_, body| {
+                actix_web::body::BoxBody::new(metrics::Counted { inner: body, metrics, client, mirrored, kind })
+            }));
         }
+        actix_web::body::BodySize::None => {}
     }
     Ok(served)
 }
