@@ -6,7 +6,6 @@
 //! on a terminal, plain lines otherwise; the summary goes to stdout.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -106,68 +105,16 @@ pub fn run(cfg: &Config, opts: GcOptions) -> Result<GcReport, String> {
     result
 }
 
-/// TLS to the server on this machine, whatever its certificate names: the
-/// address comes from the data directory of the server that holds its index
-/// lock, and that server holds the port, so only root could answer in its
-/// place. (Its certificate names the public host, not 127.0.0.1.)
-pub(crate) fn loopback_tls() -> rustls::ClientConfig {
-    #[derive(Debug)]
-    struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    impl ServerCertVerifier for AnyCertificate {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &rustls::DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-        }
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &rustls::DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth()
-}
-
 /// Asks the server at `addr` to run it, and follows its progress.
 async fn remote(addr: &str, token: &str, opts: GcOptions, progress: &Progress) -> Result<GcReport, String> {
-    // A server listening on every address is reached on loopback.
-    let addr = addr.replace("0.0.0.0:", "127.0.0.1:").replace("[::]:", "[::1]:");
-    let (scheme, addr) = addr.split_once("://").unwrap_or(("http", &addr));
+    let base = crate::local_server::base_url(addr);
     let url = format!(
-        "{scheme}://{addr}/_berth/gc?dry_run={}&delete_untagged={}&grace={}s",
+        "{base}/_berth/gc?dry_run={}&delete_untagged={}&grace={}s",
         opts.dry_run,
         opts.delete_untagged,
         opts.grace.as_secs()
     );
-    let connector = awc::Connector::new().rustls_0_23(Arc::new(loopback_tls()));
-    let client = awc::Client::builder().connector(connector).timeout(crate::api::admin::REMOTE_IDLE).finish();
+    let client = crate::local_server::client(true, Some(crate::api::admin::REMOTE_IDLE));
     let mut resp = client
         .post(&url)
         .insert_header((crate::api::admin::TOKEN_HEADER, token))

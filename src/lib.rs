@@ -11,6 +11,7 @@ pub mod config;
 pub mod gc_command;
 pub mod htpasswd;
 pub mod limits;
+pub mod local_server;
 pub mod metrics;
 pub mod mirror;
 pub mod oci;

@@ -162,7 +162,7 @@ fn main() -> ExitCode {
             if let Some(data) = data {
                 cfg.storage.root = data;
             }
-            actix_web::rt::System::new().block_on(berth::warm::ready(&cfg.storage.root))
+            actix_web::rt::System::new().block_on(berth::local_server::ready(&cfg.storage.root))
         }),
         Command::Warm { server, platform, user, images } => {
             warm(&server, platform.as_deref(), user.as_deref(), &images)

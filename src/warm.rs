@@ -4,8 +4,8 @@
 //! `berth warm` and by the server itself for `mirror.warm`.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
 
+use crate::local_server;
 use crate::oci::{Digest, ManifestInfo, MediaType};
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -118,16 +118,8 @@ impl Warmer {
     /// A warmer for `server`; TLS to a loopback server accepts its certificate
     /// whatever it names (it is this machine's berth), elsewhere the web PKI.
     pub fn new(server: &str, platforms: Vec<Platform>, user: Option<(String, String)>, progress: bool) -> Self {
-        let server =
-            server.trim_end_matches('/').replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:");
-        let host = server.split("://").nth(1).unwrap_or("").split('/').next().unwrap_or("");
-        let loopback = host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
-        let connector = if loopback {
-            awc::Connector::new().rustls_0_23(Arc::new(crate::gc_command::loopback_tls()))
-        } else {
-            awc::Connector::new()
-        };
-        let client = awc::Client::builder().connector(connector).disable_timeout().finish();
+        let server = local_server::base_url(server);
+        let client = local_server::client(local_server::is_loopback(&server), None);
         let bars = (progress && std::io::stderr().is_terminal()).then(MultiProgress::new);
         Warmer { server, platforms, user, client, bars }
     }
@@ -247,30 +239,6 @@ fn descriptor_size(manifest: &serde_json::Value, d: &Digest) -> Option<u64> {
         .chain(manifest["layers"].as_array().into_iter().flatten())
         .find(|desc| desc["digest"].as_str() == Some(digest.as_str()))
         .and_then(|desc| desc["size"].as_u64())
-}
-
-/// Asks the server running on data directory `root` for `/readyz`.
-pub async fn ready(root: &std::path::Path) -> Result<(), String> {
-    let file = crate::api::admin::server_addr_file(root);
-    let addr = std::fs::read_to_string(&file)
-        .map_err(|e| format!("no server has started on {} ({}: {e})", root.display(), file.display()))?;
-    let w = Warmer::new(addr.trim(), vec![], None, false);
-    let mut resp = w
-        .client
-        .get(format!("{}/readyz", w.server))
-        .timeout(std::time::Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| format!("{}: {e}", w.server))?;
-    let body = resp.body().await.unwrap_or_default();
-    let text = String::from_utf8_lossy(&body);
-    match resp.status().as_u16() {
-        200 => {
-            print!("{text}");
-            Ok(())
-        }
-        status => Err(format!("{}/readyz answered {status}: {}", w.server, text.trim())),
-    }
 }
 
 /// Warms each image in turn (a failure is reported and the rest go on);

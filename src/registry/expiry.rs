@@ -119,7 +119,7 @@ impl Registry {
         }
         self.store.indexed(move |index| index.forget_uses(&gone_uses)).await?;
         self.delete_blob_data(candidates, &mut report).await?;
-        report.mirror_bytes = self.mirror_bytes().await?;
+        report.mirror_bytes = self.store_bytes_now().await?.0;
         if let Some(max) = self.max_size {
             if report.mirror_bytes > max {
                 self.shrink_to(&repos, max / 10 * 9, &mut report).await?;
@@ -140,10 +140,19 @@ impl Registry {
         Ok(report)
     }
 
-    /// Bytes of blob data that only mirrored repositories link.
-    async fn mirror_bytes(&self) -> RegistryResult<u64> {
+    /// Bytes of blob data held only by mirrored repositories, and by the rest
+    /// (pushed ones, alone or with mirrored ones), by the index.
+    pub(super) async fn store_bytes_now(&self) -> RegistryResult<(u64, u64)> {
         let blobs = self.store.indexed(|index| index.blobs()).await?;
-        Ok(blobs.iter().filter(|(_, _, refs)| refs.pushed.is_empty() && !refs.mirrored.is_empty()).map(|b| b.1).sum())
+        let mut bytes = (0, 0);
+        for (_, size, refs) in blobs {
+            if refs.pushed.is_empty() && !refs.mirrored.is_empty() {
+                bytes.0 += size;
+            } else if !refs.is_empty() {
+                bytes.1 += size;
+            }
+        }
+        Ok(bytes)
     }
 
     /// Last uses of `kind` in `repo`; objects with none recorded (indexed

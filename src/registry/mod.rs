@@ -161,15 +161,7 @@ impl Registry {
                 return Ok(bytes);
             }
         }
-        let blobs = self.store.indexed(|index| index.blobs()).await?;
-        let mut bytes = (0, 0);
-        for (_, size, refs) in blobs {
-            if refs.pushed.is_empty() && !refs.mirrored.is_empty() {
-                bytes.0 += size;
-            } else if !refs.is_empty() {
-                bytes.1 += size;
-            }
-        }
+        let bytes = self.store_bytes_now().await?;
         *self.store_bytes.lock().unwrap() = Some((Instant::now(), bytes));
         Ok(bytes)
     }
