@@ -86,7 +86,8 @@ fn the_image_builds_and_the_compose_stack_serves_a_mirror_with_a_persistent_volu
     d.docker(&["import", tar.to_str().unwrap(), "debian:bookworm-slim"]);
     let ctx = w.join("context");
     std::fs::create_dir_all(ctx.join("config")).unwrap();
-    std::fs::copy(&binary, ctx.join("berth")).unwrap();
+    // Stripped: the image then holds a few MB per layer, not a debug build's hundreds.
+    run(Command::new("strip").arg("-o").arg(ctx.join("berth")).arg(&binary));
     for f in ["registry2.yml", "berth.toml"] {
         std::fs::copy(repo.join("config").join(f), ctx.join("config").join(f)).unwrap();
     }
