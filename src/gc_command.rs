@@ -86,7 +86,7 @@ pub fn run(cfg: &Config, opts: GcOptions) -> Result<GcReport, String> {
     let progress = Progress::new();
     let result = match Index::open_waiting(&index_path, Duration::ZERO) {
         Ok(index) => actix_web::rt::System::new().block_on(async {
-            let backend = std::sync::Arc::new(crate::store::fs::FsBackend::new(root));
+            let backend = crate::backend(cfg).map_err(|e| e.to_string())?;
             let store = crate::store::Store::new(backend, index, cfg.uploads.max_per_client);
             let registry = Registry::with_store(cfg, store);
             registry.index_tree().await.map_err(|e| e.to_string())?;

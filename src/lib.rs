@@ -49,7 +49,16 @@ pub fn bind(cfg: &Config) -> std::io::Result<Bound> {
     std::fs::create_dir_all(&cfg.storage.root).map_err(|e| {
         std::io::Error::new(e.kind(), format!("cannot create data directory {}: {e}", cfg.storage.root.display()))
     })?;
-    bind_with(cfg, Arc::new(store::fs::FsBackend::new(&cfg.storage.root)))
+    bind_with(cfg, backend(cfg)?)
+}
+
+/// The storage backend the configuration names: a bucket (`storage.s3`) or
+/// the data directory.
+pub fn backend(cfg: &Config) -> std::io::Result<Arc<dyn Backend>> {
+    Ok(match &cfg.storage.s3 {
+        Some(s3) => Arc::new(store::object::s3(s3).map_err(std::io::Error::other)?),
+        None => Arc::new(store::fs::FsBackend::new(&cfg.storage.root)),
+    })
 }
 
 /// As `bind`, over any storage backend (tests use doubles that inject faults).
@@ -62,8 +71,9 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
         )),
         None => None,
     };
-    let store =
-        Store::new(backend, index, cfg.uploads.max_per_client).with_max_blob_size(cfg.uploads.max_blob_size.as_u64());
+    let store = Store::new(backend, index, cfg.uploads.max_per_client)
+        .with_max_blob_size(cfg.uploads.max_blob_size.as_u64())
+        .with_spool_dir(cfg.storage.root.join(store::fs::BERTH_DIR).join("spool"));
     let registry = Arc::new(Registry::with_store(cfg, store));
     let listener = TcpListener::bind(&cfg.server.listen)
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.server.listen)))?;

@@ -78,6 +78,13 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
     },
+    /// Check that the configured storage does what berth needs (ranged
+    /// reads, writers, conditional puts, listing, deletes), under a scratch
+    /// prefix it removes: run it once against a new S3-compatible server.
+    CheckStorage {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// Print an htpasswd line (bcrypt) for USER, for `auth.htpasswd.path`.
     Htpasswd {
         /// The user name.
@@ -164,6 +171,7 @@ fn main() -> ExitCode {
             }
             actix_web::rt::System::new().block_on(berth::local_server::ready(&cfg.storage.root))
         }),
+        Command::CheckStorage { common } => load(&common).and_then(|cfg| check_storage(&cfg)),
         Command::Warm { server, platform, user, images } => {
             warm(&server, platform.as_deref(), user.as_deref(), &images)
         }
@@ -243,4 +251,25 @@ fn serve(cfg: Config, unsupported: Option<String>) -> Result<(), String> {
         }
         stopped
     })
+}
+
+/// `berth check-storage`: the backend conformance checks, one line each.
+fn check_storage(cfg: &berth::config::Config) -> Result<(), String> {
+    let backend = berth::backend(cfg).map_err(|e| e.to_string())?;
+    let scratch = format!(".berth/check-storage-{}", uuid::Uuid::new_v4().simple());
+    let outcomes = actix_web::rt::System::new().block_on(berth::store::conformance::run(backend, &scratch));
+    let mut failed = 0;
+    for (name, result) in &outcomes {
+        match result {
+            Ok(()) => println!("ok      {name}"),
+            Err(e) => {
+                failed += 1;
+                println!("FAILED  {name}: {e}");
+            }
+        }
+    }
+    match failed {
+        0 => Ok(()),
+        n => Err(format!("{n} of {} storage checks failed", outcomes.len())),
+    }
 }

@@ -136,3 +136,10 @@ pub fn server_config(cfg: &TlsConfig) -> Result<(rustls::ServerConfig, Arc<Certi
     };
     Ok((builder.with_cert_resolver(certs.clone()), certs))
 }
+
+/// Makes ring the process's rustls provider, for clients that take the
+/// default (the object store's HTTP client); berth's own configs name it.
+pub fn install_crypto_provider() {
+    // Err only when one is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use berth::store::fs::FsBackend;
-use berth::store::{Appender, Backend, ByteStream, RandomRead, StoreResult};
+use berth::store::{Appender, Backend, ByteStream, PutIf, StoreResult, Version, Writer};
 use bytes::Bytes;
 use tokio::sync::{Notify, Semaphore};
 
@@ -81,10 +81,16 @@ impl Backend for PausingBackend {
         self.checkpoint("get", path).await;
         r
     }
+    async fn get_versioned(&self, path: &str) -> StoreResult<Option<(Bytes, Version)>> {
+        self.inner.get_versioned(path).await
+    }
     async fn put(&self, path: &str, content: Bytes) -> StoreResult<()> {
         let r = self.inner.put(path, content).await;
         self.checkpoint("put", path).await;
         r
+    }
+    async fn put_if(&self, path: &str, content: Bytes, condition: PutIf) -> StoreResult<bool> {
+        self.inner.put_if(path, content, condition).await
     }
     async fn stat(&self, path: &str) -> StoreResult<Option<u64>> {
         let r = self.inner.stat(path).await;
@@ -110,14 +116,17 @@ impl Backend for PausingBackend {
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> StoreResult<ByteStream> {
         self.inner.reader(path, offset, len).await
     }
-    async fn open_random(&self, path: &str) -> StoreResult<Arc<dyn RandomRead>> {
-        self.inner.open_random(path).await
+    async fn writer(&self, to: &str) -> StoreResult<Box<dyn Writer>> {
+        self.inner.writer(to).await
+    }
+    fn appends(&self) -> bool {
+        self.inner.appends()
     }
     async fn appender(&self, path: &str, offset: u64) -> StoreResult<Box<dyn Appender>> {
         self.inner.appender(path, offset).await
     }
-    async fn commit(&self, from: &str, to: &str) -> StoreResult<()> {
-        self.inner.commit(from, to).await
+    async fn move_into(&self, from: &str, to: &str) -> StoreResult<()> {
+        self.inner.move_into(from, to).await
     }
     async fn rename(&self, from: &str, to: &str) -> StoreResult<bool> {
         self.inner.rename(from, to).await

@@ -215,6 +215,61 @@ pub struct StorageConfig {
     pub delete: DeleteConfig,
     /// Largest manifest accepted on push, in bytes (the spec asks for at least 4 MiB).
     pub max_manifest_size: u64,
+    /// Keep the registry in an S3-compatible bucket instead of under `root`
+    /// (which then holds only berth's local state: its index, spool, token).
+    pub s3: Option<S3Config>,
+}
+
+/// An S3-compatible bucket (`storage.s3`); registry:2's S3 driver settings
+/// translate to it (`config::registry2`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// `http(s)://host:port` of an S3-compatible server; empty for AWS itself.
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    /// Key prefix of the registry tree (registry:2's `rootdirectory`), so
+    /// Distribution and berth can share a bucket.
+    pub prefix: String,
+    /// Credentials; when empty, `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`
+    /// (or the instance's role) are used.
+    pub access_key: String,
+    pub secret_key: String,
+    /// A file holding the secret key (a Docker or Kubernetes secret), read at start.
+    pub secret_key_file: Option<PathBuf>,
+    /// Path-style requests (`endpoint/bucket/key`), which most S3-compatible
+    /// servers want; off for virtual-hosted style (`bucket.endpoint/key`).
+    pub path_style: bool,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret: configs are logged.
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("access_key", &self.access_key)
+            .field("path_style", &self.path_style)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            bucket: String::new(),
+            prefix: String::new(),
+            access_key: String::new(),
+            secret_key: String::new(),
+            secret_key_file: None,
+            path_style: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -436,7 +491,12 @@ impl Default for ServerConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { root: PathBuf::from("./data"), delete: DeleteConfig::default(), max_manifest_size: 4 * 1024 * 1024 }
+        Self {
+            root: PathBuf::from("./data"),
+            delete: DeleteConfig::default(),
+            max_manifest_size: 4 * 1024 * 1024,
+            s3: None,
+        }
     }
 }
 
@@ -609,6 +669,14 @@ impl Config {
         }
         if m.eviction_interval.is_zero() {
             return Err(ConfigError("mirror.eviction_interval must be longer than zero".into()));
+        }
+        if let Some(s3) = &self.storage.s3 {
+            if s3.bucket.is_empty() {
+                return Err(ConfigError("storage.s3.bucket is required".into()));
+            }
+            if !(s3.endpoint.is_empty() || s3.endpoint.starts_with("http://") || s3.endpoint.starts_with("https://")) {
+                return Err(ConfigError("storage.s3.endpoint must start with http:// or https://".into()));
+            }
         }
         if self.uploads.max_age.is_zero() || self.uploads.max_per_client == 0 {
             return Err(ConfigError("uploads.max_age and uploads.max_per_client must be above zero".into()));

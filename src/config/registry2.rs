@@ -162,6 +162,62 @@ fn proxy_host(url: &str) -> Result<String, ConfigError> {
     })
 }
 
+/// One key of registry:2's S3 driver (`storage.s3.*`), into `s3`.
+fn s3_key(notes: &mut Vec<Note>, s3: &mut super::S3Config, key: &str, v: &Value) -> Result<(), ConfigError> {
+    let name = key.strip_prefix("storage.s3").unwrap_or("").trim_start_matches('.');
+    let mut honour = |became: &str| notes.push(Note::Honoured { key: key.into(), became: became.into() });
+    match name {
+        "" => {}
+        "regionendpoint" => {
+            s3.endpoint = text(key, v)?;
+            honour("storage.s3.endpoint");
+        }
+        "region" => {
+            s3.region = text(key, v)?;
+            honour("storage.s3.region");
+        }
+        "bucket" => {
+            s3.bucket = text(key, v)?;
+            honour("storage.s3.bucket");
+        }
+        "rootdirectory" => {
+            s3.prefix = text(key, v)?.trim_matches('/').to_string();
+            honour("storage.s3.prefix");
+        }
+        "accesskey" => {
+            s3.access_key = text(key, v)?;
+            honour("storage.s3.access_key");
+        }
+        "secretkey" => {
+            s3.secret_key = text(key, v)?;
+            honour("storage.s3.secret_key");
+        }
+        "forcepathstyle" => {
+            s3.path_style = flag(key, v)?;
+            honour("storage.s3.path_style");
+        }
+        // A regionendpoint carries its scheme; without one, AWS is HTTPS.
+        "secure" | "v4auth" if flag(key, v)? => notes.push(Note::NotNeeded {
+            key: key.into(),
+            why: "berth always signs with SigV4, over the endpoint's own scheme".into(),
+        }),
+        "secure" | "v4auth" => {
+            return Err(err(format!(
+                "{key}: false is not supported (berth signs with SigV4; put http:// in regionendpoint)"
+            )))
+        }
+        "encrypt" | "skipverify" if flag(key, v)? => {
+            return Err(err(format!("{key}: not supported by berth's S3 backend")));
+        }
+        "encrypt" | "skipverify" => notes.push(Note::NotNeeded { key: key.into(), why: "off, as berth's".into() }),
+        "chunksize" | "multipartcopychunksize" | "multipartcopymaxconcurrency" | "multipartcopythresholdsize" => {
+            notes.push(Note::NotNeeded { key: key.into(), why: "berth sizes its own multipart uploads".into() })
+        }
+        _ => notes.push(Note::Unsupported { key: key.into() }),
+    }
+    Ok(())
+}
+
 /// Translates registry:2's configuration `yaml` with `env` applied over it.
 pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<Note>), ConfigError> {
     let mut root = lowercase_keys(parse_yaml(yaml, "registry:2 configuration")?);
@@ -178,6 +234,7 @@ pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<No
     let mut htpasswd = (None::<PathBuf>, None::<String>);
     let mut tls = (None::<PathBuf>, None::<PathBuf>, None::<PathBuf>);
     let mut proxy = (None::<String>, None::<String>, None::<String>);
+    let mut s3 = None::<super::S3Config>;
     for (key, v) in &all {
         let honour = |notes: &mut Vec<Note>, became: String| notes.push(Note::Honoured { key: key.clone(), became });
         let not_needed =
@@ -236,10 +293,11 @@ pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<No
             "storage.maintenance.readonly.enabled" => not_needed(&mut notes, "off, as berth's"),
             "storage.redirect.disable" => not_needed(&mut notes, "berth serves blobs itself, never by redirect"),
             "storage.tag.concurrencylimit" => not_needed(&mut notes, "berth lists tags without a limit"),
+            k if k.starts_with("storage.s3") => s3_key(&mut notes, s3.get_or_insert_with(Default::default), key, v)?,
             k if k.starts_with("storage.") => {
                 let driver = k.split('.').nth(1).unwrap_or("");
                 return Err(err(format!(
-                    "{k}: the {driver} storage driver is not supported; berth stores on a local filesystem"
+                    "{k}: the {driver} storage driver is not supported; berth stores on a filesystem or in S3"
                 )));
             }
             "http.addr" => {
@@ -327,6 +385,13 @@ pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<No
             }
             _ => notes.push(Note::Unsupported { key: key.clone() }),
         }
+    }
+    if let Some(s3) = s3 {
+        if s3.bucket.is_empty() {
+            return Err(err("storage.s3.bucket is required"));
+        }
+        // The local directory keeps only berth's own state beside a bucket.
+        cfg.storage.s3 = Some(s3);
     }
     match htpasswd {
         (Some(path), realm) => {
@@ -454,7 +519,9 @@ mod tests {
     #[test]
     fn what_berth_cannot_honour_is_an_error() {
         for (yaml, says) in [
-            ("version: 0.1\nstorage:\n  s3:\n    bucket: b\n", "s3 storage driver"),
+            ("version: 0.1\nstorage:\n  gcs:\n    bucket: b\n", "gcs storage driver"),
+            ("version: 0.1\nstorage:\n  s3:\n    region: r\n", "bucket is required"),
+            ("version: 0.1\nstorage:\n  s3:\n    bucket: b\n    encrypt: true\n", "not supported"),
             ("version: 0.1\nauth:\n  token:\n    realm: x\n", "token authentication"),
             ("version: 0.1\nhttp:\n  prefix: /registry/\n", "/v2/ only"),
             ("version: 0.1\nstorage:\n  maintenance:\n    readonly:\n      enabled: true\n", "read-only"),
@@ -465,6 +532,31 @@ mod tests {
             assert!(e.contains(says), "{yaml}: {e}");
         }
         let e = translate("version: 0.1\n", &env(&[("REGISTRY_STORAGE", "s3")])).unwrap_err().to_string();
-        assert!(e.contains("s3 storage driver"), "{e}");
+        assert!(e.contains("bucket is required"), "{e}");
+    }
+
+    #[test]
+    fn the_s3_driver_settings_configure_the_bucket_from_yaml_or_environment() {
+        let yaml = "version: 0.1\nstorage:\n  s3:\n    regionendpoint: http://127.0.0.1:8333\n    region: us-east-1\n    bucket: reg\n    rootdirectory: /dist\n    accesskey: AK\n    secretkey: SK\n    secure: true\n    v4auth: true\n    chunksize: 10485760\n";
+        let from_env = env(&[
+            ("REGISTRY_STORAGE", "s3"),
+            ("REGISTRY_STORAGE_S3_REGIONENDPOINT", "http://127.0.0.1:8333"),
+            ("REGISTRY_STORAGE_S3_REGION", "us-east-1"),
+            ("REGISTRY_STORAGE_S3_BUCKET", "reg"),
+            ("REGISTRY_STORAGE_S3_ROOTDIRECTORY", "/dist"),
+            ("REGISTRY_STORAGE_S3_ACCESSKEY", "AK"),
+            ("REGISTRY_STORAGE_S3_SECRETKEY", "SK"),
+            ("REGISTRY_STORAGE_S3_FORCEPATHSTYLE", "true"),
+        ]);
+        for (yaml, vars) in [(yaml, vec![]), ("version: 0.1\n", from_env)] {
+            let (cfg, notes) = translate(yaml, &vars).unwrap();
+            let s3 = cfg.storage.s3.expect("storage.s3");
+            assert_eq!(
+                (s3.endpoint.as_str(), s3.region.as_str(), s3.bucket.as_str(), s3.prefix.as_str()),
+                ("http://127.0.0.1:8333", "us-east-1", "reg", "dist")
+            );
+            assert_eq!((s3.access_key.as_str(), s3.secret_key.as_str(), s3.path_style), ("AK", "SK", true));
+            assert!(unsupported(&notes).is_none(), "{notes:?}");
+        }
     }
 }

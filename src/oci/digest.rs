@@ -141,6 +141,26 @@ impl DigestHasher {
         }
     }
 
+    /// The running state, to go on with later (`resume`), in another
+    /// process or on another replica: an upload's chunks are hashed once
+    /// each, wherever they land.
+    pub fn save(&self) -> Vec<u8> {
+        use sha2::digest::common::hazmat::SerializableState;
+        match self {
+            DigestHasher::Sha256(h) => h.serialize().to_vec(),
+            DigestHasher::Sha512(h) => h.serialize().to_vec(),
+        }
+    }
+
+    /// A hasher in the state `save` returned; `None` if `state` is not one.
+    pub fn resume(algorithm: Algorithm, state: &[u8]) -> Option<DigestHasher> {
+        use sha2::digest::common::hazmat::SerializableState;
+        Some(match algorithm {
+            Algorithm::Sha256 => DigestHasher::Sha256(sha2::Sha256::deserialize(state.try_into().ok()?).ok()?),
+            Algorithm::Sha512 => DigestHasher::Sha512(sha2::Sha512::deserialize(state.try_into().ok()?).ok()?),
+        })
+    }
+
     pub fn finish(self) -> Digest {
         let (algorithm, hex) = match self {
             DigestHasher::Sha256(h) => (Algorithm::Sha256, hex::encode(h.finalize())),
@@ -162,6 +182,22 @@ mod tests {
         assert_eq!(d.algorithm(), Algorithm::Sha256);
         assert_eq!(d.to_string(), EMPTY256);
         assert_eq!(Digest::sha256_of(b""), d);
+    }
+
+    #[test]
+    fn a_saved_hasher_resumes_where_it_stopped() {
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let mut h = alg.hasher();
+            h.update(&[7u8; 1000]);
+            let mut resumed = DigestHasher::resume(alg, &h.save()).unwrap();
+            resumed.update(b"tail");
+            let mut whole = [7u8; 1000].to_vec();
+            whole.extend_from_slice(b"tail");
+            assert_eq!(resumed.finish(), Digest::of(alg, &whole));
+        }
+        assert!(DigestHasher::resume(Algorithm::Sha256, b"not a state").is_none());
+        let sha512_state = Algorithm::Sha512.hasher().save();
+        assert!(DigestHasher::resume(Algorithm::Sha256, &sha512_state).is_none());
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! The narrow storage driver every store operation goes through. Paths are
-//! relative, `/`-separated and come only from `layout`. Implementations:
-//! `fs::FsBackend` (local directory); an object-storage driver will follow.
+//! relative, `/`-separated and come only from `layout`. Its shape is what a
+//! file tree and an object store can both do: whole small objects (plain
+//! and conditional puts), ranged streaming reads, a writer that makes its
+//! bytes visible only at commit, listing and deletes. Implementations:
+//! `fs::FsBackend` (a local directory) and `object::ObjectBackend` (S3, GCS,
+//! Azure, or in memory, through the `object_store` crate).
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
-use super::error::StoreResult;
+use super::error::{StoreError, StoreResult};
 
 /// Read size for blob streaming: each read becomes one socket write, and
 /// large writes cost the TCP stack less per byte (64–256 KiB chunks took
@@ -16,16 +20,39 @@ pub const READ_CHUNK: usize = 1024 * 1024;
 /// A stream of blob bytes read from storage.
 pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
 
+/// What an object's content was when it was read, for a conditional
+/// replacement (`PutIf::Unchanged`): an ETag on object stores, a hash of the
+/// content on files. Opaque to callers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(pub String);
+
+/// The condition of a conditional put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutIf {
+    /// Only if nothing is at the path (create, never replace).
+    Absent,
+    /// Only if the content is still the version read.
+    Unchanged(Version),
+}
+
+/// A storage driver. Every implementation passes the same conformance suite
+/// (`store::conformance`): a file tree and object stores alike.
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Whole content of a small file (links, manifests); `None` if absent.
     async fn get(&self, path: &str) -> StoreResult<Option<Bytes>>;
+    /// `get`, with the version a conditional put can name.
+    async fn get_versioned(&self, path: &str) -> StoreResult<Option<(Bytes, Version)>>;
     /// Writes a small file atomically: the whole content (checked through its
     /// fsync) replaces the old one, or on any error the old one stays.
     async fn put(&self, path: &str, content: Bytes) -> StoreResult<()>;
+    /// `put` only if `condition` holds, decided atomically (one of two racing
+    /// writers wins); `false`, and nothing written, when it does not.
+    async fn put_if(&self, path: &str, content: Bytes, condition: PutIf) -> StoreResult<bool>;
     /// Size of a file; `None` if absent.
     async fn stat(&self, path: &str) -> StoreResult<Option<u64>>;
-    /// When a file or directory was last modified; `None` if absent.
+    /// When a file (or, where there are directories, a directory) was last
+    /// modified; `None` if absent.
     async fn modified(&self, path: &str) -> StoreResult<Option<std::time::SystemTime>>;
     /// `stat` of many paths at once (one trip to the blocking pool, where that matters).
     async fn stat_many(&self, paths: Vec<String>) -> StoreResult<Vec<Option<u64>>> {
@@ -50,36 +77,69 @@ pub trait Backend: Send + Sync + 'static {
         }
         Ok(())
     }
-    /// Names of the direct children of a directory (empty if absent).
+    /// Names of the direct children of a directory (a key prefix), files and
+    /// subdirectories alike, in no set order; empty if absent.
     async fn list(&self, dir: &str) -> StoreResult<Vec<String>>;
     /// Whether a directory has any child (without listing them all).
     async fn has_children(&self, dir: &str) -> StoreResult<bool> {
         Ok(!self.list(dir).await?.is_empty())
     }
-    /// Removes a file or a whole directory; absent is not an error.
+    /// Removes a file and everything under it as a directory; absent is not an error.
     async fn delete(&self, path: &str) -> StoreResult<()>;
-    /// Streams `len` bytes (or to the end) from `offset`.
+    /// Streams `len` bytes (or to the end) from `offset`: only that range is
+    /// read, never the whole file first.
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> StoreResult<ByteStream>;
-    /// Opens a file for reads at any offset; the handle stays valid when the
-    /// file is later renamed (readers tailing an ingest keep reading after commit).
-    async fn open_random(&self, path: &str) -> StoreResult<std::sync::Arc<dyn RandomRead>>;
-    /// Opens a file for appending at `offset` (truncating anything past it).
-    async fn appender(&self, path: &str, offset: u64) -> StoreResult<Box<dyn Appender>>;
+    /// A writer whose bytes become the content of `to` only at `commit`, all
+    /// at once; before that no reader of `to` sees any of them.
+    async fn writer(&self, to: &str) -> StoreResult<Box<dyn Writer>>;
     /// Moves a complete file into place; if `to` exists already (same
     /// content, by address), `from` is removed instead. Durable on return.
-    async fn commit(&self, from: &str, to: &str) -> StoreResult<()>;
+    async fn move_into(&self, from: &str, to: &str) -> StoreResult<()>;
     /// Moves a file or directory to a path that does not exist yet; `false`
-    /// (and nothing moved) when `from` is absent or `to` exists.
+    /// (and nothing moved) when `from` is absent or `to` exists. Only
+    /// berth's one-time layout migrations use it; atomic on files only.
     async fn rename(&self, from: &str, to: &str) -> StoreResult<bool>;
+    /// Whether this backend appends to files in place (`appender`), as
+    /// registry:2 keeps an upload in one `data` file. Object stores cannot;
+    /// their uploads keep each chunk as its own object (`uploads::parts`).
+    /// (No default: a wrapper must say what its inner backend does.)
+    fn appends(&self) -> bool;
+    /// Opens a file for appending at `offset` (truncating anything past it);
+    /// only where `appends`.
+    async fn appender(&self, path: &str, _offset: u64) -> StoreResult<Box<dyn Appender>> {
+        Err(StoreError::io(path)(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "this storage backend cannot append in place",
+        )))
+    }
     /// Fails as a small write would if the storage cannot take writes now
-    /// (full, out of inodes, read-only): the readiness probe.
+    /// (full, out of inodes, read-only, unreachable): the readiness probe.
     async fn check_writable(&self) -> StoreResult<()>;
     /// Removes what a crash can leave of the backend's own temporary files;
     /// returns how many. Called once at startup.
     async fn recover(&self) -> StoreResult<usize>;
 }
 
-/// An open file being appended to (an upload's data).
+/// Bytes on their way to one path (`Backend::writer`). Dropped without
+/// `commit`, it leaves nothing readable behind, as `cancel` does.
+#[async_trait::async_trait]
+pub trait Writer: Send {
+    /// Appends `bytes`; when it returns they are written (and visible to a `tail` reader).
+    async fn write(&mut self, bytes: Bytes) -> StoreResult<()>;
+    /// A reader over the bytes written so far that stays valid after commit,
+    /// where the backend has one for free (a file); `None` otherwise, and a
+    /// caller that needs one keeps its own copy (`spool`).
+    fn tail(&self) -> Option<std::sync::Arc<dyn RandomRead>> {
+        None
+    }
+    /// Makes the bytes the content of the path, durably. Where that path
+    /// holds content already (the same, by address), either may stay.
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+    /// Discards what was written; nothing appears at the path.
+    async fn cancel(self: Box<Self>);
+}
+
+/// An open file being appended to (an upload's data, on backends that `appends`).
 #[async_trait::async_trait]
 pub trait Appender: Send {
     /// Appends `bytes`; when it returns they are in the file, visible to

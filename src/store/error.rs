@@ -42,6 +42,14 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// An object store's answer (unreachable, refused, failed): the
+    /// server's trouble, a 503 for the client.
+    #[error("object storage on {path}: {source}")]
+    Remote {
+        path: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
     #[error("link file {path} does not hold a valid digest")]
     CorruptLink { path: String },
     #[error("bookkeeping index: {0}")]
@@ -78,6 +86,7 @@ impl StoreError {
             StoreError::Body(BodyError::Broken(_)) => OciCode::BlobUploadInvalid,
             StoreError::TooManyUploads { .. } => OciCode::TooManyRequests,
             StoreError::Io { source, .. } => io_code(source),
+            StoreError::Remote { .. } => OciCode::Unavailable,
             StoreError::CorruptLink { .. } | StoreError::Index(_) | StoreError::InUse(_) => OciCode::Internal,
         }
     }
@@ -89,9 +98,11 @@ impl StoreError {
             StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::EROFS) => {
                 "the registry's storage is read-only; nothing was written".into()
             }
-            StoreError::Io { .. } | StoreError::CorruptLink { .. } | StoreError::Index(_) | StoreError::InUse(_) => {
-                self.code().message().into()
-            }
+            StoreError::Io { .. }
+            | StoreError::Remote { .. }
+            | StoreError::CorruptLink { .. }
+            | StoreError::Index(_)
+            | StoreError::InUse(_) => self.code().message().into(),
             other => other.to_string(),
         }
     }
@@ -100,13 +111,26 @@ impl StoreError {
     pub fn is_server_fault(&self) -> bool {
         matches!(
             self,
-            StoreError::Io { .. } | StoreError::CorruptLink { .. } | StoreError::Index(_) | StoreError::InUse(_)
+            StoreError::Io { .. }
+                | StoreError::Remote { .. }
+                | StoreError::CorruptLink { .. }
+                | StoreError::Index(_)
+                | StoreError::InUse(_)
         )
     }
 
     /// The path did not exist (for callers that turn that into "unknown").
     pub fn is_not_found(&self) -> bool {
-        matches!(self, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+        match self {
+            StoreError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            StoreError::Remote { source, .. } => matches!(**source, object_store::Error::NotFound { .. }),
+            _ => false,
+        }
+    }
+
+    pub fn remote(path: impl Into<String>) -> impl FnOnce(object_store::Error) -> StoreError {
+        let path = path.into();
+        move |source| StoreError::Remote { path, source: Box::new(source) }
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use tokio::fs;
 
-use super::backend::{Appender, Backend, ByteStream, RandomRead};
+use super::backend::{Appender, Backend, ByteStream, PutIf, RandomRead, Version, Writer};
 use super::error::{StoreError, StoreResult};
 
 /// berth's own files beside the registry:2 tree (`<root>/.berth`).
@@ -28,11 +28,18 @@ pub struct FsBackend {
     /// Prefixes the names of this backend's temp files: any other name in the
     /// temp directory is an earlier process's leftover (`recover`).
     instance: String,
+    /// Serialises `put_if(Unchanged)`'s read-compare-replace (one process
+    /// serves a data directory; conditional puts are rare).
+    conditional: tokio::sync::Mutex<()>,
 }
 
 impl FsBackend {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), instance: uuid::Uuid::new_v4().simple().to_string() }
+        Self {
+            root: root.into(),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            conditional: tokio::sync::Mutex::new(()),
+        }
     }
 
     fn full(&self, path: &str) -> PathBuf {
@@ -55,6 +62,34 @@ async fn blocking<T: Send + 'static>(
     op: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> StoreResult<T> {
     tokio::task::spawn_blocking(op).await.map_err(std::io::Error::other).and_then(|r| r).map_err(StoreError::io(path))
+}
+
+/// A file's version is its content's hash: what `put_if(Unchanged)` compares.
+fn version_of(content: &[u8]) -> Version {
+    Version(crate::oci::Digest::sha256_of(content).hex().to_string())
+}
+
+/// Writes `content` to `tmp` and links it at `dest` only if nothing is there
+/// (a hard link fails on an existing name, atomically); `false` if taken.
+fn create_exclusively(tmp: &Path, dest: &Path, content: &[u8]) -> std::io::Result<bool> {
+    let result = (|| {
+        if let Some(dir) = tmp.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(tmp)?;
+        f.write_all(content)?;
+        f.sync_all()?;
+        drop(f);
+        let dir = dest.parent().ok_or_else(|| std::io::Error::other("destination has no parent directory"))?;
+        std::fs::create_dir_all(dir)?;
+        match std::fs::hard_link(tmp, dest) {
+            Ok(()) => sync_dir_blocking(dir).map(|()| true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    })();
+    let _ = std::fs::remove_file(tmp);
+    result
 }
 
 /// Errors that mean the path is simply not there.
@@ -96,9 +131,33 @@ impl Backend for FsBackend {
         }
     }
 
+    async fn get_versioned(&self, path: &str) -> StoreResult<Option<(Bytes, Version)>> {
+        Ok(self.get(path).await?.map(|b| {
+            let v = version_of(&b);
+            (b, v)
+        }))
+    }
+
     async fn put(&self, path: &str, content: Bytes) -> StoreResult<()> {
         let (tmp, dest) = (self.temp_file(), self.full(path));
         blocking(path, move || write_atomically(&tmp, &dest, &content)).await
+    }
+
+    async fn put_if(&self, path: &str, content: Bytes, condition: PutIf) -> StoreResult<bool> {
+        let (tmp, dest) = (self.temp_file(), self.full(path));
+        match condition {
+            PutIf::Absent => blocking(path, move || create_exclusively(&tmp, &dest, &content)).await,
+            PutIf::Unchanged(expected) => {
+                let _one_at_a_time = self.conditional.lock().await;
+                match self.get(path).await? {
+                    Some(now) if version_of(&now) == expected => {
+                        blocking(path, move || write_atomically(&tmp, &dest, &content)).await?;
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                }
+            }
+        }
     }
 
     async fn stat(&self, path: &str) -> StoreResult<Option<u64>> {
@@ -221,10 +280,21 @@ impl Backend for FsBackend {
         Ok(super::fs_read::stream(file, offset, end))
     }
 
-    async fn open_random(&self, path: &str) -> StoreResult<std::sync::Arc<dyn RandomRead>> {
-        let full = self.full(path);
-        let file = blocking(path, move || std::fs::File::open(full)).await?;
-        Ok(std::sync::Arc::new(FsRandom(std::sync::Arc::new(file))))
+    async fn writer(&self, to: &str) -> StoreResult<Box<dyn Writer>> {
+        let (tmp, dest) = (self.temp_file(), self.full(to));
+        let path = tmp.clone();
+        let file = blocking(to, move || {
+            std::fs::create_dir_all(path.parent().expect("the temp directory"))?;
+            std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path)
+        })
+        .await?;
+        let file = std::sync::Arc::new(file);
+        let out = FsAppender { file, pos: 0, path: to.to_string() };
+        Ok(Box::new(FsWriter { out, tmp: Some(tmp), dest }))
+    }
+
+    fn appends(&self) -> bool {
+        true
     }
 
     async fn appender(&self, path: &str, offset: u64) -> StoreResult<Box<dyn Appender>> {
@@ -240,18 +310,12 @@ impl Backend for FsBackend {
         Ok(Box::new(FsAppender { file: std::sync::Arc::new(file), pos: offset, path: path.to_string() }))
     }
 
-    async fn commit(&self, from: &str, to: &str) -> StoreResult<()> {
+    async fn move_into(&self, from: &str, to: &str) -> StoreResult<()> {
         let (src, dst) = (self.full(from), self.full(to));
         if fs::metadata(&dst).await.is_ok() {
             return self.delete(from).await;
         }
-        blocking(to, move || {
-            let dir = dst.parent().ok_or_else(|| std::io::Error::other("destination has no parent directory"))?;
-            std::fs::create_dir_all(dir)?;
-            std::fs::rename(&src, &dst)?;
-            sync_dir_blocking(dir)
-        })
-        .await
+        blocking(to, move || commit_file(&src, &dst)).await
     }
 
     async fn rename(&self, from: &str, to: &str) -> StoreResult<bool> {
@@ -315,6 +379,14 @@ impl Backend for FsBackend {
     }
 }
 
+/// Renames a complete, synced file into place and syncs the directory.
+fn commit_file(src: &Path, dst: &Path) -> std::io::Result<()> {
+    let dir = dst.parent().ok_or_else(|| std::io::Error::other("destination has no parent directory"))?;
+    std::fs::create_dir_all(dir)?;
+    std::fs::rename(src, dst)?;
+    sync_dir_blocking(dir)
+}
+
 /// Whether a file name is one of the temp files berth once wrote beside its
 /// target: `<name>.tmp-<uuid>`.
 fn legacy_temp_name(name: &str) -> bool {
@@ -347,7 +419,7 @@ fn sweep_legacy_temp(tree: &Path) -> std::io::Result<usize> {
 
 /// An open file read at offsets: no shared cursor, no thread held between
 /// reads, and no thread hop for bytes already in the page cache.
-struct FsRandom(std::sync::Arc<std::fs::File>);
+pub(super) struct FsRandom(pub(super) std::sync::Arc<std::fs::File>);
 
 #[async_trait::async_trait]
 impl RandomRead for FsRandom {
@@ -359,10 +431,17 @@ impl RandomRead for FsRandom {
 /// Positioned writes on the blocking pool (ext4 has no non-blocking
 /// buffered write), awaited to the end: when `write` returns, the bytes are
 /// in the file, where a mirror fetch's tailing readers look for them.
-struct FsAppender {
+pub(super) struct FsAppender {
     file: std::sync::Arc<std::fs::File>,
     pos: u64,
     path: String,
+}
+
+impl FsAppender {
+    /// Appends to `file` from its start; errors name `path`.
+    pub(super) fn over(file: std::sync::Arc<std::fs::File>, path: &str) -> Self {
+        Self { file, pos: 0, path: path.to_string() }
+    }
 }
 
 #[async_trait::async_trait]
@@ -378,6 +457,60 @@ impl Appender for FsAppender {
     async fn sync(&mut self) -> StoreResult<()> {
         let file = self.file.clone();
         blocking(&self.path, move || file.sync_all()).await
+    }
+}
+
+/// A blob on its way in: a temp file under `.berth/tmp`, renamed into place
+/// at commit (after its fsync). Its open handle is the tail readers follow,
+/// and stays valid across the rename.
+struct FsWriter {
+    out: FsAppender,
+    /// `None` once committed or cancelled.
+    tmp: Option<PathBuf>,
+    dest: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl Writer for FsWriter {
+    async fn write(&mut self, bytes: Bytes) -> StoreResult<()> {
+        self.out.write(bytes).await
+    }
+
+    fn tail(&self) -> Option<std::sync::Arc<dyn RandomRead>> {
+        Some(std::sync::Arc::new(FsRandom(self.out.file.clone())))
+    }
+
+    async fn commit(mut self: Box<Self>) -> StoreResult<()> {
+        self.out.sync().await?;
+        let tmp = self.tmp.take().expect("a writer commits once");
+        let dest = self.dest.clone();
+        blocking(&self.out.path, move || {
+            if dest.exists() {
+                // The same content, by address: the copy in place stays.
+                return std::fs::remove_file(&tmp);
+            }
+            let committed = commit_file(&tmp, &dest);
+            if committed.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            committed
+        })
+        .await
+    }
+
+    async fn cancel(mut self: Box<Self>) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = blocking(&self.out.path, move || std::fs::remove_file(tmp)).await;
+        }
+    }
+}
+
+impl Drop for FsWriter {
+    fn drop(&mut self) {
+        // Neither committed nor cancelled (the task was dropped): leave nothing.
+        if let Some(tmp) = self.tmp.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
     }
 }
 
@@ -415,9 +548,9 @@ mod tests {
         assert_eq!(b.get("u/data").await.unwrap().unwrap(), Bytes::from_static(b"hello!"));
         let got: Vec<_> = b.reader("u/data", 1, Some(3)).await.unwrap().collect().await;
         assert_eq!(got.into_iter().map(|c| c.unwrap()).collect::<Vec<_>>().concat(), b"ell");
-        b.commit("u/data", "blobs/x/data").await.unwrap();
+        b.move_into("u/data", "blobs/x/data").await.unwrap();
         b.put("v/data", Bytes::from_static(b"hello!")).await.unwrap();
-        b.commit("v/data", "blobs/x/data").await.unwrap();
+        b.move_into("v/data", "blobs/x/data").await.unwrap();
         assert_eq!(b.stat("v/data").await.unwrap(), None);
         assert_eq!(b.stat("blobs/x/data").await.unwrap(), Some(6));
     }

@@ -1,49 +1,45 @@
 //! Ingest of content that arrives from elsewhere (the mirror's upstream
-//! fetches): bytes are appended to an upload file and hashed as they are
-//! written; readers may tail the file meanwhile; only a `Verified` ingest
-//! (digest and size checked) can be committed; `abort` leaves nothing behind.
+//! fetches): bytes go to a writer for the blob's final path, hashed as they
+//! are written; readers tail them meanwhile (the writer's own file, or a
+//! local spool where the backend has none); only a `Verified` ingest (digest
+//! and size checked) can be committed, and until then nothing is visible at
+//! the blob's path; `abort` leaves nothing behind.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::oci::{Digest, DigestHasher, RepoName};
 
-use super::backend::{Appender, RandomRead};
+use super::backend::{RandomRead, Writer};
 use super::error::{StoreError, StoreResult};
-use super::uploads::write_hashed;
+use super::spool::Spool;
 use super::{layout, Store};
 
 /// A blob being written; not visible in the store until committed.
 pub struct Ingest {
     repo: RepoName,
-    id: String,
-    appender: Box<dyn Appender>,
+    writer: Box<dyn Writer>,
+    /// The copy readers tail, where the writer has no file of its own.
+    spool: Option<Spool>,
     hasher: DigestHasher,
     size: u64,
-    _active: ActiveMark,
-}
-
-/// Marks an ingest's directory as being written for as long as the ingest
-/// lives, however it ends (commit, abort, or a task that panicked), so the
-/// upload purge never removes a live ingest and always removes a dead one.
-struct ActiveMark {
-    set: Arc<Mutex<HashSet<String>>>,
-    dir: String,
-}
-
-impl Drop for ActiveMark {
-    fn drop(&mut self) {
-        self.set.lock().unwrap().remove(&self.dir);
-    }
 }
 
 impl Ingest {
-    /// Appends and hashes one chunk.
+    /// Writes and hashes one chunk.
     pub async fn write(&mut self, bytes: Bytes) -> StoreResult<()> {
         let len = bytes.len() as u64;
-        write_hashed(self.appender.as_mut(), Some(&mut self.hasher), bytes).await?;
+        let hash = async { self.hasher.update(&bytes) };
+        let spool = async {
+            match self.spool.as_mut() {
+                Some(s) => s.write(bytes.clone()).await,
+                None => Ok(()),
+            }
+        };
+        let (written, spooled, ()) = futures::join!(self.writer.write(bytes.clone()), spool, hash);
+        written?;
+        spooled?;
         self.size += len;
         Ok(())
     }
@@ -85,52 +81,36 @@ impl Verified {
 
 impl Store {
     /// Starts an ingest into `repo` for content expected to hash to `expected`;
-    /// returns it with a reader over the growing file.
+    /// returns it with a reader over the bytes as they arrive.
     pub async fn begin_ingest(&self, repo: &RepoName, expected: &Digest) -> StoreResult<(Ingest, Arc<dyn RandomRead>)> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let dir = layout::upload_dir(repo, &id);
-        self.ingests.lock().unwrap().insert(dir.clone());
-        let active = ActiveMark { set: self.ingests.clone(), dir: dir.clone() };
-        let opened = async {
-            self.create_upload_dir(repo, &id).await?;
-            let path = layout::upload_data(repo, &id);
-            let appender = self.backend.appender(&path, 0).await?;
-            let reader = self.backend.open_random(&path).await?;
-            Ok::<_, StoreError>((appender, reader))
-        }
-        .await;
-        let (appender, reader) = match opened {
-            Ok(opened) => opened,
-            Err(e) => {
-                let _ = self.backend.delete(&dir).await;
-                return Err(e);
-            }
+        let writer = self.backend.writer(&layout::blob_data(expected)).await?;
+        let (reader, spool) = match writer.tail() {
+            Some(tail) => (tail, None),
+            None => match Spool::create(&self.spool_dir).await {
+                Ok(spool) => (spool.reader(), Some(spool)),
+                Err(e) => {
+                    writer.cancel().await;
+                    return Err(e);
+                }
+            },
         };
         let hasher = expected.algorithm().hasher();
-        let ingest = Ingest { repo: repo.clone(), id, appender, hasher, size: 0, _active: active };
-        Ok((ingest, reader))
+        Ok((Ingest { repo: repo.clone(), writer, spool, hasher, size: 0 }, reader))
     }
 
-    /// Syncs verified content, moves it into `blobs/` and links it into the
-    /// ingest's repository.
+    /// Commits verified content to its place in `blobs/` and links it into
+    /// the ingest's repository. The blob is leased from before it appears
+    /// until the link that keeps it is written.
     pub async fn commit_ingest(&self, verified: Verified) -> StoreResult<()> {
-        let Verified { mut ingest, digest } = verified;
-        let committed = match ingest.appender.sync().await {
-            Ok(()) => self.promote(&ingest.repo, &ingest.id, &digest).await,
-            Err(e) => Err(e),
-        };
-        if committed.is_err() {
-            let _ = self.backend.delete(&layout::upload_dir(&ingest.repo, &ingest.id)).await;
-        }
-        committed
+        let Verified { ingest, digest } = verified;
+        let _lease = self.lease(&digest).await;
+        ingest.writer.commit().await?;
+        self.link_blob_held(&ingest.repo, &digest, ingest.size).await
     }
 
-    /// Discards an ingest and its file.
+    /// Discards an ingest and what it wrote.
     pub async fn abort_ingest(&self, ingest: Ingest) {
-        let dir = layout::upload_dir(&ingest.repo, &ingest.id);
-        if let Err(e) = self.backend.delete(&dir).await {
-            tracing::warn!(error = %e, dir, "could not remove an aborted ingest");
-        }
+        ingest.writer.cancel().await;
     }
 }
 
@@ -175,7 +155,7 @@ mod tests {
         store.abort_ingest(ingest).await;
         assert_eq!(store.blob_size(&d).await.unwrap(), None);
         assert_eq!(store.linked_blob_size(&repo, &d).await.unwrap(), None);
-        let uploads = dir.path().join(layout::repository(&repo)).join("_uploads");
-        assert_eq!(std::fs::read_dir(uploads).unwrap().count(), 0, "aborted ingests leave no files");
+        let temp = dir.path().join(".berth/tmp");
+        assert_eq!(std::fs::read_dir(temp).unwrap().count(), 0, "aborted ingests leave no files");
     }
 }

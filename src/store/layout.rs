@@ -132,6 +132,17 @@ pub fn upload_started_at(name: &RepoName, id: &str) -> String {
     format!("{}/startedat", upload_dir(name, id))
 }
 
+/// An upload's record on backends that cannot append (`upload_parts`):
+/// its size, running hash and parts, replaced by conditional puts only.
+pub fn upload_record(name: &RepoName, id: &str) -> String {
+    format!("{}/berth-session", upload_dir(name, id))
+}
+
+/// One chunk's bytes of such an upload.
+pub fn upload_part(name: &RepoName, id: &str, part: &str) -> String {
+    format!("{}/berth-parts/{part}", upload_dir(name, id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 pub mod backend;
 mod batch;
 mod blobs;
+pub mod conformance;
 pub mod error;
 pub mod fs;
 mod fs_read;
@@ -14,11 +15,14 @@ pub mod layout;
 pub mod leases;
 mod links;
 mod manifests;
+pub mod object;
+mod spool;
+mod upload_parts;
 mod uploads;
 
 use std::sync::Arc;
 
-pub use backend::{read_range, Appender, Backend, ByteStream, RandomRead, READ_CHUNK};
+pub use backend::{read_range, Appender, Backend, ByteStream, PutIf, RandomRead, Version, Writer, READ_CHUNK};
 pub use batch::gather;
 pub use error::{BodyError, StoreError, StoreResult};
 pub use ingest::{Ingest, Verified};
@@ -27,9 +31,6 @@ pub use uploads::{PurgeReport, UploadStatus};
 use index::Index;
 use leases::Leases;
 
-use std::collections::HashSet;
-use std::sync::Mutex;
-
 /// Upload sessions one client address may hold open when nothing else is said.
 pub const DEFAULT_MAX_UPLOADS_PER_CLIENT: usize = 1000;
 
@@ -37,8 +38,9 @@ pub const DEFAULT_MAX_UPLOADS_PER_CLIENT: usize = 1000;
 pub struct Store {
     backend: Arc<dyn Backend>,
     uploads: uploads::Sessions,
-    /// Upload directories mirror fetches are writing now (a purge leaves them).
-    ingests: Arc<Mutex<HashSet<String>>>,
+    /// Where mirror fetches keep the local copy their readers tail, on
+    /// backends that have none (`spool`).
+    spool_dir: std::path::PathBuf,
     /// Bookkeeping: references, sizes, uses (`index`).
     index: Arc<Index>,
     /// Blobs whose data must stay for now (`leases`).
@@ -59,7 +61,7 @@ impl Store {
         Self {
             backend,
             uploads: uploads::Sessions::new(max_per_client),
-            ingests: Default::default(),
+            spool_dir: std::env::temp_dir(),
             index: Arc::new(index),
             leases: Default::default(),
             max_blob_size: u64::MAX,
@@ -69,6 +71,12 @@ impl Store {
     /// Uploads that would grow past `bytes` fail with `TooLarge` (and are put back as they were).
     pub fn with_max_blob_size(mut self, bytes: u64) -> Self {
         self.max_blob_size = bytes;
+        self
+    }
+
+    /// Mirror fetches spool to `dir` (a local directory) on backends that need it.
+    pub fn with_spool_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.spool_dir = dir.into();
         self
     }
 
@@ -98,9 +106,5 @@ impl Store {
     /// Fails when the storage cannot take a write now (readiness).
     pub async fn check_writable(&self) -> StoreResult<()> {
         self.backend.check_writable().await
-    }
-
-    fn ingest_active(&self, dir: &str) -> bool {
-        self.ingests.lock().unwrap().contains(dir)
     }
 }

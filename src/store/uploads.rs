@@ -12,7 +12,6 @@ use futures::{Stream, StreamExt};
 
 use crate::oci::{Algorithm, Digest, DigestHasher, RepoName};
 
-use super::backend::Appender;
 use super::error::{BodyError, StoreError, StoreResult};
 use super::{layout, Store};
 
@@ -128,28 +127,23 @@ fn valid_id(id: &str) -> bool {
     uuid::Uuid::parse_str(id).is_ok()
 }
 
+/// `id` if it can name an upload, else `UploadUnknown`.
+fn checked(id: &str) -> StoreResult<String> {
+    if valid_id(id) {
+        Ok(id.to_string())
+    } else {
+        Err(StoreError::UploadUnknown(id.to_string()))
+    }
+}
+
 /// Request bodies are written in chunks of up to this size (see `batch`).
 const WRITE_BATCH: usize = 1024 * 1024;
 
-/// Appends one chunk and feeds it to `hasher`: the hash runs here while the
-/// write runs on the backend's blocking path.
-pub(super) async fn write_hashed(
-    w: &mut dyn Appender,
-    hasher: Option<&mut DigestHasher>,
-    bytes: Bytes,
-) -> StoreResult<()> {
-    let hash = async {
-        if let Some(h) = hasher {
-            h.update(&bytes);
-        }
-    };
-    futures::join!(w.write(bytes.clone()), hash).0
-}
-
-/// Appends a body to the appender, hashing as it goes; returns bytes
-/// written. More than `room` bytes is `TooLarge { limit }`.
-async fn pump<S>(
-    w: &mut Box<dyn Appender>,
+/// Writes a body through `write` in batches, feeding each to `hasher` while
+/// the write runs; returns bytes written. More than `room` bytes is
+/// `TooLarge { limit }`.
+pub(super) async fn pump<S>(
+    mut write: impl AsyncFnMut(Bytes) -> StoreResult<()>,
     hasher: &mut Option<DigestHasher>,
     body: S,
     room: u64,
@@ -166,7 +160,12 @@ where
         if n > room {
             return Err(StoreError::TooLarge { limit });
         }
-        write_hashed(w.as_mut(), hasher.as_mut(), chunk).await?;
+        let hash = async {
+            if let Some(h) = hasher.as_mut() {
+                h.update(&chunk);
+            }
+        };
+        futures::join!(write(chunk.clone()), hash).0?;
     }
     Ok(n)
 }
@@ -185,7 +184,11 @@ impl Store {
         self.uploads.insert(repo, &id, owner, fresh)?;
         let created = async {
             self.create_upload_dir(repo, &id).await?;
-            self.backend.appender(&layout::upload_data(repo, &id), 0).await?.sync().await
+            if self.backend.appends() {
+                self.backend.appender(&layout::upload_data(repo, &id), 0).await?.sync().await
+            } else {
+                self.parts_start(repo, &id).await
+            }
         }
         .await;
         if let Err(e) = created {
@@ -197,9 +200,7 @@ impl Store {
     }
 
     async fn session(&self, repo: &RepoName, id: &str) -> StoreResult<SessionRef> {
-        if !valid_id(id) {
-            return Err(StoreError::UploadUnknown(id.to_string()));
-        }
+        checked(id)?;
         if let Some(s) = self.uploads.get(repo, id) {
             return Ok(s);
         }
@@ -214,6 +215,10 @@ impl Store {
 
     /// Where the upload stands.
     pub async fn upload_status(&self, repo: &RepoName, id: &str) -> StoreResult<UploadStatus> {
+        if !self.backend.appends() {
+            let size = self.parts_size(repo, &checked(id)?).await?;
+            return Ok(UploadStatus { id: id.to_string(), size });
+        }
         let s = self.session(repo, id).await?;
         let size = s.lock().await.size;
         Ok(UploadStatus { id: id.to_string(), size })
@@ -233,6 +238,10 @@ impl Store {
     where
         S: Stream<Item = Result<Bytes, BodyError>>,
     {
+        if !self.backend.appends() {
+            let size = self.parts_append(repo, &checked(id)?, start, declared, body, None).await?;
+            return Ok(UploadStatus { id: id.to_string(), size });
+        }
         let s = self.session(repo, id).await?;
         let mut s = s.lock().await;
         s.last_active = Instant::now();
@@ -245,7 +254,8 @@ impl Store {
         let mut hasher = s.hasher.clone();
         let mut w = self.backend.appender(&path, s.size).await.map_err(gone(id))?;
         let room = self.max_blob_size.saturating_sub(s.size);
-        let written = pump(&mut w, &mut hasher, body, room, self.max_blob_size).await.and_then(|n| match declared {
+        let write = async |chunk| w.write(chunk).await;
+        let written = pump(write, &mut hasher, body, room, self.max_blob_size).await.and_then(|n| match declared {
             Some(d) if d != n => Err(StoreError::SizeMismatch { expected: d, actual: n }),
             _ => Ok(n),
         });
@@ -279,6 +289,13 @@ impl Store {
     where
         S: Stream<Item = Result<Bytes, BodyError>>,
     {
+        if !self.backend.appends() {
+            let id = checked(id)?;
+            self.parts_append(repo, &id, start, None, body, Some(expected.algorithm())).await?;
+            let size = self.parts_finish(repo, &id, expected).await?;
+            self.uploads.remove(repo, &id);
+            return Ok(size);
+        }
         {
             // Nothing received yet (POST then one PUT, or monolithic POST): the
             // digest's algorithm is known before the first byte, so hash with it.
@@ -317,7 +334,7 @@ impl Store {
     /// data in place (another copy was there) and the link that keeps it.
     pub(super) async fn promote(&self, repo: &RepoName, id: &str, d: &Digest) -> StoreResult<()> {
         let _lease = self.lease(d).await;
-        self.backend.commit(&layout::upload_data(repo, id), &layout::blob_data(d)).await?;
+        self.backend.move_into(&layout::upload_data(repo, id), &layout::blob_data(d)).await?;
         let size = self.blob_size(d).await?.ok_or_else(|| StoreError::BlobUnknown(d.clone()))?;
         self.link_blob_held(repo, d, size).await?;
         self.backend.delete(&layout::upload_dir(repo, id)).await
@@ -337,7 +354,11 @@ impl Store {
 
     /// Discards an upload and its bytes.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> StoreResult<()> {
-        self.session(repo, id).await?;
+        if self.backend.appends() {
+            self.session(repo, id).await?;
+        } else {
+            self.parts_size(repo, &checked(id)?).await?;
+        }
         self.uploads.remove(repo, id);
         self.backend.delete(&layout::upload_dir(repo, id)).await
     }
@@ -358,7 +379,9 @@ impl Store {
                 }
             }
         };
-        for (repo, id) in self.uploads.idle(max_age) {
+        // Sessions whose state is in the bucket are measured by their record (below).
+        let idle = if self.backend.appends() { self.uploads.idle(max_age) } else { vec![] };
+        for (repo, id) in idle {
             self.uploads.remove(&repo, &id);
             report.sessions += usize::from(remove(layout::upload_dir(&repo, &id)).await);
         }
@@ -368,20 +391,24 @@ impl Store {
             for id in ids {
                 let dir = layout::upload_dir(&repo, &id);
                 if mirrored {
-                    if !self.ingest_active(&dir) {
-                        report.ingests += usize::from(remove(dir).await);
-                    }
+                    // Mirror fetches once wrote here (they now write beside the
+                    // tree): what is left is a crashed fetch's.
+                    report.ingests += usize::from(remove(dir).await);
                     continue;
                 }
-                if !valid_id(&id) || self.uploads.contains(&repo, &id) {
+                if !valid_id(&id) || self.uploads.contains(&repo, &id) && self.backend.appends() {
                     continue;
                 }
-                let data = self.backend.modified(&layout::upload_data(&repo, &id)).await?;
-                let last = match data {
-                    Some(t) => Some(t),
-                    None => self.backend.modified(&dir).await?,
-                };
-                if last.is_some_and(|t| t < cutoff) && !self.uploads.contains(&repo, &id) {
+                let mut last = self.backend.modified(&layout::upload_data(&repo, &id)).await?;
+                if last.is_none() {
+                    last = self.parts_modified(&repo, &id).await?;
+                }
+                if last.is_none() {
+                    last = self.backend.modified(&dir).await?;
+                }
+                // On a shared bucket the record's time counts the chunks every replica took.
+                if last.is_some_and(|t| t < cutoff) && !(self.uploads.contains(&repo, &id) && self.backend.appends()) {
+                    self.uploads.remove(&repo, &id);
                     report.sessions += usize::from(remove(dir).await);
                 }
             }
@@ -507,14 +534,19 @@ mod tests {
         // A mirror ingest cut off by a crash, and one being written now.
         let mirrored = layout::mirror_repository("docker.io", "library/x");
         std::fs::create_dir_all(dir.path().join(layout::upload_dir(&mirrored, "dead"))).unwrap();
-        let (_live, _) = store.begin_ingest(&mirrored, &Digest::sha256_of(b"x")).await.unwrap();
+        let x = Digest::sha256_of(b"x");
+        let (mut live, _) = store.begin_ingest(&mirrored, &x).await.unwrap();
+        live.write(Bytes::from_static(b"x")).await.unwrap();
 
         let report = store.purge_uploads(Duration::from_secs(60)).await.unwrap();
         assert_eq!(report, PurgeReport { sessions: 1, ingests: 1 });
         assert!(!data.exists());
         assert_eq!(store.upload_status(&repo, &idle.id).await.unwrap().size, 0, "active within max_age: kept");
         let left = std::fs::read_dir(dir.path().join(layout::uploads_dir(&mirrored))).unwrap().count();
-        assert_eq!(left, 1, "the live ingest is kept");
+        assert_eq!(left, 0, "the dead ingest is removed");
+        // A live ingest writes beside the tree, where no purge looks: it commits after the purge.
+        store.commit_ingest(live.verify(&x, Some(1)).map_err(|(_, e)| e).unwrap()).await.unwrap();
+        assert_eq!(store.linked_blob_size(&mirrored, &x).await.unwrap(), Some(1));
 
         // Past max_age, the in-memory session goes too.
         let report = store.purge_uploads(Duration::ZERO).await.unwrap();
