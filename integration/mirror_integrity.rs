@@ -13,15 +13,26 @@ use common::upstream::{Auth, FakeUpstream, OCI_MANIFEST};
 use common::*;
 use futures::StreamExt;
 
-/// Waits (bounded) until no mirror download is being written for `repo`:
-/// a failed fetch has removed its partial file.
-async fn wait_for_no_ingest(s: &TestServer, repo: &str) {
-    let dir = s.path(&format!("docker/registry/v2/repositories/_mirror/docker.io/{repo}/_uploads"));
+/// Waits (bounded) until no mirror download is being written: no fetch in
+/// flight, and a failed fetch has removed its partial file (berth's temp
+/// directory, where fetches write until their bytes are verified, is empty).
+async fn wait_for_no_ingest(s: &TestServer) {
+    let (c, temp) = (s.client(), s.path(".berth/tmp"));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_dir(&dir).map_or(0, |d| d.count()) > 0 {
+    while metric(&c, "berth_mirror_fetches_in_flight").await > 0.0
+        || std::fs::read_dir(&temp).map_or(0, |d| d.count()) > 0
+    {
         assert!(Instant::now() < deadline, "the fetch never finished");
         actix_rt::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The value of an unlabelled metric on the server's `/metrics`.
+async fn metric(c: &Client, name: &str) -> f64 {
+    let body = c.get("/metrics").await.body;
+    let text = String::from_utf8_lossy(&body);
+    let line = text.lines().find(|l| l.split(' ').next() == Some(name)).unwrap_or_else(|| panic!("no {name}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
 fn blob_file(s: &TestServer, d: &Digest) -> std::path::PathBuf {
@@ -51,6 +62,12 @@ async fn a_corrupt_upstream_gets_no_byte_to_a_client_as_a_success() {
     let range = actix_rt::spawn(async move { rc.req("GET", &range_path, &[("Range", "bytes=0-9")], "").await });
     let d2 = d.clone();
     let head = actix_rt::spawn(async move { hc.req("HEAD", &format!("/v2/docker.io/app/blobs/{d2}"), &[], "").await });
+    // Both wait on the fetch (with the scrape itself, three requests in progress) before it may go on.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&c, "berth_http_requests_in_progress").await < 3.0 {
+        assert!(Instant::now() < deadline, "the range and HEAD requests never reached the server");
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
     gate.add_permits(1000);
 
     let range = range.await.unwrap();
@@ -65,13 +82,13 @@ async fn a_corrupt_upstream_gets_no_byte_to_a_client_as_a_success() {
     }
     assert!(received < content.len(), "the corrupt body was delivered whole");
     // The fetch is over (its partial file gone) and nothing was stored.
-    wait_for_no_ingest(&s, "library/app").await;
+    wait_for_no_ingest(&s).await;
     assert!(!blob_file(&s, &d).exists(), "corrupt content is not stored");
     // A fresh fetch, seen by HTTP framing: 200 and then cut short.
     let (status, body, complete) = c.get_framed(&path).await;
     assert_eq!(status, 200);
     assert!(!complete && body.len() < content.len(), "{} of {} bytes, complete: {complete}", body.len(), content.len());
-    wait_for_no_ingest(&s, "library/app").await;
+    wait_for_no_ingest(&s).await;
     let r = c.req("HEAD", &format!("/v2/docker.io/app/blobs/{d}"), &[], "").await;
     assert_eq!(r.status, 200, "the upstream's own claim, with no bytes, is a size");
 
@@ -243,7 +260,7 @@ async fn a_blob_without_content_length_streams_to_every_waiter_verified() {
         body.len(),
         bad.len()
     );
-    wait_for_no_ingest(&s, "library/bad").await;
+    wait_for_no_ingest(&s).await;
     assert!(!blob_file(&s, &bd).exists());
     s.stop().await;
     up.stop().await;

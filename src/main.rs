@@ -259,12 +259,14 @@ fn check_storage(cfg: &berth::config::Config) -> Result<(), String> {
     let scratch = format!(".berth/check-storage-{}", uuid::Uuid::new_v4().simple());
     let outcomes = actix_web::rt::System::new().block_on(berth::store::conformance::run(backend, &scratch));
     let mut failed = 0;
-    for (name, result) in &outcomes {
+    for (name, result, took) in &outcomes {
+        let took = format!("{:.2}s", took.as_secs_f64());
         match result {
-            Ok(()) => println!("ok      {name}"),
+            Ok(()) => println!("ok      {took:>7}  {name}"),
             Err(e) => {
                 failed += 1;
-                println!("FAILED  {name}: {e}");
+                // One line per check: server answers (XML) carry newlines.
+                println!("FAILED  {took:>7}  {name}: {}", e.split_whitespace().collect::<Vec<_>>().join(" "));
             }
         }
     }

@@ -57,6 +57,7 @@ pub struct Metrics {
     // Read at scrape time (see `Registry::refresh_metrics`).
     pub uploads_open: IntGauge,
     pub fetches_in_flight: IntGauge,
+    pub requests_in_progress: IntGauge,
     pub fetch_clients: IntGauge,
     pub store_bytes: IntGaugeVec,
 }
@@ -156,6 +157,10 @@ impl Metrics {
             gc_bytes: single("berth_gc_freed_bytes_total", "Bytes garbage collection freed"),
             uploads_open: one("berth_uploads_open", "Upload sessions open"),
             fetches_in_flight: one("berth_mirror_fetches_in_flight", "Upstream blob fetches in flight"),
+            requests_in_progress: one(
+                "berth_http_requests_in_progress",
+                "Requests not yet answered (waiting for storage, an upstream or a fetch to verify)",
+            ),
             fetch_clients: one("berth_mirror_fetch_clients", "Client responses reading an in-flight fetch"),
             store_bytes: gauge(
                 &r,

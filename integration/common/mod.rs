@@ -17,12 +17,38 @@ pub mod faults;
 pub mod images;
 pub mod mirroring;
 pub mod procs;
+pub mod s3;
 pub mod upstream;
 
 pub struct TestServer {
     pub base: String,
     handle: ServerHandle,
     dir: tempfile::TempDir,
+    /// The server's storage, for the test to look into (`has`, `read`, …).
+    storage: std::sync::Arc<dyn berth::store::Backend>,
+}
+
+/// Whether this test binary runs its suite over the object backend: the
+/// `*_s3` targets in Cargo.toml are the same files under another name.
+pub fn on_s3() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let name = exe.file_name().unwrap().to_string_lossy().into_owned();
+        name.split_once('-').map_or(name.as_str(), |(stem, _)| stem).ends_with("_s3")
+    })
+}
+
+/// On the object backend, each data directory has its own prefix in the
+/// shared SeaweedFS bucket, kept in the directory so a restart finds it.
+fn s3_storage(dir: &Path) -> berth::config::S3Config {
+    let file = dir.join(".test-s3-prefix");
+    let prefix = std::fs::read_to_string(&file).unwrap_or_else(|_| {
+        let p = format!("t-{}", uuid::Uuid::new_v4().simple());
+        std::fs::write(&file, &p).unwrap();
+        p
+    });
+    s3::shared().config("berth", &prefix)
 }
 
 impl TestServer {
@@ -65,14 +91,58 @@ impl TestServer {
         cfg.server.workers = 2;
         cfg.server.shutdown_timeout = std::time::Duration::from_secs(1);
         cfg.storage.root = dir.path().to_path_buf();
+        if on_s3() && backend.is_none() {
+            cfg.storage.s3 = Some(s3_storage(dir.path()));
+        }
         tweak(&mut cfg);
+        let storage = match &backend {
+            Some(b) => b.clone(),
+            None => berth::backend(&cfg).unwrap(),
+        };
         let bound = match backend {
             Some(b) => berth::bind_with(&cfg, b).unwrap(),
             None => berth::bind(&cfg).unwrap(),
         };
         let handle = bound.server.handle();
         actix_rt::spawn(bound.server);
-        TestServer { base: format!("http://{}", bound.addr), handle, dir }
+        TestServer { base: format!("http://{}", bound.addr), handle, dir, storage }
+    }
+
+    /// Whether the storage holds a file at `rel` (a path of `berth::store::layout`).
+    pub async fn has(&self, rel: &str) -> bool {
+        self.storage.stat(rel).await.unwrap().is_some()
+    }
+
+    /// The file at `rel`, if the storage holds it.
+    pub async fn read(&self, rel: &str) -> Option<Bytes> {
+        self.storage.get(rel).await.unwrap()
+    }
+
+    /// The size of the file at `rel`, if the storage holds it.
+    pub async fn size(&self, rel: &str) -> Option<u64> {
+        self.storage.stat(rel).await.unwrap()
+    }
+
+    /// Names under directory `rel` that still hold something.
+    pub async fn entries(&self, rel: &str) -> Vec<String> {
+        let mut out = vec![];
+        for name in self.storage.list(rel).await.unwrap() {
+            let path = format!("{rel}/{name}");
+            if self.storage.stat(&path).await.unwrap().is_some() || self.storage.has_children(&path).await.unwrap() {
+                out.push(name);
+            }
+        }
+        out
+    }
+
+    /// Waits (bounded) until the storage holds `rel`: clients are served
+    /// once bytes are verified, and the files land just after.
+    pub async fn wait_for(&self, rel: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !self.has(rel).await {
+            assert!(std::time::Instant::now() < deadline, "{rel} never appeared");
+            actix_rt::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     pub fn data(&self) -> &Path {

@@ -50,6 +50,8 @@ pub async fn observe(
     let method = method_label(req.method());
     let fallback = path_label(req.path());
     let reg = req.app_data::<Reg>().cloned();
+    // Counted until the response head, however the request ends (a client gone mid-wait drops it).
+    let _in_progress = reg.as_ref().map(|r| InProgress::new(r.metrics().requests_in_progress.clone()));
     let result = next.call(req).await;
     if let Some(reg) = reg {
         let (endpoint, status) = match &result {
@@ -64,6 +66,22 @@ pub async fn observe(
         m.latency.with_label_values(&[endpoint, method]).observe(started.elapsed().as_secs_f64());
     }
     result
+}
+
+/// One request in `berth_http_requests_in_progress`, for as long as it lives.
+struct InProgress(prometheus::IntGauge);
+
+impl InProgress {
+    fn new(g: prometheus::IntGauge) -> Self {
+        g.inc();
+        Self(g)
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// `GET /metrics`: the Prometheus text format.

@@ -78,7 +78,9 @@ pub trait Backend: Send + Sync + 'static {
         Ok(())
     }
     /// Names of the direct children of a directory (a key prefix), files and
-    /// subdirectories alike, in no set order; empty if absent.
+    /// subdirectories alike, in no set order; empty if absent. A directory
+    /// emptied a moment ago may still be named (some object stores remove
+    /// empty folders lazily): callers that need content confirm it.
     async fn list(&self, dir: &str) -> StoreResult<Vec<String>>;
     /// Whether a directory has any child (without listing them all).
     async fn has_children(&self, dir: &str) -> StoreResult<bool> {

@@ -1,0 +1,5 @@
+//! The `e2e_api` suite (integration/suites/e2e_api.rs) over the object backend (SeaweedFS; `common::on_s3`).
+
+mod common;
+#[path = "suites/e2e_api.rs"]
+mod suite;
