@@ -58,6 +58,7 @@ pub struct Metrics {
     pub uploads_open: IntGauge,
     pub fetches_in_flight: IntGauge,
     pub requests_in_progress: IntGauge,
+    pub fetch_waits: IntCounter,
     pub fetch_clients: IntGauge,
     pub store_bytes: IntGaugeVec,
 }
@@ -157,6 +158,10 @@ impl Metrics {
             gc_bytes: single("berth_gc_freed_bytes_total", "Bytes garbage collection freed"),
             uploads_open: one("berth_uploads_open", "Upload sessions open"),
             fetches_in_flight: one("berth_mirror_fetches_in_flight", "Upstream blob fetches in flight"),
+            fetch_waits: single(
+                "berth_mirror_fetch_waits_total",
+                "Cold blob fetches left to another replica sharing the storage (which held the fetch lease)",
+            ),
             requests_in_progress: one(
                 "berth_http_requests_in_progress",
                 "Requests not yet answered (waiting for storage, an upstream or a fetch to verify)",

@@ -122,6 +122,9 @@ impl Backend for PausingBackend {
     fn appends(&self) -> bool {
         self.inner.appends()
     }
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
     async fn appender(&self, path: &str, offset: u64) -> StoreResult<Box<dyn Appender>> {
         self.inner.appender(path, offset).await
     }

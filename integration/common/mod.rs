@@ -160,13 +160,20 @@ impl TestServer {
     }
 
     pub fn client(&self) -> Client {
-        Client { base: self.base.clone(), http: awc::Client::builder().disable_timeout().finish() }
+        Client::new(&self.base)
     }
 }
 
 pub struct Client {
     pub base: String,
     http: awc::Client,
+}
+
+impl Client {
+    /// A client of the server at `base` (`http://host:port`).
+    pub fn new(base: &str) -> Client {
+        Client { base: base.to_string(), http: awc::Client::builder().disable_timeout().finish() }
+    }
 }
 
 /// A response read whole.
@@ -196,14 +203,25 @@ impl Resp {
 
 impl Client {
     pub async fn req(&self, method: &str, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
+        self.try_req(method, path, headers, body).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// `req`, with a connection that fails (a server that went away) as an error.
+    pub async fn try_req(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Resp, String> {
         let url = if path.starts_with("http") { path.to_string() } else { format!("{}{path}", self.base) };
         let mut r = self.http.request(Method::from_bytes(method.as_bytes()).unwrap(), url);
         for (k, v) in headers {
             r = r.insert_header((*k, *v));
         }
-        let mut resp = r.send_body(body.into()).await.expect("request failed");
-        let body = resp.body().limit(1 << 30).await.expect("body failed");
-        Resp { status: resp.status().as_u16(), headers: resp.headers().clone(), body }
+        let mut resp = r.send_body(body.into()).await.map_err(|e| format!("request failed: {e}"))?;
+        let body = resp.body().limit(1 << 30).await.map_err(|e| format!("body failed: {e}"))?;
+        Ok(Resp { status: resp.status().as_u16(), headers: resp.headers().clone(), body })
     }
 
     /// GETs `path`, hashing the body as it streams (large blobs never sit in

@@ -222,19 +222,32 @@ pub fn upstream_with_busybox(work: &Path) -> (Proc, String) {
 
 /// CNCF Distribution 2.8 (Debian's `docker-registry`) serving `data`.
 pub fn distribution(data: &Path, work: &Path, extra_yaml: &str) -> (Proc, String) {
+    let storage =
+        format!("storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n", data.display());
+    distribution_with(work, &format!("{storage}{extra_yaml}"))
+}
+
+/// Distribution 2.8 with its S3 driver on `bucket` of the test's SeaweedFS,
+/// under `rootdirectory`.
+pub fn distribution_s3(work: &Path, weed: &super::s3::Weed, bucket: &str, rootdirectory: &str) -> (Proc, String) {
+    let storage = format!(
+        "storage:\n  s3:\n    regionendpoint: {}\n    region: us-east-1\n    bucket: {bucket}\n    rootdirectory: {rootdirectory}\n    accesskey: {}\n    secretkey: {}\n    secure: false\n    v4auth: true\n  delete:\n    enabled: true\n",
+        weed.endpoint,
+        super::s3::ACCESS_KEY,
+        super::s3::SECRET_KEY
+    );
+    distribution_with(work, &storage)
+}
+
+/// Distribution with `storage_yaml` (and anything else) in its configuration.
+fn distribution_with(work: &Path, storage_yaml: &str) -> (Proc, String) {
     require("docker-registry");
     let addr = format!("127.0.0.1:{}", free_port());
     let cfg = work.join(format!("registry-{}.yml", free_port()));
-    std::fs::write(
-        &cfg,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{extra_yaml}",
-            data.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg, format!("version: 0.1\nlog:\n  level: warn\nhttp:\n  addr: {addr}\n{storage_yaml}")).unwrap();
     let mut cmd = Command::new("docker-registry");
-    cmd.arg("serve").arg(&cfg);
+    // Its AWS SDK panics at startup when AWS_CA_BUNDLE is set (as it is on these machines).
+    cmd.arg("serve").arg(&cfg).env_remove("AWS_CA_BUNDLE");
     let mut p = Proc::spawn("docker-registry", &mut cmd, cfg.with_extension("log"));
     p.wait_http(&addr);
     (p, addr)

@@ -92,23 +92,7 @@ impl Weed {
 
     /// Makes a bucket (retrying while the filer warms up).
     pub fn bucket(&self, name: &str) {
-        let user = format!("{ACCESS_KEY}:{SECRET_KEY}");
-        let url = format!("{}/{name}", self.endpoint);
-        let mut last = String::new();
-        for _ in 0..100 {
-            let out = Command::new("curl")
-                .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--aws-sigv4", "aws:amz:us-east-1:s3"])
-                .args(["--user", &user, "-X", "PUT", &url])
-                .output()
-                .unwrap();
-            last = String::from_utf8_lossy(&out.stdout).into_owned();
-            // 409: it exists already.
-            if last == "200" || last == "409" {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("cannot create bucket {name}: HTTP {last}");
+        make_bucket(&self.endpoint, name);
     }
 
     /// berth's `storage.s3` for `bucket`, under `prefix`.
@@ -122,6 +106,27 @@ impl Weed {
             ..Default::default()
         }
     }
+}
+
+/// Makes bucket `name` at `endpoint` with a signed PUT (retrying while the filer warms up).
+fn make_bucket(endpoint: &str, name: &str) {
+    let user = format!("{ACCESS_KEY}:{SECRET_KEY}");
+    let url = format!("{endpoint}/{name}");
+    let mut last = String::new();
+    for _ in 0..100 {
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--aws-sigv4", "aws:amz:us-east-1:s3"])
+            .args(["--user", &user, "-X", "PUT", &url])
+            .output()
+            .unwrap();
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        // 409: it exists already.
+        if last == "200" || last == "409" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("cannot create bucket {name}: HTTP {last}");
 }
 
 /// One SeaweedFS for the whole test process, started on first use: suites
@@ -145,4 +150,134 @@ pub fn shared() -> Arc<Weed> {
             rx.recv().expect("SeaweedFS started")
         })
         .clone()
+}
+
+/// SeaweedFS in split mode, as a distributed deployment runs it: a master,
+/// three volume servers with every object on two of them, a filer, and one
+/// S3 gateway per client (each berth replica talks to its own gateway).
+pub struct Cluster {
+    procs: Vec<Proc>,
+    /// The gateways' `http://127.0.0.1:<port>`.
+    pub endpoints: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn start(gateways: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let s3 = identities(&d);
+        // Starts one daemon and waits until it listens on `port`.
+        let start = |name: &str, port: &str, args: Vec<String>| {
+            let mut cmd = Command::new(weed_binary());
+            cmd.args(&args);
+            let mut p = Proc::spawn(name, &mut cmd, d.join(format!("{name}.log")));
+            let addr = format!("127.0.0.1:{port}");
+            p.wait_until("listening", Duration::from_secs(60), || std::net::TcpStream::connect(&addr).is_ok());
+            p
+        };
+        let dir_of = |name: &str| {
+            let p = d.join(name);
+            std::fs::create_dir_all(&p).unwrap();
+            p.display().to_string()
+        };
+        let ports = || (free_port().to_string(), free_port().to_string());
+        let mut procs = Vec::new();
+        let (mp, mg) = ports();
+        procs.push(start(
+            "master",
+            &mp,
+            vec![
+                "master".into(),
+                "-ip=127.0.0.1".into(),
+                "-ip.bind=127.0.0.1".into(),
+                format!("-port={mp}"),
+                format!("-port.grpc={mg}"),
+                format!("-mdir={}", dir_of("m")),
+                "-volumeSizeLimitMB=64".into(),
+                "-defaultReplication=001".into(),
+                "-telemetry=false".into(),
+            ],
+        ));
+        // `host:port.grpcPort`: SeaweedFS's form for an address with its own gRPC port.
+        let master = format!("127.0.0.1:{mp}.{mg}");
+        for v in 0..3 {
+            let (vp, vg) = ports();
+            procs.push(start(
+                &format!("volume{v}"),
+                &vp,
+                vec![
+                    "volume".into(),
+                    "-ip=127.0.0.1".into(),
+                    "-ip.bind=127.0.0.1".into(),
+                    format!("-port={vp}"),
+                    format!("-port.grpc={vg}"),
+                    format!("-dir={}", dir_of(&format!("v{v}"))),
+                    format!("-master={master}"),
+                    "-max=50".into(),
+                    "-preStopSeconds=0".into(),
+                ],
+            ));
+        }
+        let (fp, fg) = ports();
+        procs.push(start(
+            "filer",
+            &fp,
+            vec![
+                "filer".into(),
+                "-ip=127.0.0.1".into(),
+                "-ip.bind=127.0.0.1".into(),
+                format!("-port={fp}"),
+                format!("-port.grpc={fg}"),
+                format!("-master={master}"),
+                format!("-defaultStoreDir={}", dir_of("f")),
+            ],
+        ));
+        let mut endpoints = Vec::new();
+        for g in 0..gateways {
+            let (sp, sg) = ports();
+            procs.push(start(
+                &format!("s3-{g}"),
+                &sp,
+                vec![
+                    "s3".into(),
+                    "-ip.bind=127.0.0.1".into(),
+                    format!("-port={sp}"),
+                    format!("-port.grpc={sg}"),
+                    "-port.iceberg=0".into(),
+                    "-port.lance=0".into(),
+                    format!("-filer=127.0.0.1:{fp}.{fg}"),
+                    format!("-config={}", s3.display()),
+                ],
+            ));
+            endpoints.push(format!("http://127.0.0.1:{sp}"));
+        }
+        Cluster { procs, endpoints, _dir: dir }
+    }
+
+    /// Makes a bucket through the first gateway.
+    pub fn bucket(&self, name: &str) {
+        make_bucket(&self.endpoints[0], name);
+    }
+
+    /// berth's `storage.s3` for `bucket` through gateway `i`.
+    pub fn config(&self, i: usize, bucket: &str, prefix: &str) -> S3Config {
+        S3Config {
+            endpoint: self.endpoints[i].clone(),
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            access_key: ACCESS_KEY.into(),
+            secret_key: SECRET_KEY.into(),
+            ..Default::default()
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Gateways and the filer first, the master last.
+        while let Some(p) = self.procs.pop() {
+            p.stop();
+        }
+    }
 }

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use awc::http::Method;
 use futures::StreamExt;
@@ -165,7 +166,59 @@ pub fn join_or_start(inflight: &Inflight, job: FetchJob) -> (Arc<Fetch>, bool) {
     (fetch, false)
 }
 
+/// Whose turn it is to fetch a blob, when replicas share the storage.
+enum Turn {
+    /// This replica's: it holds the lease until the blob is stored.
+    Mine(crate::store::bucket_lease::LeaseGuard),
+    /// Another replica stored it meanwhile: its size.
+    Stored(u64),
+}
+
+/// How often a replica waiting on another's fetch looks for the blob.
+const TURN_POLL: Duration = Duration::from_millis(100);
+
+/// Waits until the blob is stored by another replica, or this one wins the
+/// lease to fetch it (free, released, or expired with its holder).
+async fn wait_turn(job: &FetchJob) -> MirrorResult<Turn> {
+    use crate::store::bucket_lease::Attempt;
+    let mut waited = false;
+    loop {
+        if let Some(size) = job.store.blob_size(&job.digest).await? {
+            return Ok(Turn::Stored(size));
+        }
+        match job.store.try_fetch_lease(&job.digest).await? {
+            // Stored just before the holder let go: the second look finds it.
+            Attempt::Won(lease) => {
+                return Ok(match job.store.blob_size(&job.digest).await? {
+                    Some(size) => Turn::Stored(size),
+                    None => Turn::Mine(lease),
+                })
+            }
+            Attempt::Held => {
+                if !waited {
+                    waited = true;
+                    job.metrics.fetch_waits.inc();
+                    tracing::debug!(digest = %job.digest, "another replica is fetching this blob; waiting for it");
+                }
+                tokio::time::sleep(TURN_POLL).await;
+            }
+        }
+    }
+}
+
 async fn run(job: FetchJob, tx: &watch::Sender<Phase>) -> MirrorResult<()> {
+    // Over shared storage, one replica fetches a cold blob; the others serve what it stored.
+    let _lease = match job.store.shared() {
+        false => None,
+        true => match wait_turn(&job).await? {
+            Turn::Mine(lease) => Some(lease),
+            Turn::Stored(size) => {
+                job.store.link_existing(&job.storage, &job.digest).await?;
+                tx.send_replace(Phase::Done { total: size, file: job.store.blob_read_at(&job.digest) });
+                return Ok(());
+            }
+        },
+    };
     let up = &job.upstream;
     let path = format!("/v2/{}/blobs/{}", job.remote, job.digest);
     tracing::debug!(upstream = %up.host, %path, "GET blob upstream");

@@ -91,12 +91,18 @@ pub struct Caches {
 }
 
 impl Caches {
-    pub fn new(cfg: &CacheConfig) -> Self {
+    /// `shared`: other replicas write the same storage, so what they change
+    /// (a deleted link) is seen here within `tag_ttl`, as tags are.
+    pub fn new(cfg: &CacheConfig, shared: bool) -> Self {
+        fn links<V: Clone + Send + Sync + 'static>(cfg: &CacheConfig, shared: bool) -> RepoCache<Digest, V> {
+            let b = Cache::builder().max_capacity(cfg.links);
+            RepoCache::new(if shared { b.time_to_live(cfg.tag_ttl).build() } else { b.build() })
+        }
         Self {
             generations: Generations::default(),
             tags: RepoCache::new(Cache::builder().max_capacity(cfg.tags).time_to_live(cfg.tag_ttl).build()),
-            blobs: RepoCache::new(Cache::new(cfg.links)),
-            revisions: RepoCache::new(Cache::new(cfg.links)),
+            blobs: links(cfg, shared),
+            revisions: links(cfg, shared),
             local: RepoCache::new(Cache::builder().max_capacity(cfg.tags).time_to_live(cfg.tag_ttl).build()),
             manifests: Cache::builder()
                 .max_capacity(cfg.manifest_bytes)
@@ -142,7 +148,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_entry_read_before_a_write_is_not_served_after_it() {
-        let caches = Caches::new(&CacheConfig::default());
+        let caches = Caches::new(&CacheConfig::default(), false);
         let repo: RepoName = "a".parse().unwrap();
         let d = Digest::sha256_of(b"x");
         // A read takes the generation, reads the store (slowly) ...

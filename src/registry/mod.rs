@@ -107,8 +107,8 @@ impl Registry {
             .enabled
             .then(|| Mirror::new(&cfg.mirror, store.clone(), cfg.storage.max_manifest_size, metrics.clone()));
         Self {
+            caches: Caches::new(&cfg.cache, store.shared()),
             store,
-            caches: Caches::new(&cfg.cache),
             locks: RepoLocks::default(),
             namespace: Namespace::new(&cfg.mirror),
             mirror,
@@ -186,7 +186,12 @@ impl Registry {
         }
         let read_at = gens.current(name);
         let local = self.store.holds_content(name).await?;
-        self.caches.local.insert(name, (), local, read_at).await;
+        // A name that holds content stays local for good; one that does not
+        // may be pushed to through another replica at any moment, so over
+        // shared storage only the lasting answer is kept.
+        if local || !self.store.shared() {
+            self.caches.local.insert(name, (), local, read_at).await;
+        }
         Ok(local)
     }
 

@@ -101,6 +101,10 @@ pub trait Backend: Send + Sync + 'static {
     /// (and nothing moved) when `from` is absent or `to` exists. Only
     /// berth's one-time layout migrations use it; atomic on files only.
     async fn rename(&self, from: &str, to: &str) -> StoreResult<bool>;
+    /// Whether other processes may use the same storage at once (replicas
+    /// over one bucket): work one should do for all takes a lease in it.
+    /// (No default, as for `appends`.)
+    fn shared(&self) -> bool;
     /// Whether this backend appends to files in place (`appender`), as
     /// registry:2 keeps an upload in one `data` file. Object stores cannot;
     /// their uploads keep each chunk as its own object (`uploads::parts`).

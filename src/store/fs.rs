@@ -297,6 +297,11 @@ impl Backend for FsBackend {
         true
     }
 
+    fn shared(&self) -> bool {
+        // One process serves a data directory (its index is locked).
+        false
+    }
+
     async fn appender(&self, path: &str, offset: u64) -> StoreResult<Box<dyn Appender>> {
         let full = self.full(path);
         // No parent directories are made: an upload whose directory was

@@ -5,6 +5,7 @@
 pub mod backend;
 mod batch;
 mod blobs;
+pub mod bucket_lease;
 pub mod conformance;
 pub mod error;
 pub mod fs;
@@ -28,6 +29,7 @@ pub use error::{BodyError, StoreError, StoreResult};
 pub use ingest::{Ingest, Verified};
 pub use uploads::{PurgeReport, UploadStatus};
 
+use crate::oci::Digest;
 use index::Index;
 use leases::Leases;
 
@@ -47,7 +49,13 @@ pub struct Store {
     leases: Arc<Leases>,
     /// The largest blob an upload may grow to, over all its chunks.
     max_blob_size: u64,
+    /// This process, as a holder of leases in shared storage.
+    instance: String,
 }
+
+/// How long a fetch lease in shared storage lasts unless renewed (its holder
+/// renews it every third of this while it fetches).
+const FETCH_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where the index of a data directory lives.
 pub fn index_path(root: &std::path::Path) -> std::path::PathBuf {
@@ -65,6 +73,7 @@ impl Store {
             index: Arc::new(index),
             leases: Default::default(),
             max_blob_size: u64::MAX,
+            instance: uuid::Uuid::new_v4().simple().to_string(),
         }
     }
 
@@ -103,8 +112,44 @@ impl Store {
         self.backend.recover().await
     }
 
+    /// Whether other replicas share this store's storage.
+    pub fn shared(&self) -> bool {
+        self.backend.shared()
+    }
+
+    /// Tries to become the one replica that fetches `d` from upstream.
+    pub async fn try_fetch_lease(&self, d: &Digest) -> StoreResult<bucket_lease::Attempt> {
+        let name = format!("fetch-{}-{}", d.algorithm().as_str(), d.hex());
+        bucket_lease::try_acquire(&self.backend, &name, &self.instance, FETCH_LEASE_TTL).await
+    }
+
+    /// Positioned reads of a stored blob (ranged reads of the storage: for
+    /// a blob another replica stored while this one waited).
+    pub fn blob_read_at(&self, d: &Digest) -> Arc<dyn RandomRead> {
+        Arc::new(StoredRead { backend: self.backend.clone(), path: layout::blob_data(d) })
+    }
+
     /// Fails when the storage cannot take a write now (readiness).
     pub async fn check_writable(&self) -> StoreResult<()> {
         self.backend.check_writable().await
+    }
+}
+
+/// `RandomRead` over a file of the storage, one ranged read per call.
+struct StoredRead {
+    backend: Arc<dyn Backend>,
+    path: String,
+}
+
+#[async_trait::async_trait]
+impl RandomRead for StoredRead {
+    async fn read_at(&self, offset: u64, len: usize) -> std::io::Result<bytes::Bytes> {
+        use futures::StreamExt;
+        let mut r = self.backend.reader(&self.path, offset, Some(len as u64)).await.map_err(std::io::Error::other)?;
+        let mut out = bytes::BytesMut::with_capacity(len);
+        while let Some(chunk) = r.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out.freeze())
     }
 }

@@ -223,6 +223,10 @@ impl Backend for ObjectBackend {
         false
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn move_into(&self, from: &str, to: &str) -> StoreResult<()> {
         let (src, dst) = (self.key(from)?, self.key(to)?);
         // Copied within the store, never through berth; an existing `to` is the same content.

@@ -290,6 +290,9 @@ mod tests {
         fn appends(&self) -> bool {
             self.inner.appends()
         }
+        fn shared(&self) -> bool {
+            self.inner.shared()
+        }
         async fn check_writable(&self) -> StoreResult<()> {
             self.inner.check_writable().await
         }

@@ -1,0 +1,184 @@
+//! Three berth replicas over one bucket, on SeaweedFS in split mode (a
+//! master, three volume servers with replication, a filer, and one S3
+//! gateway per replica), as a load balancer would spread clients over them:
+//! pushes and pulls go round-robin, chunks of one upload land on different
+//! replicas, two replicas push one tag at once, 16 cold pulls of one blob
+//! spread over the three make the upstream serve it once, and a replica
+//! killed mid-run loses no push that completed.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::mirroring::layer;
+use common::procs::{berth_with, Proc};
+use common::s3::{Cluster, ACCESS_KEY, SECRET_KEY};
+use common::upstream::{Auth, FakeUpstream};
+use common::*;
+
+fn replica(cluster: &Cluster, i: usize, work: &Path, upstream: &str) -> (Proc, String) {
+    let mirror = format!("docker.io={upstream}");
+    berth_with(&work.join(format!("replica{i}")), work, &["--mirror", &mirror], |cmd| {
+        cmd.env("BERTH_STORAGE__S3__ENDPOINT", &cluster.endpoints[i])
+            .env("BERTH_STORAGE__S3__BUCKET", "reg")
+            .env("BERTH_STORAGE__S3__PREFIX", "registry")
+            .env("BERTH_STORAGE__S3__ACCESS_KEY", ACCESS_KEY)
+            .env("BERTH_STORAGE__S3__SECRET_KEY", SECRET_KEY)
+            // How stale another replica's tag may be here (README: "Several replicas").
+            .env("BERTH_CACHE__TAG_TTL", "1s");
+    })
+}
+
+/// Pushes a one-layer image to `repo:tag` through three replicas: config,
+/// layer and manifest each through another.
+async fn push_spread(cs: &[Client], repo: &str, tag: &str, content: &[u8]) -> (Vec<u8>, Digest) {
+    let config = cs[0].push_blob(repo, b"{}").await;
+    let layer_d = cs[1].push_blob(repo, content).await;
+    let m = image_manifest(&config, 2, &layer_d, content.len());
+    let r = cs[2].put_manifest(repo, tag, upstream::OCI_MANIFEST, &m).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let d = Digest::sha256_of(&m);
+    (m, d)
+}
+
+/// `push_image` that reports failure (the server went away) instead of failing the test.
+async fn try_push_image(c: &Client, repo: &str, content: &[u8]) -> Option<Vec<u8>> {
+    for blob in [&b"{}"[..], content] {
+        let d = Digest::sha256_of(blob);
+        let r = c.try_req("POST", &format!("/v2/{repo}/blobs/uploads/?digest={d}"), &[], blob.to_vec()).await;
+        if r.ok()?.status != 201 {
+            return None;
+        }
+    }
+    let m = image_manifest(&Digest::sha256_of(b"{}"), 2, &Digest::sha256_of(content), content.len());
+    let path = format!("/v2/{repo}/manifests/v1");
+    let r = c.try_req("PUT", &path, &[("Content-Type", upstream::OCI_MANIFEST)], m.clone()).await;
+    (r.ok()?.status == 201).then_some(m)
+}
+
+#[actix_rt::test]
+async fn three_replicas_over_one_bucket_behave_as_one_registry() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let url = up.url.clone();
+    let (cluster, work, mut procs, addrs) = actix_rt::task::spawn_blocking(move || {
+        let cluster = Cluster::start(3);
+        cluster.bucket("reg");
+        let work = tempfile::tempdir().unwrap();
+        let (procs, addrs): (Vec<Proc>, Vec<String>) = (0..3).map(|i| replica(&cluster, i, work.path(), &url)).unzip();
+        (cluster, work, procs, addrs)
+    })
+    .await
+    .unwrap();
+    let cs: Vec<Client> = addrs.iter().map(|a| Client::new(&format!("http://{a}"))).collect();
+
+    // Round-robin pushes, each image pulled back through every replica.
+    for i in 0..3 {
+        let rotated: Vec<Client> = (0..3).map(|k| Client::new(&cs[(i + k) % 3].base)).collect();
+        let content = layer(300_000, i as u8);
+        let (m, _) = push_spread(&rotated, &format!("team/app{i}"), "v1", &content).await;
+        for c in &cs {
+            assert_eq!(c.get(&format!("/v2/team/app{i}/manifests/v1")).await.body.as_ref(), &m[..]);
+            let d = Digest::sha256_of(&content);
+            assert_eq!(
+                c.get_hashed(&format!("/v2/team/app{i}/blobs/{d}")).await.unwrap(),
+                (200, d, content.len() as u64)
+            );
+        }
+    }
+
+    // One upload, its chunks on three replicas, finished on a fourth hop.
+    let loc =
+        cs[0].req("POST", "/v2/team/chunked/blobs/uploads/", &[], "").await.header("location").unwrap().to_string();
+    let parts: [&[u8]; 3] = [b"first chunk, ", b"second chunk, ", b"third chunk"];
+    let mut offset = 0;
+    for (k, part) in parts.iter().enumerate() {
+        let range = format!("{offset}-{}", offset + part.len() - 1);
+        let r = cs[k].req("PATCH", &loc, &[("Content-Range", &range)], part.to_vec()).await;
+        assert_eq!(r.status, 202, "chunk {k} on replica {k}: {:?}", r.body);
+        offset += part.len();
+        assert_eq!(cs[(k + 1) % 3].get(&loc).await.header("range"), Some(format!("0-{}", offset - 1).as_str()));
+    }
+    let whole = parts.concat();
+    let d = Digest::sha256_of(&whole);
+    assert_eq!(cs[0].req("PUT", &format!("{loc}?digest={d}"), &[], "").await.status, 201);
+    assert_eq!(cs[2].get(&format!("/v2/team/chunked/blobs/{d}")).await.body.as_ref(), &whole[..]);
+
+    // Two replicas push one tag at once, again and again: the tag ends on one
+    // of the two manifests, the same through every replica (after the tag TTL).
+    let (ma, _) = cs[0].push_image("team/race", "a", b"layer a").await;
+    let (mb, _) = cs[1].push_image("team/race", "b", b"layer b").await;
+    for _ in 0..10 {
+        let (ra, rb) = futures::join!(
+            cs[0].put_manifest("team/race", "latest", upstream::OCI_MANIFEST, &ma),
+            cs[1].put_manifest("team/race", "latest", upstream::OCI_MANIFEST, &mb)
+        );
+        assert_eq!((ra.status, rb.status), (201, 201));
+    }
+    // Within the tag TTL set above (1 s, plus the time to ask), every replica says the same.
+    let settled = std::time::Instant::now();
+    loop {
+        let seen: Vec<_> = futures::future::join_all(cs.iter().map(|c| c.get("/v2/team/race/manifests/latest"))).await;
+        assert!(seen[0].body == ma || seen[0].body == mb);
+        if seen.iter().all(|r| r.status == 200 && r.body == seen[0].body) {
+            break;
+        }
+        assert!(settled.elapsed() < Duration::from_secs(3), "replicas still disagree on the tag after its TTL");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // 16 concurrent cold pulls of one blob over the three replicas, ten times:
+    // how many times the upstream served the blob.
+    let mut served = Vec::new();
+    for run in 0..10u8 {
+        let image = up.add_image(&format!("library/cold{run}"), "1", &[layer(4 * 1024 * 1024, 100 + run)]);
+        let d = image.layers[0].clone();
+        let path = format!("/v2/cold{run}/blobs/{d}");
+        let pulls = (0..16).map(|k| cs[k % 3].get_hashed(&path));
+        for r in futures::future::join_all(pulls).await {
+            assert_eq!(r.unwrap(), (200, d.clone(), 4 * 1024 * 1024));
+        }
+        served.push(up.count("GET", &format!("/blobs/{d}")));
+    }
+    let once = served.iter().filter(|&&n| n == 1).count();
+    eprintln!("upstream GETs of the blob per run of 16 cold pulls over 3 replicas: {served:?}");
+    assert!(once >= 8, "the upstream served the blob once in only {once} of 10 runs: {served:?}");
+    assert!(served.iter().all(|&n| n <= 3), "{served:?}");
+
+    // A replica killed (SIGKILL) in the middle of its pushes loses none that completed.
+    let victim = Client::new(&cs[2].base);
+    let completed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = completed.clone();
+    let pushes = actix_rt::spawn(async move {
+        for i in 0u8.. {
+            let content = layer(8 * 1024 * 1024, i);
+            let Some(m) = try_push_image(&victim, &format!("team/kill{i}"), &content).await else { return };
+            record.lock().unwrap().push((i, m, Digest::sha256_of(&content)));
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while completed.lock().unwrap().len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "the pushes never completed");
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    let killed = procs.pop().unwrap();
+    actix_rt::task::spawn_blocking(move || killed.kill()).await.unwrap();
+    pushes.await.unwrap();
+    let done = completed.lock().unwrap().clone();
+    for (i, m, d) in &done {
+        for c in &cs[..2] {
+            assert_eq!(c.get(&format!("/v2/team/kill{i}/manifests/v1")).await.body.as_ref(), &m[..]);
+            assert_eq!(c.get_hashed(&format!("/v2/team/kill{i}/blobs/{d}")).await.unwrap(), (200, d.clone(), 8 << 20));
+        }
+    }
+    actix_rt::task::spawn_blocking(move || {
+        for p in procs {
+            p.stop();
+        }
+        drop(cluster);
+        drop(work);
+    })
+    .await
+    .unwrap();
+    up.stop().await;
+}
