@@ -53,6 +53,9 @@ storage:
   s3: {regionendpoint: "$ENDPOINT", region: us-east-1, bucket: bench, rootdirectory: /dist,
        accesskey: $ACCESS, secretkey: $SECRET, secure: false, v4auth: true}
   delete: {enabled: true}
+  # Served through Distribution, as berth serves them: by default it answers a blob GET
+  # with a redirect to the S3 server, which clients often cannot reach.
+  redirect: {disable: true}
 http: {addr: "127.0.0.1:$P3"}
 YML
 env -u AWS_CA_BUNDLE docker-registry serve "$WORK/d-s3.yml" >"$WORK/d-s3.log" 2>&1 &

@@ -149,6 +149,52 @@ impl Store {
         Ok(record.size)
     }
 
+    /// The whole blob in the final request (POST then one PUT with the body,
+    /// or a monolithic POST) of a session that holds nothing yet: written
+    /// straight to its place in `blobs/`, hashed on the way and committed
+    /// only if it matches, with no part and no copy. `Err(body)`, untouched,
+    /// when the session holds bytes already (the general path then applies).
+    pub(super) async fn parts_finish_whole<S>(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        start: Option<u64>,
+        body: S,
+        expected: &Digest,
+    ) -> StoreResult<Result<u64, S>>
+    where
+        S: Stream<Item = Result<Bytes, BodyError>>,
+    {
+        let (record, _) = self.parts_record(repo, id).await?;
+        if record.size != 0 {
+            return Ok(Err(body));
+        }
+        if let Some(start) = start.filter(|&s| s != 0) {
+            return Err(StoreError::ChunkOutOfOrder { start, size: 0 });
+        }
+        let _lease = self.lease(expected).await;
+        let mut w = self.backend.writer(&layout::blob_data(expected)).await?;
+        let mut hasher = Some(expected.algorithm().hasher());
+        let write = async |chunk| w.write(chunk).await;
+        let n = match pump(write, &mut hasher, body, self.max_blob_size, self.max_blob_size).await {
+            Ok(n) => n,
+            Err(e) => {
+                w.cancel().await;
+                return Err(e);
+            }
+        };
+        let actual = hasher.expect("hashed").finish();
+        if &actual != expected {
+            w.cancel().await;
+            self.backend.delete(&layout::upload_dir(repo, id)).await?;
+            return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
+        }
+        w.commit().await?;
+        self.link_blob_held(repo, expected, n).await?;
+        self.backend.delete(&layout::upload_dir(repo, id)).await?;
+        Ok(Ok(n))
+    }
+
     /// Verifies the session's bytes against `expected` and makes them the
     /// blob, linked into `repo`; the session is removed either way. Returns the size.
     pub(super) async fn parts_finish(&self, repo: &RepoName, id: &str, expected: &Digest) -> StoreResult<u64> {
@@ -384,7 +430,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_sha512_digest_named_before_the_first_byte_is_hashed_as_it_arrives() {
+    async fn a_blob_whole_in_the_last_request_goes_straight_to_its_place_in_any_algorithm() {
         let dir = tempfile::tempdir().unwrap();
         let (backend, a, _) = replicas(dir.path());
         let repo: RepoName = "r".parse().unwrap();
@@ -393,5 +439,11 @@ mod tests {
         a.finish_upload(&repo, &id, None, body(b"monolithic"), &d).await.unwrap();
         assert_eq!(backend.reads.load(Ordering::SeqCst), 0);
         assert_eq!(a.blob_size(&d).await.unwrap(), Some(10));
+        // Whole in the last request and wrong: nothing stored, the session gone.
+        let id = a.start_upload(&repo, None).await.unwrap().id;
+        let e = a.finish_upload(&repo, &id, None, body(b"tampered"), &d).await.unwrap_err();
+        assert!(matches!(e, StoreError::DigestMismatch { .. }));
+        assert_eq!(a.blob_size(&Digest::of(Algorithm::Sha512, b"tampered")).await.unwrap(), None);
+        assert!(matches!(a.upload_status(&repo, &id).await, Err(StoreError::UploadUnknown(_))));
     }
 }

@@ -291,8 +291,13 @@ impl Store {
     {
         if !self.backend.appends() {
             let id = checked(id)?;
-            self.parts_append(repo, &id, start, None, body, Some(expected.algorithm())).await?;
-            let size = self.parts_finish(repo, &id, expected).await?;
+            let size = match self.parts_finish_whole(repo, &id, start, body, expected).await? {
+                Ok(size) => size,
+                Err(body) => {
+                    self.parts_append(repo, &id, start, None, body, Some(expected.algorithm())).await?;
+                    self.parts_finish(repo, &id, expected).await?
+                }
+            };
             self.uploads.remove(repo, &id);
             return Ok(size);
         }
