@@ -69,19 +69,26 @@ fn version_of(content: &[u8]) -> Version {
     Version(crate::oci::Digest::sha256_of(content).hex().to_string())
 }
 
+/// Writes `content` to a new file `tmp`, checked through its fsync, and makes
+/// `dest`'s directory; returns that directory (to sync once `dest` is in it).
+fn write_temp<'a>(tmp: &Path, dest: &'a Path, content: &[u8]) -> std::io::Result<&'a Path> {
+    if let Some(dir) = tmp.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(tmp)?;
+    f.write_all(content)?;
+    f.sync_all()?;
+    drop(f);
+    let dir = dest.parent().ok_or_else(|| std::io::Error::other("destination has no parent directory"))?;
+    std::fs::create_dir_all(dir)?;
+    Ok(dir)
+}
+
 /// Writes `content` to `tmp` and links it at `dest` only if nothing is there
 /// (a hard link fails on an existing name, atomically); `false` if taken.
 fn create_exclusively(tmp: &Path, dest: &Path, content: &[u8]) -> std::io::Result<bool> {
     let result = (|| {
-        if let Some(dir) = tmp.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(tmp)?;
-        f.write_all(content)?;
-        f.sync_all()?;
-        drop(f);
-        let dir = dest.parent().ok_or_else(|| std::io::Error::other("destination has no parent directory"))?;
-        std::fs::create_dir_all(dir)?;
+        let dir = write_temp(tmp, dest, content)?;
         match std::fs::hard_link(tmp, dest) {
             Ok(()) => sync_dir_blocking(dir).map(|()| true),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
@@ -103,15 +110,7 @@ fn absent(e: &std::io::Error) -> bool {
 /// and `dest` is as it was.
 fn write_atomically(tmp: &Path, dest: &Path, content: &[u8]) -> std::io::Result<()> {
     let result = (|| {
-        if let Some(dir) = tmp.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(tmp)?;
-        f.write_all(content)?;
-        f.sync_all()?;
-        drop(f);
-        let dir = dest.parent().ok_or_else(|| std::io::Error::other("destination has no parent directory"))?;
-        std::fs::create_dir_all(dir)?;
+        let dir = write_temp(tmp, dest, content)?;
         std::fs::rename(tmp, dest)?;
         sync_dir_blocking(dir)
     })();
