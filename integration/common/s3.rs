@@ -46,7 +46,7 @@ pub struct Weed {
     pub proc: Proc,
     /// `http://127.0.0.1:<port>` of the S3 gateway.
     pub endpoint: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Weed {
@@ -87,7 +87,7 @@ impl Weed {
         let endpoint = format!("http://127.0.0.1:{s3_port}");
         let addr = format!("127.0.0.1:{s3_port}");
         proc.wait_until("serving S3", Duration::from_secs(60), || std::net::TcpStream::connect(&addr).is_ok());
-        Weed { proc, endpoint, _dir: dir }
+        Weed { proc, endpoint, dir }
     }
 
     /// Makes a bucket (retrying while the filer warms up).
@@ -129,12 +129,15 @@ fn make_bucket(endpoint: &str, name: &str) {
     panic!("cannot create bucket {name}: HTTP {last}");
 }
 
+static SHARED: OnceLock<Arc<Weed>> = OnceLock::new();
+
 /// One SeaweedFS for the whole test process, started on first use: suites
 /// that run every test over the object backend share it, each server under
-/// a prefix of its own. Its process dies with the test process (PDEATHSIG
-/// from a thread that lives as long as the process).
+/// a prefix of its own. Statics are never dropped, so it is stopped and its
+/// data directory removed when the test process exits (`atexit`); were the
+/// process killed instead, the server still dies with it (PDEATHSIG from a
+/// thread that lives as long as the process).
 pub fn shared() -> Arc<Weed> {
-    static SHARED: OnceLock<Arc<Weed>> = OnceLock::new();
     SHARED
         .get_or_init(|| {
             let (tx, rx) = std::sync::mpsc::channel();
@@ -147,9 +150,24 @@ pub fn shared() -> Arc<Weed> {
                     std::thread::park();
                 }
             });
-            rx.recv().expect("SeaweedFS started")
+            let weed = rx.recv().expect("SeaweedFS started");
+            // SAFETY: registers a plain function, run once at exit.
+            unsafe { libc::atexit(stop_shared) };
+            weed
         })
         .clone()
+}
+
+extern "C" fn stop_shared() {
+    if let Some(weed) = SHARED.get() {
+        let pid = weed.proc.pid() as libc::pid_t;
+        // SAFETY: the pid is our own child's; waiting reaps it before its directory goes.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        let _ = std::fs::remove_dir_all(weed.dir.path());
+    }
 }
 
 /// SeaweedFS in split mode, as a distributed deployment runs it: a master,
