@@ -252,7 +252,20 @@ async fn a_blob_without_content_length_streams_to_every_waiter_verified() {
     let image = up.add_image("library/bad", "1", std::slice::from_ref(&bad));
     let bd = image.layers[0].clone();
     up.state().corrupt.insert(bd.to_string());
-    let (status, body, complete) = s.client().get_framed(&format!("/v2/bad/blobs/{bd}")).await;
+    // The upstream sends its first chunk and holds the rest: the response has
+    // begun (a client reads the fetch) before the end and the digest are known.
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    up.state().gate = Some(gate.clone());
+    let c = s.client();
+    let bad_path = format!("/v2/bad/blobs/{bd}");
+    let get = actix_rt::spawn(async move { c.get_framed(&bad_path).await });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&s.client(), "berth_mirror_fetch_clients").await < 1.0 {
+        assert!(Instant::now() < deadline, "the response never started streaming");
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    gate.add_permits(1000);
+    let (status, body, complete) = get.await.unwrap();
     assert_eq!(status, 200, "streamed before the end was known");
     assert!(
         !complete && body.len() < bad.len(),
