@@ -401,24 +401,33 @@ impl Store {
                     report.ingests += usize::from(remove(dir).await);
                     continue;
                 }
-                if !valid_id(&id) || self.uploads.contains(&repo, &id) && self.backend.appends() {
+                // A session this process holds in memory is measured above; one whose
+                // state is in a shared bucket by its record (every replica's chunks count).
+                let held_here = || self.backend.appends() && self.uploads.contains(&repo, &id);
+                if !valid_id(&id) || held_here() {
                     continue;
                 }
-                let mut last = self.backend.modified(&layout::upload_data(&repo, &id)).await?;
-                if last.is_none() {
-                    last = self.parts_modified(&repo, &id).await?;
-                }
-                if last.is_none() {
-                    last = self.backend.modified(&dir).await?;
-                }
-                // On a shared bucket the record's time counts the chunks every replica took.
-                if last.is_some_and(|t| t < cutoff) && !(self.uploads.contains(&repo, &id) && self.backend.appends()) {
+                let last = self.upload_last_write(&repo, &id).await?;
+                // Looked at again: a request may have resumed the session meanwhile.
+                if last.is_some_and(|t| t < cutoff) && !held_here() {
                     self.uploads.remove(&repo, &id);
                     report.sessions += usize::from(remove(dir).await);
                 }
             }
         }
         Ok(report)
+    }
+
+    /// When an upload last took bytes: its data file, its record (bucket
+    /// sessions), or else its directory.
+    async fn upload_last_write(&self, repo: &RepoName, id: &str) -> StoreResult<Option<SystemTime>> {
+        if let Some(t) = self.backend.modified(&layout::upload_data(repo, id)).await? {
+            return Ok(Some(t));
+        }
+        if let Some(t) = self.parts_modified(repo, id).await? {
+            return Ok(Some(t));
+        }
+        self.backend.modified(&layout::upload_dir(repo, id)).await
     }
 
     /// Every repository (pushed and mirrored) with upload directories, and their ids.
