@@ -55,3 +55,171 @@ fn check_storage_reports_each_check_against_the_configured_bucket() {
     assert!(out.lines().all(|l| l.starts_with("FAILED")), "{out}");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("storage checks failed"));
 }
+
+/// Two replicas' stores over one in-memory bucket; the first (the one whose
+/// lifecycle turn deletes data) pauses where the test says.
+mod shared_lifecycle {
+    use std::sync::Arc;
+
+    use berth::oci::{Digest, RepoName};
+    use berth::store::index::Index;
+    use berth::store::object::ObjectBackend;
+    use berth::store::{layout, Backend, Store};
+    use bytes::Bytes;
+
+    use crate::common::faults::PausingBackend;
+
+    struct Replicas {
+        deleter: Arc<Store>,
+        pausing: Arc<PausingBackend>,
+        linker: Arc<Store>,
+        bucket: Arc<dyn Backend>,
+        _dirs: (tempfile::TempDir, tempfile::TempDir),
+    }
+
+    fn replicas() -> Replicas {
+        let memory: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let bucket: Arc<dyn Backend> = Arc::new(ObjectBackend::new(memory, "registry"));
+        let pausing = PausingBackend::over(bucket.clone());
+        let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let index = |d: &tempfile::TempDir| Index::open(&d.path().join("index.redb")).unwrap();
+        Replicas {
+            deleter: Arc::new(Store::new(pausing.clone(), index(&dirs.0), 100)),
+            pausing,
+            linker: Arc::new(Store::new(bucket.clone(), index(&dirs.1), 100)),
+            bucket,
+            _dirs: dirs,
+        }
+    }
+
+    /// A manifest stored in a mirrored repository and removed again: data
+    /// nothing links, which an eviction pass deletes.
+    async fn unlinked_manifest(r: &Replicas) -> (Digest, Bytes) {
+        let body =
+            Bytes::from_static(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#);
+        let d = Digest::sha256_of(&body);
+        let repo = layout::mirror_repository("docker.io", "library/old");
+        r.linker.put_manifest(&repo, &d, body.clone(), None).await.unwrap();
+        r.linker.delete_manifest(&repo, &d).await.unwrap().unwrap();
+        (d, body)
+    }
+
+    async fn data_present(r: &Replicas, d: &Digest) -> bool {
+        r.bucket.stat(&layout::blob_data(d)).await.unwrap().is_some()
+    }
+
+    /// The linker writes its link after the deleter's tombstone and before its
+    /// second walk of the links: the walk sees the link and the data stays.
+    #[actix_rt::test]
+    async fn a_blob_linked_before_the_deleters_recheck_keeps_its_data() {
+        let r = replicas();
+        let (d, _) = unlinked_manifest(&r).await;
+        let turn = r.deleter.lifecycle_turn(std::time::Duration::ZERO).await.unwrap().expect("the turn is free");
+        let stoned = r.pausing.arm("put", ".berth/doomed/");
+        let deleter = r.deleter.clone();
+        let delete = {
+            let d = d.clone();
+            actix_rt::spawn(async move { deleter.delete_unreferenced_blobs(&[d]).await })
+        };
+        stoned.reached().await;
+        let repo: RepoName = "team/app".parse().unwrap();
+        let link = {
+            let (linker, d, repo) = (r.linker.clone(), d.clone(), repo.clone());
+            // Waits on the tombstone until the deleter is done with it.
+            actix_rt::spawn(async move { linker.link_existing(&repo, &d).await })
+        };
+        // Give the link time to be written before the deleter goes on.
+        let written = layout::layer_link(&repo, &d);
+        for _ in 0..200 {
+            if r.bucket.stat(&written).await.unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(r.bucket.stat(&written).await.unwrap().is_some(), "the link was written");
+        stoned.release();
+        assert_eq!(delete.await.unwrap().unwrap(), (0, 0), "the new link kept the data");
+        assert!(link.await.unwrap().unwrap(), "the linker was told the blob is there");
+        assert!(data_present(&r, &d).await);
+        assert!(r.bucket.list(".berth/doomed").await.unwrap().is_empty(), "tombstones lifted");
+        r.deleter.end_turn(turn).await.unwrap();
+    }
+
+    /// The linker writes its link after the deleter's second walk: it finds
+    /// the tombstone, waits for it, finds the data gone, and takes its link
+    /// back (a mount then falls back to an upload); a manifest put by then
+    /// puts its own bytes back.
+    #[actix_rt::test]
+    async fn a_blob_linked_after_the_recheck_is_told_and_a_manifest_is_put_back() {
+        let r = replicas();
+        let (d, body) = unlinked_manifest(&r).await;
+        for link_kind in ["mount", "manifest"] {
+            if !data_present(&r, &d).await {
+                r.bucket.put(&layout::blob_data(&d), body.clone()).await.unwrap();
+            }
+            let turn = r.deleter.lifecycle_turn(std::time::Duration::ZERO).await.unwrap().expect("the turn is free");
+            let walked = r.pausing.arm("walk", "repositories");
+            let deleter = r.deleter.clone();
+            let delete = {
+                let d = d.clone();
+                actix_rt::spawn(async move { deleter.delete_unreferenced_blobs(&[d]).await })
+            };
+            walked.reached().await;
+            let repo: RepoName = format!("team/{link_kind}").parse().unwrap();
+            let link = {
+                let (linker, d, repo, body) = (r.linker.clone(), d.clone(), repo.clone(), body.clone());
+                actix_rt::spawn(async move {
+                    match link_kind {
+                        "mount" => linker.link_existing(&repo, &d).await.map(|linked| linked.then_some(())),
+                        _ => linker.put_manifest(&repo, &d, body, None).await.map(Some),
+                    }
+                })
+            };
+            let path = match link_kind {
+                "mount" => layout::layer_link(&repo, &d),
+                _ => layout::revision_link(&repo, &d),
+            };
+            for _ in 0..200 {
+                if r.bucket.stat(&path).await.unwrap().is_some() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert!(r.bucket.stat(&path).await.unwrap().is_some(), "{link_kind}: the link was written");
+            walked.release();
+            assert_eq!(delete.await.unwrap().unwrap().0, 1, "{link_kind}: the walk came first: the data went");
+            let linked = link.await.unwrap().unwrap();
+            match link_kind {
+                "mount" => {
+                    assert_eq!(linked, None, "the mount is told the blob is not there");
+                    assert!(r.bucket.stat(&path).await.unwrap().is_none(), "and its link is gone");
+                    assert!(!data_present(&r, &d).await);
+                }
+                _ => {
+                    assert_eq!(linked, Some(()));
+                    assert_eq!(r.bucket.get(&layout::blob_data(&d)).await.unwrap(), Some(body.clone()), "put back");
+                    r.linker.delete_manifest(&repo, &d).await.unwrap();
+                }
+            }
+            r.deleter.end_turn(turn).await.unwrap();
+        }
+    }
+
+    /// One turn at a time over the bucket; uses one replica publishes are in
+    /// the snapshot the next turn leaves, and their batch is gone.
+    #[actix_rt::test]
+    async fn one_replica_at_a_time_takes_a_turn_and_uses_travel_through_the_bucket() {
+        let r = replicas();
+        let zero = std::time::Duration::ZERO;
+        let turn = r.deleter.lifecycle_turn(zero).await.unwrap().expect("the turn is free");
+        assert!(r.linker.lifecycle_turn(zero).await.unwrap().is_none(), "the turn is taken");
+        r.linker.publish_uses(&[("t\t_mirror/docker.io/library/alpine\t3.20".into(), 1_700_000_000)]).await.unwrap();
+        r.deleter.end_turn(turn).await.unwrap();
+        let next = r.linker.lifecycle_turn(zero).await.unwrap().expect("an ended turn leaves the lease free");
+        assert_eq!(r.bucket.list(".berth/uses").await.unwrap().len(), 1, "the batch waits for this turn");
+        r.linker.end_turn(next).await.unwrap();
+        assert!(r.bucket.list(".berth/uses").await.unwrap().is_empty(), "merged batches go");
+        let snapshot = r.bucket.get(".berth/lifecycle/uses").await.unwrap().unwrap();
+        assert_eq!(String::from_utf8_lossy(&snapshot), "1700000000\tt\t_mirror/docker.io/library/alpine\t3.20\n");
+    }
+}

@@ -21,9 +21,9 @@ struct Pause {
     release: Arc<Semaphore>,
 }
 
-/// The filesystem backend, with one operation paused on demand.
+/// A backend (the filesystem's unless said), with one operation paused on demand.
 pub struct PausingBackend {
-    inner: FsBackend,
+    inner: Arc<dyn Backend>,
     pause: Mutex<Option<Pause>>,
 }
 
@@ -48,7 +48,12 @@ impl Armed {
 
 impl PausingBackend {
     pub fn new(root: &Path) -> Arc<Self> {
-        Arc::new(Self { inner: FsBackend::new(root), pause: Mutex::new(None) })
+        Self::over(Arc::new(FsBackend::new(root)))
+    }
+
+    /// Any backend (an object store), with one operation paused on demand.
+    pub fn over(inner: Arc<dyn Backend>) -> Arc<Self> {
+        Arc::new(Self { inner, pause: Mutex::new(None) })
     }
 
     /// Pauses the next `op` ("get", "list", "put", "delete", "stat") on a path containing `part`.
@@ -103,6 +108,11 @@ impl Backend for PausingBackend {
     async fn list(&self, dir: &str) -> StoreResult<Vec<String>> {
         let r = self.inner.list(dir).await;
         self.checkpoint("list", dir).await;
+        r
+    }
+    async fn walk(&self, dir: &str) -> StoreResult<Vec<berth::store::Found>> {
+        let r = self.inner.walk(dir).await;
+        self.checkpoint("walk", dir).await;
         r
     }
     async fn has_children(&self, dir: &str) -> StoreResult<bool> {

@@ -81,9 +81,14 @@ struct Repo {
 }
 
 impl Registry {
-    /// Writes the uses gathered since the last flush to the index.
+    /// Writes the uses gathered since the last flush to the index (on
+    /// shared storage, to the storage, for whichever replica takes the next
+    /// lifecycle turn).
     pub async fn flush_uses(&self) -> RegistryResult<()> {
         let uses = self.uses.take();
+        if self.store.shared() {
+            return Ok(self.store.publish_uses(&uses).await?);
+        }
         Ok(self.store.indexed(move |index| index.record_uses(&uses)).await?)
     }
 
@@ -96,11 +101,22 @@ impl Registry {
     /// the whole tree (a first start indexes it in the background).
     pub async fn evict(&self) -> RegistryResult<EvictionReport> {
         let mut report = EvictionReport::default();
-        if self.mirror.is_none() || !self.store.indexed(|index| index.is_indexed()).await? {
+        if self.mirror.is_none() {
             return Ok(report);
         }
         let started = std::time::Instant::now();
         self.flush_uses().await?;
+        // On shared storage, one replica's pass at a time (the others skip theirs).
+        let turn = match self.store.shared() {
+            true => match self.store.lifecycle_turn(Duration::ZERO).await? {
+                Some(turn) => Some(turn),
+                None => return Ok(report),
+            },
+            false => None,
+        };
+        if !self.store.indexed(|index| index.is_indexed()).await? {
+            return Ok(report);
+        }
         let now = now_secs();
         let mut repos = Vec::new();
         for (host, ttl) in self.mirrored_repos() {
@@ -124,6 +140,9 @@ impl Registry {
             if report.mirror_bytes > max {
                 self.shrink_to(&repos, max / 10 * 9, &mut report).await?;
             }
+        }
+        if let Some(turn) = turn {
+            self.store.end_turn(turn).await?;
         }
         report.millis = started.elapsed().as_millis();
         let m = &self.metrics;
@@ -311,6 +330,10 @@ impl Registry {
                 }
             }
         }
+        // The data of what goes is deleted together at the end (on shared
+        // storage each deletion walks the bucket's links once, `store::shared`);
+        // until then, what a unit frees is what the index says nothing links any more.
+        let (mut all_candidates, mut counted) = (Vec::new(), HashSet::new());
         for ((_, i, key), is_manifest) in units {
             if report.mirror_bytes <= target {
                 break;
@@ -345,10 +368,22 @@ impl Registry {
                 }
                 self.written(r);
             }
-            let before = report.bytes_freed;
-            self.delete_blob_data(candidates, report).await?;
-            report.mirror_bytes = report.mirror_bytes.saturating_sub(report.bytes_freed - before);
+            let lookup = candidates.clone();
+            let unlinked: Vec<(Digest, bool, Option<u64>)> = self
+                .store
+                .indexed(move |index| {
+                    lookup.iter().map(|d| Ok((d.clone(), index.refs(d)?.is_empty(), index.size(d)?))).collect()
+                })
+                .await?;
+            for (d, nothing_links, size) in unlinked {
+                if nothing_links && counted.insert(d) {
+                    report.mirror_bytes = report.mirror_bytes.saturating_sub(size.unwrap_or(0));
+                }
+            }
+            all_candidates.extend(candidates);
         }
+        self.delete_blob_data(all_candidates, report).await?;
+        report.mirror_bytes = self.store_bytes_now().await?.0;
         Ok(())
     }
 

@@ -23,6 +23,9 @@ use crate::oci::{Digest, RepoName, Tag};
 
 use super::{Registry, RegistryError, RegistryResult};
 
+/// How long a run waits for another replica's lifecycle turn to end.
+const GC_TURN_WAIT: Duration = Duration::from_secs(300);
+
 /// How a run is made.
 #[derive(Debug, Clone, Copy)]
 pub struct GcOptions {
@@ -71,10 +74,25 @@ impl Registry {
         let Ok(_running) = self.gc_running.try_lock() else {
             return Err(RegistryError::Denied("a garbage collection is already running".into()));
         };
+        // On shared storage, in this replica's lifecycle turn (an eviction
+        // pass elsewhere ends within minutes).
+        let turn = match self.store.shared() {
+            true => match self.store.lifecycle_turn(GC_TURN_WAIT).await? {
+                Some(turn) => Some(turn),
+                None => {
+                    let msg = "another replica is running lifecycle work on this storage; try again later";
+                    return Err(RegistryError::Denied(msg.into()));
+                }
+            },
+            false => None,
+        };
         *self.gc_live.lock().unwrap() = Some(HashSet::new());
         let dry_run = opts.dry_run;
         let result = self.gc_run(opts, progress).await;
         *self.gc_live.lock().unwrap() = None;
+        if let Some(turn) = turn {
+            self.store.end_turn(turn).await?;
+        }
         if let (Ok(r), false) = (&result, dry_run) {
             self.metrics.gc_runs.inc();
             self.metrics.gc_blobs.inc_by(r.blobs_removed as u64);
@@ -132,8 +150,9 @@ impl Registry {
                 touched.extend(refs.pushed);
                 claimed.push((d.clone(), claim));
             }
-            report.blobs_removed += claimed.len();
-            report.bytes_freed += self.store.remove_blobs_data(&claimed).await?;
+            let (removed, freed) = self.store.remove_blobs_data(&claimed).await?;
+            report.blobs_removed += removed;
+            report.bytes_freed += freed;
             drop(claimed);
             for repo in touched {
                 self.written(&RepoName::storage(repo));

@@ -371,6 +371,10 @@ impl Registry {
     /// Indexes a data directory that has no complete index yet (registry:2's,
     /// or an older berth's), while the server serves.
     pub async fn index_tree(&self) -> RegistryResult<()> {
+        if self.store.shared() {
+            // Other replicas write too: each lifecycle turn rebuilds the index (`store::shared`).
+            return Ok(());
+        }
         let started = Instant::now();
         if self.store.indexed(|index| index.is_indexed()).await? {
             // What a crash left the index saying about links and data that are gone.

@@ -35,6 +35,15 @@ pub enum PutIf {
     Unchanged(Version),
 }
 
+/// A file `Backend::walk` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub path: String,
+    pub size: u64,
+    /// When it was last written (by the storage's clock).
+    pub modified: std::time::SystemTime,
+}
+
 /// A storage driver. Every implementation passes the same conformance suite
 /// (`store::conformance`): a file tree and object stores alike.
 #[async_trait::async_trait]
@@ -82,6 +91,11 @@ pub trait Backend: Send + Sync + 'static {
     /// emptied a moment ago may still be named (some object stores remove
     /// empty folders lazily): callers that need content confirm it.
     async fn list(&self, dir: &str) -> StoreResult<Vec<String>>;
+    /// Every file under `dir` at any depth, with its size: paths as the
+    /// other calls take them. One paged listing on an object store, a
+    /// directory walk on files. The bookkeeping of shared storage is rebuilt
+    /// from it (`store::shared`).
+    async fn walk(&self, dir: &str) -> StoreResult<Vec<Found>>;
     /// Whether a directory has any child (without listing them all).
     async fn has_children(&self, dir: &str) -> StoreResult<bool> {
         Ok(!self.list(dir).await?.is_empty())

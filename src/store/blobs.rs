@@ -4,7 +4,7 @@
 use crate::oci::{Digest, RepoName};
 
 use super::backend::ByteStream;
-use super::error::StoreResult;
+use super::error::{StoreError, StoreResult};
 use super::index::RefKind;
 use super::leases::{Deletion, Lease};
 use super::{layout, Store};
@@ -52,8 +52,12 @@ impl Store {
     pub async fn link_existing(&self, repo: &RepoName, d: &Digest) -> StoreResult<bool> {
         let _lease = self.lease(d).await;
         let Some(size) = self.blob_size(d).await? else { return Ok(false) };
-        self.link_blob_held(repo, d, size).await?;
-        Ok(true)
+        match self.link_blob_held(repo, d, size).await {
+            Ok(()) => Ok(true),
+            // Deleted by another replica meanwhile: as if it had never been there.
+            Err(StoreError::LifecycleRace(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Links `d`, whose data is there and leased by the caller: the index
@@ -61,7 +65,16 @@ impl Store {
     pub(super) async fn link_blob_held(&self, repo: &RepoName, d: &Digest, size: u64) -> StoreResult<()> {
         let (digest, r) = (d.clone(), repo.clone());
         self.indexed(move |index| index.add_ref(&digest, RefKind::Layer, &r, Some(size))).await?;
-        self.write_link(&layout::layer_link(repo, d), d).await.map(|_| ())
+        let created = self.write_link(&layout::layer_link(repo, d), d).await?;
+        if self.confirm_data(std::slice::from_ref(d)).await?.is_empty() {
+            return Ok(());
+        }
+        // Another replica deleted the data as this link was written: a link
+        // this call made must not stay to answer for nothing.
+        if created {
+            self.unlink_blob(repo, d).await?;
+        }
+        Err(StoreError::LifecycleRace(d.clone()))
     }
 
     /// Removes the blob's link from `repo`; the data stays until garbage
@@ -147,9 +160,25 @@ impl Store {
     /// now); returns the bytes freed. Links and bookkeeping go before the
     /// data: a crash in between leaves only unreferenced data, which the next
     /// garbage collection removes, never a reference to missing data or a
-    /// size counted for data that is gone.
-    pub async fn remove_blobs_data(&self, ds: &[(Digest, Deletion)]) -> StoreResult<u64> {
-        let digests: Vec<Digest> = ds.iter().map(|(d, _)| d.clone()).collect();
+    /// size counted for data that is gone. Returns (blobs, bytes) deleted.
+    ///
+    /// On shared storage, other replicas' links are ordered with the
+    /// deletion by tombstones (`shared`): what one linked meanwhile stays.
+    pub async fn remove_blobs_data(&self, ds: &[(Digest, Deletion)]) -> StoreResult<(usize, u64)> {
+        let claimed: Vec<Digest> = ds.iter().map(|(d, _)| d.clone()).collect();
+        if !self.shared() {
+            return self.remove_data(claimed).await;
+        }
+        let result = match self.doom(&claimed).await {
+            Ok(unused) => self.remove_data(unused).await,
+            Err(e) => Err(e),
+        };
+        // Kept or deleted, the tombstones go (any left expire on their own).
+        self.lift(&claimed).await?;
+        result
+    }
+
+    async fn remove_data(&self, digests: Vec<Digest>) -> StoreResult<(usize, u64)> {
         let lookup = digests.clone();
         let refs = self.indexed(move |index| index.refs_many(&lookup)).await?;
         let sizes = self.backend.stat_many(digests.iter().map(layout::blob_data).collect()).await?;
@@ -166,7 +195,7 @@ impl Store {
         self.indexed(move |index| index.forget_blobs(&forget)).await?;
         let present: Vec<(&Digest, u64)> = digests.iter().zip(sizes).filter_map(|(d, s)| s.map(|s| (d, s))).collect();
         self.backend.delete_many(present.iter().map(|(d, _)| layout::blob_dir(d)).collect()).await?;
-        Ok(present.iter().map(|(_, s)| s).sum())
+        Ok((present.len(), present.iter().map(|(_, s)| s).sum()))
     }
 
     /// Deletes the data of those of `ds` that no repository links (by the
@@ -192,10 +221,7 @@ impl Store {
         let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_secs());
         self.indexed(move |index| index.set_deferred(&leased, &linked, at)).await?;
         let unreferenced: Vec<(Digest, Deletion)> = unreferenced.into_iter().map(|(c, _)| c).collect();
-        let present = self.backend.stat_many(unreferenced.iter().map(|(d, _)| layout::blob_data(d)).collect()).await?;
-        let count = present.iter().filter(|p| p.is_some()).count();
-        let freed = self.remove_blobs_data(&unreferenced).await?;
-        Ok((count, freed))
+        self.remove_blobs_data(&unreferenced).await
     }
 
     /// Blobs whose deletion a lease deferred, to retry.

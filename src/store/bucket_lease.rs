@@ -53,9 +53,21 @@ pub struct LeaseGuard {
     path: String,
 }
 
+impl LeaseGuard {
+    /// Releases the lease now (dropping the guard releases it in the background).
+    pub async fn release(mut self) -> StoreResult<()> {
+        self.renewal.abort();
+        let path = std::mem::take(&mut self.path);
+        self.backend.delete(&path).await
+    }
+}
+
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
         self.renewal.abort();
+        if self.path.is_empty() {
+            return;
+        }
         let (backend, path) = (self.backend.clone(), std::mem::take(&mut self.path));
         // A lease left behind (no runtime to release it on) only delays others until it expires.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {

@@ -176,6 +176,12 @@ async fn listing_and_deletes(b: &dyn Backend, dir: &str) -> Check {
         "has_children missed a child"
     );
     ensure!(!b.has_children(&format!("{dir}/l/y")).await.map_err(failed("has_children"))?, "a file has children");
+    let mut walked: Vec<(String, u64)> =
+        b.walk(&format!("{dir}/l")).await.map_err(failed("walk"))?.into_iter().map(|f| (f.path, f.size)).collect();
+    walked.sort();
+    let expected: Vec<(String, u64)> =
+        ["l/x/1", "l/x/2/deep", "l/y", "l/z/3"].iter().map(|f| (format!("{dir}/{f}"), 1)).collect();
+    ensure!(walked == expected, "walked {walked:?}");
     b.delete(&format!("{dir}/l/x")).await.map_err(failed("delete"))?;
     b.delete(&format!("{dir}/l/x")).await.map_err(failed("delete of an absent path"))?;
     b.delete_many(vec![format!("{dir}/l/y"), format!("{dir}/l/z")]).await.map_err(failed("delete_many"))?;

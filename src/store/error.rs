@@ -56,6 +56,11 @@ pub enum StoreError {
     Index(String),
     #[error("{0} is in use: another berth serves this data directory")]
     InUse(String),
+    /// Another replica's lifecycle work deleted (or is deleting) the data of
+    /// a blob this request just linked: try again (it is fetched or
+    /// uploaded anew).
+    #[error("blob {0} was being deleted by another replica's lifecycle work at the same moment; try again")]
+    LifecycleRace(Digest),
 }
 
 /// What an i/o error says about the storage as a whole.
@@ -86,7 +91,7 @@ impl StoreError {
             StoreError::Body(BodyError::Broken(_)) => OciCode::BlobUploadInvalid,
             StoreError::TooManyUploads { .. } => OciCode::TooManyRequests,
             StoreError::Io { source, .. } => io_code(source),
-            StoreError::Remote { .. } => OciCode::Unavailable,
+            StoreError::Remote { .. } | StoreError::LifecycleRace(_) => OciCode::Unavailable,
             StoreError::CorruptLink { .. } | StoreError::Index(_) | StoreError::InUse(_) => OciCode::Internal,
         }
     }

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use tokio::fs;
 
-use super::backend::{Appender, Backend, ByteStream, PutIf, RandomRead, Version, Writer};
+use super::backend::{Appender, Backend, ByteStream, Found, PutIf, RandomRead, Version, Writer};
 use super::error::{StoreError, StoreResult};
 
 /// berth's own files beside the registry:2 tree (`<root>/.berth`).
@@ -241,6 +241,34 @@ impl Backend for FsBackend {
             }
         }
         Ok(names)
+    }
+
+    async fn walk(&self, dir: &str) -> StoreResult<Vec<Found>> {
+        let (root, start) = (self.root.clone(), dir.trim_end_matches('/').to_string());
+        blocking(dir, move || {
+            let mut out = Vec::new();
+            let mut pending = vec![start];
+            while let Some(d) = pending.pop() {
+                let rd = match std::fs::read_dir(root.join(&d)) {
+                    Ok(rd) => rd,
+                    Err(e) if absent(&e) => continue,
+                    Err(e) => return Err(e),
+                };
+                for entry in rd {
+                    let entry = entry?;
+                    let Some(name) = entry.file_name().to_str().map(|n| format!("{d}/{n}")) else { continue };
+                    let kind = entry.file_type()?;
+                    if kind.is_dir() {
+                        pending.push(name);
+                    } else if kind.is_file() {
+                        let meta = entry.metadata()?;
+                        out.push(Found { path: name, size: meta.len(), modified: meta.modified()? });
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn has_children(&self, dir: &str) -> StoreResult<bool> {

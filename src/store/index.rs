@@ -459,29 +459,85 @@ impl Index {
         })
     }
 
-    /// Adds what a walk of the tree found (references and sizes) and, when
-    /// `complete`, marks the tree as indexed.
-    pub fn add_found(&self, found: &[(Digest, RefKind, RepoName, Option<u64>)], complete: bool) -> StoreResult<()> {
+    /// Replaces every reference and size with what a walk of shared storage
+    /// found, and marks the tree indexed: on storage other replicas write,
+    /// the walk is the truth and this index only its copy for one pass.
+    pub fn replace_found(&self, found: &[(Digest, RefKind, RepoName, Option<u64>)]) -> StoreResult<()> {
         self.with(|db| {
             let txn = db.begin_write()?;
+            txn.delete_multimap_table(REFS)?;
+            txn.delete_table(SIZES)?;
+            insert_found(&txn, found, true)?;
+            txn.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Every recorded use (key from `use_key`, unix seconds).
+    pub fn all_uses(&self) -> StoreResult<Vec<(String, u64)>> {
+        self.with(|db| {
+            let txn = db.begin_read()?;
+            let table = match txn.open_table(USES) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                out.push((k.value().to_string(), v.value()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Replaces every recorded use with `uses`.
+    pub fn replace_uses(&self, uses: &[(String, u64)]) -> StoreResult<()> {
+        self.with(|db| {
+            let txn = db.begin_write()?;
+            txn.delete_table(USES)?;
             {
-                let mut refs = txn.open_multimap_table(REFS)?;
-                let mut sizes = txn.open_table(SIZES)?;
-                for (d, kind, repo, size) in found {
-                    let key = d.to_string();
-                    refs.insert(key.as_str(), kind.value(repo).as_str())?;
-                    if let Some(size) = size {
-                        sizes.insert(key.as_str(), *size)?;
-                    }
-                }
-                if complete {
-                    txn.open_table(META)?.insert(INDEXED, FORMAT)?;
+                let mut table = txn.open_table(USES)?;
+                for (key, at) in uses {
+                    table.insert(key.as_str(), *at)?;
                 }
             }
             txn.commit()?;
             Ok(())
         })
     }
+
+    /// Adds what a walk of the tree found (references and sizes) and, when
+    /// `complete`, marks the tree as indexed.
+    pub fn add_found(&self, found: &[(Digest, RefKind, RepoName, Option<u64>)], complete: bool) -> StoreResult<()> {
+        self.with(|db| {
+            let txn = db.begin_write()?;
+            insert_found(&txn, found, complete)?;
+            txn.commit()?;
+            Ok(())
+        })
+    }
+}
+
+/// Inserts found references and sizes in `txn`; marks the tree indexed when `complete`.
+fn insert_found(
+    txn: &redb::WriteTransaction,
+    found: &[(Digest, RefKind, RepoName, Option<u64>)],
+    complete: bool,
+) -> Result<(), redb::Error> {
+    let mut refs = txn.open_multimap_table(REFS)?;
+    let mut sizes = txn.open_table(SIZES)?;
+    for (d, kind, repo, size) in found {
+        let key = d.to_string();
+        refs.insert(key.as_str(), kind.value(repo).as_str())?;
+        if let Some(size) = size {
+            sizes.insert(key.as_str(), *size)?;
+        }
+    }
+    if complete {
+        txn.open_table(META)?.insert(INDEXED, FORMAT)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

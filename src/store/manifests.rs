@@ -17,7 +17,7 @@ impl Store {
     pub async fn put_manifest(&self, repo: &RepoName, d: &Digest, bytes: Bytes, tag: Option<&Tag>) -> StoreResult<()> {
         let _lease = self.lease(d).await;
         let size = bytes.len() as u64;
-        self.put_blob_bytes(d, bytes).await?;
+        self.put_blob_bytes(d, bytes.clone()).await?;
         let (digest, r) = (d.clone(), repo.clone());
         self.indexed(move |index| index.add_ref(&digest, RefKind::Manifest, &r, Some(size))).await?;
         let mut created = Vec::new();
@@ -30,6 +30,11 @@ impl Store {
                     created.push(layout::tag_index_dir(repo, tag, d));
                 }
                 self.write_link(&layout::tag_current_link(repo, tag), d).await?;
+            }
+            // Another replica deleted the manifest's data as it was linked:
+            // put it back (this call has the bytes).
+            if !self.confirm_data(std::slice::from_ref(d)).await?.is_empty() {
+                self.backend.put(&layout::blob_data(d), bytes).await?;
             }
             Ok(())
         }

@@ -17,13 +17,14 @@ pub mod leases;
 mod links;
 mod manifests;
 pub mod object;
+pub mod shared;
 mod spool;
 mod upload_parts;
 mod uploads;
 
 use std::sync::Arc;
 
-pub use backend::{read_range, Appender, Backend, ByteStream, PutIf, RandomRead, Version, Writer, READ_CHUNK};
+pub use backend::{read_range, Appender, Backend, ByteStream, Found, PutIf, RandomRead, Version, Writer, READ_CHUNK};
 pub use batch::gather;
 pub use error::{BodyError, StoreError, StoreResult};
 pub use ingest::{Ingest, Verified};
@@ -51,6 +52,9 @@ pub struct Store {
     max_blob_size: u64,
     /// This process, as a holder of leases in shared storage.
     instance: String,
+    /// When this replica's lifecycle turn began, by the storage's clock
+    /// (`shared`): links dated since are new to the turn.
+    turn_since: std::sync::Mutex<Option<std::time::SystemTime>>,
 }
 
 /// How long a fetch lease in shared storage lasts unless renewed (its holder
@@ -74,6 +78,7 @@ impl Store {
             leases: Default::default(),
             max_blob_size: u64::MAX,
             instance: uuid::Uuid::new_v4().simple().to_string(),
+            turn_since: Default::default(),
         }
     }
 

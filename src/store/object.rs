@@ -16,7 +16,7 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use tokio::io::AsyncWriteExt;
 
-use super::backend::{Backend, ByteStream, PutIf, Version, Writer};
+use super::backend::{Backend, ByteStream, Found, PutIf, Version, Writer};
 use super::error::{StoreError, StoreResult};
 
 /// Part size of a multipart upload: S3 allows 10,000 parts, so blobs up to
@@ -174,6 +174,21 @@ impl Backend for ObjectBackend {
         let listed = self.store.list_with_delimiter(Some(&self.key(dir)?)).await.map_err(StoreError::remote(dir))?;
         let names = listed.common_prefixes.iter().chain(listed.objects.iter().map(|m| &m.location));
         Ok(names.filter_map(|p| p.filename().map(str::to_string)).collect())
+    }
+
+    async fn walk(&self, dir: &str) -> StoreResult<Vec<Found>> {
+        let key = self.key(dir)?;
+        let skip = if self.prefix.is_empty() { 0 } else { self.prefix.len() + 1 };
+        self.store
+            .list(Some(&key))
+            .map_ok(|m| Found {
+                path: m.location.as_ref().get(skip..).unwrap_or_default().to_string(),
+                size: m.size,
+                modified: m.last_modified.into(),
+            })
+            .try_collect()
+            .await
+            .map_err(StoreError::remote(dir))
     }
 
     async fn has_children(&self, dir: &str) -> StoreResult<bool> {

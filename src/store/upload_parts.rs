@@ -317,6 +317,9 @@ mod tests {
         async fn list(&self, d: &str) -> StoreResult<Vec<String>> {
             self.inner.list(d).await
         }
+        async fn walk(&self, d: &str) -> StoreResult<Vec<crate::store::Found>> {
+            self.inner.walk(d).await
+        }
         async fn delete(&self, p: &str) -> StoreResult<()> {
             self.inner.delete(p).await
         }
