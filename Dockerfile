@@ -20,6 +20,8 @@ RUN mkdir -p /out/var/lib/registry
 
 FROM debian:bookworm-slim
 COPY --from=build /src/target/release/berth /usr/local/bin/berth
+# CA certificates (the slim base has none): the S3 client verifies TLS against them.
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY config/registry2.yml /etc/docker/registry/config.yml
 COPY config/berth.toml /etc/berth/berth.toml
 COPY --from=build --chown=65532:65532 /out/var/lib/registry /var/lib/registry

@@ -86,7 +86,15 @@ pub fn s3(cfg: &crate::config::S3Config) -> Result<ObjectBackend, String> {
     } else if !cfg.secret_key.is_empty() {
         b = b.with_secret_access_key(&cfg.secret_key);
     }
-    let store = b.build().map_err(|e| format!("storage.s3: {e}"))?;
+    let store = b.build().map_err(|e| {
+        // The HTTP client verifies TLS against the system's CA certificates
+        // and cannot be built without any (even for an http:// endpoint).
+        let hint = match e.to_string().contains("builder error") {
+            true => " (no CA certificates found? install the ca-certificates package, or set SSL_CERT_FILE)",
+            false => "",
+        };
+        format!("storage.s3: {e}{hint}")
+    })?;
     Ok(ObjectBackend::new(Arc::new(store), &cfg.prefix))
 }
 
