@@ -86,6 +86,12 @@ pub trait Backend: Send + Sync + 'static {
         }
         Ok(())
     }
+    /// `delete_many` of paths known to be files, never directories: on an
+    /// object store, one request per batch of keys instead of a listing of
+    /// each path as a prefix first.
+    async fn delete_files(&self, paths: Vec<String>) -> StoreResult<()> {
+        self.delete_many(paths).await
+    }
     /// Names of the direct children of a directory (a key prefix), files and
     /// subdirectories alike, in no set order; empty if absent. A directory
     /// emptied a moment ago may still be named (some object stores remove

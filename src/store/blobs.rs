@@ -148,7 +148,7 @@ impl Store {
         let present = self.backend.stat_many(links).await?;
         let gone: Vec<Digest> = ds.iter().zip(present).filter(|(_, p)| p.is_some()).map(|(d, _)| d.clone()).collect();
         // Each link file before its directory (see `remove_link`).
-        self.backend.delete_many(gone.iter().map(|d| layout::layer_link(repo, d)).collect()).await?;
+        self.backend.delete_files(gone.iter().map(|d| layout::layer_link(repo, d)).collect()).await?;
         self.backend.delete_many(gone.iter().map(|d| layout::layer_link_dir(repo, d)).collect()).await?;
         let refs: Vec<_> = gone.iter().map(|d| (d.clone(), RefKind::Layer, repo.clone())).collect();
         self.indexed(move |index| index.remove_refs(&refs)).await?;

@@ -58,7 +58,7 @@ impl LeaseGuard {
     pub async fn release(mut self) -> StoreResult<()> {
         self.renewal.abort();
         let path = std::mem::take(&mut self.path);
-        self.backend.delete(&path).await
+        self.backend.delete_files(vec![path]).await
     }
 }
 
@@ -72,7 +72,7 @@ impl Drop for LeaseGuard {
         // A lease left behind (no runtime to release it on) only delays others until it expires.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                if let Err(e) = backend.delete(&path).await {
+                if let Err(e) = backend.delete_files(vec![path.clone()]).await {
                     tracing::warn!(path, error = %e, "could not release a lease");
                 }
             });

@@ -192,11 +192,17 @@ async fn listing_and_deletes(b: &dyn Backend, dir: &str) -> Check {
         ensure!(b.stat(&path).await.map_err(failed("stat"))?.is_none(), "deleted file {name} is still there");
         ensure!(!b.has_children(&path).await.map_err(failed("has_children"))?, "deleted directory {name} has children");
     }
+    let files = vec![format!("{dir}/lz/keep"), format!("{dir}/l2/keep")];
+    b.delete_files(vec![format!("{dir}/lz/absent")]).await.map_err(failed("delete_files of an absent file"))?;
     for keep in ["lz/keep", "l2/keep"] {
         ensure!(
             b.stat(&format!("{dir}/{keep}")).await.map_err(failed("stat"))?.is_some(),
             "a delete of l removed {keep}"
         );
+    }
+    b.delete_files(files).await.map_err(failed("delete_files"))?;
+    for gone in ["lz/keep", "l2/keep"] {
+        ensure!(b.stat(&format!("{dir}/{gone}")).await.map_err(failed("stat"))?.is_none(), "delete_files left {gone}");
     }
     Ok(())
 }

@@ -23,7 +23,7 @@ impl Store {
     /// first, so a crash in between leaves an empty directory (nothing
     /// readers see), never a half-removed one that still resolves.
     pub(super) async fn remove_link(&self, link: &str, dir: &str) -> StoreResult<()> {
-        self.backend.delete(link).await?;
+        self.backend.delete_files(vec![link.to_string()]).await?;
         self.backend.delete(dir).await
     }
 

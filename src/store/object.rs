@@ -223,6 +223,11 @@ impl Backend for ObjectBackend {
         self.delete_keys("delete", keys).await
     }
 
+    async fn delete_files(&self, paths: Vec<String>) -> StoreResult<()> {
+        let keys = paths.iter().map(|p| self.key(p)).collect::<StoreResult<Vec<_>>>()?;
+        self.delete_keys("delete", keys).await
+    }
+
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> StoreResult<ByteStream> {
         let range = match len {
             Some(0) => return Ok(futures::stream::empty().boxed()),

@@ -150,7 +150,7 @@ impl Store {
         *self.turn_since.lock().unwrap() = None;
         let uses = self.indexed(|index| index.all_uses()).await?;
         self.backend.put(USES_SNAPSHOT, encode_uses(&uses)).await?;
-        self.backend.delete_many(turn.batches).await?;
+        self.backend.delete_files(turn.batches).await?;
         turn.lease.release().await
     }
 
@@ -259,7 +259,7 @@ impl Store {
 
     /// Removes the tombstones of `ds` (their data is deleted, or kept).
     pub(super) async fn lift(&self, ds: &[Digest]) -> StoreResult<()> {
-        self.backend.delete_many(ds.iter().map(tombstone_path).collect()).await
+        self.backend.delete_files(ds.iter().map(tombstone_path).collect()).await
     }
 
     /// After linking `ds` on shared storage: waits while a turn has them

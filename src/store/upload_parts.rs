@@ -142,7 +142,7 @@ impl Store {
         record.parts.push(Part { id: part, size: n });
         if !self.backend.put_if(&record_path, encode(&record), PutIf::Unchanged(version)).await? {
             // Another chunk was taken meanwhile (by another replica): this one was not.
-            self.backend.delete(&part_path).await?;
+            self.backend.delete_files(vec![part_path]).await?;
             let now = self.parts_record(repo, id).await?.0.size;
             return Err(StoreError::ChunkOutOfOrder { start: record.size - n, size: now });
         }
