@@ -77,6 +77,7 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     let registry = Arc::new(Registry::with_store(cfg, store));
     let listener = TcpListener::bind(&cfg.server.listen)
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.server.listen)))?;
+    limits::widen_backlog(&listener)?;
     let addr = listener.local_addr()?;
     let workers = match cfg.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

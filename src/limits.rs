@@ -49,6 +49,23 @@ pub fn connection_cap(configured: usize, open_files: u64) -> usize {
 mod tests {
     use super::*;
 
+    /// The queue length `ss` reports for a listening socket (its Send-Q).
+    fn backlog(l: &std::net::TcpListener) -> u32 {
+        let port = l.local_addr().unwrap().port();
+        let out = std::process::Command::new("ss").args(["-Hltn", &format!("sport = :{port}")]).output().unwrap();
+        let line = String::from_utf8(out.stdout).unwrap();
+        line.split_whitespace().nth(2).and_then(|q| q.parse().ok()).unwrap_or_else(|| panic!("ss said {line:?}"))
+    }
+
+    #[test]
+    fn the_listen_queue_is_widened_to_what_the_kernel_allows() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(backlog(&l), 128, "the standard library's queue");
+        widen_backlog(&l).unwrap();
+        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
+        assert_eq!(backlog(&l), somaxconn.min(LISTEN_BACKLOG as u32));
+    }
+
     #[test]
     fn the_cap_fits_the_descriptors() {
         assert_eq!(connection_cap(10_000, 1024), 384);
@@ -65,4 +82,22 @@ mod tests {
         assert_eq!(lim.rlim_cur, soft);
         assert!(lim.rlim_cur == lim.rlim_max || lim.rlim_max == libc::RLIM_INFINITY);
     }
+}
+
+/// Pending connections the listening socket queues before the server accepts
+/// them (the kernel caps it at `net.core.somaxconn`, 4096 by default).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Asks for a listen queue of `LISTEN_BACKLOG`. The standard library listens
+/// with 128: a burst of new connections past that (a CI fleet starting at
+/// once, a flood) overflows it, and the kernel drops the SYNs of the rest,
+/// which their clients send again only after a second. Listening again on a
+/// listening socket only changes its queue length.
+pub fn widen_backlog(listener: &std::net::TcpListener) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a socket this process owns; no memory is passed.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

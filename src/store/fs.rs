@@ -120,10 +120,31 @@ fn write_atomically(tmp: &Path, dest: &Path, content: &[u8]) -> std::io::Result<
     result
 }
 
+/// Opens a file for reading without updating its access time (`O_NOATIME`,
+/// where the process owns the file or may override that; otherwise plainly).
+/// An access-time update is a metadata write: under heavy writeback it can
+/// wait on the filesystem journal for a second or more, and a cached read
+/// made on a server thread (`fs_read`) would stall every connection there.
+pub(super) fn open_for_reading(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOATIME).open(path) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::File::open(path),
+        opened => opened,
+    }
+}
+
 #[async_trait::async_trait]
 impl Backend for FsBackend {
     async fn get(&self, path: &str) -> StoreResult<Option<Bytes>> {
-        match fs::read(self.full(path)).await {
+        let full = self.full(path);
+        let read = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut content = Vec::new();
+            open_for_reading(&full)?.read_to_end(&mut content).map(|_| content)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match read {
             Ok(v) => Ok(Some(Bytes::from(v))),
             Err(e) if absent(&e) => Ok(None),
             Err(e) => Err(StoreError::io(path)(e)),
@@ -298,7 +319,7 @@ impl Backend for FsBackend {
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> StoreResult<ByteStream> {
         let full = self.full(path);
         let (file, size) = blocking(path, move || {
-            let file = std::fs::File::open(full)?;
+            let file = open_for_reading(&full)?;
             let size = file.metadata()?.len();
             Ok((file, size))
         })
@@ -311,8 +332,15 @@ impl Backend for FsBackend {
         let (tmp, dest) = (self.temp_file(), self.full(to));
         let path = tmp.clone();
         let file = blocking(to, move || {
+            use std::os::unix::fs::OpenOptionsExt;
             std::fs::create_dir_all(path.parent().expect("the temp directory"))?;
-            std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path)
+            // Its readers (a fetch's waiters) read it on server threads: no access-time updates.
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOATIME)
+                .open(&path)
         })
         .await?;
         let file = std::sync::Arc::new(file);
@@ -563,6 +591,27 @@ mod tests {
         b.delete("a").await.unwrap();
         assert!(b.list("a").await.unwrap().is_empty());
         b.delete("a").await.unwrap();
+    }
+
+    /// Reads leave a file's access time alone (no metadata write on a read).
+    #[tokio::test]
+    async fn reads_do_not_update_the_access_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FsBackend::new(dir.path());
+        b.put("f/link", Bytes::from_static(b"sha256:x")).await.unwrap();
+        let old = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let full = dir.path().join("f/link");
+        // Older than the modification time: a relatime mount would update it on the next read.
+        std::fs::File::options()
+            .write(true)
+            .open(&full)
+            .unwrap()
+            .set_times(std::fs::FileTimes::new().set_accessed(old))
+            .unwrap();
+        assert!(b.get("f/link").await.unwrap().is_some());
+        let mut r = b.reader("f/link", 0, None).await.unwrap();
+        while r.next().await.is_some() {}
+        assert_eq!(std::fs::metadata(&full).unwrap().accessed().unwrap(), old);
     }
 
     #[tokio::test]
