@@ -45,6 +45,24 @@ pub fn connection_cap(configured: usize, open_files: u64) -> usize {
     configured.min(usize::try_from(fits).unwrap_or(usize::MAX)).max(1)
 }
 
+/// Pending connections the listening socket queues before the server accepts
+/// them (the kernel caps it at `net.core.somaxconn`, 4096 by default).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Asks for a listen queue of `LISTEN_BACKLOG`. The standard library listens
+/// with 128: a burst of new connections past that (a CI fleet starting at
+/// once, a flood) overflows it, and the kernel drops the SYNs of the rest,
+/// which their clients send again only after a second. Listening again on a
+/// listening socket only changes its queue length.
+pub fn widen_backlog(listener: &std::net::TcpListener) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a socket this process owns; no memory is passed.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,22 +100,4 @@ mod tests {
         assert_eq!(lim.rlim_cur, soft);
         assert!(lim.rlim_cur == lim.rlim_max || lim.rlim_max == libc::RLIM_INFINITY);
     }
-}
-
-/// Pending connections the listening socket queues before the server accepts
-/// them (the kernel caps it at `net.core.somaxconn`, 4096 by default).
-pub const LISTEN_BACKLOG: i32 = 4096;
-
-/// Asks for a listen queue of `LISTEN_BACKLOG`. The standard library listens
-/// with 128: a burst of new connections past that (a CI fleet starting at
-/// once, a flood) overflows it, and the kernel drops the SYNs of the rest,
-/// which their clients send again only after a second. Listening again on a
-/// listening socket only changes its queue length.
-pub fn widen_backlog(listener: &std::net::TcpListener) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: listen(2) on a socket this process owns; no memory is passed.
-    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
