@@ -20,6 +20,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod tokens;
+pub mod ui;
 pub mod warm;
 
 use std::net::{SocketAddr, TcpListener};
@@ -145,6 +146,7 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
             .wrap(actix_web::middleware::from_fn(api::metrics::observe))
             .wrap(TracingLogger::default())
             .configure(api::configure)
+            .configure(ui::configure)
     })
     .workers(workers)
     .max_connections(connections.div_ceil(workers).max(1))
@@ -172,6 +174,10 @@ async fn housekeeping(registry: Weak<Registry>) {
         }
         if let Err(e) = reg.index_tree().await {
             tracing::error!(error = %e, "indexing the data directory failed; expiry waits for the next start");
+        }
+        // The web page's repository names: walked once, then kept current by every write.
+        if let Err(e) = reg.walk_catalog().await {
+            tracing::warn!(error = %e, "walking the repository names for the web page failed");
         }
     }
     loop {

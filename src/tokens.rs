@@ -79,6 +79,11 @@ impl TokenKey {
         self.issue_until(user, bound_to, now() + LIFETIME.as_secs())
     }
 
+    /// A token for `user` that lasts `lifetime` (the web page's sessions).
+    pub fn issue_for(&self, user: &str, bound_to: &str, lifetime: Duration) -> String {
+        self.issue_until(Some(user), bound_to, now() + lifetime.as_secs())
+    }
+
     fn issue_until(&self, user: Option<&str>, bound_to: &str, exp: u64) -> String {
         let claims = B64.encode(serde_json::to_vec(&Claims { sub: user.map(str::to_string), exp }).unwrap_or_default());
         let tag = hmac::sign(&self.0, &signed(&claims, bound_to));

@@ -12,6 +12,7 @@ use bytes::Bytes;
 pub use berth::config::Config;
 pub use berth::oci::Digest;
 
+pub mod browser;
 pub mod certs;
 pub mod faults;
 pub mod images;
@@ -173,6 +174,15 @@ impl Client {
     /// A client of the server at `base` (`http://host:port`).
     pub fn new(base: &str) -> Client {
         Client { base: base.to_string(), http: awc::Client::builder().disable_timeout().finish() }
+    }
+
+    /// A client that sends `authorization` with every request.
+    pub fn authorized(base: &str, authorization: &str) -> Client {
+        let http = awc::Client::builder()
+            .disable_timeout()
+            .add_default_header(("Authorization", authorization.to_string()))
+            .finish();
+        Client { base: base.to_string(), http }
     }
 }
 

@@ -88,6 +88,8 @@ pub struct Caches {
     /// Manifest digest → bytes and parsed info, weighed by size. Content
     /// addressed: which repository may read it is the revisions' business.
     pub manifests: Cache<Digest, Arc<CachedManifest>>,
+    /// `cache.tag_ttl`: how long a mutable fact is trusted on shared storage.
+    tag_ttl: std::time::Duration,
 }
 
 impl Caches {
@@ -108,7 +110,12 @@ impl Caches {
                 .max_capacity(cfg.manifest_bytes)
                 .weigher(|_, m: &Arc<CachedManifest>| m.bytes.len().try_into().unwrap_or(u32::MAX))
                 .build(),
+            tag_ttl: cfg.tag_ttl,
         }
+    }
+
+    pub fn tag_ttl(&self) -> std::time::Duration {
+        self.tag_ttl
     }
 }
 

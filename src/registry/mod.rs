@@ -6,6 +6,7 @@
 
 pub mod access;
 mod blobs;
+pub mod browse;
 pub mod cache;
 mod error;
 pub mod expiry;
@@ -96,6 +97,8 @@ pub struct Registry {
     /// Store bytes (mirrored, pushed) and when they were counted: a scrape
     /// reads the index at most once a minute.
     store_bytes: std::sync::Mutex<Option<(Instant, (u64, u64))>>,
+    /// Repository names and summaries for the web page.
+    catalog: browse::Catalog,
 }
 
 impl Registry {
@@ -128,6 +131,7 @@ impl Registry {
             access: Access::new(&cfg.auth),
             metrics,
             store_bytes: Default::default(),
+            catalog: Default::default(),
         }
     }
 
@@ -198,6 +202,7 @@ impl Registry {
     /// Records a write to `repo`: cached reads of it made before stop counting.
     fn written(&self, repo: &RepoName) {
         self.caches.generations.bump(repo);
+        self.catalog.written(repo);
     }
 
     /// Where a request to do `action` on `name` (with containerd's `?ns=`)

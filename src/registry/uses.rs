@@ -54,6 +54,14 @@ impl Uses {
         SHARD.with(|&i| self.pending[i].lock().unwrap().insert(k, now));
     }
 
+    /// The latest use not flushed yet of any key starting with `prefix`.
+    pub fn latest_pending(&self, prefix: &str) -> Option<u64> {
+        let latest = |s: &Mutex<HashMap<String, u64>>| {
+            s.lock().unwrap().iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, &at)| at).max()
+        };
+        self.pending.iter().filter_map(latest).max()
+    }
+
     /// Everything recorded since the last call.
     pub fn take(&self) -> Vec<(String, u64)> {
         let mut all: HashMap<String, u64> = HashMap::new();

@@ -71,6 +71,11 @@ impl Store {
         self.read_link(&layout::tag_current_link(repo, tag)).await
     }
 
+    /// When tag `tag` of `repo` was last pointed at a manifest.
+    pub async fn tag_modified(&self, repo: &RepoName, tag: &Tag) -> StoreResult<Option<std::time::SystemTime>> {
+        self.backend.modified(&layout::tag_current_link(repo, tag)).await
+    }
+
     /// Removes a tag (not the manifest it points to). Returns whether it existed.
     pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StoreResult<bool> {
         if self.resolve_tag(repo, tag).await?.is_none() {

@@ -1,0 +1,234 @@
+//! The web page in a real browser (Debian's chromium, headless): the
+//! repository list (pushed and mirrored, search, filters, sizes, tag
+//! counts), a repository's tags, a multi-arch tag's platforms and layers, a
+//! tag's referrers and pull commands; and, with authentication on, that an
+//! anonymous viewer sees only what it may pull and is offered a login.
+//! Checked by what the browser's DOM shows; screenshots of each page are
+//! kept under `target/tmp/ui-screenshots/`.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::browser::{artifacts, Chromium};
+use common::mirroring::{layer, mirror, pull};
+use common::upstream::{Auth, FakeUpstream, OCI_INDEX, OCI_MANIFEST};
+use common::*;
+use scraper::{Html, Selector};
+
+/// The texts of the elements `selector` picks, in order.
+fn texts(dom: &str, selector: &str) -> Vec<String> {
+    let doc = Html::parse_document(dom);
+    let sel = Selector::parse(selector).unwrap();
+    doc.select(&sel).map(|e| e.text().collect::<String>().trim().to_string()).collect()
+}
+
+/// `attr` of the elements `selector` picks, in order.
+fn attrs(dom: &str, selector: &str, attr: &str) -> Vec<String> {
+    let doc = Html::parse_document(dom);
+    let sel = Selector::parse(selector).unwrap();
+    doc.select(&sel).filter_map(|e| e.value().attr(attr).map(str::to_string)).collect()
+}
+
+/// The list's rows: name → (source, tags, bytes).
+fn rows(dom: &str) -> BTreeMap<String, (String, String, u64)> {
+    let names = texts(dom, "tr.repo td.name a");
+    let sources = texts(dom, "tr.repo td.source");
+    let tags = texts(dom, "tr.repo td.tags");
+    let bytes = attrs(dom, "tr.repo td.size", "data-bytes");
+    names
+        .into_iter()
+        .zip(sources)
+        .zip(tags)
+        .zip(bytes)
+        .map(|(((n, s), t), b)| (n, (s, t, b.parse().unwrap())))
+        .collect()
+}
+
+struct Pushed {
+    app_v1: (Vec<u8>, Digest),
+    app_bytes: u64,
+    multi: Digest,
+    multi_layers: [usize; 2],
+}
+
+/// What the pages show: two tags of `team/app`, a two-platform index
+/// `team/multi:1`, and an SBOM referring to `team/app:v1`.
+async fn push_content(c: &Client) -> Pushed {
+    let (l1, l2) = (layer(3_000, 1), layer(5_000, 2));
+    let app_v1 = c.push_image("team/app", "v1", &l1).await;
+    let app_v2 = c.push_image("team/app", "v2", &l2).await;
+    // Both tags share the `{}` config: counted once.
+    let app_bytes = (app_v1.0.len() + app_v2.0.len() + 2 + l1.len() + l2.len()) as u64;
+
+    let mut entries = Vec::new();
+    let mut multi_layers = [0; 2];
+    for (i, (arch, variant)) in [("amd64", None), ("arm64", Some("v8"))].into_iter().enumerate() {
+        let config = format!(
+            r#"{{"architecture":"{arch}","os":"linux","created":"2026-0{}-02T03:04:05Z","rootfs":{{"type":"layers","diff_ids":[]}}}}"#,
+            i + 1
+        );
+        let config_d = c.push_blob("team/multi", config.as_bytes()).await;
+        let l = layer(4_000 + 2_000 * i, 10 + i as u8);
+        multi_layers[i] = l.len();
+        let layer_d = c.push_blob("team/multi", &l).await;
+        let m = image_manifest(&config_d, config.len(), &layer_d, l.len());
+        let d = Digest::sha256_of(&m);
+        assert_eq!(c.put_manifest("team/multi", &d.to_string(), OCI_MANIFEST, &m).await.status, 201);
+        let mut platform = serde_json::json!({ "os": "linux", "architecture": arch });
+        if let Some(v) = variant {
+            platform["variant"] = v.into();
+        }
+        entries.push(serde_json::json!({
+            "mediaType": OCI_MANIFEST, "digest": d.to_string(), "size": m.len(), "platform": platform
+        }));
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries
+    }))
+    .unwrap();
+    assert_eq!(c.put_manifest("team/multi", "1", OCI_INDEX, &index).await.status, 201);
+
+    let sbom = br#"{"spdxVersion":"SPDX-2.3"}"#;
+    let sbom_d = c.push_blob("team/app", sbom).await;
+    let empty = c.push_blob("team/app", b"{}").await;
+    let referrer = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/spdx+json",
+        "config": { "mediaType": "application/vnd.oci.empty.v1+json", "digest": empty.to_string(), "size": 2 },
+        "layers": [{ "mediaType": "application/spdx+json", "digest": sbom_d.to_string(), "size": sbom.len() }],
+        "subject": { "mediaType": OCI_MANIFEST, "digest": app_v1.1.to_string(), "size": app_v1.0.len() }
+    }))
+    .unwrap();
+    let r = c.put_manifest("team/app", &Digest::sha256_of(&referrer).to_string(), OCI_MANIFEST, &referrer).await;
+    assert_eq!(r.status, 201);
+    Pushed { app_v1, app_bytes, multi: Digest::sha256_of(&index), multi_layers }
+}
+
+/// Runs `f` with the browser on the blocking pool (each call is a process).
+async fn browse<T: Send + 'static>(f: impl FnOnce(&Chromium) -> T + Send + 'static) -> T {
+    actix_rt::task::spawn_blocking(move || f(&Chromium::new())).await.unwrap()
+}
+
+#[actix_rt::test]
+async fn the_pages_list_repositories_tags_platforms_layers_and_referrers() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let alpine = up.add_image("library/alpine", "3.20", &[layer(7_000, 5)]);
+    let s = mirror(&up, None, |_| {}).await;
+    let c = s.client();
+    let pushed = push_content(&c).await;
+    pull(&c, "alpine", "3.20", &alpine).await;
+    let base = s.base.clone();
+    let host = base.trim_start_matches("http://").to_string();
+    let shots = artifacts("pages");
+
+    let (list, searched, only_pushed, app, multi, v1) = browse({
+        let (base, shots) = (base.clone(), shots.clone());
+        move |b| {
+            let list = b.dom(&format!("{base}/"));
+            b.screenshot(&format!("{base}/ui/"), &shots.join("repositories.png"));
+            let searched = b.dom(&format!("{base}/ui/?q=MULTI"));
+            let only_pushed = b.dom(&format!("{base}/ui/?kind=pushed"));
+            let app = b.dom(&format!("{base}/ui/repo?name=team/app"));
+            b.screenshot(&format!("{base}/ui/repo?name=team/app"), &shots.join("repository.png"));
+            let multi = b.dom(&format!("{base}/ui/tag?name=team/multi&tag=1"));
+            b.screenshot(&format!("{base}/ui/tag?name=team/multi&tag=1"), &shots.join("tag.png"));
+            let v1 = b.dom(&format!("{base}/ui/tag?name=team/app&tag=v1"));
+            (list, searched, only_pushed, app, multi, v1)
+        }
+    })
+    .await;
+
+    // The list: `/` leads there; pushed and mirrored, with tag counts and sizes.
+    let all = rows(&list);
+    assert_eq!(all.keys().collect::<Vec<_>>(), ["docker.io/library/alpine", "team/app", "team/multi"], "{list}");
+    assert_eq!(all["team/app"].0, "pushed");
+    assert_eq!(all["team/app"].1, "2");
+    assert_eq!(all["team/app"].2, pushed.app_bytes, "each blob counted once");
+    assert_eq!(all["docker.io/library/alpine"].0, "mirror of docker.io");
+    // The fake upstream's config of tag 3.20.
+    let alpine_config = r#"{"architecture":"amd64","os":"linux","tag":"3.20"}"#.len();
+    assert_eq!(all["docker.io/library/alpine"].2, (alpine.manifest.len() + alpine_config + 7_000) as u64);
+    assert!(texts(&list, ".tabs").concat().contains("Mirrored from docker.io (1)"), "{list}");
+    // The pull just made is the mirrored repository's last pull; pushed ones record none.
+    assert_eq!(texts(&list, "tr.repo td.pulled"), ["just now", "—", "—"]);
+    // Search (any case) and the pushed-only filter.
+    assert_eq!(rows(&searched).keys().collect::<Vec<_>>(), ["team/multi"]);
+    assert_eq!(rows(&only_pushed).keys().collect::<Vec<_>>(), ["team/app", "team/multi"]);
+
+    // A repository's tags, with digests.
+    assert_eq!(texts(&app, "tr.tag td.name"), ["v1", "v2"]);
+    assert_eq!(texts(&app, "tr.tag td.digest")[0], pushed.app_v1.1.hex()[..12]);
+    assert_eq!(texts(&app, "code.pull"), [format!("docker pull {host}/team/app")]);
+
+    // A multi-arch tag: its platforms, each with its layers and creation time; the pull commands.
+    assert_eq!(texts(&multi, "section.image h2"), ["linux/amd64", "linux/arm64/v8"]);
+    assert_eq!(texts(&multi, "#digest"), [pushed.multi.to_string()]);
+    let layer_sizes: Vec<u64> =
+        attrs(&multi, "tr.layer td.size", "data-bytes").iter().map(|b| b.parse().unwrap()).collect();
+    assert_eq!(layer_sizes, pushed.multi_layers.map(|n| n as u64));
+    assert!(texts(&multi, "section.image p.meta")[1].contains("created 2026-02-02T03:04:05Z"), "{multi}");
+    assert_eq!(texts(&multi, "code.pull"), [format!("docker pull {host}/team/multi:1")]);
+    assert_eq!(texts(&multi, "code.copy"), [format!("skopeo copy docker://{host}/team/multi:1 oci:multi")]);
+
+    // A tag's referrers: the SBOM.
+    assert_eq!(texts(&v1, "tr.referrer td")[0], "application/spdx+json");
+
+    for shot in ["repositories.png", "repository.png", "tag.png"] {
+        assert!(std::fs::metadata(shots.join(shot)).unwrap().len() > 10_000, "{shot} is a real screenshot");
+    }
+    s.stop().await;
+    up.stop().await;
+}
+
+#[actix_rt::test]
+async fn with_authentication_a_viewer_sees_what_they_may_pull_and_is_offered_a_login() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let alpine = up.add_image("library/alpine", "3.20", &[layer(7_000, 5)]);
+    let users = tempfile::tempdir().unwrap();
+    let htpasswd = users.path().join("htpasswd");
+    std::fs::write(&htpasswd, berth::htpasswd::line("alice", "wonderland", 4).unwrap()).unwrap();
+    let s = mirror(&up, None, move |c| {
+        c.auth.htpasswd = Some(berth::config::HtpasswdConfig { path: htpasswd, realm: "berth".into() });
+    })
+    .await;
+    let alice = format!("Basic {}", base64_encode("alice:wonderland"));
+    let c = Client::authorized(&s.base, &alice);
+    c.push_image("team/app", "v1", &layer(3_000, 1)).await;
+    pull(&c, "alpine", "3.20", &alpine).await;
+    let base = s.base.clone();
+    let (anonymous, hidden, as_alice) = browse({
+        let shots = artifacts("auth");
+        move |b| {
+            let anonymous = b.dom(&format!("{base}/ui/"));
+            b.screenshot(&format!("{base}/ui/"), &shots.join("anonymous.png"));
+            let hidden = b.dom(&format!("{base}/ui/repo?name=team/app"));
+            // "Log in": the page's 401 makes the browser use the credentials it
+            // has (here in the URL; a person types them into its prompt), and it
+            // sends them again with the list it is sent back to.
+            let with_user = base.replace("http://", "http://alice:wonderland@");
+            let as_alice = b.dom(&format!("{with_user}/ui/login"));
+            b.screenshot(&format!("{with_user}/ui/login"), &shots.join("alice.png"));
+            (anonymous, hidden, as_alice)
+        }
+    })
+    .await;
+    // Anonymous: only mirrored content (everyone's by default), and a way to log in.
+    assert_eq!(rows(&anonymous).keys().collect::<Vec<_>>(), ["docker.io/library/alpine"], "{anonymous}");
+    assert_eq!(texts(&anonymous, "#login"), ["Log in"]);
+    assert!(texts(&hidden, "p.problem")[0].contains("Log in to see more"), "{hidden}");
+    assert!(!hidden.contains("v1"), "nothing of team/app shows");
+    // Alice, logged in and sent back to the list: her pushed repository too.
+    assert_eq!(rows(&as_alice).keys().collect::<Vec<_>>(), ["docker.io/library/alpine", "team/app"], "{as_alice}");
+    assert!(texts(&as_alice, ".viewer").concat().contains("Signed in as alice"));
+    // Without credentials the login page asks the browser for them.
+    let r = s.client().get("/ui/login").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"berth\", charset=\"UTF-8\""));
+    s.stop().await;
+    up.stop().await;
+}
+
+fn base64_encode(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}

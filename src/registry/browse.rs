@@ -1,0 +1,457 @@
+//! What the web page (`ui`) reads: the repositories a caller may pull, with
+//! a summary of each; a repository's tags; one tag's details. Read through
+//! the same policy as the API (`access`), and with no walk of the whole tree
+//! per request: the names come from `Catalog` (walked once in the
+//! background, then kept current by every write, `Registry::written`), and a
+//! repository's summary is computed when a page shows it and cached until
+//! its next write (the repository's write generation).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime};
+
+use crate::oci::{Digest, RepoName, Tag};
+use crate::store::index::UseKind;
+use crate::store::layout;
+
+use super::access::Verdict;
+use super::namespace::Action;
+use super::{Caller, Referrer, Registry, RegistryError, RegistryResult, Route};
+
+/// Whose content a repository holds.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Pushed,
+    /// Mirrored from this upstream host.
+    Mirrored(String),
+}
+
+/// One repository, as the list shows it.
+#[derive(Debug, Clone)]
+pub struct RepoRow {
+    /// The name that pulls it (`team/app`, `docker.io/library/alpine`).
+    pub name: String,
+    pub kind: Kind,
+    pub tags: usize,
+    /// Compressed bytes of everything its tags reference, each blob once.
+    pub bytes: u64,
+    /// When a tag was last pushed (fetched, for mirrored content).
+    pub last_push: Option<SystemTime>,
+    /// When a tag was last pulled (mirrored content records uses).
+    pub last_pull: Option<SystemTime>,
+    pub pinned: bool,
+}
+
+/// A content descriptor of a manifest: what it references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    /// `os/architecture[/variant]`, for the entries of an index.
+    pub platform: Option<String>,
+}
+
+/// One image (a manifest with a config and layers).
+#[derive(Debug, Clone)]
+pub struct ImageDetails {
+    pub digest: Digest,
+    pub platform: Option<String>,
+    pub config: Option<Descriptor>,
+    pub layers: Vec<Descriptor>,
+    /// `created` from the image configuration.
+    pub created: Option<String>,
+}
+
+/// One tag, as the repository page lists it.
+#[derive(Debug, Clone)]
+pub struct TagRow {
+    pub tag: String,
+    pub digest: Digest,
+    pub media_type: String,
+    /// Compressed bytes of the manifest and what it references (every platform).
+    pub bytes: u64,
+    pub platforms: Vec<String>,
+    pub created: Option<String>,
+}
+
+/// One tag with everything the tag page shows.
+#[derive(Debug, Clone)]
+pub struct TagDetails {
+    pub row: TagRow,
+    /// One image, or one per platform of an index.
+    pub images: Vec<ImageDetails>,
+    pub referrers: Vec<Referrer>,
+}
+
+/// A page of a longer list.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// How many there are in all (matching the search).
+    pub total: usize,
+    /// 1-based.
+    pub page: usize,
+    pub pages: usize,
+}
+
+/// How old the names may grow on shared storage before a page walks them again.
+const REWALK_SHARED: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Rows per page of every list.
+pub const PAGE_SIZE: usize = 50;
+
+fn page_of<T>(all: Vec<T>, page: usize) -> Page<T> {
+    let total = all.len();
+    let pages = total.div_ceil(PAGE_SIZE).max(1);
+    let page = page.clamp(1, pages);
+    let items = all.into_iter().skip((page - 1) * PAGE_SIZE).take(PAGE_SIZE).collect();
+    Page { items, total, page, pages }
+}
+
+/// A computed summary: the repository's generation then, and when.
+type Summary = (u64, Instant, Arc<RepoRow>);
+
+/// The repository names the store holds (pull name → storage name).
+#[derive(Default)]
+pub struct Catalog {
+    names: RwLock<BTreeMap<String, (Kind, RepoName)>>,
+    /// Summaries, each valid at the repository's generation it was computed at.
+    summaries: Mutex<HashMap<RepoName, Summary>>,
+    /// When the names were last walked (`None`: not yet).
+    walked: Mutex<Option<Instant>>,
+}
+
+/// The name that pulls a repository the store keeps under `storage`.
+fn pull_name(storage: &RepoName) -> (String, Kind) {
+    match storage.as_str().strip_prefix(layout::MIRROR_DIR).and_then(|r| r.strip_prefix('/')) {
+        Some(rest) => {
+            let host = rest.split('/').next().unwrap_or_default().to_string();
+            (rest.to_string(), Kind::Mirrored(host))
+        }
+        None => (storage.to_string(), Kind::Pushed),
+    }
+}
+
+impl Catalog {
+    /// Notes that `storage` was written (it exists, or its summary changed).
+    pub fn written(&self, storage: &RepoName) {
+        let (name, kind) = pull_name(storage);
+        self.names.write().unwrap().entry(name).or_insert_with(|| (kind, storage.clone()));
+    }
+}
+
+/// The descriptors a manifest references: config and layers, or an index's manifests.
+pub fn descriptors(bytes: &[u8]) -> (Option<Descriptor>, Vec<Descriptor>) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else { return (None, vec![]) };
+    let one = |d: &serde_json::Value| -> Option<Descriptor> {
+        let platform = d.get("platform").map(|p| {
+            let field = |k: &str| p.get(k).and_then(|x| x.as_str()).unwrap_or_default();
+            let mut s = format!("{}/{}", field("os"), field("architecture"));
+            if !field("variant").is_empty() {
+                s = format!("{s}/{}", field("variant"));
+            }
+            s
+        });
+        Some(Descriptor {
+            digest: d.get("digest")?.as_str()?.parse().ok()?,
+            size: d.get("size").and_then(|s| s.as_u64()).unwrap_or(0),
+            media_type: d.get("mediaType").and_then(|m| m.as_str()).unwrap_or_default().to_string(),
+            platform,
+        })
+    };
+    let list = |k: &str| v.get(k).and_then(|l| l.as_array()).map(|l| l.iter().filter_map(one).collect());
+    let config = v.get("config").and_then(one);
+    (config, list("layers").or_else(|| list("manifests")).unwrap_or_default())
+}
+
+impl Registry {
+    /// Walks the repository names into the catalog (at startup, and again
+    /// every few minutes on shared storage, where other replicas add names).
+    pub async fn walk_catalog(&self) -> RegistryResult<()> {
+        let mut names = BTreeMap::new();
+        for n in self.store.list_repositories().await? {
+            if let Ok(storage) = n.parse::<RepoName>() {
+                names.insert(n, (Kind::Pushed, storage));
+            }
+        }
+        if let Some(mirror) = &self.mirror {
+            for host in mirror.hosts() {
+                for remote in self.store.list_mirrored(host).await? {
+                    let storage = layout::mirror_repository(host, &remote);
+                    names.insert(format!("{host}/{remote}"), (Kind::Mirrored(host.to_string()), storage));
+                }
+            }
+        }
+        *self.catalog.names.write().unwrap() = names;
+        *self.catalog.walked.lock().unwrap() = Some(Instant::now());
+        Ok(())
+    }
+
+    fn may_pull(&self, caller: &Caller, name: &str, kind: &Kind) -> bool {
+        name.parse::<RepoName>().is_ok_and(|n| {
+            self.access.decide(caller, Action::Pull, &n, matches!(kind, Kind::Mirrored(_))) == Verdict::Allow
+        })
+    }
+
+    /// The repositories `caller` may pull whose name contains `search`
+    /// (case-insensitive), of `kind` if given; one page, by name.
+    pub async fn browse_repositories(
+        &self,
+        caller: &Caller,
+        search: &str,
+        kind: Option<&Kind>,
+        page: usize,
+    ) -> RegistryResult<Page<Arc<RepoRow>>> {
+        // Walked once; on shared storage again now and then, for what other replicas added.
+        let walked = *self.catalog.walked.lock().unwrap();
+        if walked.is_none_or(|at| self.store.shared() && at.elapsed() > REWALK_SHARED) {
+            self.walk_catalog().await?;
+        }
+        let term = search.to_lowercase();
+        let matching: Vec<(String, Kind, RepoName)> = self
+            .catalog
+            .names
+            .read()
+            .unwrap()
+            .iter()
+            .filter(|(name, (k, _))| kind.is_none_or(|want| want == k) && name.contains(&term))
+            .map(|(name, (k, s))| (name.clone(), k.clone(), s.clone()))
+            .filter(|(name, k, _)| self.may_pull(caller, name, k))
+            .collect();
+        let Page { items, total, page, pages } = page_of(matching, page);
+        let mut rows = Vec::with_capacity(items.len());
+        for (name, kind, storage) in items {
+            let summary = self.summary(&name, kind, &storage).await?;
+            // Pulls do not change the summary: their time is looked up each time.
+            let last_pull = self.last_pull(&storage, &summary.kind).await?;
+            rows.push(Arc::new(RepoRow { last_pull, ..(*summary).clone() }));
+        }
+        Ok(Page { items: rows, total, page, pages })
+    }
+
+    /// When a tag of mirrored `storage` was last served (recorded uses,
+    /// flushed or not); pushed content records no uses.
+    async fn last_pull(&self, storage: &RepoName, kind: &Kind) -> RegistryResult<Option<SystemTime>> {
+        if *kind == Kind::Pushed {
+            return Ok(None);
+        }
+        let r = storage.clone();
+        let flushed = self.store.indexed(move |index| index.uses(UseKind::Tag, &r)).await?;
+        let pending = self.uses.latest_pending(&crate::store::index::use_key(UseKind::Tag, storage, ""));
+        let latest = flushed.iter().map(|(_, at)| *at).chain(pending).max();
+        Ok(latest.map(|s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s)))
+    }
+
+    /// Names in the catalog by kind: (pushed, mirrored per host), for what `caller` may pull.
+    pub fn catalog_counts(&self, caller: &Caller) -> (usize, BTreeMap<String, usize>) {
+        let names = self.catalog.names.read().unwrap();
+        let (mut pushed, mut mirrored) = (0, BTreeMap::new());
+        for (name, (kind, _)) in names.iter().filter(|(n, (k, _))| self.may_pull(caller, n, k)) {
+            match kind {
+                Kind::Pushed => pushed += 1,
+                Kind::Mirrored(host) => *mirrored.entry(host.clone()).or_insert(0) += 1,
+            }
+            let _ = name;
+        }
+        (pushed, mirrored)
+    }
+
+    /// A repository's summary, from the cache while the repository was not
+    /// written since (and, on shared storage, for `cache.tag_ttl` at most).
+    async fn summary(&self, name: &str, kind: Kind, storage: &RepoName) -> RegistryResult<Arc<RepoRow>> {
+        let generation = self.caches.generations.current(storage);
+        let fresh_for = self.caches.tag_ttl();
+        if let Some((g, at, row)) = self.catalog.summaries.lock().unwrap().get(storage) {
+            if *g == generation && (!self.store.shared() || at.elapsed() < fresh_for) {
+                return Ok(row.clone());
+            }
+        }
+        let tags = self.store.list_tags(storage).await?;
+        let (mut seen, mut bytes, mut last_push) = (BTreeSet::new(), 0u64, None);
+        for t in &tags {
+            let Ok(tag) = t.parse::<Tag>() else { continue };
+            let Some(d) = self.store.resolve_tag(storage, &tag).await? else { continue };
+            last_push = last_push.max(self.store.tag_modified(storage, &tag).await?);
+            bytes += self.reachable_bytes(&d, &mut seen).await;
+        }
+        let pinned = match &kind {
+            Kind::Mirrored(host) => {
+                let remote = name.strip_prefix(host.as_str()).unwrap_or(name).trim_start_matches('/');
+                self.pins.pinned(host, remote, None)
+            }
+            Kind::Pushed => false,
+        };
+        let row = Arc::new(RepoRow {
+            name: name.to_string(),
+            kind,
+            tags: tags.len(),
+            bytes,
+            last_push,
+            last_pull: None,
+            pinned,
+        });
+        if tags.is_empty() && !self.store.holds_content(storage).await? {
+            // Gone (deleted, or evicted): out of the catalog.
+            self.catalog.names.write().unwrap().remove(name);
+        }
+        self.catalog.summaries.lock().unwrap().insert(storage.clone(), (generation, Instant::now(), row.clone()));
+        Ok(row)
+    }
+
+    /// Bytes of manifest `d` and everything it references not in `seen` yet.
+    async fn reachable_bytes(&self, d: &Digest, seen: &mut BTreeSet<Digest>) -> u64 {
+        let mut pending = vec![d.clone()];
+        let mut bytes = 0;
+        while let Some(m) = pending.pop() {
+            if !seen.insert(m.clone()) {
+                continue;
+            }
+            let Ok(manifest) = self.load_manifest(&m).await else { continue };
+            bytes += manifest.bytes.len() as u64;
+            let (config, children) = descriptors(&manifest.bytes);
+            for c in config.iter().chain(&children) {
+                if manifest.info.manifests.contains(&c.digest) {
+                    pending.push(c.digest.clone());
+                } else if seen.insert(c.digest.clone()) {
+                    bytes += c.size;
+                }
+            }
+        }
+        bytes
+    }
+
+    /// The route for browsing `name`, if `caller` may pull it: never an
+    /// upstream request (the page shows what is stored).
+    async fn browse_route(&self, caller: &Caller, name: &str) -> RegistryResult<(Route, Kind)> {
+        let entry = self.catalog.names.read().unwrap().get(name).cloned();
+        let Some((kind, storage)) = entry else { return Err(RegistryError::NameUnknown(name.to_string())) };
+        if !self.may_pull(caller, name, &kind) {
+            return Err(RegistryError::NameUnknown(name.to_string()));
+        }
+        Ok((Route::Local(storage), kind))
+    }
+
+    /// The tags of `name` (`caller` may pull it), one page, with their rows.
+    pub async fn browse_tags(&self, caller: &Caller, name: &str, page: usize) -> RegistryResult<Page<TagRow>> {
+        let (route, _) = self.browse_route(caller, name).await?;
+        let tags = self.store.list_tags(route.storage()).await?;
+        let Page { items, total, page, pages } = page_of(tags, page);
+        let mut rows = Vec::with_capacity(items.len());
+        for t in items {
+            if let Some(row) = self.tag_row(route.storage(), &t).await? {
+                rows.push(row);
+            }
+        }
+        Ok(Page { items: rows, total, page, pages })
+    }
+
+    async fn tag_row(&self, storage: &RepoName, t: &str) -> RegistryResult<Option<TagRow>> {
+        let Ok(tag) = t.parse::<Tag>() else { return Ok(None) };
+        let Some(digest) = self.store.resolve_tag(storage, &tag).await? else { return Ok(None) };
+        let manifest = self.load_manifest(&digest).await?;
+        let (_, children) = descriptors(&manifest.bytes);
+        let platforms = children.iter().filter_map(|c| c.platform.clone()).collect();
+        let bytes = self.reachable_bytes(&digest, &mut BTreeSet::new()).await;
+        let images = self.images(&digest).await;
+        let created = images.iter().find_map(|i| i.created.clone());
+        Ok(Some(TagRow {
+            tag: t.to_string(),
+            digest,
+            media_type: manifest.info.media_type.clone(),
+            bytes,
+            platforms,
+            created,
+        }))
+    }
+
+    /// The images of manifest `d`: itself, or each platform of an index.
+    async fn images(&self, d: &Digest) -> Vec<ImageDetails> {
+        let Ok(manifest) = self.load_manifest(d).await else { return vec![] };
+        let (config, children) = descriptors(&manifest.bytes);
+        let entries: Vec<(Digest, Option<String>)> = if manifest.info.manifests.is_empty() {
+            vec![(d.clone(), None)]
+        } else {
+            children.into_iter().map(|c| (c.digest, c.platform)).collect()
+        };
+        let mut out = Vec::new();
+        for (digest, platform) in entries {
+            let (config, layers) = if &digest == d {
+                (config.clone(), descriptors(&manifest.bytes).1)
+            } else {
+                match self.load_manifest(&digest).await {
+                    Ok(m) => descriptors(&m.bytes),
+                    Err(_) => (None, vec![]),
+                }
+            };
+            let created = match &config {
+                Some(c) if c.size <= 1 << 20 => {
+                    self.store.read_blob_bytes(&c.digest).await.ok().flatten().and_then(|b| {
+                        serde_json::from_slice::<serde_json::Value>(&b)
+                            .ok()?
+                            .get("created")?
+                            .as_str()
+                            .map(str::to_string)
+                    })
+                }
+                _ => None,
+            };
+            out.push(ImageDetails { digest, platform, config, layers, created });
+        }
+        out
+    }
+
+    /// Everything the tag page shows of `name:tag`.
+    pub async fn browse_tag(&self, caller: &Caller, name: &str, tag: &str) -> RegistryResult<TagDetails> {
+        let (route, _) = self.browse_route(caller, name).await?;
+        let row = self
+            .tag_row(route.storage(), tag)
+            .await?
+            .ok_or_else(|| RegistryError::ManifestUnknown(format!("{name}:{tag}")))?;
+        let images = self.images(&row.digest).await;
+        let referrers = self.referrers(&route, &row.digest, None).await?;
+        Ok(TagDetails { row, images, referrers })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_names_become_pull_names() {
+        let team: RepoName = "team/app".parse().unwrap();
+        assert_eq!(pull_name(&team), ("team/app".to_string(), Kind::Pushed));
+        let m = layout::mirror_repository("docker.io", "library/alpine");
+        assert_eq!(pull_name(&m), ("docker.io/library/alpine".to_string(), Kind::Mirrored("docker.io".into())));
+    }
+
+    #[test]
+    fn descriptors_of_images_and_indexes() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let image = format!(
+            r#"{{"config":{{"mediaType":"c","digest":"{}","size":10}},"layers":[{{"mediaType":"l","digest":"{}","size":20}}]}}"#,
+            d('a'),
+            d('b')
+        );
+        let (config, layers) = descriptors(image.as_bytes());
+        assert_eq!(config.unwrap().size, 10);
+        assert_eq!(layers.len(), 1);
+        assert_eq!(layers[0].size, 20);
+        let index = format!(
+            r#"{{"manifests":[{{"mediaType":"m","digest":"{}","size":5,"platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}}]}}"#,
+            d('c')
+        );
+        let (config, children) = descriptors(index.as_bytes());
+        assert!(config.is_none());
+        assert_eq!(children[0].platform.as_deref(), Some("linux/arm64/v8"));
+    }
+
+    #[test]
+    fn pages_are_clamped() {
+        let p = page_of((0..120).collect::<Vec<_>>(), 9);
+        assert_eq!((p.page, p.pages, p.total, p.items.len()), (3, 3, 120, 20));
+        let empty = page_of(Vec::<u8>::new(), 1);
+        assert_eq!((empty.page, empty.pages), (1, 1));
+    }
+}

@@ -1,0 +1,235 @@
+//! The built-in web page at `/` and `/ui/…`: what is stored (pushed and
+//! mirrored repositories, their tags, one tag's platforms, layers and
+//! referrers) and how to pull it. Server-rendered HTML with one stylesheet
+//! berth serves itself; no JavaScript. What a viewer sees is what they may
+//! pull: the page asks the registry (`registry::browse`), which asks the
+//! access policy, as the API does. With authentication on, `/ui/login`
+//! asks the browser for the registry's user name and password (HTTP Basic,
+//! as `docker login` sends them) and answers them with a session cookie
+//! (`session`), which every page after reads.
+
+mod session;
+
+mod format;
+mod pages;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use maud::Markup;
+
+use crate::api::auth::Auth;
+use crate::registry::browse::Kind;
+use crate::registry::{Caller, Registry, RegistryError};
+use pages::Viewer;
+
+/// Registers the page's routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(to_list))
+        .route("/ui", web::get().to(to_list))
+        .route("/ui/", web::get().to(repositories))
+        .route("/ui/repo", web::get().to(repository))
+        .route("/ui/tag", web::get().to(tag))
+        .route("/ui/login", web::get().to(login))
+        .route("/ui/logout", web::get().to(logout))
+        .route("/ui/static/style.css", web::get().to(style));
+}
+
+const STYLE: &str = include_str!("style.css");
+
+async fn style() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .body(STYLE)
+}
+
+fn see_other(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther().insert_header((header::LOCATION, to)).finish()
+}
+
+async fn to_list() -> HttpResponse {
+    see_other("/ui/")
+}
+
+fn html(status: StatusCode, page: Markup) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        // Pages show what the viewer may pull: never from a shared cache.
+        .insert_header((header::CACHE_CONTROL, "private, no-store"))
+        .insert_header(("X-Frame-Options", "DENY"))
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'",
+        ))
+        .body(page.into_string())
+}
+
+/// Who asks: credentials sent with the request, else the session cookie,
+/// else nobody; or the page that says the credentials were wrong.
+async fn viewer(req: &HttpRequest, auth: &Auth) -> Result<Caller, HttpResponse> {
+    match auth.caller(req).await {
+        Ok(Caller::Anonymous) => {
+            Ok(auth.0.as_ref().and_then(|on| session::user(req, on)).map_or(Caller::Anonymous, Caller::User))
+        }
+        Ok(caller) => Ok(caller),
+        Err(_) => Err(login_challenge(auth, "The user name or password was not accepted. Try again.")),
+    }
+}
+
+fn viewer_of<'a>(caller: &'a Caller, auth: &Auth) -> Viewer<'a> {
+    let user = match caller {
+        Caller::User(u) => Some(u.as_str()),
+        Caller::Anonymous => None,
+    };
+    Viewer { user, auth: auth.0.is_some() }
+}
+
+/// 401 with a Basic challenge: the browser asks for the user name and password.
+fn login_challenge(auth: &Auth, message: &str) -> HttpResponse {
+    let realm = auth.0.as_ref().map_or("berth".to_string(), |on| on.realm.replace('"', ""));
+    let page = pages::problem(&Viewer { user: None, auth: true }, "Log in", message);
+    let mut resp = html(StatusCode::UNAUTHORIZED, page);
+    if let Ok(v) = header::HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// `/ui/login`: the browser's login prompt, then a session and back to the list.
+async fn login(req: HttpRequest, auth: web::Data<Auth>) -> HttpResponse {
+    let Some(on) = &auth.0 else { return see_other("/ui/") };
+    match viewer(&req, &auth).await {
+        Ok(Caller::User(user)) => {
+            let mut resp = see_other("/ui/");
+            if let Some(cookie) = session::cookie(&req, on, &user) {
+                resp.headers_mut().insert(header::SET_COOKIE, cookie);
+            }
+            resp
+        }
+        Ok(Caller::Anonymous) => login_challenge(&auth, "Log in with your registry user name and password."),
+        Err(challenge) => challenge,
+    }
+}
+
+/// `/ui/logout`: the session ends (the browser may still remember the
+/// password it was given, and offer it at the next login).
+async fn logout(auth: web::Data<Auth>) -> HttpResponse {
+    let page = pages::problem(&Viewer { user: None, auth: auth.0.is_some() }, "Logged out", "The session has ended.");
+    let mut resp = html(StatusCode::OK, page);
+    resp.headers_mut().insert(header::SET_COOKIE, session::cleared());
+    resp
+}
+
+/// What the registry could not show, as a page.
+fn failed(caller: &Caller, auth: &Auth, e: RegistryError) -> HttpResponse {
+    let viewer = viewer_of(caller, auth);
+    match e {
+        RegistryError::NameUnknown(_) | RegistryError::ManifestUnknown(_) => {
+            let msg = "There is no such repository or tag, or you may not pull it.";
+            let status = StatusCode::NOT_FOUND;
+            match (&viewer.user, viewer.auth) {
+                // Perhaps theirs to see once logged in.
+                (None, true) => {
+                    html(status, pages::problem(&viewer, "Not found", &format!("{msg} Log in to see more.")))
+                }
+                _ => html(status, pages::problem(&viewer, "Not found", msg)),
+            }
+        }
+        e => {
+            tracing::warn!(error = %e, "the web page could not be shown");
+            let status = StatusCode::from_u16(e.code().status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            html(status, pages::problem(&viewer, "Something went wrong", &e.client_message()))
+        }
+    }
+}
+
+fn bad_query(caller: &Caller, auth: &Auth, e: impl std::fmt::Display) -> HttpResponse {
+    html(StatusCode::BAD_REQUEST, pages::problem(&viewer_of(caller, auth), "Bad request", &e.to_string()))
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default = "first")]
+    page: usize,
+}
+
+fn first() -> usize {
+    1
+}
+
+async fn repositories(req: HttpRequest, reg: web::Data<Registry>, auth: web::Data<Auth>) -> HttpResponse {
+    let caller = match viewer(&req, &auth).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let query = match web::Query::<ListQuery>::from_query(req.query_string()) {
+        Ok(q) => q.into_inner(),
+        Err(e) => return bad_query(&caller, &auth, e),
+    };
+    let kind = match query.kind.as_str() {
+        "" => None,
+        "pushed" => Some(Kind::Pushed),
+        host => Some(Kind::Mirrored(host.to_string())),
+    };
+    let page = match reg.browse_repositories(&caller, query.q.trim(), kind.as_ref(), query.page).await {
+        Ok(p) => p,
+        Err(e) => return failed(&caller, &auth, e),
+    };
+    let counts = reg.catalog_counts(&caller);
+    let filter = pages::ListFilter { search: query.q.trim(), kind: &query.kind };
+    html(StatusCode::OK, pages::repositories(&viewer_of(&caller, &auth), &filter, &counts, &page))
+}
+
+#[derive(serde::Deserialize)]
+struct RepoQuery {
+    name: String,
+    #[serde(default = "first")]
+    page: usize,
+}
+
+/// The host clients reach this server by, for the pull commands.
+fn host(req: &HttpRequest) -> String {
+    req.connection_info().host().to_string()
+}
+
+async fn repository(req: HttpRequest, reg: web::Data<Registry>, auth: web::Data<Auth>) -> HttpResponse {
+    let caller = match viewer(&req, &auth).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let query = match web::Query::<RepoQuery>::from_query(req.query_string()) {
+        Ok(q) => q.into_inner(),
+        Err(e) => return bad_query(&caller, &auth, e),
+    };
+    match reg.browse_tags(&caller, &query.name, query.page).await {
+        Ok(page) => {
+            html(StatusCode::OK, pages::repository(&viewer_of(&caller, &auth), &host(&req), &query.name, &page))
+        }
+        Err(e) => failed(&caller, &auth, e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TagQuery {
+    name: String,
+    tag: String,
+}
+
+async fn tag(req: HttpRequest, reg: web::Data<Registry>, auth: web::Data<Auth>) -> HttpResponse {
+    let caller = match viewer(&req, &auth).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let query = match web::Query::<TagQuery>::from_query(req.query_string()) {
+        Ok(q) => q.into_inner(),
+        Err(e) => return bad_query(&caller, &auth, e),
+    };
+    match reg.browse_tag(&caller, &query.name, &query.tag).await {
+        Ok(details) => html(StatusCode::OK, pages::tag(&viewer_of(&caller, &auth), &host(&req), &query.name, &details)),
+        Err(e) => failed(&caller, &auth, e),
+    }
+}

@@ -1,0 +1,256 @@
+//! The pages, as HTML (maud: compiled templates that escape every value).
+//! No script anywhere: every page works with JavaScript off, and every asset
+//! is served by berth itself.
+
+use std::time::SystemTime;
+
+use maud::{html, Markup, DOCTYPE};
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+
+use super::format::{ago, bytes, short_digest, utc};
+use crate::registry::browse::{Kind, Page, RepoRow, TagDetails, TagRow};
+
+/// Who is looking, for the header.
+pub struct Viewer<'a> {
+    pub user: Option<&'a str>,
+    /// Whether the registry asks for a login at all.
+    pub auth: bool,
+}
+
+fn q(s: &str) -> String {
+    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+}
+
+pub fn layout(title: &str, viewer: &Viewer, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · berth" }
+                link rel="stylesheet" href="/ui/static/style.css";
+            }
+            body {
+                header {
+                    a.brand href="/ui/" { "berth" }
+                    nav { a href="/ui/" { "Repositories" } }
+                    span.viewer {
+                        @if let Some(user) = viewer.user {
+                            "Signed in as " strong { (user) }
+                        } @else if viewer.auth {
+                            a #login href="/ui/login" { "Log in" }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+fn when(t: Option<SystemTime>, now: SystemTime) -> Markup {
+    html! {
+        @match t {
+            Some(t) => time datetime=(utc(t)) title=(utc(t)) { (ago(t, now)) },
+            None => span.none { "—" },
+        }
+    }
+}
+
+fn pagination(page_link: impl Fn(usize) -> String, page: usize, pages: usize, total: usize, what: &str) -> Markup {
+    html! {
+        nav.pages aria-label="pages" {
+            span.count { (total) " " (what) }
+            @if pages > 1 {
+                @if page > 1 { a rel="prev" href=(page_link(page - 1)) { "← Previous" } }
+                span.at { "Page " (page) " of " (pages) }
+                @if page < pages { a rel="next" href=(page_link(page + 1)) { "Next →" } }
+            }
+        }
+    }
+}
+
+/// What the repository list is filtered by.
+pub struct ListFilter<'a> {
+    pub search: &'a str,
+    /// `pushed`, an upstream host, or empty for all.
+    pub kind: &'a str,
+}
+
+impl ListFilter<'_> {
+    fn link(&self, kind: &str, page: usize) -> String {
+        let mut out = format!("/ui/?q={}", q(self.search));
+        if !kind.is_empty() {
+            out.push_str(&format!("&kind={}", q(kind)));
+        }
+        if page > 1 {
+            out.push_str(&format!("&page={page}"));
+        }
+        out
+    }
+}
+
+/// `/ui/`: the repositories, pushed and mirrored (by upstream), with search.
+pub fn repositories(
+    viewer: &Viewer,
+    filter: &ListFilter,
+    counts: &(usize, std::collections::BTreeMap<String, usize>),
+    page: &Page<std::sync::Arc<RepoRow>>,
+) -> Markup {
+    let now = SystemTime::now();
+    let (pushed, mirrored) = counts;
+    let tab = |kind: &str, label: String| {
+        html! {
+            @if filter.kind == kind { strong.tab { (label) } }
+            @else { a.tab href=(filter.link(kind, 1)) { (label) } }
+        }
+    };
+    let body = html! {
+        h1 { "Repositories" }
+        form.search method="get" action="/ui/" role="search" {
+            input type="search" name="q" value=(filter.search) placeholder="Search by name" aria-label="Search by name";
+            @if !filter.kind.is_empty() { input type="hidden" name="kind" value=(filter.kind); }
+            button type="submit" { "Search" }
+        }
+        div.tabs {
+            (tab("", format!("All ({})", pushed + mirrored.values().sum::<usize>())))
+            (tab("pushed", format!("Pushed ({pushed})")))
+            @for (host, n) in mirrored { (tab(host, format!("Mirrored from {host} ({n})"))) }
+        }
+        @if page.items.is_empty() {
+            p.empty { @if filter.search.is_empty() { "No repositories yet." } @else { "No repository matches." } }
+        } @else {
+            table #repositories {
+                thead { tr { th { "Name" } th { "Source" } th.num { "Tags" } th.num { "Size" } th { "Last push" } th { "Last pull" } } }
+                tbody {
+                    @for r in &page.items {
+                        tr.repo {
+                            td.name {
+                                a href=(format!("/ui/repo?name={}", q(&r.name))) { (r.name) }
+                                @if r.pinned { " " span.pin title="Pinned: never expires" { "pinned" } }
+                            }
+                            td.source { @match &r.kind { Kind::Pushed => "pushed", Kind::Mirrored(h) => { "mirror of " (h) } } }
+                            td.num.tags { (r.tags) }
+                            td.num.size data-bytes=(r.bytes) { (bytes(r.bytes)) }
+                            td.pushed { (when(r.last_push, now)) }
+                            td.pulled { (when(r.last_pull, now)) }
+                        }
+                    }
+                }
+            }
+        }
+        (pagination(|p| filter.link(filter.kind, p), page.page, page.pages, page.total, "repositories"))
+    };
+    layout("Repositories", viewer, body)
+}
+
+fn pull_commands(host: &str, name: &str, reference: &str) -> Markup {
+    let image = format!("{host}/{name}{reference}");
+    html! {
+        div.commands {
+            label { "Pull" }
+            pre { code.pull { "docker pull " (image) } }
+            label { "Copy" }
+            pre { code.copy { "skopeo copy docker://" (image) " oci:" (name.rsplit('/').next().unwrap_or(name)) } }
+        }
+    }
+}
+
+/// `/ui/repo?name=`: a repository's tags.
+pub fn repository(viewer: &Viewer, host: &str, name: &str, page: &Page<TagRow>) -> Markup {
+    let body = html! {
+        p.crumbs { a href="/ui/" { "Repositories" } " / " }
+        h1 { (name) }
+        (pull_commands(host, name, ""))
+        @if page.items.is_empty() {
+            p.empty { "No tags." }
+        } @else {
+            table #tags {
+                thead { tr { th { "Tag" } th { "Digest" } th { "Platforms" } th.num { "Size" } th { "Created" } } }
+                tbody {
+                    @for t in &page.items {
+                        tr.tag {
+                            td.name { a href=(format!("/ui/tag?name={}&tag={}", q(name), q(&t.tag))) { (t.tag) } }
+                            td.digest { code title=(t.digest.to_string()) { (short_digest(&t.digest.to_string())) } }
+                            td.platforms { @if t.platforms.is_empty() { span.none { "single" } } @else { (t.platforms.join(", ")) } }
+                            td.num.size data-bytes=(t.bytes) { (bytes(t.bytes)) }
+                            td.created { @match &t.created { Some(c) => (c), None => span.none { "—" } } }
+                        }
+                    }
+                }
+            }
+        }
+        (pagination(|p| format!("/ui/repo?name={}&page={p}", q(name)), page.page, page.pages, page.total, "tags"))
+    };
+    layout(name, viewer, body)
+}
+
+/// `/ui/tag?name=&tag=`: one tag's manifest, platforms, layers and referrers.
+pub fn tag(viewer: &Viewer, host: &str, name: &str, t: &TagDetails) -> Markup {
+    let row = &t.row;
+    let body = html! {
+        p.crumbs { a href="/ui/" { "Repositories" } " / " a href=(format!("/ui/repo?name={}", q(name))) { (name) } " / " }
+        h1 { (name) ":" (row.tag) }
+        (pull_commands(host, name, &format!(":{}", row.tag)))
+        dl.facts {
+            dt { "Digest" } dd { code #digest { (row.digest) } }
+            dt { "Media type" } dd { (row.media_type) }
+            dt { "Compressed size" } dd #size data-bytes=(row.bytes) { (bytes(row.bytes)) }
+            @if let Some(c) = &row.created { dt { "Created" } dd #created { (c) } }
+        }
+        @for image in &t.images {
+            section.image {
+                h2 { @match &image.platform { Some(p) => (p), None => "Image" } }
+                p.meta {
+                    "Manifest " code { (short_digest(&image.digest.to_string())) }
+                    @if let Some(c) = &image.created { " · created " (c) }
+                    @if let Some(c) = &image.config { " · config " code { (short_digest(&c.digest.to_string())) } }
+                }
+                table.layers {
+                    thead { tr { th.num { "#" } th { "Layer" } th { "Media type" } th.num { "Size" } } }
+                    tbody {
+                        @for (i, l) in image.layers.iter().enumerate() {
+                            tr.layer {
+                                td.num { (i + 1) }
+                                td { code title=(l.digest.to_string()) { (short_digest(&l.digest.to_string())) } }
+                                td.media { (l.media_type) }
+                                td.num.size data-bytes=(l.size) { (bytes(l.size)) }
+                            }
+                        }
+                    }
+                    tfoot { tr { td {} td { "Total" } td {} td.num { (bytes(image.layers.iter().map(|l| l.size).sum())) } } }
+                }
+            }
+        }
+        section #referrers {
+            h2 { "Referrers" }
+            @if t.referrers.is_empty() {
+                p.empty { "No signatures, SBOMs or other artifacts refer to this manifest." }
+            } @else {
+                table {
+                    thead { tr { th { "Artifact type" } th { "Digest" } th.num { "Size" } } }
+                    tbody {
+                        @for r in &t.referrers {
+                            tr.referrer {
+                                td { (r.artifact_type.as_deref().unwrap_or(&r.media_type)) }
+                                td { code title=(r.digest) { (short_digest(&r.digest)) } }
+                                td.num { (bytes(r.size)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout(&format!("{name}:{}", row.tag), viewer, body)
+}
+
+/// A page for what cannot be shown (unknown, or not for this viewer).
+pub fn problem(viewer: &Viewer, title: &str, message: &str) -> Markup {
+    layout(
+        title,
+        viewer,
+        html! { h1 { (title) } p.problem { (message) } p { a href="/ui/" { "Back to the repositories" } } },
+    )
+}
