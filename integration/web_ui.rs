@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use common::browser::{artifacts, Chromium};
 use common::mirroring::{layer, mirror, pull};
 use common::upstream::{Auth, FakeUpstream, OCI_INDEX, OCI_MANIFEST};
+use common::webdriver::Browser;
 use common::*;
 use scraper::{Html, Selector};
 
@@ -231,4 +232,60 @@ async fn with_authentication_a_viewer_sees_what_they_may_pull_and_is_offered_a_l
 fn base64_encode(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// A person's way through the page, in a driven browser: log in through the
+/// browser's prompt (credentials in the URL stand for typing them), open a
+/// repository and a tag, ask to delete it, confirm; the tag is gone, by the
+/// page and by the API. A mirrored tag offers no delete, and a POST that
+/// did not come from the confirmation (no form token) deletes nothing.
+#[actix_rt::test]
+async fn a_logged_in_user_deletes_a_tag_after_confirming() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let alpine = up.add_image("library/alpine", "3.20", &[layer(7_000, 5)]);
+    let users = tempfile::tempdir().unwrap();
+    let htpasswd = users.path().join("htpasswd");
+    std::fs::write(&htpasswd, berth::htpasswd::line("alice", "wonderland", 4).unwrap()).unwrap();
+    let s = mirror(&up, None, move |c| {
+        c.auth.htpasswd = Some(berth::config::HtpasswdConfig { path: htpasswd, realm: "berth".into() });
+        c.storage.delete.enabled = true;
+    })
+    .await;
+    let alice = format!("Basic {}", base64_encode("alice:wonderland"));
+    let c = Client::authorized(&s.base, &alice);
+    c.push_image("team/app", "v1", &layer(3_000, 1)).await;
+    c.push_image("team/app", "v2", &layer(4_000, 2)).await;
+    pull(&c, "alpine", "3.20", &alpine).await;
+    let shots = artifacts("delete");
+
+    let b = Browser::start().await;
+    b.goto(&format!("{}/ui/login", s.base.replace("http://", "http://alice:wonderland@"))).await;
+    assert!(texts(&b.source().await, ".viewer").concat().contains("Signed in as alice"));
+    b.click_link("team/app").await;
+    b.click_link("v1").await;
+    b.click("#delete").await;
+    let confirm = b.source().await;
+    assert_eq!(texts(&confirm, "h1"), ["Delete team/app:v1?"]);
+    b.screenshot(&shots.join("confirm.png")).await;
+    b.click("#confirm button").await;
+    let after = b.source().await;
+    assert!(b.url().await.contains("/ui/repo?name=team%2Fapp"), "{}", b.url().await);
+    assert_eq!(texts(&after, "#notice"), ["Deleted the tag v1."]);
+    assert_eq!(texts(&after, "tr.tag td.name"), ["v2"]);
+    assert_eq!(c.get("/v2/team/app/manifests/v1").await.status, 404);
+    assert_eq!(c.get("/v2/team/app/manifests/v2").await.status, 200);
+    // Mirrored content: no delete offered.
+    b.goto(&format!("{}/ui/tag?name=docker.io/library/alpine&tag=3.20", s.base)).await;
+    assert!(texts(&b.source().await, "#delete").is_empty());
+    b.quit().await;
+
+    // A forged POST (right credentials, no token from the confirmation): refused, nothing deleted.
+    let form = "name=team%2Fapp&tag=v2";
+    let forged = c
+        .req("POST", "/ui/delete", &[("Content-Type", "application/x-www-form-urlencoded")], form.as_bytes().to_vec())
+        .await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(c.get("/v2/team/app/manifests/v2").await.status, 200);
+    s.stop().await;
+    up.stop().await;
 }

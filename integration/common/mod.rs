@@ -20,6 +20,7 @@ pub mod mirroring;
 pub mod procs;
 pub mod s3;
 pub mod upstream;
+pub mod webdriver;
 
 pub struct TestServer {
     pub base: String,

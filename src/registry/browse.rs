@@ -401,6 +401,26 @@ impl Registry {
         out
     }
 
+    /// Whether `caller` may delete tags of `name` from the page (deletes
+    /// are enabled, the repository holds pushed content, the policy allows).
+    pub fn may_delete(&self, caller: &Caller, name: &str) -> bool {
+        let entry = self.catalog.names.read().unwrap().get(name).cloned();
+        self.delete_enabled
+            && matches!(entry, Some((Kind::Pushed, _)))
+            && name
+                .parse::<RepoName>()
+                .is_ok_and(|n| self.access.decide(caller, Action::Delete, &n, false) == Verdict::Allow)
+    }
+
+    /// Deletes tag `tag` of `name` for `caller`, as `DELETE /v2/<name>/manifests/<tag>` would.
+    pub async fn delete_tag(&self, caller: &Caller, name: &str, tag: &str) -> RegistryResult<()> {
+        let unknown = || RegistryError::ManifestUnknown(format!("{name}:{tag}"));
+        let repo_name: RepoName = name.parse().map_err(|_| unknown())?;
+        let tag: Tag = tag.parse().map_err(|_| unknown())?;
+        let repo = self.writable(&repo_name, None, Action::Delete, caller).await?;
+        self.delete_manifest(&repo, &crate::oci::Reference::Tag(tag)).await
+    }
+
     /// Everything the tag page shows of `name:tag`.
     pub async fn browse_tag(&self, caller: &Caller, name: &str, tag: &str) -> RegistryResult<TagDetails> {
         let (route, _) = self.browse_route(caller, name).await?;

@@ -31,6 +31,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/ui/tag", web::get().to(tag))
         .route("/ui/login", web::get().to(login))
         .route("/ui/logout", web::get().to(logout))
+        .route("/ui/delete", web::get().to(confirm_delete))
+        .route("/ui/delete", web::post().to(delete))
         .route("/ui/static/style.css", web::get().to(style));
 }
 
@@ -189,6 +191,8 @@ struct RepoQuery {
     name: String,
     #[serde(default = "first")]
     page: usize,
+    /// A tag the page just deleted (what the notice says).
+    deleted: Option<String>,
 }
 
 /// The host clients reach this server by, for the pull commands.
@@ -205,9 +209,11 @@ async fn repository(req: HttpRequest, reg: web::Data<Registry>, auth: web::Data<
         Ok(q) => q.into_inner(),
         Err(e) => return bad_query(&caller, &auth, e),
     };
+    let notice = query.deleted.as_ref().map(|t| format!("Deleted the tag {t}."));
     match reg.browse_tags(&caller, &query.name, query.page).await {
         Ok(page) => {
-            html(StatusCode::OK, pages::repository(&viewer_of(&caller, &auth), &host(&req), &query.name, &page))
+            let viewer = viewer_of(&caller, &auth);
+            html(StatusCode::OK, pages::repository(&viewer, &host(&req), &query.name, &page, notice.as_deref()))
         }
         Err(e) => failed(&caller, &auth, e),
     }
@@ -229,7 +235,94 @@ async fn tag(req: HttpRequest, reg: web::Data<Registry>, auth: web::Data<Auth>) 
         Err(e) => return bad_query(&caller, &auth, e),
     };
     match reg.browse_tag(&caller, &query.name, &query.tag).await {
-        Ok(details) => html(StatusCode::OK, pages::tag(&viewer_of(&caller, &auth), &host(&req), &query.name, &details)),
+        Ok(details) => {
+            let can_delete = reg.may_delete(&caller, &query.name);
+            html(StatusCode::OK, pages::tag(&viewer_of(&caller, &auth), &host(&req), &query.name, &details, can_delete))
+        }
+        Err(e) => failed(&caller, &auth, e),
+    }
+}
+
+/// What a delete form's token is for.
+fn delete_purpose(name: &str, tag: &str) -> String {
+    format!("delete\0{name}\0{tag}")
+}
+
+fn forbidden(caller: &Caller, auth: &Auth, message: &str) -> HttpResponse {
+    html(StatusCode::FORBIDDEN, pages::problem(&viewer_of(caller, auth), "Not allowed", message))
+}
+
+/// `GET /ui/delete?name=&tag=`: the confirmation, with the form that deletes.
+async fn confirm_delete(req: HttpRequest, reg: web::Data<Registry>, auth: web::Data<Auth>) -> HttpResponse {
+    let caller = match viewer(&req, &auth).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let query = match web::Query::<TagQuery>::from_query(req.query_string()) {
+        Ok(q) => q.into_inner(),
+        Err(e) => return bad_query(&caller, &auth, e),
+    };
+    let details = match reg.browse_tag(&caller, &query.name, &query.tag).await {
+        Ok(d) => d,
+        Err(e) => return failed(&caller, &auth, e),
+    };
+    if !reg.may_delete(&caller, &query.name) {
+        return forbidden(&caller, &auth, "You may not delete tags of this repository (or deletes are off).");
+    }
+    let token = match (&auth.0, &caller) {
+        (Some(on), Caller::User(user)) => {
+            session::form_token(on, user, &delete_purpose(&query.name, &query.tag)).unwrap_or_default()
+        }
+        _ => String::new(),
+    };
+    let digest = details.row.digest.to_string();
+    let page = pages::confirm_delete(&viewer_of(&caller, &auth), &query.name, &query.tag, &digest, &token);
+    html(StatusCode::OK, page)
+}
+
+#[derive(serde::Deserialize)]
+struct DeleteForm {
+    name: String,
+    tag: String,
+    #[serde(default)]
+    token: String,
+}
+
+/// Whether a form post comes from a page of this server (browsers send
+/// `Origin` with every POST; another site's page cannot make it ours).
+fn same_origin(req: &HttpRequest) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()) else { return true };
+    let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
+    origin_host == req.connection_info().host()
+}
+
+/// `POST /ui/delete`: deletes the tag the confirmation named, then back to
+/// the repository with a notice.
+async fn delete(
+    req: HttpRequest,
+    form: web::Form<DeleteForm>,
+    reg: web::Data<Registry>,
+    auth: web::Data<Auth>,
+) -> HttpResponse {
+    let caller = match viewer(&req, &auth).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let DeleteForm { name, tag, token } = form.into_inner();
+    let genuine = match (&auth.0, &caller) {
+        (Some(on), Caller::User(user)) => session::form_token_ok(on, user, &delete_purpose(&name, &tag), &token),
+        (Some(_), Caller::Anonymous) => false,
+        (None, _) => true,
+    };
+    if !same_origin(&req) || !genuine {
+        return forbidden(&caller, &auth, "This form did not come from this page, or it expired. Open the tag again.");
+    }
+    match reg.delete_tag(&caller, &name, &tag).await {
+        Ok(()) => {
+            let enc =
+                |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+            see_other(&format!("/ui/repo?name={}&deleted={}", enc(&name), enc(&tag)))
+        }
         Err(e) => failed(&caller, &auth, e),
     }
 }

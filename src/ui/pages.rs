@@ -157,11 +157,12 @@ fn pull_commands(host: &str, name: &str, reference: &str) -> Markup {
     }
 }
 
-/// `/ui/repo?name=`: a repository's tags.
-pub fn repository(viewer: &Viewer, host: &str, name: &str, page: &Page<TagRow>) -> Markup {
+/// `/ui/repo?name=`: a repository's tags; `notice` says what was just done.
+pub fn repository(viewer: &Viewer, host: &str, name: &str, page: &Page<TagRow>, notice: Option<&str>) -> Markup {
     let body = html! {
         p.crumbs { a href="/ui/" { "Repositories" } " / " }
         h1 { (name) }
+        @if let Some(n) = notice { p #notice.notice role="status" { (n) } }
         (pull_commands(host, name, ""))
         @if page.items.is_empty() {
             p.empty { "No tags." }
@@ -187,11 +188,14 @@ pub fn repository(viewer: &Viewer, host: &str, name: &str, page: &Page<TagRow>) 
 }
 
 /// `/ui/tag?name=&tag=`: one tag's manifest, platforms, layers and referrers.
-pub fn tag(viewer: &Viewer, host: &str, name: &str, t: &TagDetails) -> Markup {
+pub fn tag(viewer: &Viewer, host: &str, name: &str, t: &TagDetails, can_delete: bool) -> Markup {
     let row = &t.row;
     let body = html! {
         p.crumbs { a href="/ui/" { "Repositories" } " / " a href=(format!("/ui/repo?name={}", q(name))) { (name) } " / " }
         h1 { (name) ":" (row.tag) }
+        @if can_delete {
+            p.actions { a #delete href=(format!("/ui/delete?name={}&tag={}", q(name), q(&row.tag))) { "Delete this tag…" } }
+        }
         (pull_commands(host, name, &format!(":{}", row.tag)))
         dl.facts {
             dt { "Digest" } dd { code #digest { (row.digest) } }
@@ -244,6 +248,27 @@ pub fn tag(viewer: &Viewer, host: &str, name: &str, t: &TagDetails) -> Markup {
         }
     };
     layout(&format!("{name}:{}", row.tag), viewer, body)
+}
+
+/// `/ui/delete?name=&tag=`: are you sure? The form carries `token` (see `session`).
+pub fn confirm_delete(viewer: &Viewer, name: &str, tag: &str, digest: &str, token: &str) -> Markup {
+    let back = format!("/ui/tag?name={}&tag={}", q(name), q(tag));
+    let body = html! {
+        h1 { "Delete " (name) ":" (tag) "?" }
+        p {
+            "The tag goes; the manifest it points to (" code { (short_digest(digest)) } ") stays, reachable by its digest \
+             and by other tags, until garbage collection removes what nothing reaches any more."
+        }
+        form #confirm method="post" action="/ui/delete" {
+            input type="hidden" name="name" value=(name);
+            input type="hidden" name="tag" value=(tag);
+            input type="hidden" name="token" value=(token);
+            button.danger type="submit" { "Delete the tag" }
+            " "
+            a href=(back) { "Cancel" }
+        }
+    };
+    layout(&format!("Delete {name}:{tag}"), viewer, body)
 }
 
 /// A page for what cannot be shown (unknown, or not for this viewer).

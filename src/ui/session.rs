@@ -36,6 +36,24 @@ pub fn cookie(req: &HttpRequest, on: &AuthOn, user: &str) -> Option<HeaderValue>
     HeaderValue::from_str(&value).ok()
 }
 
+/// How long a form stays good for (a confirmation read, then answered).
+const FORM_LIFETIME: Duration = Duration::from_secs(600);
+
+fn form_binding(on: &AuthOn, user: &str, purpose: &str) -> Option<String> {
+    on.users.hash_of(user).map(|h| format!("form\0{purpose}\0{h}"))
+}
+
+/// A token a form carries, so that only a page this server sent to `user`
+/// can make the change `purpose` names (another site cannot forge the POST).
+pub fn form_token(on: &AuthOn, user: &str, purpose: &str) -> Option<String> {
+    Some(on.key.issue_for(user, &form_binding(on, user, purpose)?, FORM_LIFETIME))
+}
+
+/// Whether `token` is `form_token(user, purpose)`, unexpired.
+pub fn form_token_ok(on: &AuthOn, user: &str, purpose: &str, token: &str) -> bool {
+    on.key.verify(token, |u| form_binding(on, u, purpose)).ok().flatten().as_deref() == Some(user)
+}
+
 /// The `Set-Cookie` value that ends the session.
 pub fn cleared() -> HeaderValue {
     HeaderValue::from_static("berth_session=; Path=/ui; Max-Age=0; HttpOnly; SameSite=Strict")
