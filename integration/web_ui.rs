@@ -289,3 +289,79 @@ async fn a_logged_in_user_deletes_a_tag_after_confirming() {
     s.stop().await;
     up.stop().await;
 }
+
+/// The sum of a metric's samples whose labels include every one of `labels`.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// The mirror's page adds up to `/metrics`: after a push pulled back, a cold
+/// and a warm pull of one mirrored image and a cold pull of another, and the
+/// eviction of what expired, the 24-hour and 30-day charts' bars, the totals,
+/// the hit ratio and the bytes eviction freed are what a scrape reports.
+#[actix_rt::test]
+async fn the_mirror_page_adds_up_to_what_metrics_report() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let alpine = up.add_image("library/alpine", "3.20", &[layer(70_000, 5)]);
+    let busybox = up.add_image("library/busybox", "1", &[layer(30_000, 6), layer(20_000, 7)]);
+    let s = mirror(&up, None, |c| {
+        c.mirror.ttl = std::time::Duration::from_secs(2);
+        c.mirror.eviction_interval = std::time::Duration::from_millis(200);
+    })
+    .await;
+    let c = s.client();
+    let (m, _) = c.push_image("team/app", "v1", &layer(10_000, 1)).await;
+    assert_eq!(c.get("/v2/team/app/manifests/v1").await.body.as_ref(), &m[..]);
+    pull(&c, "alpine", "3.20", &alpine).await;
+    pull(&c, "alpine", "3.20", &alpine).await;
+    pull(&c, "busybox", "1", &busybox).await;
+    // Then nobody pulls: everything mirrored expires, and the counters settle.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let scrape = loop {
+        let text = String::from_utf8(c.get("/metrics").await.body.to_vec()).unwrap();
+        let blobs = metric(&text, "berth_evicted_total", &[("object", "blob")]);
+        // Each image's manifest, config and layers: 3 + 4 blobs.
+        if blobs == 7 {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "the mirrored images never expired: {blobs} blobs evicted");
+        actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let base = s.base.clone();
+    let page = browse(move |b| {
+        b.screenshot(&format!("{base}/ui/mirror"), &artifacts("mirror").join("mirror.png"));
+        b.dom(&format!("{base}/ui/mirror"))
+    })
+    .await;
+
+    let served = metric(&scrape, "berth_served_bytes_total", &[("content", "mirrored")]);
+    let fetched = metric(&scrape, "berth_upstream_fetched_bytes_total", &[("upstream", "docker.io")]);
+    let pushed = metric(&scrape, "berth_served_bytes_total", &[("content", "pushed")]);
+    assert!(served > fetched && fetched > 0, "a warm pull served more than was fetched: {served} / {fetched}");
+    let num = |sel: &str| -> Vec<u64> { attrs(&page, sel, "data-bytes").iter().map(|b| b.parse().unwrap()).collect() };
+    assert_eq!(num("#served"), [served]);
+    assert_eq!(num("#fetched"), [fetched]);
+    assert_eq!(num("#saved"), [served - fetched]);
+    assert_eq!(num("#served-pushed"), [pushed]);
+    assert_eq!(num("#evicted"), [metric(&scrape, "berth_evicted_bytes_total", &[])]);
+    for chart in ["#last-day", "#last-month"] {
+        assert_eq!(num(&format!("{chart} rect.served")).iter().sum::<u64>(), served, "{chart}");
+        assert_eq!(num(&format!("{chart} rect.fetched[data-upstream='docker.io']")).iter().sum::<u64>(), fetched);
+    }
+    assert_eq!(num("#last-day rect.served").len(), 24);
+    assert_eq!(num("#last-month rect.served").len(), 30);
+    let results = ["hit", "revalidated", "stale", "shared", "joined"];
+    let cached: u64 = results.iter().map(|r| metric(&scrape, "berth_mirror_lookups_total", &[("result", r)])).sum();
+    let all = metric(&scrape, "berth_mirror_lookups_total", &[]);
+    let ratio = format!("{:.1}%", cached as f64 * 100.0 / all as f64);
+    assert!(texts(&page, "#hit-ratio")[0].starts_with(&ratio), "{} vs {ratio}", texts(&page, "#hit-ratio")[0]);
+    assert_eq!(num("tr.upstream td.fetched"), [fetched]);
+    assert!(texts(&page, "#last-eviction")[0].contains("freed"));
+    s.stop().await;
+    up.stop().await;
+}

@@ -20,6 +20,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod tokens;
+pub mod traffic;
 pub mod ui;
 pub mod warm;
 
@@ -97,6 +98,7 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     actix_web::rt::spawn(housekeeping(Arc::downgrade(&registry)));
     actix_web::rt::spawn(eviction(Arc::downgrade(&registry)));
     actix_web::rt::spawn(scheduled_gc(Arc::downgrade(&registry)));
+    actix_web::rt::spawn(traffic_sampler(Arc::downgrade(&registry)));
     // `berth gc` finds a server running on this directory here, with the
     // token that lets it in.
     let token = api::admin::write_token(&cfg.storage.root)?;
@@ -217,6 +219,16 @@ async fn reload_files(users: Option<Weak<htpasswd::Htpasswd>>, certs: Option<Wea
 }
 
 /// Garbage collection every `gc.schedule`, when set.
+/// Samples the mirror's traffic for the web page's charts, every minute.
+async fn traffic_sampler(registry: Weak<Registry>) {
+    loop {
+        let Some(reg) = registry.upgrade() else { return };
+        reg.sample_traffic();
+        drop(reg);
+        actix_web::rt::time::sleep(std::time::Duration::from_secs(60)).await;
+    }
+}
+
 async fn scheduled_gc(registry: Weak<Registry>) {
     loop {
         let Some((every, opts)) = registry.upgrade().and_then(|r| r.gc_schedule()) else { return };

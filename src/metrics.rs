@@ -185,6 +185,45 @@ impl Metrics {
         out
     }
 
+    /// The counters the web page charts (`traffic`), summed over their other labels.
+    pub fn totals(&self) -> crate::traffic::Totals {
+        let mut t = crate::traffic::Totals::default();
+        for family in self.registry.gather() {
+            for m in family.get_metric() {
+                let label = |name: &str| m.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_string());
+                let v = m.get_counter().get_value() as u64;
+                match family.name() {
+                    "berth_served_bytes_total" if label("content").as_deref() == Some("mirrored") => {
+                        t.served_mirrored += v
+                    }
+                    "berth_served_bytes_total" => t.served_pushed += v,
+                    "berth_upstream_fetched_bytes_total" => {
+                        *t.fetched.entry(label("upstream").unwrap_or_default()).or_insert(0) += v
+                    }
+                    "berth_mirror_lookups_total" => match label("result").as_deref() {
+                        Some("miss" | "changed") => t.lookups_fetched += v,
+                        _ => t.lookups_cached += v,
+                    },
+                    _ => {}
+                }
+            }
+        }
+        t
+    }
+
+    /// Upstream failures since the start: upstream → kind → count.
+    pub fn upstream_errors(&self) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> {
+        let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> = Default::default();
+        for family in self.registry.gather().iter().filter(|f| f.name() == "berth_upstream_errors_total") {
+            for m in family.get_metric() {
+                let label = |name: &str| m.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_string());
+                let (Some(upstream), Some(kind)) = (label("upstream"), label("kind")) else { continue };
+                *out.entry(upstream).or_default().entry(kind).or_insert(0) += m.get_counter().get_value() as u64;
+            }
+        }
+        out
+    }
+
     /// Counts bytes served to `client`.
     pub fn served(&self, client: &str, mirrored: bool, kind: &str, bytes: u64) {
         let content = if mirrored { "mirrored" } else { "pushed" };

@@ -109,6 +109,43 @@ fn page_of<T>(all: Vec<T>, page: usize) -> Page<T> {
     Page { items, total, page, pages }
 }
 
+/// When the last eviction pass and garbage collection ran, and what they freed.
+#[derive(Debug, Clone, Default)]
+pub struct LastRuns {
+    pub eviction: Option<(SystemTime, super::expiry::EvictionReport)>,
+    pub gc: Option<(SystemTime, super::gc::GcReport)>,
+}
+
+/// One upstream, as the mirror's page shows it.
+#[derive(Debug, Clone)]
+pub struct UpstreamRow {
+    pub host: String,
+    pub fetched: u64,
+    pub last_ok: Option<SystemTime>,
+    pub last_error: Option<(SystemTime, String)>,
+    /// Failures since the start, by kind (`unreachable`, `timeout`, …).
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// Everything the mirror's page shows.
+#[derive(Debug, Clone)]
+pub struct MirrorOverview {
+    pub enabled: bool,
+    /// Since the server started (what `/metrics` says).
+    pub totals: crate::traffic::Totals,
+    /// The last 24 hours, by the hour; the last 30 days, by the day.
+    pub hourly: Vec<crate::traffic::Bucket>,
+    pub daily: Vec<crate::traffic::Bucket>,
+    pub upstreams: Vec<UpstreamRow>,
+    /// Bytes of blob data only mirrored content uses, and the rest.
+    pub mirror_bytes: u64,
+    pub other_bytes: u64,
+    pub max_size: Option<u64>,
+    pub evicted_bytes: u64,
+    pub gc_bytes: u64,
+    pub last_runs: LastRuns,
+}
+
 /// A computed summary: the repository's generation then, and when.
 type Summary = (u64, Instant, Arc<RepoRow>);
 
@@ -399,6 +436,43 @@ impl Registry {
             out.push(ImageDetails { digest, platform, config, layers, created });
         }
         out
+    }
+
+    /// Records the traffic counters' growth since the last call (every minute).
+    pub fn sample_traffic(&self) {
+        self.traffic.sample(super::uses::now_secs(), self.metrics.totals());
+    }
+
+    /// The mirror at a glance.
+    pub async fn mirror_overview(&self) -> RegistryResult<MirrorOverview> {
+        let totals = self.metrics.totals();
+        let now = super::uses::now_secs();
+        let errors = self.metrics.upstream_errors();
+        let upstreams = self
+            .upstream_health()
+            .into_iter()
+            .map(|(host, h)| UpstreamRow {
+                fetched: totals.fetched.get(&host).copied().unwrap_or(0),
+                errors: errors.get(&host).cloned().unwrap_or_default(),
+                last_ok: h.last_ok,
+                last_error: h.last_error,
+                host,
+            })
+            .collect();
+        let (mirror_bytes, other_bytes) = self.store_bytes().await?;
+        Ok(MirrorOverview {
+            enabled: self.mirror.is_some(),
+            hourly: self.traffic.buckets(now, 3600, 24, &totals),
+            daily: self.traffic.buckets(now, 86_400, 30, &totals),
+            totals,
+            upstreams,
+            mirror_bytes,
+            other_bytes,
+            max_size: self.max_size,
+            evicted_bytes: self.metrics.evicted_bytes.get(),
+            gc_bytes: self.metrics.gc_bytes.get(),
+            last_runs: self.last_runs.lock().unwrap().clone(),
+        })
     }
 
     /// Whether `caller` may delete tags of `name` from the page (deletes

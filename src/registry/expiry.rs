@@ -156,6 +156,7 @@ impl Registry {
             m.evicted.with_label_values(&[object]).inc_by(n as u64);
         }
         m.evicted_bytes.inc_by(report.bytes_freed);
+        self.last_runs.lock().unwrap().eviction = Some((std::time::SystemTime::now(), report.clone()));
         Ok(report)
     }
 

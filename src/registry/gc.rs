@@ -97,6 +97,7 @@ impl Registry {
             self.metrics.gc_runs.inc();
             self.metrics.gc_blobs.inc_by(r.blobs_removed as u64);
             self.metrics.gc_bytes.inc_by(r.bytes_freed);
+            self.last_runs.lock().unwrap().gc = Some((SystemTime::now(), r.clone()));
         }
         result
     }

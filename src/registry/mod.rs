@@ -99,6 +99,10 @@ pub struct Registry {
     store_bytes: std::sync::Mutex<Option<(Instant, (u64, u64))>>,
     /// Repository names and summaries for the web page.
     catalog: browse::Catalog,
+    /// The mirror's traffic over time, for the web page's charts.
+    traffic: crate::traffic::Traffic,
+    /// The last eviction pass and garbage collection, and what they freed.
+    last_runs: std::sync::Mutex<browse::LastRuns>,
 }
 
 impl Registry {
@@ -132,6 +136,8 @@ impl Registry {
             metrics,
             store_bytes: Default::default(),
             catalog: Default::default(),
+            traffic: Default::default(),
+            last_runs: Default::default(),
         }
     }
 

@@ -31,6 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/ui/tag", web::get().to(tag))
         .route("/ui/login", web::get().to(login))
         .route("/ui/logout", web::get().to(logout))
+        .route("/ui/mirror", web::get().to(mirror))
         .route("/ui/delete", web::get().to(confirm_delete))
         .route("/ui/delete", web::post().to(delete))
         .route("/ui/static/style.css", web::get().to(style));
@@ -323,6 +324,22 @@ async fn delete(
                 |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
             see_other(&format!("/ui/repo?name={}&deleted={}", enc(&name), enc(&tag)))
         }
+        Err(e) => failed(&caller, &auth, e),
+    }
+}
+
+/// `/ui/mirror`: the mirror at a glance. Its numbers name no repository, but
+/// upstream errors may: with authentication on, for logged-in users only.
+async fn mirror(req: HttpRequest, reg: web::Data<Registry>, auth: web::Data<Auth>) -> HttpResponse {
+    let caller = match viewer(&req, &auth).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    if auth.0.is_some() && caller == Caller::Anonymous {
+        return login_challenge(&auth, "Log in to see the mirror's traffic and upstreams.");
+    }
+    match reg.mirror_overview().await {
+        Ok(m) => html(StatusCode::OK, pages::mirror(&viewer_of(&caller, &auth), &m)),
         Err(e) => failed(&caller, &auth, e),
     }
 }

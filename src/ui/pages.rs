@@ -8,7 +8,8 @@ use maud::{html, Markup, DOCTYPE};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 use super::format::{ago, bytes, short_digest, utc};
-use crate::registry::browse::{Kind, Page, RepoRow, TagDetails, TagRow};
+use crate::registry::browse::{Kind, MirrorOverview, Page, RepoRow, TagDetails, TagRow};
+use crate::traffic::Bucket;
 
 /// Who is looking, for the header.
 pub struct Viewer<'a> {
@@ -34,7 +35,7 @@ pub fn layout(title: &str, viewer: &Viewer, body: Markup) -> Markup {
             body {
                 header {
                     a.brand href="/ui/" { "berth" }
-                    nav { a href="/ui/" { "Repositories" } }
+                    nav { a href="/ui/" { "Repositories" } " " a href="/ui/mirror" { "Mirror" } }
                     span.viewer {
                         @if let Some(user) = viewer.user {
                             "Signed in as " strong { (user) }
@@ -278,4 +279,139 @@ pub fn problem(viewer: &Viewer, title: &str, message: &str) -> Markup {
         viewer,
         html! { h1 { (title) } p.problem { (message) } p { a href="/ui/" { "Back to the repositories" } } },
     )
+}
+
+/// A bar chart of traffic: for each bucket, what clients were served from
+/// the mirror beside what was fetched from the upstreams (stacked by
+/// upstream). Every bar carries its exact bytes (`data-bytes`).
+fn traffic_chart(id: &str, title: &str, buckets: &[Bucket], hosts: &[String], label: impl Fn(u64) -> String) -> Markup {
+    const W: f64 = 760.0;
+    const H: f64 = 180.0;
+    const LEFT: f64 = 70.0;
+    const BOTTOM: f64 = 22.0;
+    let plot_h = H - BOTTOM - 8.0;
+    let max =
+        buckets.iter().map(|b| b.totals.served_mirrored.max(b.totals.fetched_total())).max().unwrap_or(0).max(1) as f64;
+    let slot = (W - LEFT) / buckets.len().max(1) as f64;
+    let bar = (slot * 0.38).max(1.0);
+    let y = |v: u64| 8.0 + plot_h - v as f64 / max * plot_h;
+    let every = buckets.len().div_ceil(8).max(1);
+    html! {
+        figure.chart {
+            figcaption { (title) }
+            svg #(id) viewBox=(format!("0 0 {W} {H}")) role="img" aria-label=(title) {
+                line.axis x1=(LEFT) y1=(8.0 + plot_h) x2=(W) y2=(8.0 + plot_h) {}
+                text.tick x=(LEFT - 6.0) y=(14.0) text-anchor="end" { (bytes(max as u64)) }
+                text.tick x=(LEFT - 6.0) y=(8.0 + plot_h) text-anchor="end" { "0" }
+                @for (i, b) in buckets.iter().enumerate() {
+                    @let x = LEFT + i as f64 * slot + slot * 0.1;
+                    @let served = b.totals.served_mirrored;
+                    rect.served x=(x) y=(y(served)) width=(bar) height=(8.0 + plot_h - y(served)) data-bytes=(served) {
+                        title { (label(b.start)) ": " (bytes(served)) " served from the mirror" }
+                    }
+                    @for (host, n, below) in stacked(&b.totals, hosts) {
+                        rect.fetched x=(x + bar) y=(y(below + n)) width=(bar) height=(y(below) - y(below + n)) data-upstream=(host) data-bytes=(n) {
+                            title { (label(b.start)) ": " (bytes(n)) " fetched from " (host) }
+                        }
+                    }
+                    @if i % every == 0 {
+                        text.tick x=(x + bar) y=(H - 6.0) text-anchor="middle" { (label(b.start)) }
+                    }
+                }
+            }
+            p.legend { span.key.served {} " served from the mirror " span.key.fetched {} " fetched from upstreams" }
+        }
+    }
+}
+
+/// Each upstream's bytes in `t`, with the bytes of the upstreams stacked below it.
+fn stacked<'a>(t: &crate::traffic::Totals, hosts: &'a [String]) -> Vec<(&'a String, u64, u64)> {
+    let mut below = 0;
+    hosts
+        .iter()
+        .map(|h| {
+            let n = t.fetched.get(h).copied().unwrap_or(0);
+            below += n;
+            (h, n, below - n)
+        })
+        .collect()
+}
+
+fn hour_label(start: u64) -> String {
+    format!("{:02}:00", start % 86_400 / 3600)
+}
+
+fn day_label(start: u64) -> String {
+    utc(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(start))[5..10].to_string()
+}
+
+/// `/ui/mirror`: the mirror at a glance.
+pub fn mirror(viewer: &Viewer, m: &MirrorOverview) -> Markup {
+    let now = SystemTime::now();
+    let t = &m.totals;
+    let hosts: Vec<String> = m.upstreams.iter().map(|u| u.host.clone()).collect();
+    let body = html! {
+        h1 { "The mirror" }
+        @if !m.enabled {
+            p.empty { "Mirroring is off (mirror.enabled = false)." }
+        }
+        p.meta { "Since the server started; what /metrics reports." }
+        dl.facts #totals {
+            dt { "Hit ratio" }
+            dd #hit-ratio { @match t.hit_ratio() { Some(r) => (format!("{:.1}%", r * 100.0)), None => span.none { "—" } }
+                " " span.meta { "(" (t.lookups_cached) " of " (t.lookups_cached + t.lookups_fetched) " lookups without a download)" } }
+            dt { "Served from the mirror" } dd #served data-bytes=(t.served_mirrored) { (bytes(t.served_mirrored)) }
+            dt { "Fetched from upstreams" } dd #fetched data-bytes=(t.fetched_total()) { (bytes(t.fetched_total())) }
+            dt { "Bandwidth saved" } dd #saved data-bytes=(t.saved()) { (bytes(t.saved())) }
+            dt { "Served from pushed content" } dd #served-pushed data-bytes=(t.served_pushed) { (bytes(t.served_pushed)) }
+        }
+        (traffic_chart("last-day", "The last 24 hours, by the hour (UTC)", &m.hourly, &hosts, hour_label))
+        (traffic_chart("last-month", "The last 30 days, by the day", &m.daily, &hosts, day_label))
+        h2 { "Upstreams" }
+        table #upstreams {
+            thead { tr { th { "Upstream" } th.num { "Fetched" } th { "Last answered" } th { "Last error" } th { "Errors" } } }
+            tbody {
+                @for u in &m.upstreams {
+                    tr.upstream {
+                        td.host { (u.host) }
+                        td.num.fetched data-bytes=(u.fetched) { (bytes(u.fetched)) }
+                        td { (when(u.last_ok, now)) }
+                        td.error { @match &u.last_error { Some((at, msg)) => { (when(Some(*at), now)) ": " (msg) }, None => span.none { "none" } } }
+                        td.errors { @if u.errors.is_empty() { span.none { "0" } } @else {
+                            (u.errors.iter().map(|(k, n)| format!("{k}: {n}")).collect::<Vec<_>>().join(", ")) } }
+                    }
+                }
+            }
+        }
+        h2 { "Storage" }
+        dl.facts #storage {
+            dt { "Mirrored content" }
+            dd #mirror-bytes data-bytes=(m.mirror_bytes) {
+                (bytes(m.mirror_bytes))
+                @if let Some(max) = m.max_size {
+                    " of " (bytes(max)) " (mirror.max_size) "
+                    meter min="0" max=(max) value=(m.mirror_bytes.min(max)) { (m.mirror_bytes) }
+                } @else { " " span.none { "(no mirror.max_size)" } }
+            }
+            dt { "Pushed content" } dd data-bytes=(m.other_bytes) { (bytes(m.other_bytes)) }
+        }
+        h2 { "Eviction and garbage collection" }
+        dl.facts #runs {
+            dt { "Last eviction pass" }
+            dd #last-eviction { @match &m.last_runs.eviction {
+                Some((at, r)) => { (when(Some(*at), now)) ": " (r.tags) " tags, " (r.manifests) " manifests, "
+                    (r.blob_links) " blob links and " (r.blobs) " blobs removed, " (bytes(r.bytes_freed)) " freed" }
+                None => span.none { "none since the start" },
+            } }
+            dt { "Freed by eviction since the start" } dd #evicted data-bytes=(m.evicted_bytes) { (bytes(m.evicted_bytes)) }
+            dt { "Last garbage collection" }
+            dd #last-gc { @match &m.last_runs.gc {
+                Some((at, r)) => { (when(Some(*at), now)) ": " (r.manifests_removed) " manifests and " (r.blobs_removed)
+                    " blobs removed, " (bytes(r.bytes_freed)) " freed" }
+                None => span.none { "none since the start" },
+            } }
+            dt { "Freed by garbage collection since the start" } dd #collected data-bytes=(m.gc_bytes) { (bytes(m.gc_bytes)) }
+        }
+    };
+    layout("The mirror", viewer, body)
 }
