@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 
+use futures::{StreamExt, TryStreamExt};
+
 use crate::oci::{Digest, RepoName, Tag};
 use crate::store::index::UseKind;
 use crate::store::layout;
@@ -257,13 +259,17 @@ impl Registry {
             .filter(|(name, k, _)| self.may_pull(caller, name, k))
             .collect();
         let Page { items, total, page, pages } = page_of(matching, page);
-        let mut rows = Vec::with_capacity(items.len());
-        for (name, kind, storage) in items {
-            let summary = self.summary(&name, kind, &storage).await?;
-            // Pulls do not change the summary: their time is looked up each time.
-            let last_pull = self.last_pull(&storage, &summary.kind).await?;
-            rows.push(Arc::new(RepoRow { last_pull, ..(*summary).clone() }));
-        }
+        // Summaries not cached yet read storage: several at once.
+        let rows = futures::stream::iter(items)
+            .map(|(name, kind, storage)| async move {
+                let summary = self.summary(&name, kind, &storage).await?;
+                // Pulls do not change the summary: their time is looked up each time.
+                let last_pull = self.last_pull(&storage, &summary.kind).await?;
+                Ok::<_, RegistryError>(Arc::new(RepoRow { last_pull, ..(*summary).clone() }))
+            })
+            .buffered(8)
+            .try_collect()
+            .await?;
         Ok(Page { items: rows, total, page, pages })
     }
 
