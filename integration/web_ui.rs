@@ -181,8 +181,10 @@ async fn the_pages_list_repositories_tags_platforms_layers_and_referrers() {
     up.stop().await;
 }
 
-#[actix_rt::test]
-async fn with_authentication_a_viewer_sees_what_they_may_pull_and_is_offered_a_login() {
+/// berth with authentication (user alice, password wonderland), mirroring a
+/// fake Docker Hub, deletes on if `delete`; `team/app:v1` pushed and
+/// `alpine:3.20` pulled through it by alice, whose client it returns.
+async fn with_alice(delete: bool) -> (FakeUpstream, TestServer, Client, tempfile::TempDir) {
     let up = FakeUpstream::start(Auth::Anonymous).await;
     let alpine = up.add_image("library/alpine", "3.20", &[layer(7_000, 5)]);
     let users = tempfile::tempdir().unwrap();
@@ -190,12 +192,18 @@ async fn with_authentication_a_viewer_sees_what_they_may_pull_and_is_offered_a_l
     std::fs::write(&htpasswd, berth::htpasswd::line("alice", "wonderland", 4).unwrap()).unwrap();
     let s = mirror(&up, None, move |c| {
         c.auth.htpasswd = Some(berth::config::HtpasswdConfig { path: htpasswd, realm: "berth".into() });
+        c.storage.delete.enabled = delete;
     })
     .await;
-    let alice = format!("Basic {}", base64_encode("alice:wonderland"));
-    let c = Client::authorized(&s.base, &alice);
+    let c = Client::authorized(&s.base, &format!("Basic {}", base64_encode("alice:wonderland")));
     c.push_image("team/app", "v1", &layer(3_000, 1)).await;
     pull(&c, "alpine", "3.20", &alpine).await;
+    (up, s, c, users)
+}
+
+#[actix_rt::test]
+async fn with_authentication_a_viewer_sees_what_they_may_pull_and_is_offered_a_login() {
+    let (up, s, _, _users) = with_alice(false).await;
     let base = s.base.clone();
     let (anonymous, hidden, as_alice) = browse({
         let shots = artifacts("auth");
@@ -241,21 +249,8 @@ fn base64_encode(s: &str) -> String {
 /// did not come from the confirmation (no form token) deletes nothing.
 #[actix_rt::test]
 async fn a_logged_in_user_deletes_a_tag_after_confirming() {
-    let up = FakeUpstream::start(Auth::Anonymous).await;
-    let alpine = up.add_image("library/alpine", "3.20", &[layer(7_000, 5)]);
-    let users = tempfile::tempdir().unwrap();
-    let htpasswd = users.path().join("htpasswd");
-    std::fs::write(&htpasswd, berth::htpasswd::line("alice", "wonderland", 4).unwrap()).unwrap();
-    let s = mirror(&up, None, move |c| {
-        c.auth.htpasswd = Some(berth::config::HtpasswdConfig { path: htpasswd, realm: "berth".into() });
-        c.storage.delete.enabled = true;
-    })
-    .await;
-    let alice = format!("Basic {}", base64_encode("alice:wonderland"));
-    let c = Client::authorized(&s.base, &alice);
-    c.push_image("team/app", "v1", &layer(3_000, 1)).await;
+    let (up, s, c, _users) = with_alice(true).await;
     c.push_image("team/app", "v2", &layer(4_000, 2)).await;
-    pull(&c, "alpine", "3.20", &alpine).await;
     let shots = artifacts("delete");
 
     let b = Browser::start().await;

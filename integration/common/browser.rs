@@ -7,6 +7,18 @@ use std::process::Command;
 
 use super::procs::require;
 
+/// Headless, with nothing of its own going to the network, at one window size.
+pub const CHROMIUM_ARGS: [&str; 8] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1280,900",
+];
+
 pub struct Chromium {
     profile: tempfile::TempDir,
 }
@@ -19,18 +31,9 @@ impl Chromium {
 
     fn command(&self) -> Command {
         let mut c = Command::new("chromium");
-        c.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--hide-scrollbars",
-            "--window-size=1280,900",
-        ])
-        .arg(format!("--user-data-dir={}", self.profile.path().display()));
+        c.args(CHROMIUM_ARGS)
+            .arg("--hide-scrollbars")
+            .arg(format!("--user-data-dir={}", self.profile.path().display()));
         c
     }
 

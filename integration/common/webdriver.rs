@@ -32,17 +32,8 @@ impl Browser {
         let profile = tempfile::tempdir().unwrap();
         let http = awc::Client::builder().timeout(Duration::from_secs(60)).finish();
         let mut b = Browser { _driver: driver, base: format!("http://127.0.0.1:{port}"), http, _profile: profile };
-        let args = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--window-size=1280,900",
-            &format!("--user-data-dir={}", b._profile.path().display()),
-        ];
+        let mut args: Vec<String> = super::browser::CHROMIUM_ARGS.iter().map(|a| a.to_string()).collect();
+        args.push(format!("--user-data-dir={}", b._profile.path().display()));
         let caps = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args }

@@ -150,6 +150,15 @@ fn bad_query(caller: &Caller, auth: &Auth, e: impl std::fmt::Display) -> HttpRes
     html(StatusCode::BAD_REQUEST, pages::problem(&viewer_of(caller, auth), "Bad request", &e.to_string()))
 }
 
+/// Who asks, and what (the query string as `Q`); or the page that says why not.
+async fn asked<Q: serde::de::DeserializeOwned>(req: &HttpRequest, auth: &Auth) -> Result<(Caller, Q), HttpResponse> {
+    let caller = viewer(req, auth).await?;
+    match web::Query::<Q>::from_query(req.query_string()) {
+        Ok(q) => Ok((caller, q.into_inner())),
+        Err(e) => Err(bad_query(&caller, auth, e)),
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct ListQuery {
     #[serde(default)]
@@ -165,13 +174,9 @@ fn first() -> usize {
 }
 
 async fn repositories(req: HttpRequest, reg: web::Data<Registry>, auth: web::Data<Auth>) -> HttpResponse {
-    let caller = match viewer(&req, &auth).await {
-        Ok(c) => c,
+    let (caller, query) = match asked::<ListQuery>(&req, &auth).await {
+        Ok(asked) => asked,
         Err(resp) => return resp,
-    };
-    let query = match web::Query::<ListQuery>::from_query(req.query_string()) {
-        Ok(q) => q.into_inner(),
-        Err(e) => return bad_query(&caller, &auth, e),
     };
     let kind = match query.kind.as_str() {
         "" => None,
@@ -202,13 +207,9 @@ fn host(req: &HttpRequest) -> String {
 }
 
 async fn repository(req: HttpRequest, reg: web::Data<Registry>, auth: web::Data<Auth>) -> HttpResponse {
-    let caller = match viewer(&req, &auth).await {
-        Ok(c) => c,
+    let (caller, query) = match asked::<RepoQuery>(&req, &auth).await {
+        Ok(asked) => asked,
         Err(resp) => return resp,
-    };
-    let query = match web::Query::<RepoQuery>::from_query(req.query_string()) {
-        Ok(q) => q.into_inner(),
-        Err(e) => return bad_query(&caller, &auth, e),
     };
     let notice = query.deleted.as_ref().map(|t| format!("Deleted the tag {t}."));
     match reg.browse_tags(&caller, &query.name, query.page).await {
@@ -227,13 +228,9 @@ struct TagQuery {
 }
 
 async fn tag(req: HttpRequest, reg: web::Data<Registry>, auth: web::Data<Auth>) -> HttpResponse {
-    let caller = match viewer(&req, &auth).await {
-        Ok(c) => c,
+    let (caller, query) = match asked::<TagQuery>(&req, &auth).await {
+        Ok(asked) => asked,
         Err(resp) => return resp,
-    };
-    let query = match web::Query::<TagQuery>::from_query(req.query_string()) {
-        Ok(q) => q.into_inner(),
-        Err(e) => return bad_query(&caller, &auth, e),
     };
     match reg.browse_tag(&caller, &query.name, &query.tag).await {
         Ok(details) => {
@@ -255,13 +252,9 @@ fn forbidden(caller: &Caller, auth: &Auth, message: &str) -> HttpResponse {
 
 /// `GET /ui/delete?name=&tag=`: the confirmation, with the form that deletes.
 async fn confirm_delete(req: HttpRequest, reg: web::Data<Registry>, auth: web::Data<Auth>) -> HttpResponse {
-    let caller = match viewer(&req, &auth).await {
-        Ok(c) => c,
+    let (caller, query) = match asked::<TagQuery>(&req, &auth).await {
+        Ok(asked) => asked,
         Err(resp) => return resp,
-    };
-    let query = match web::Query::<TagQuery>::from_query(req.query_string()) {
-        Ok(q) => q.into_inner(),
-        Err(e) => return bad_query(&caller, &auth, e),
     };
     let details = match reg.browse_tag(&caller, &query.name, &query.tag).await {
         Ok(d) => d,
