@@ -142,7 +142,7 @@ impl Registry {
             }
         }
         if let Some(turn) = turn {
-            self.store.end_turn(turn).await?;
+            self.store.end_turn_logged(turn).await;
         }
         report.millis = started.elapsed().as_millis();
         let m = &self.metrics;

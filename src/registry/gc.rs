@@ -91,7 +91,7 @@ impl Registry {
         let result = self.gc_run(opts, progress).await;
         *self.gc_live.lock().unwrap() = None;
         if let Some(turn) = turn {
-            self.store.end_turn(turn).await?;
+            self.store.end_turn_logged(turn).await;
         }
         if let (Ok(r), false) = (&result, dry_run) {
             self.metrics.gc_runs.inc();

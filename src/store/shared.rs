@@ -154,6 +154,14 @@ impl Store {
         turn.lease.release().await
     }
 
+    /// `end_turn` for work that is done whatever happens to the snapshot: a
+    /// failure is logged (the next turn merges the same batches again).
+    pub async fn end_turn_logged(&self, turn: Turn) {
+        if let Err(e) = self.end_turn(turn).await {
+            tracing::warn!(error = %e, "could not save the uses snapshot at the end of a lifecycle turn");
+        }
+    }
+
     /// Writes uses this replica recorded to the storage, for whichever
     /// replica takes the next turn.
     pub async fn publish_uses(&self, uses: &[(String, u64)]) -> StoreResult<()> {
