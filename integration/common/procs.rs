@@ -16,8 +16,26 @@ pub fn require(tool: &str) {
 }
 
 /// A loopback port that was free a moment ago.
+///
+/// Taken below the kernel's ephemeral range (32768 and up by default): a
+/// port the kernel hands out for `:0` is one it may also give, a moment
+/// later, to some outgoing connection as its local port, and the server the
+/// test then starts on it fails with "address already in use" (SeaweedFS's
+/// filer did, once, while another test's cluster was busy). Ports come from
+/// a counter shared by the process's tests, offset by the process id, each
+/// checked free before it is handed out.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (std::process::id().wrapping_mul(7_919).wrapping_add(n)) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Runs a command to completion; panics with its output if it fails.
