@@ -72,17 +72,35 @@ impl Browser {
         found[ELEMENT].as_str().unwrap_or_else(|| panic!("no element {css}")).to_string()
     }
 
-    /// Clicks the element `css` picks (a link, a button).
+    /// Clicks the element `css` picks (a link, a button) and waits for the page it leads to.
     pub async fn click(&self, css: &str) {
         let id = self.find(css).await;
-        self.call("POST", &format!("/element/{id}/click"), json!({})).await;
+        self.click_element(&id).await;
     }
 
-    /// Clicks the link whose text is `text`.
+    /// Clicks the link whose text is `text` and waits for the page it leads to.
     pub async fn click_link(&self, text: &str) {
         let found = self.call("POST", "/element", json!({ "using": "link text", "value": text })).await;
         let id = found[ELEMENT].as_str().unwrap_or_else(|| panic!("no link {text}")).to_string();
+        self.click_element(&id).await;
+    }
+
+    /// A click that navigates: chromedriver may answer it before a form's
+    /// POST and the redirect after it have loaded, so this waits (bounded)
+    /// until the address has changed and the new document is complete.
+    async fn click_element(&self, id: &str) {
+        let before = self.url().await;
         self.call("POST", &format!("/element/{id}/click"), json!({})).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready =
+                self.call("POST", "/execute/sync", json!({ "script": "return document.readyState", "args": [] }));
+            if self.url().await != before && ready.await == "complete" {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "the click on {before} led nowhere");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Types `text` into the field `css` picks.
