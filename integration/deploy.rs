@@ -116,6 +116,24 @@ fn build_berth_image(d: &Dockerd, w: &Path) -> PathBuf {
     client_config
 }
 
+/// `docker-compose` on `project` against the test's dockerd, as project `name`.
+fn compose_command<'a>(
+    project: &'a Path,
+    d: &'a Dockerd,
+    client_config: &'a Path,
+    name: &'a str,
+) -> impl Fn(&[&str]) -> Command + 'a {
+    move |args| {
+        let mut c = Command::new("docker-compose");
+        c.current_dir(project)
+            .env("DOCKER_HOST", &d.host)
+            .env("DOCKER_CONFIG", client_config)
+            .args(["-p", name])
+            .args(args);
+        c
+    }
+}
+
 #[test]
 fn the_image_builds_and_the_compose_stack_serves_a_mirror_with_a_persistent_volume() {
     require("docker-compose");
@@ -139,15 +157,7 @@ fn the_image_builds_and_the_compose_stack_serves_a_mirror_with_a_persistent_volu
     let port = free_port();
     let compose = std::fs::read_to_string(repo.join("docker-compose.yml")).unwrap();
     std::fs::write(project.join("docker-compose.yml"), test_compose(&compose, port, &upstream)).unwrap();
-    let compose_cmd = |args: &[&str]| {
-        let mut c = Command::new("docker-compose");
-        c.current_dir(&project)
-            .env("DOCKER_HOST", &d.host)
-            .env("DOCKER_CONFIG", &client_config)
-            .args(["-p", "berthtest"])
-            .args(args);
-        c
-    };
+    let compose_cmd = compose_command(&project, &d, &client_config, "berthtest");
     run(&mut compose_cmd(&["up", "-d", "--no-build"]));
     let container = run(&mut compose_cmd(&["ps", "-q", "berth"])).trim().to_string();
     let mut healthy = String::new();
@@ -174,6 +184,7 @@ fn the_image_builds_and_the_compose_stack_serves_a_mirror_with_a_persistent_volu
     }
     d.docker(&["pull", &image]);
     run(&mut compose_cmd(&["down", "-v"]));
+    drop(compose_cmd);
     drop(d);
 }
 
@@ -275,15 +286,7 @@ fn the_replicas_example_serves_one_registry_from_two_replicas_over_one_bucket() 
     let (port, replicas) = (free_port(), [free_port(), free_port()]);
     let project = w.join("replicas");
     replicas_test_project(&project, port, replicas);
-    let compose_cmd = |args: &[&str]| {
-        let mut c = Command::new("docker-compose");
-        c.current_dir(&project)
-            .env("DOCKER_HOST", &d.host)
-            .env("DOCKER_CONFIG", &client_config)
-            .args(["-p", "berthreplicas"])
-            .args(args);
-        c
-    };
+    let compose_cmd = compose_command(&project, &d, &client_config, "berthreplicas");
     run(&mut compose_cmd(&["up", "-d", "--no-build"]));
     let registry = format!("127.0.0.1:{port}");
     let mut answered = (0, String::new());
@@ -314,5 +317,6 @@ fn the_replicas_example_serves_one_registry_from_two_replicas_over_one_bucket() 
             .arg(format!("oci:{}:copy{p}", w.join("copies").display())));
     }
     run(&mut compose_cmd(&["down", "-v"]));
+    drop(compose_cmd);
     drop(d);
 }

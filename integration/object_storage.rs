@@ -108,35 +108,53 @@ mod shared_lifecycle {
         r.bucket.stat(&layout::blob_data(d)).await.unwrap().is_some()
     }
 
+    /// The deleter's turn, and its deletion of `d`'s data running until it
+    /// is paused after its first `op` on a path containing `part`.
+    async fn pause_deletion(
+        r: &Replicas,
+        d: &Digest,
+        op: &'static str,
+        part: &str,
+    ) -> (
+        berth::store::shared::Turn,
+        crate::common::faults::Armed,
+        actix_rt::task::JoinHandle<berth::store::StoreResult<(usize, u64)>>,
+    ) {
+        let turn = r.deleter.lifecycle_turn(std::time::Duration::ZERO).await.unwrap().expect("the turn is free");
+        let paused = r.pausing.arm(op, part);
+        let (deleter, d) = (r.deleter.clone(), d.clone());
+        let delete = actix_rt::spawn(async move { deleter.delete_unreferenced_blobs(&[d]).await });
+        paused.reached().await;
+        (turn, paused, delete)
+    }
+
+    /// Waits (bounded) until the linker's link at `path` is in the bucket:
+    /// written, while the linker itself waits on the tombstone.
+    async fn wait_stored(r: &Replicas, path: &str) {
+        for _ in 0..200 {
+            if r.bucket.stat(path).await.unwrap().is_some() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the link {path} was never written");
+    }
+
     /// The linker writes its link after the deleter's tombstone and before its
     /// second walk of the links: the walk sees the link and the data stays.
     #[actix_rt::test]
     async fn a_blob_linked_before_the_deleters_recheck_keeps_its_data() {
         let r = replicas();
         let (d, _) = unlinked_manifest(&r).await;
-        let turn = r.deleter.lifecycle_turn(std::time::Duration::ZERO).await.unwrap().expect("the turn is free");
-        let stoned = r.pausing.arm("put", ".berth/doomed/");
-        let deleter = r.deleter.clone();
-        let delete = {
-            let d = d.clone();
-            actix_rt::spawn(async move { deleter.delete_unreferenced_blobs(&[d]).await })
-        };
-        stoned.reached().await;
+        let (turn, stoned, delete) = pause_deletion(&r, &d, "put", ".berth/doomed/").await;
         let repo: RepoName = "team/app".parse().unwrap();
         let link = {
             let (linker, d, repo) = (r.linker.clone(), d.clone(), repo.clone());
             // Waits on the tombstone until the deleter is done with it.
             actix_rt::spawn(async move { linker.link_existing(&repo, &d).await })
         };
-        // Give the link time to be written before the deleter goes on.
-        let written = layout::layer_link(&repo, &d);
-        for _ in 0..200 {
-            if r.bucket.stat(&written).await.unwrap().is_some() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert!(r.bucket.stat(&written).await.unwrap().is_some(), "the link was written");
+        // The link is written before the deleter goes on.
+        wait_stored(&r, &layout::layer_link(&repo, &d)).await;
         stoned.release();
         assert_eq!(delete.await.unwrap().unwrap(), (0, 0), "the new link kept the data");
         assert!(link.await.unwrap().unwrap(), "the linker was told the blob is there");
@@ -157,14 +175,7 @@ mod shared_lifecycle {
             if !data_present(&r, &d).await {
                 r.bucket.put(&layout::blob_data(&d), body.clone()).await.unwrap();
             }
-            let turn = r.deleter.lifecycle_turn(std::time::Duration::ZERO).await.unwrap().expect("the turn is free");
-            let walked = r.pausing.arm("walk", "repositories");
-            let deleter = r.deleter.clone();
-            let delete = {
-                let d = d.clone();
-                actix_rt::spawn(async move { deleter.delete_unreferenced_blobs(&[d]).await })
-            };
-            walked.reached().await;
+            let (turn, walked, delete) = pause_deletion(&r, &d, "walk", "repositories").await;
             let repo: RepoName = format!("team/{link_kind}").parse().unwrap();
             let link = {
                 let (linker, d, repo, body) = (r.linker.clone(), d.clone(), repo.clone(), body.clone());
@@ -179,13 +190,7 @@ mod shared_lifecycle {
                 "mount" => layout::layer_link(&repo, &d),
                 _ => layout::revision_link(&repo, &d),
             };
-            for _ in 0..200 {
-                if r.bucket.stat(&path).await.unwrap().is_some() {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            assert!(r.bucket.stat(&path).await.unwrap().is_some(), "{link_kind}: the link was written");
+            wait_stored(&r, &path).await;
             walked.release();
             assert_eq!(delete.await.unwrap().unwrap().0, 1, "{link_kind}: the walk came first: the data went");
             let linked = link.await.unwrap().unwrap();

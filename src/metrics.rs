@@ -7,6 +7,7 @@
 //! come from the config, and clients are htpasswd users, configured teams or
 //! `other` (never a raw address).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use prometheus::{
@@ -61,6 +62,20 @@ pub struct Metrics {
     pub fetch_waits: IntCounter,
     pub fetch_clients: IntGauge,
     pub store_bytes: IntGaugeVec,
+}
+
+/// Each sample of `counters`: its labels (name → value) and its count.
+fn samples(counters: &IntCounterVec) -> Vec<(BTreeMap<String, String>, u64)> {
+    use prometheus::core::Collector;
+    let families = counters.collect();
+    families
+        .iter()
+        .flat_map(|f| f.get_metric())
+        .map(|m| {
+            let labels = m.get_label().iter().map(|l| (l.name().to_string(), l.value().to_string())).collect();
+            (labels, m.get_counter().get_value() as u64)
+        })
+        .collect()
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -188,38 +203,30 @@ impl Metrics {
     /// The counters the web page charts (`traffic`), summed over their other labels.
     pub fn totals(&self) -> crate::traffic::Totals {
         let mut t = crate::traffic::Totals::default();
-        for family in self.registry.gather() {
-            for m in family.get_metric() {
-                let label = |name: &str| m.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_string());
-                let v = m.get_counter().get_value() as u64;
-                match family.name() {
-                    "berth_served_bytes_total" if label("content").as_deref() == Some("mirrored") => {
-                        t.served_mirrored += v
-                    }
-                    "berth_served_bytes_total" => t.served_pushed += v,
-                    "berth_upstream_fetched_bytes_total" => {
-                        *t.fetched.entry(label("upstream").unwrap_or_default()).or_insert(0) += v
-                    }
-                    "berth_mirror_lookups_total" => match label("result").as_deref() {
-                        Some("miss" | "changed") => t.lookups_fetched += v,
-                        _ => t.lookups_cached += v,
-                    },
-                    _ => {}
-                }
+        for (labels, v) in samples(&self.served_bytes) {
+            match labels.get("content").map(String::as_str) {
+                Some("mirrored") => t.served_mirrored += v,
+                _ => t.served_pushed += v,
+            }
+        }
+        for (mut labels, v) in samples(&self.upstream_bytes) {
+            *t.fetched.entry(labels.remove("upstream").unwrap_or_default()).or_insert(0) += v;
+        }
+        for (labels, v) in samples(&self.mirror_lookups) {
+            match labels.get("result").map(String::as_str) {
+                Some("miss" | "changed") => t.lookups_fetched += v,
+                _ => t.lookups_cached += v,
             }
         }
         t
     }
 
     /// Upstream failures since the start: upstream → kind → count.
-    pub fn upstream_errors(&self) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> {
-        let mut out: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> = Default::default();
-        for family in self.registry.gather().iter().filter(|f| f.name() == "berth_upstream_errors_total") {
-            for m in family.get_metric() {
-                let label = |name: &str| m.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_string());
-                let (Some(upstream), Some(kind)) = (label("upstream"), label("kind")) else { continue };
-                *out.entry(upstream).or_default().entry(kind).or_insert(0) += m.get_counter().get_value() as u64;
-            }
+    pub fn upstream_errors(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for (mut labels, v) in samples(&self.upstream_errors) {
+            let (Some(upstream), Some(kind)) = (labels.remove("upstream"), labels.remove("kind")) else { continue };
+            *out.entry(upstream).or_default().entry(kind).or_insert(0) += v;
         }
         out
     }

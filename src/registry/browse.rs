@@ -17,6 +17,7 @@ use crate::store::index::UseKind;
 use crate::store::layout;
 
 use super::access::Verdict;
+use super::cache::CachedManifest;
 use super::namespace::Action;
 use super::{Caller, Referrer, Registry, RegistryError, RegistryResult, Route};
 
@@ -163,19 +164,20 @@ pub struct Catalog {
 
 /// The name that pulls a repository the store keeps under `storage`.
 fn pull_name(storage: &RepoName) -> (String, Kind) {
-    match storage.as_str().strip_prefix(layout::MIRROR_DIR).and_then(|r| r.strip_prefix('/')) {
-        Some(rest) => {
-            let host = rest.split('/').next().unwrap_or_default().to_string();
-            (rest.to_string(), Kind::Mirrored(host))
-        }
+    match layout::mirrored_parts(storage) {
+        Some((host, remote)) => (format!("{host}/{remote}"), Kind::Mirrored(host.to_string())),
         None => (storage.to_string(), Kind::Pushed),
     }
 }
 
 impl Catalog {
     /// Notes that `storage` was written (it exists, or its summary changed).
+    /// Every push and fetch passes here: a name already known takes only the read lock.
     pub fn written(&self, storage: &RepoName) {
         let (name, kind) = pull_name(storage);
+        if self.names.read().unwrap().contains_key(&name) {
+            return;
+        }
         self.names.write().unwrap().entry(name).or_insert_with(|| (kind, storage.clone()));
     }
 }
@@ -208,26 +210,35 @@ impl Registry {
     /// Walks the repository names into the catalog (at startup, and again
     /// every few minutes on shared storage, where other replicas add names).
     pub async fn walk_catalog(&self) -> RegistryResult<()> {
-        let mut names = BTreeMap::new();
+        let names = self.repository_names().await?.into_iter().map(|(name, kind, s)| (name, (kind, s))).collect();
+        *self.catalog.names.write().unwrap() = names;
+        *self.catalog.walked.lock().unwrap() = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Every repository in the store (a walk of the tree): the name that
+    /// pulls it (`docker.io/library/alpine` for mirrored content), whose
+    /// content it holds, and where it is stored.
+    pub(super) async fn repository_names(&self) -> RegistryResult<Vec<(String, Kind, RepoName)>> {
+        let mut names = Vec::new();
         for n in self.store.list_repositories().await? {
             if let Ok(storage) = n.parse::<RepoName>() {
-                names.insert(n, (Kind::Pushed, storage));
+                names.push((n, Kind::Pushed, storage));
             }
         }
         if let Some(mirror) = &self.mirror {
             for host in mirror.hosts() {
                 for remote in self.store.list_mirrored(host).await? {
                     let storage = layout::mirror_repository(host, &remote);
-                    names.insert(format!("{host}/{remote}"), (Kind::Mirrored(host.to_string()), storage));
+                    names.push((format!("{host}/{remote}"), Kind::Mirrored(host.to_string()), storage));
                 }
             }
         }
-        *self.catalog.names.write().unwrap() = names;
-        *self.catalog.walked.lock().unwrap() = Some(Instant::now());
-        Ok(())
+        Ok(names)
     }
 
-    fn may_pull(&self, caller: &Caller, name: &str, kind: &Kind) -> bool {
+    /// Whether `caller` may pull `name` (as clients name it), by the access policy.
+    pub(super) fn may_pull(&self, caller: &Caller, name: &str, kind: &Kind) -> bool {
         name.parse::<RepoName>().is_ok_and(|n| {
             self.access.decide(caller, Action::Pull, &n, matches!(kind, Kind::Mirrored(_))) == Verdict::Allow
         })
@@ -290,12 +301,11 @@ impl Registry {
     pub fn catalog_counts(&self, caller: &Caller) -> (usize, BTreeMap<String, usize>) {
         let names = self.catalog.names.read().unwrap();
         let (mut pushed, mut mirrored) = (0, BTreeMap::new());
-        for (name, (kind, _)) in names.iter().filter(|(n, (k, _))| self.may_pull(caller, n, k)) {
+        for (_, (kind, _)) in names.iter().filter(|(n, (k, _))| self.may_pull(caller, n, k)) {
             match kind {
                 Kind::Pushed => pushed += 1,
                 Kind::Mirrored(host) => *mirrored.entry(host.clone()).or_insert(0) += 1,
             }
-            let _ = name;
         }
         (pushed, mirrored)
     }
@@ -318,13 +328,7 @@ impl Registry {
             last_push = last_push.max(self.store.tag_modified(storage, &tag).await?);
             bytes += self.reachable_bytes(&d, &mut seen).await;
         }
-        let pinned = match &kind {
-            Kind::Mirrored(host) => {
-                let remote = name.strip_prefix(host.as_str()).unwrap_or(name).trim_start_matches('/');
-                self.pins.pinned(host, remote, None)
-            }
-            Kind::Pushed => false,
-        };
+        let pinned = layout::mirrored_parts(storage).is_some_and(|(host, remote)| self.pins.pinned(host, remote, None));
         let row = Arc::new(RepoRow {
             name: name.to_string(),
             kind,
@@ -382,66 +386,62 @@ impl Registry {
         let Page { items, total, page, pages } = page_of(tags, page);
         let mut rows = Vec::with_capacity(items.len());
         for t in items {
-            if let Some(row) = self.tag_row(route.storage(), &t).await? {
+            if let Some((row, _)) = self.tag_details(route.storage(), &t).await? {
                 rows.push(row);
             }
         }
         Ok(Page { items: rows, total, page, pages })
     }
 
-    async fn tag_row(&self, storage: &RepoName, t: &str) -> RegistryResult<Option<TagRow>> {
+    /// Tag `t` of `storage`: its row and its images (`None` if it is not there).
+    async fn tag_details(&self, storage: &RepoName, t: &str) -> RegistryResult<Option<(TagRow, Vec<ImageDetails>)>> {
         let Ok(tag) = t.parse::<Tag>() else { return Ok(None) };
         let Some(digest) = self.store.resolve_tag(storage, &tag).await? else { return Ok(None) };
         let manifest = self.load_manifest(&digest).await?;
-        let (_, children) = descriptors(&manifest.bytes);
-        let platforms = children.iter().filter_map(|c| c.platform.clone()).collect();
-        let bytes = self.reachable_bytes(&digest, &mut BTreeSet::new()).await;
-        let images = self.images(&digest).await;
-        let created = images.iter().find_map(|i| i.created.clone());
-        Ok(Some(TagRow {
+        let images = self.images(&digest, &manifest).await;
+        let row = TagRow {
             tag: t.to_string(),
-            digest,
             media_type: manifest.info.media_type.clone(),
-            bytes,
-            platforms,
-            created,
-        }))
+            bytes: self.reachable_bytes(&digest, &mut BTreeSet::new()).await,
+            platforms: images.iter().filter_map(|i| i.platform.clone()).collect(),
+            created: images.iter().find_map(|i| i.created.clone()),
+            digest,
+        };
+        Ok(Some((row, images)))
     }
 
-    /// The images of manifest `d`: itself, or each platform of an index.
-    async fn images(&self, d: &Digest) -> Vec<ImageDetails> {
-        let Ok(manifest) = self.load_manifest(d).await else { return vec![] };
-        let (config, children) = descriptors(&manifest.bytes);
-        let entries: Vec<(Digest, Option<String>)> = if manifest.info.manifests.is_empty() {
-            vec![(d.clone(), None)]
-        } else {
-            children.into_iter().map(|c| (c.digest, c.platform)).collect()
-        };
-        let mut out = Vec::new();
-        for (digest, platform) in entries {
-            let (config, layers) = if &digest == d {
-                (config.clone(), descriptors(&manifest.bytes).1)
-            } else {
-                match self.load_manifest(&digest).await {
-                    Ok(m) => descriptors(&m.bytes),
-                    Err(_) => (None, vec![]),
-                }
+    /// The images of `manifest` (digest `d`): itself, or each platform of an index.
+    async fn images(&self, d: &Digest, manifest: &CachedManifest) -> Vec<ImageDetails> {
+        let (config, entries) = descriptors(&manifest.bytes);
+        if manifest.info.manifests.is_empty() {
+            return vec![self.image(d.clone(), None, config, entries).await];
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let (config, layers) = match self.load_manifest(&entry.digest).await {
+                Ok(m) => descriptors(&m.bytes),
+                Err(_) => (None, vec![]),
             };
-            let created = match &config {
-                Some(c) if c.size <= 1 << 20 => {
-                    self.store.read_blob_bytes(&c.digest).await.ok().flatten().and_then(|b| {
-                        serde_json::from_slice::<serde_json::Value>(&b)
-                            .ok()?
-                            .get("created")?
-                            .as_str()
-                            .map(str::to_string)
-                    })
-                }
-                _ => None,
-            };
-            out.push(ImageDetails { digest, platform, config, layers, created });
+            out.push(self.image(entry.digest, entry.platform, config, layers).await);
         }
         out
+    }
+
+    /// One image, with `created` read from its configuration (a small blob).
+    async fn image(
+        &self,
+        digest: Digest,
+        platform: Option<String>,
+        config: Option<Descriptor>,
+        layers: Vec<Descriptor>,
+    ) -> ImageDetails {
+        let created = match &config {
+            Some(c) if c.size <= 1 << 20 => self.store.read_blob_bytes(&c.digest).await.ok().flatten().and_then(|b| {
+                serde_json::from_slice::<serde_json::Value>(&b).ok()?.get("created")?.as_str().map(str::to_string)
+            }),
+            _ => None,
+        };
+        ImageDetails { digest, platform, config, layers, created }
     }
 
     /// Records the traffic counters' growth since the last call (every minute).
@@ -504,11 +504,10 @@ impl Registry {
     /// Everything the tag page shows of `name:tag`.
     pub async fn browse_tag(&self, caller: &Caller, name: &str, tag: &str) -> RegistryResult<TagDetails> {
         let (route, _) = self.browse_route(caller, name).await?;
-        let row = self
-            .tag_row(route.storage(), tag)
+        let (row, images) = self
+            .tag_details(route.storage(), tag)
             .await?
             .ok_or_else(|| RegistryError::ManifestUnknown(format!("{name}:{tag}")))?;
-        let images = self.images(&row.digest).await;
         let referrers = self.referrers(&route, &row.digest, None).await?;
         Ok(TagDetails { row, images, referrers })
     }

@@ -169,12 +169,12 @@ impl Registry {
             }
         }
         let subject = info.subject.clone();
-        let children: Vec<Digest> = info.blobs.iter().chain(&info.manifests).cloned().collect();
         self.save_manifest(repo, &digest, bytes, info, tag).await?;
-        self.gc_keep(referenced);
+        self.gc_keep(referenced.iter().cloned());
         // Another replica's lifecycle work may have deleted a referenced blob
-        // between the check above and the write (`store::shared`).
-        if let Some(gone) = self.store.confirm_data(&children).await?.into_iter().next() {
+        // between the check above and the write (`store::shared`); the
+        // manifest itself (first) was confirmed as it was saved.
+        if let Some(gone) = self.store.confirm_data(&referenced[1..]).await?.into_iter().next() {
             return Err(crate::store::StoreError::LifecycleRace(gone).into());
         }
         Ok(PushedManifest { digest, subject })

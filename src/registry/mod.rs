@@ -297,22 +297,13 @@ impl Registry {
         last: Option<&str>,
         caller: &Caller,
     ) -> RegistryResult<(Vec<String>, bool)> {
-        let may_pull = |name: &str, mirrored: bool| {
-            name.parse::<RepoName>()
-                .is_ok_and(|n| self.access.decide(caller, Action::Pull, &n, mirrored) == Verdict::Allow)
-        };
-        let mut names: Vec<String> =
-            self.store.list_repositories().await?.into_iter().filter(|n| may_pull(n, false)).collect();
-        if let Some(mirror) = &self.mirror {
-            for host in mirror.hosts() {
-                for remote in self.store.list_mirrored(host).await? {
-                    let pull_name = format!("{host}/{remote}");
-                    if may_pull(&pull_name, true) {
-                        names.push(pull_name);
-                    }
-                }
-            }
-        }
+        let mut names: Vec<String> = self
+            .repository_names()
+            .await?
+            .into_iter()
+            .filter(|(name, kind, _)| self.may_pull(caller, name, kind))
+            .map(|(name, _, _)| name)
+            .collect();
         names.sort();
         names.dedup();
         Ok(paginate(names, n, last))

@@ -29,13 +29,20 @@ struct Record {
     expires_ms: u64,
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn record(holder: &str, ttl: Duration) -> Bytes {
+/// The content of a lease object held by `holder` for `ttl` from now (also
+/// a tombstone's, `shared`: a mark that stands until it expires).
+pub(super) fn record(holder: &str, ttl: Duration) -> Bytes {
     let r = Record { holder: holder.to_string(), expires_ms: now_ms() + ttl.as_millis() as u64 };
     Bytes::from(serde_json::to_vec(&r).expect("a lease serialises"))
+}
+
+/// Whether a lease object's content has not expired yet.
+pub(super) fn is_live(content: &[u8]) -> bool {
+    serde_json::from_slice::<Record>(content).is_ok_and(|r| r.expires_ms > now_ms())
 }
 
 /// What trying to take a lease found.
@@ -91,8 +98,7 @@ pub async fn try_acquire(backend: &Arc<dyn Backend>, name: &str, holder: &str, t
         // Released between the two looks: the next attempt may win it.
         return Ok(Attempt::Held);
     };
-    let live = serde_json::from_slice::<Record>(&bytes).is_ok_and(|r| r.expires_ms > now_ms());
-    if live {
+    if is_live(&bytes) {
         return Ok(Attempt::Held);
     }
     // Expired (its holder died or stalled) or unreadable: take it over, if no one else did first.

@@ -137,18 +137,16 @@ pub(super) fn open_for_reading(path: &Path) -> std::io::Result<std::fs::File> {
 impl Backend for FsBackend {
     async fn get(&self, path: &str) -> StoreResult<Option<Bytes>> {
         let full = self.full(path);
-        let read = tokio::task::spawn_blocking(move || {
+        blocking(path, move || {
             use std::io::Read;
             let mut content = Vec::new();
-            open_for_reading(&full)?.read_to_end(&mut content).map(|_| content)
+            match open_for_reading(&full).and_then(|mut f| f.read_to_end(&mut content)) {
+                Ok(_) => Ok(Some(Bytes::from(content))),
+                Err(e) if absent(&e) => Ok(None),
+                Err(e) => Err(e),
+            }
         })
         .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        match read {
-            Ok(v) => Ok(Some(Bytes::from(v))),
-            Err(e) if absent(&e) => Ok(None),
-            Err(e) => Err(StoreError::io(path)(e)),
-        }
     }
 
     async fn get_versioned(&self, path: &str) -> StoreResult<Option<(Bytes, Version)>> {

@@ -221,11 +221,7 @@ impl Index {
     pub fn refs_many(&self, ds: &[Digest]) -> StoreResult<Vec<BlobRefs>> {
         self.with(|db| {
             let txn = db.begin_read()?;
-            let table = match txn.open_multimap_table(REFS) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![BlobRefs::default(); ds.len()]),
-                Err(e) => return Err(e.into()),
-            };
+            let Some(table) = readable_multimap(&txn, REFS)? else { return Ok(vec![BlobRefs::default(); ds.len()]) };
             let mut out = Vec::with_capacity(ds.len());
             for d in ds {
                 let mut refs = BlobRefs::default();
@@ -243,11 +239,7 @@ impl Index {
         let key = d.to_string();
         self.with(|db| {
             let txn = db.begin_read()?;
-            let table = match txn.open_multimap_table(REFS) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BlobRefs::default()),
-                Err(e) => return Err(e.into()),
-            };
+            let Some(table) = readable_multimap(&txn, REFS)? else { return Ok(BlobRefs::default()) };
             let mut refs = BlobRefs::default();
             for value in table.get(key.as_str())? {
                 refs.add(value?.value());
@@ -261,11 +253,7 @@ impl Index {
         let key = d.to_string();
         self.with(|db| {
             let txn = db.begin_read()?;
-            let table = match txn.open_table(SIZES) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
+            let Some(table) = readable(&txn, SIZES)? else { return Ok(None) };
             Ok(table.get(key.as_str())?.map(|v| v.value()))
         })
     }
@@ -325,11 +313,7 @@ impl Index {
     pub fn all_refs(&self) -> StoreResult<Vec<(Digest, RefKind, RepoName)>> {
         self.with(|db| {
             let txn = db.begin_read()?;
-            let table = match txn.open_multimap_table(REFS) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
-                Err(e) => return Err(e.into()),
-            };
+            let Some(table) = readable_multimap(&txn, REFS)? else { return Ok(vec![]) };
             let mut out = Vec::new();
             for entry in table.range::<&str>(..)? {
                 let (k, values) = entry?;
@@ -374,11 +358,7 @@ impl Index {
         let prefix = use_prefix(kind, repo);
         self.with(|db| {
             let txn = db.begin_read()?;
-            let table = match txn.open_table(USES) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
-                Err(e) => return Err(e.into()),
-            };
+            let Some(table) = readable(&txn, USES)? else { return Ok(vec![]) };
             let mut out = Vec::new();
             for entry in table.range(prefix.as_str()..)? {
                 let (k, v) = entry?;
@@ -432,11 +412,7 @@ impl Index {
     pub fn deferred(&self) -> StoreResult<Vec<Digest>> {
         self.with(|db| {
             let txn = db.begin_read()?;
-            let table = match txn.open_table(DEFERRED) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
-                Err(e) => return Err(e.into()),
-            };
+            let Some(table) = readable(&txn, DEFERRED)? else { return Ok(vec![]) };
             let mut out = Vec::new();
             for entry in table.iter()? {
                 if let Ok(d) = entry?.0.value().parse::<Digest>() {
@@ -450,11 +426,7 @@ impl Index {
     pub fn is_indexed(&self) -> StoreResult<bool> {
         self.with(|db| {
             let txn = db.begin_read()?;
-            let table = match txn.open_table(META) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
-                Err(e) => return Err(e.into()),
-            };
+            let Some(table) = readable(&txn, META)? else { return Ok(false) };
             Ok(table.get(INDEXED)?.is_some_and(|v| v.value() == FORMAT))
         })
     }
@@ -477,11 +449,7 @@ impl Index {
     pub fn all_uses(&self) -> StoreResult<Vec<(String, u64)>> {
         self.with(|db| {
             let txn = db.begin_read()?;
-            let table = match txn.open_table(USES) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
-                Err(e) => return Err(e.into()),
-            };
+            let Some(table) = readable(&txn, USES)? else { return Ok(vec![]) };
             let mut out = Vec::new();
             for entry in table.iter()? {
                 let (k, v) = entry?;
@@ -516,6 +484,30 @@ impl Index {
             txn.commit()?;
             Ok(())
         })
+    }
+}
+
+/// A table of a read transaction; `None` if nothing was ever written to it.
+fn readable<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, redb::Error> {
+    match txn.open_table(table) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `readable` for a multimap table.
+fn readable_multimap<K: redb::Key + 'static, V: redb::Key + 'static>(
+    txn: &redb::ReadTransaction,
+    table: MultimapTableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyMultimapTable<K, V>>, redb::Error> {
+    match txn.open_multimap_table(table) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -54,6 +54,12 @@ pub fn mirror_repository(host: &str, remote: &str) -> RepoName {
     RepoName::storage(format!("{MIRROR_DIR}/{host}/{remote}"))
 }
 
+/// The upstream host and remote name of a mirrored repository's storage
+/// name (what `mirror_repository` made); `None` for pushed content.
+pub fn mirrored_parts(storage: &RepoName) -> Option<(&str, &str)> {
+    storage.as_str().strip_prefix(MIRROR_DIR)?.strip_prefix('/')?.split_once('/')
+}
+
 /// The directory of one upstream's mirrored repositories.
 pub fn mirror_host_dir(host: &str) -> String {
     format!("{V2}/repositories/{MIRROR_DIR}/{host}")
@@ -181,6 +187,8 @@ mod tests {
         for name in [a.as_str(), b.as_str(), "_mirror/docker.io/library/alpine"] {
             assert!(name.parse::<RepoName>().is_err(), "a client could name {name}");
         }
+        assert_eq!(mirrored_parts(&a), Some(("a:1", "x/y")));
+        assert_eq!(mirrored_parts(&"team/app".parse().unwrap()), None);
         assert_eq!(
             repository(&mirror_repository("docker.io", "library/alpine")),
             format!("{}/docker.io/library/alpine", mirror_host_dir("docker.io").trim_end_matches("/docker.io"))

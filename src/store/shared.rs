@@ -28,7 +28,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 
 use crate::oci::manifest::ManifestInfo;
 use crate::oci::{Digest, RepoName};
@@ -66,16 +65,6 @@ pub struct Turn {
     lease: LeaseGuard,
     /// Use batches merged into the index this turn (deleted when it ends).
     batches: Vec<String>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Tombstone {
-    holder: String,
-    expires_ms: u64,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn tombstone_path(d: &Digest) -> String {
@@ -168,7 +157,8 @@ impl Store {
         if uses.is_empty() {
             return Ok(());
         }
-        let name = format!("{USES_DIR}/{}-{:013}-{}", self.instance, now_ms(), uuid::Uuid::new_v4().simple());
+        let name =
+            format!("{USES_DIR}/{}-{:013}-{}", self.instance, bucket_lease::now_ms(), uuid::Uuid::new_v4().simple());
         self.backend.put(&name, encode_uses(uses)).await
     }
 
@@ -229,8 +219,8 @@ impl Store {
             return Ok(vec![]);
         }
         let started = Instant::now();
-        let record = Tombstone { holder: self.instance.clone(), expires_ms: now_ms() + DOOM_TTL.as_millis() as u64 };
-        let record = Bytes::from(serde_json::to_vec(&record).expect("a tombstone serialises"));
+        // A tombstone is a lease record nobody renews.
+        let record = bucket_lease::record(&self.instance, DOOM_TTL);
         futures::stream::iter(ds)
             .map(|d| {
                 let (path, record) = (tombstone_path(d), record.clone());
@@ -242,7 +232,7 @@ impl Store {
         // Without a turn nothing is known to be old: every link keeps its blob.
         let since = self.turn_since.lock().unwrap().map_or(SystemTime::UNIX_EPOCH, |t| t - CLOCK_SLACK);
         let doomed: HashSet<&Digest> = ds.iter().collect();
-        let mut keep: HashSet<Digest> = HashSet::new();
+        let (mut keep, mut read): (HashSet<Digest>, HashSet<Digest>) = Default::default();
         for f in self.backend.walk(&layout::repositories_root()).await? {
             let Some((kind, _, d)) = parse_link(&f.path) else { continue };
             if f.modified < since {
@@ -251,8 +241,8 @@ impl Store {
             if doomed.contains(&d) {
                 keep.insert(d.clone());
             }
-            if kind == RefKind::Manifest {
-                // A manifest stored since: what it references stays too.
+            // A manifest stored since (in any repository: read once): what it references stays too.
+            if kind == RefKind::Manifest && read.insert(d.clone()) {
                 let Some(bytes) = self.read_blob_bytes(&d).await? else { continue };
                 let Ok(info) = ManifestInfo::parse_stored(&bytes) else { continue };
                 keep.extend(info.blobs.into_iter().chain(info.manifests).filter(|r| doomed.contains(r)));
@@ -288,12 +278,12 @@ impl Store {
                 .buffered(16)
                 .try_collect()
                 .await?;
-            let live = |s: &Option<Bytes>| {
-                s.as_ref()
-                    .and_then(|b| serde_json::from_slice::<Tombstone>(b).ok())
-                    .is_some_and(|t| t.expires_ms > now_ms())
-            };
-            pending = pending.into_iter().zip(&stones).filter(|(_, s)| live(s)).map(|(d, _)| d).collect();
+            pending = pending
+                .into_iter()
+                .zip(&stones)
+                .filter(|(_, s)| s.as_deref().is_some_and(bucket_lease::is_live))
+                .map(|(d, _)| d)
+                .collect();
             if let Some(d) = pending.first() {
                 if Instant::now() >= deadline {
                     return Err(StoreError::LifecycleRace((*d).clone()));

@@ -312,11 +312,7 @@ async fn delete(
         return forbidden(&caller, &auth, "This form did not come from this page, or it expired. Open the tag again.");
     }
     match reg.delete_tag(&caller, &name, &tag).await {
-        Ok(()) => {
-            let enc =
-                |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
-            see_other(&format!("/ui/repo?name={}&deleted={}", enc(&name), enc(&tag)))
-        }
+        Ok(()) => see_other(&format!("/ui/repo?name={}&deleted={}", pages::q(&name), pages::q(&tag))),
         Err(e) => failed(&caller, &auth, e),
     }
 }

@@ -18,7 +18,8 @@ pub struct Viewer<'a> {
     pub auth: bool,
 }
 
-fn q(s: &str) -> String {
+/// `s` percent-encoded for a query string.
+pub(super) fn q(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
 }
 
