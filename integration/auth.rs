@@ -23,6 +23,15 @@ async fn server(up: &FakeUpstream, rules: &str) -> (TestServer, tempfile::TempDi
 }
 
 async fn server_with(up: &FakeUpstream, rules: &str, scheme: ChallengeScheme) -> (TestServer, tempfile::TempDir) {
+    server_tweaked(up, rules, scheme, |_| {}).await
+}
+
+async fn server_tweaked(
+    up: &FakeUpstream,
+    rules: &str,
+    scheme: ChallengeScheme,
+    tweak: impl FnOnce(&mut Config),
+) -> (TestServer, tempfile::TempDir) {
     let users = tempfile::tempdir().unwrap();
     let path = users.path().join("htpasswd");
     let lines =
@@ -38,6 +47,7 @@ async fn server_with(up: &FakeUpstream, rules: &str, scheme: ChallengeScheme) ->
         c.auth.htpasswd = Some(berth::config::HtpasswdConfig { path, realm: "berth test".into() });
         c.auth.rules = rules;
         c.auth.challenge = scheme;
+        tweak(c);
     })
     .await;
     (s, users)
@@ -258,6 +268,78 @@ async fn a_changed_htpasswd_file_is_picked_up() {
         assert!(Instant::now() < deadline, "the new user never got in");
         actix_rt::time::sleep(Duration::from_millis(200)).await;
     }
+    s.stop().await;
+    up.stop().await;
+}
+
+/// The bypass issue 18 names: an upstream that needs berth's own login, and a
+/// rule closing one of its repositories. Every way a client can spell that
+/// repository, on every read endpoint, gets the same answer, whichever way
+/// the rule spells it.
+#[actix_rt::test]
+async fn a_rule_holds_for_every_spelling_of_its_repository() {
+    let up = FakeUpstream::start(Auth::Basic { user: "berth".into(), password: "upstream-secret".into() }).await;
+    let image = up.add_image("library/busybox", "latest", &[layer(700, 5)]);
+    let open = up.add_image("library/alpine", "3.20", &[layer(300, 6)]);
+    let alice = basic("alice", "wonderland");
+    let spellings = [
+        ("docker.io/library/busybox", ""),
+        ("library/busybox", ""),
+        ("busybox", ""),
+        ("busybox", "ns=docker.io"),
+        ("library/busybox", "ns=docker.io"),
+        ("index.docker.io/library/busybox", ""),
+        ("registry-1.docker.io/library/busybox", ""),
+    ];
+    let endpoints = [
+        "manifests/latest".to_string(),
+        format!("manifests/{}", image.digest),
+        format!("blobs/{}", image.layers[0]),
+        format!("blobs/{}", image.config),
+        "tags/list".to_string(),
+        format!("referrers/{}", image.digest),
+    ];
+    for rule in ["docker.io/library/bus*", "library/bus*", "bus*", "index.docker.io/library/busybox"] {
+        let rules = format!("[[rules]]\nrepositories = [\"{rule}\"]\npull = [\"alice\"]\n");
+        let (s, _users) = server_tweaked(&up, &rules, ChallengeScheme::Token, |c| {
+            let hub = c.mirror.upstreams.iter_mut().find(|u| u.host == "docker.io").unwrap();
+            hub.username = Some("berth".into());
+            hub.password = Some("upstream-secret".into());
+        })
+        .await;
+        let c = s.client();
+        for (name, query) in spellings {
+            for endpoint in &endpoints {
+                let path = format!("/v2/{name}/{endpoint}{}{query}", if query.is_empty() { "" } else { "?" });
+                let head = endpoint.starts_with("manifests") || endpoint.starts_with("blobs");
+                for method in if head { &["GET", "HEAD"][..] } else { &["GET"][..] } {
+                    let r = c.req(method, &path, &[], "").await;
+                    assert_eq!(r.status, 401, "anonymous {method} {path} under rule {rule}");
+                    let r = c.req(method, &path, &[("Authorization", &basic("bob", "builder"))], "").await;
+                    assert_eq!(r.status, 403, "bob {method} {path} under rule {rule}");
+                }
+                let r = c.req("GET", &path, &[("Authorization", &alice)], "").await;
+                assert_eq!(r.status, 200, "alice GET {path} under rule {rule}: {:?}", r.body);
+            }
+        }
+        // What the rule does not name stays everyone's to pull.
+        pull(&c, "alpine", "3.20", &open).await;
+        s.stop().await;
+    }
+
+    // A registry berth does not mirror is nobody's here: 404, and no request
+    // goes upstream; a name Docker Hub could not have is the client's mistake.
+    let (s, _users) = server(&up, "").await;
+    let c = s.client();
+    let before = up.api_requests();
+    let r = c.req("GET", "/v2/busybox/manifests/latest?ns=ghcr.io", &[("Authorization", &alice)], "").await;
+    assert_eq!((r.status, r.code().as_str()), (404, "NAME_UNKNOWN"));
+    let r = c.req("GET", "/v2/quay.io/org/app/manifests/latest", &[("Authorization", &alice)], "").await;
+    assert_eq!((r.status, r.code().as_str()), (404, "NAME_UNKNOWN"));
+    let long = "a".repeat(250);
+    let r = c.req("GET", &format!("/v2/{long}/manifests/latest"), &[("Authorization", &alice)], "").await;
+    assert_eq!((r.status, r.code().as_str()), (400, "NAME_INVALID"));
+    assert_eq!(up.api_requests(), before, "nothing asked upstream");
     s.stop().await;
     up.stop().await;
 }

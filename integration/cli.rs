@@ -179,3 +179,50 @@ fn secrets_stay_out_of_logs_and_config_check() {
     let shown = String::from_utf8(out.stdout).unwrap();
     assert!(shown.contains("password = \"***\"") && !shown.contains("Upstream-Secret-42"), "{shown}");
 }
+
+/// What the configuration's sources leave unread is said, not dropped:
+/// `REGISTRY_*` variables without registry:2's `config.yml`, in `config
+/// check` and at startup; and `--mirror` beside a `config.yml` without a
+/// `proxy` section mirrors (the file's "no proxy" does not silently win).
+#[test]
+fn unread_settings_are_named_and_the_mirror_flag_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = berth_cmd().args(["config", "check"]).env("REGISTRY_HTTP_ADDR", ":5000").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("# warning: a REGISTRY_* variable is set") && text.contains("ignored: REGISTRY_HTTP_ADDR"),
+        "{text}"
+    );
+
+    let (mut b, _) = common::procs::berth_with(&dir.path().join("data"), dir.path(), &[], |cmd| {
+        cmd.env("REGISTRY_STORAGE_DELETE_ENABLED", "true");
+    });
+    let log = b.log.clone();
+    b.wait_until("the warning at startup", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("ignored: REGISTRY_STORAGE_DELETE_ENABLED"))
+    });
+    b.stop();
+
+    let (upstream_proc, upstream) = common::procs::upstream_with_busybox(dir.path());
+    let port = free_port();
+    let yml = dir.path().join("config.yml");
+    let data = dir.path().join("r2-data");
+    std::fs::write(
+        &yml,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = berth_cmd();
+    cmd.args(["serve", "--config"]).arg(&yml).args(["--mirror", &format!("docker.io=http://{upstream}")]);
+    let mut p = Proc::spawn("berth", &mut cmd, dir.path().join("r2.log"));
+    let addr = format!("127.0.0.1:{port}");
+    p.wait_http(&addr);
+    let (status, _, body) = http("GET", &addr, "/v2/busybox/manifests/latest").unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    p.stop();
+    drop(upstream_proc);
+}

@@ -169,3 +169,40 @@ async fn slow_clients_are_cut_off_and_idle_connections_closed() {
     assert_eq!(s.client().get("/v2/").await.status, 200);
     s.stop().await;
 }
+
+/// A status read (`GET` of the upload) answers at once while a chunk of the
+/// same session is stalled mid-body: it does not queue behind the writer.
+#[actix_rt::test]
+async fn an_upload_status_does_not_wait_for_a_stalled_chunk() {
+    let s = TestServer::start_with(|c| {
+        c.mirror.enabled = false;
+        c.server.body_timeout = Duration::from_secs(60);
+        c.server.body_min_rate = bytesize::ByteSize::b(0);
+    })
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let c = s.client();
+    let loc = c.req("POST", "/v2/team/app/blobs/uploads/", &[], "").await.header("location").unwrap().to_string();
+    let id = loc.rsplit('/').next().unwrap().split('?').next().unwrap().to_string();
+    assert_eq!(c.req("PATCH", &loc, &[], vec![7u8; 100]).await.status, 202);
+    // A second chunk: its head and 10 of its 1000 bytes, then nothing.
+    let mut sock = TcpStream::connect(&addr).unwrap();
+    write!(sock, "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Range: 100-1099\r\nContent-Length: 1000\r\n\r\n").unwrap();
+    sock.write_all(&[8u8; 10]).unwrap();
+    // The server holds the session once it has written those 10 bytes.
+    let data = format!("docker/registry/v2/repositories/team/app/_uploads/{id}/data");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.size(&data).await != Some(110) {
+        assert!(Instant::now() < deadline, "the stalled chunk's bytes never arrived");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    let r = c.get(&loc).await;
+    assert_eq!((r.status, r.header("range")), (204, Some("0-99")), "the size before the chunk in flight");
+    assert!(started.elapsed() < Duration::from_secs(10), "the status waited {:?}", started.elapsed());
+    sock.set_nonblocking(true).unwrap();
+    let mut peek = [0u8; 1];
+    assert!(sock.peek(&mut peek).is_err(), "the stalled PATCH is still open, unanswered");
+    drop(sock);
+    s.stop().await;
+}

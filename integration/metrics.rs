@@ -88,6 +88,15 @@ async fn every_metric_moves_as_it_should() {
     };
     assert_eq!((lookups("manifest", "miss"), lookups("manifest", "hit")), (1.0, 1.0));
     assert_eq!((lookups("blob", "miss"), lookups("blob", "hit")), (2.0, 2.0));
+    // A stored blob linked into another repository is one lookup, `shared`.
+    let twin = up.add_image("library/twin", "1", &[layer(100_000, 1)]);
+    let (status, got, _) = c.get_hashed(&format!("/v2/twin/blobs/{}", twin.layers[0])).await.unwrap();
+    assert_eq!((status, &got), (200, &busybox.layers[0]));
+    let m = Scrape::take(&c).await;
+    let lookups = |kind: &str, result: &str| {
+        m.sum("berth_mirror_lookups_total", &[&format!(r#"kind="{kind}""#), &format!(r#"result="{result}""#)])
+    };
+    assert_eq!((lookups("blob", "shared"), lookups("blob", "hit"), lookups("blob", "miss")), (1.0, 2.0, 2.0));
     let manifest_gets = [r#"endpoint="manifest""#, r#"method="GET""#];
     assert_eq!(m.sum("berth_http_requests_total", &[manifest_gets[0], manifest_gets[1], r#"status="200""#]), 3.0);
     assert_eq!(m.sum("berth_http_request_duration_seconds_count", &manifest_gets), 3.0);

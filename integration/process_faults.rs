@@ -196,6 +196,9 @@ fn kill_and_restart(upstream: &str, d: &Digest, gate: &tokio::sync::Semaphore) {
     assert_eq!(uploads_in(&data, "team/app"), 3);
     let blob = data.join(format!("docker/registry/v2/blobs/sha256/{}/{}/data", &d.hex()[..2], d.hex()));
     assert!(!blob.exists(), "no partial blob is visible");
+    let link = data
+        .join(format!("docker/registry/v2/repositories/_mirror/docker.io/library/big/_layers/sha256/{}/link", d.hex()));
+    assert!(!link.exists(), "no link names a blob whose data never landed");
     // The blob is fetched whole now.
     gate.add_permits(10_000);
     let (status, _, body) = http("GET", &addr, &format!("/v2/big/blobs/{d}")).unwrap();

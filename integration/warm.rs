@@ -59,11 +59,23 @@ async fn berth_warm_fills_the_cache_so_a_later_pull_makes_no_upstream_request() 
     assert_eq!(up.count("GET", "/blobs/"), 5, "no blob was fetched twice");
 
     // An image that does not exist fails the command, naming it; the others are still warmed.
-    let out = berth_warm(vec!["--server".into(), server, "nothere:1".into(), "busybox:1".into()]).await;
+    let out = berth_warm(vec!["--server".into(), server.clone(), "nothere:1".into(), "busybox:1".into()]).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("docker.io/library/nothere:1") && stderr.contains("404"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("warmed 1 of 2 images"));
+
+    // A registry this mirror does not mirror is not Docker Hub's under another
+    // name: the command fails, saying so, and nothing is fetched or listed.
+    up.add_image("org/app", "v1", &[layer(500, 9)]);
+    let before = up.api_requests();
+    let out = berth_warm(vec!["--server".into(), server, "ghcr.io/org/app:v1".into()]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ghcr.io/org/app:v1") && stderr.contains("NAME_UNKNOWN"), "{stderr}");
+    assert_eq!(up.api_requests(), before, "nothing asked of the default upstream");
+    let catalog = s.client().get("/v2/_catalog").await.json();
+    assert!(!catalog.to_string().contains("org/app"), "{catalog}");
     s.stop().await;
     up.stop().await;
 }

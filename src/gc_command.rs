@@ -88,7 +88,7 @@ pub fn run(cfg: &Config, opts: GcOptions) -> Result<GcReport, String> {
         Ok(index) => actix_web::rt::System::new().block_on(async {
             let backend = crate::backend(cfg).map_err(|e| e.to_string())?;
             let store = crate::store::Store::new(backend, index, cfg.uploads.max_per_client);
-            let registry = Registry::with_store(cfg, store);
+            let registry = Registry::with_store(cfg, store)?;
             registry.index_tree().await.map_err(|e| e.to_string())?;
             registry.gc(opts, &|p| progress.show(p)).await.map_err(|e| e.to_string())
         }),

@@ -5,6 +5,9 @@
 //! Layers, each calling only the one below: `api` (actix-web edge) →
 //! `registry` (the façade and its rules, owning `cache`) → `store` (registry:2
 //! layout over a `Backend`). `oci` holds the pure types every layer uses.
+//! A request's repository is resolved once, by `registry::namespace`, into a
+//! `registry::RepoId`; every policy after that (access, pins, expiry, the
+//! catalog and the page) takes the identity, never the name as spelled.
 
 pub mod api;
 pub mod config;
@@ -76,7 +79,7 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     let store = Store::new(backend, index, cfg.uploads.max_per_client)
         .with_max_blob_size(cfg.uploads.max_blob_size.as_u64())
         .with_spool_dir(cfg.storage.root.join(store::fs::BERTH_DIR).join("spool"));
-    let registry = Arc::new(Registry::with_store(cfg, store));
+    let registry = Arc::new(Registry::with_store(cfg, store).map_err(std::io::Error::other)?);
     let listener = TcpListener::bind(&cfg.server.listen)
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.server.listen)))?;
     limits::widen_backlog(&listener)?;

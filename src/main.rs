@@ -133,6 +133,14 @@ fn load_noted(common: &CommonArgs) -> Result<(Config, Vec<berth::config::registr
     Config::load_noted(common.config.as_deref(), std::env::vars()).map_err(|e| e.to_string())
 }
 
+/// What the configuration's sources leave unread: registry:2 keys berth does
+/// not support, and `REGISTRY_*` variables without registry:2's file.
+fn warnings(common: &CommonArgs, notes: &[berth::config::registry2::Note]) -> Vec<String> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let stray = berth::config::registry2::stray_variables(common.config.as_deref(), &env);
+    berth::config::registry2::unsupported(notes).into_iter().chain(stray).collect()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -147,11 +155,16 @@ fn main() -> ExitCode {
                 for (host, url) in &mirrors {
                     cfg.mirror.set_upstream(host, url);
                 }
+                // Asked for on the command line, mirroring is on, whatever the
+                // file said (a registry:2 config.yml without `proxy` turns it off).
+                if !mirrors.is_empty() {
+                    cfg.mirror.enabled = true;
+                }
                 if no_mirror {
                     cfg.mirror.enabled = false;
                 }
                 cfg.validate().map_err(|e| e.to_string())?;
-                serve(cfg, berth::config::registry2::unsupported(&notes))
+                serve(cfg, warnings(&common, &notes))
             })
         }
         Command::Gc { common, data, dry_run, delete_untagged, grace } => load(&common).and_then(|mut cfg| {
@@ -175,11 +188,20 @@ fn main() -> ExitCode {
         Command::Warm { server, platform, user, images } => {
             warm(&server, platform.as_deref(), user.as_deref(), &images)
         }
-        Command::Config { command: ConfigCommand::Check { common } } => load_noted(&common).map(|(cfg, notes)| {
+        Command::Config { command: ConfigCommand::Check { common } } => load_noted(&common).and_then(|(cfg, notes)| {
+            let patterns = berth::registry::describe_patterns(&cfg)?;
             if !notes.is_empty() {
                 print!("{}", berth::config::registry2::describe(&notes));
             }
-            print!("{}", cfg.to_toml())
+            for w in warnings(&common, &notes) {
+                println!("# warning: {w}");
+            }
+            print!("{}", cfg.to_toml());
+            if !patterns.is_empty() {
+                println!("\n# Repository patterns as berth reads them (canonical form):");
+                patterns.iter().for_each(|p| println!("#   {p}"));
+            }
+            Ok(())
         }),
     };
     match result {
@@ -235,9 +257,9 @@ fn warm(server: &str, platform: Option<&str>, user: Option<&str>, images: &[Stri
     })
 }
 
-fn serve(cfg: Config, unsupported: Option<String>) -> Result<(), String> {
+fn serve(cfg: Config, warnings: Vec<String>) -> Result<(), String> {
     berth::telemetry::init(&cfg.log);
-    if let Some(warning) = unsupported {
+    for warning in warnings {
         tracing::warn!("{warning}");
     }
     actix_web::rt::System::new().block_on(async move {

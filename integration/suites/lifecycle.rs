@@ -71,6 +71,14 @@ async fn unused_mirrored_content_expires_and_pulled_content_stays() {
     })
     .await;
     assert!(!s.has(&blob_file(&idle.digest)).await, "the manifest's data went too");
+    // An emptied repository is gone: from the listings and from the tree.
+    eventually("the emptied repository's directories removed", async || {
+        s.entries(&mirrored("library/idle")).await.is_empty()
+    })
+    .await;
+    let catalog = c.get("/v2/_catalog").await.json();
+    assert_eq!(catalog["repositories"], serde_json::json!(["docker.io/library/busy", "team/app"]));
+    assert_eq!(c.get("/v1/search?q=idle").await.json()["num_results"], 0);
     assert!(s.has(&blob_file(&Digest::sha256_of(&shared))).await, "pushed content keeps its layer");
     assert_eq!(c.get("/v2/team/app/manifests/v1").await.body.as_ref(), &pushed[..]);
     // busy, pulled all along, is all there.
@@ -192,6 +200,18 @@ async fn eviction_concurrent_with_pulls_never_fails_a_pull() {
         }
     });
     futures::future::join_all(pulls).await;
+    // The passes did evict (under a 64 KiB cap no image's 200 KB layer stays),
+    // while every pull above got every byte.
+    let layers: Vec<String> = images.iter().map(|img| blob_file(&img.layers[0])).collect();
+    eventually("eviction of every big layer", async || {
+        for f in &layers {
+            if s.read(f).await.is_some() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
     s.stop().await;
     up.stop().await;
 }

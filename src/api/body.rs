@@ -43,23 +43,46 @@ where
     let start = Progress { payload, window_start: Instant::now(), window_bytes: 0 };
     futures::stream::unfold(Some(start), move |state| async move {
         let mut p = state?;
-        match tokio::time::timeout(pace.stall, p.payload.next()).await {
-            Err(_) => Some((Err(BodyError::TimedOut(pace.stall)), None)),
-            Ok(None) => None,
-            Ok(Some(Ok(bytes))) => {
-                p.window_bytes += bytes.len() as u64;
-                let elapsed = p.window_start.elapsed();
-                if elapsed >= RATE_WINDOW {
-                    if p.window_bytes < pace.min_rate.saturating_mul(elapsed.as_secs()) {
+        let stall_deadline = Instant::now() + pace.stall;
+        loop {
+            // The wait ends at the stall deadline, or (with a minimum rate) at
+            // the window's end, where the rate is judged whether or not any
+            // byte came: a body that sends nothing is too slow as well.
+            let window_end = p.window_start + RATE_WINDOW;
+            let wait_until = if pace.min_rate > 0 { stall_deadline.min(window_end) } else { stall_deadline };
+            match tokio::time::timeout_at(wait_until, p.payload.next()).await {
+                Err(_) if Instant::now() >= stall_deadline => {
+                    return Some((Err(BodyError::TimedOut(pace.stall)), None));
+                }
+                Err(_) => {
+                    if !p.judge_window(pace.min_rate) {
                         return Some((Err(BodyError::TooSlow(pace.min_rate)), None));
                     }
-                    (p.window_start, p.window_bytes) = (Instant::now(), 0);
                 }
-                Some((Ok(bytes), Some(p)))
+                Ok(None) => return None,
+                Ok(Some(Ok(bytes))) => {
+                    p.window_bytes += bytes.len() as u64;
+                    if p.window_start.elapsed() >= RATE_WINDOW && !p.judge_window(pace.min_rate) {
+                        return Some((Err(BodyError::TooSlow(pace.min_rate)), None));
+                    }
+                    return Some((Ok(bytes), Some(p)));
+                }
+                Ok(Some(Err(e))) => return Some((Err(BodyError::Broken(e.to_string())), None)),
             }
-            Ok(Some(Err(e))) => Some((Err(BodyError::Broken(e.to_string())), None)),
         }
     })
+}
+
+impl<S> Progress<S> {
+    /// At a window's end: whether its bytes met the rate (then a new window starts).
+    fn judge_window(&mut self, min_rate: u64) -> bool {
+        let elapsed = self.window_start.elapsed();
+        if self.window_bytes < min_rate.saturating_mul(elapsed.as_secs()) {
+            return false;
+        }
+        (self.window_start, self.window_bytes) = (Instant::now(), 0);
+        true
+    }
 }
 
 #[cfg(test)]
@@ -75,6 +98,16 @@ mod tests {
         // Nothing more arrives: the paused clock jumps to the deadline.
         assert!(matches!(body.next().await, Some(Err(BodyError::TimedOut(_)))));
         assert!(body.next().await.is_none());
+        drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_body_is_cut_by_the_rate_before_the_stall() {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Bytes, std::io::Error>>();
+        let started = Instant::now();
+        let mut body = Box::pin(timed(rx, Pace { stall: Duration::from_secs(60), min_rate: 100 }));
+        assert!(matches!(body.next().await, Some(Err(BodyError::TooSlow(100)))));
+        assert_eq!(started.elapsed(), RATE_WINDOW, "at the first window's end, not the 60 s stall");
         drop(tx);
     }
 

@@ -107,6 +107,7 @@ mod tests {
         let d = Digest::sha256_of(b"x");
         let cases: Vec<(ApiError, u16, &str)> = vec![
             (RegistryError::BlobUnknown(d.clone()).into(), 404, "BLOB_UNKNOWN"),
+            (RegistryError::GcRunning.into(), 409, "BUSY"),
             (StoreError::UploadUnknown("u".into()).into(), 404, "BLOB_UPLOAD_UNKNOWN"),
             (StoreError::DigestMismatch { expected: d.clone(), actual: d.clone() }.into(), 400, "DIGEST_INVALID"),
             (StoreError::ChunkOutOfOrder { start: 1, size: 0 }.into(), 416, "RANGE_INVALID"),

@@ -662,11 +662,6 @@ impl Config {
         if self.server.body_timeout.is_zero() {
             return Err(ConfigError("server.body_timeout must be longer than zero".into()));
         }
-        if let Some(p) = m.pin.iter().find(|p| !p.contains('/')) {
-            return Err(ConfigError(format!(
-                "mirror.pin: {p:?} names no repository; write <host>/<name>[:<tag>], e.g. docker.io/library/alpine:3.20"
-            )));
-        }
         if m.eviction_interval.is_zero() {
             return Err(ConfigError("mirror.eviction_interval must be longer than zero".into()));
         }

@@ -433,6 +433,26 @@ pub fn unsupported(notes: &[Note]) -> Option<String> {
 }
 
 /// `berth config check`'s account of each key, as TOML comments.
+/// `REGISTRY_*` variables set without a registry:2 configuration file:
+/// nothing reads them (registry:2's variables override its `config.yml`;
+/// berth's own are `BERTH_*`). The warning naming them, if there are any.
+pub fn stray_variables(file: Option<&std::path::Path>, env: &[(String, String)]) -> Option<String> {
+    if file.is_some_and(is_registry2) {
+        return None;
+    }
+    let mut names: Vec<&str> =
+        env.iter().map(|(k, _)| k.as_str()).filter(|k| k.starts_with("REGISTRY_") && k.len() > 9).collect();
+    names.sort_unstable();
+    (!names.is_empty()).then(|| {
+        format!(
+            "{} set, but registry:2's variables apply only with its config.yml (serve --config config.yml); \
+             ignored: {}",
+            if names.len() == 1 { "a REGISTRY_* variable is" } else { "REGISTRY_* variables are" },
+            names.join(", ")
+        )
+    })
+}
+
 pub fn describe(notes: &[Note]) -> String {
     let mut out = String::from("# from registry:2's configuration:\n");
     for n in notes {
@@ -558,5 +578,24 @@ mod tests {
             assert_eq!((s3.access_key.as_str(), s3.secret_key.as_str(), s3.path_style), ("AK", "SK", true));
             assert!(unsupported(&notes).is_none(), "{notes:?}");
         }
+    }
+
+    #[test]
+    fn registry2_variables_without_its_file_are_named() {
+        let env = vec![
+            ("REGISTRY_HTTP_ADDR".to_string(), ":5000".to_string()),
+            ("BERTH_SERVER__LISTEN".to_string(), ":5000".to_string()),
+            ("REGISTRY_AUTH".to_string(), "htpasswd".to_string()),
+        ];
+        let w = stray_variables(None, &env).unwrap();
+        assert!(w.ends_with("ignored: REGISTRY_AUTH, REGISTRY_HTTP_ADDR"), "{w}");
+        assert_eq!(stray_variables(None, &env[1..2]), None);
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("berth.toml");
+        std::fs::write(&toml, "").unwrap();
+        assert!(stray_variables(Some(&toml), &env).is_some(), "a TOML file does not read them either");
+        let yml = dir.path().join("config.yml");
+        std::fs::write(&yml, "version: 0.1\n").unwrap();
+        assert_eq!(stray_variables(Some(&yml), &env), None);
     }
 }

@@ -48,6 +48,9 @@ pub enum OciCode {
     UpstreamTimeout,
     /// The registry's storage is full (507): nothing was written.
     StorageFull,
+    /// The operation conflicts with one of its kind in progress (409), such
+    /// as a second garbage collection.
+    Busy,
 }
 
 /// One row of the table: wire string, HTTP status, default message.
@@ -84,6 +87,7 @@ impl OciCode {
             OciCode::Upstream => ("UPSTREAM_ERROR", 502, "upstream registry error"),
             OciCode::Unavailable => ("UNAVAILABLE", 503, "service unavailable"),
             OciCode::UpstreamTimeout => ("UPSTREAM_TIMEOUT", 504, "upstream registry did not answer in time"),
+            OciCode::Busy => ("BUSY", 409, "an operation of this kind is already in progress"),
             OciCode::StorageFull => {
                 ("STORAGE_FULL", 507, "the registry's storage is full; nothing was written, retry once space is freed")
             }
@@ -106,7 +110,7 @@ impl OciCode {
     }
 
     /// Every code, for the table's own checks.
-    pub const ALL: [OciCode; 25] = [
+    pub const ALL: [OciCode; 26] = [
         OciCode::BlobUnknown,
         OciCode::BlobUploadInvalid,
         OciCode::BlobUploadUnknown,
@@ -132,6 +136,7 @@ impl OciCode {
         OciCode::Unavailable,
         OciCode::UpstreamTimeout,
         OciCode::StorageFull,
+        OciCode::Busy,
     ];
 }
 

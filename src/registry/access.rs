@@ -1,11 +1,14 @@
-//! Who may do what: one pure function of (caller, action, name, whether the
-//! name is mirrored), next to the name-space policy (`namespace`), which has
-//! already said what the name is. With authentication off, everyone may do
-//! everything the name space allows. With it on (`auth.htpasswd`):
+//! Who may do what: one pure function of (caller, action, repository), next
+//! to the name-space policy (`namespace`), which has already resolved the
+//! repository into its one identity (`RepoId`), whatever the client's
+//! spelling. With authentication off, everyone may do everything the name
+//! space allows. With it on (`auth.htpasswd`):
 //!
 //! - `auth.rules` are tried in order; the first whose `repositories` pattern
-//!   matches the name decides: a caller may do an action if its list names
-//!   them, `"*"` (any logged-in user) or `"anonymous"` (everyone);
+//!   matches the repository decides (each pattern was resolved at load by the
+//!   same policy, so `busybox`, `library/busybox` and
+//!   `docker.io/library/busybox` are one rule): a caller may do an action if
+//!   its list names them, `"*"` (any logged-in user) or `"anonymous"` (everyone);
 //! - with no matching rule, mirrored content may be pulled by everyone (Docker
 //!   sends no credentials to a `registry-mirrors` mirror), and pushed content
 //!   needs a logged-in user for anything (pushed images are private, as behind
@@ -15,9 +18,9 @@
 //! challenge); a logged-in one is refused (403 `DENIED`).
 
 use crate::config::{AccessRule, AuthConfig};
-use crate::oci::RepoName;
-use crate::registry::expiry::glob;
 
+use super::identity::{RepoId, RepoPattern};
+use super::namespace::Namespace;
 use super::Action;
 
 /// Who is asking.
@@ -48,7 +51,13 @@ pub enum Verdict {
 
 pub struct Access {
     enabled: bool,
-    rules: Vec<AccessRule>,
+    rules: Vec<Rule>,
+}
+
+/// An access rule with its patterns resolved into the identity space.
+struct Rule {
+    patterns: Vec<RepoPattern>,
+    who: AccessRule,
 }
 
 fn names(list: &[String], caller: &Caller) -> bool {
@@ -61,8 +70,34 @@ fn names(list: &[String], caller: &Caller) -> bool {
 }
 
 impl Access {
-    pub fn new(cfg: &AuthConfig) -> Self {
-        Access { enabled: cfg.htpasswd.is_some(), rules: cfg.rules.clone() }
+    /// The rules of `cfg`, their patterns resolved by `namespace`; a pattern
+    /// it cannot resolve is an error that names the rule.
+    pub fn new(cfg: &AuthConfig, namespace: &Namespace) -> Result<Self, String> {
+        let rules = cfg
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut patterns = Vec::new();
+                for p in &r.repositories {
+                    patterns.extend(namespace.resolve_pattern(p).map_err(|e| format!("auth.rules[{i}]: {e}"))?);
+                }
+                Ok(Rule { patterns, who: r.clone() })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Access { enabled: cfg.htpasswd.is_some(), rules })
+    }
+
+    /// Each rule's patterns in canonical form (what `berth config check` prints).
+    pub fn describe(&self) -> Vec<String> {
+        self.rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let patterns: Vec<String> = r.patterns.iter().map(|p| p.to_string()).collect();
+                format!("auth.rules[{i}] {:?} covers: {}", r.who.repositories, patterns.join(", "))
+            })
+            .collect()
     }
 
     /// Whether callers must be told to log in at all (`GET /v2/` asks anonymous ones to).
@@ -70,21 +105,21 @@ impl Access {
         self.enabled
     }
 
-    pub fn decide(&self, caller: &Caller, action: Action, name: &RepoName, mirrored: bool) -> Verdict {
+    pub fn decide(&self, caller: &Caller, action: Action, repo: &RepoId) -> Verdict {
         if !self.enabled {
             return Verdict::Allow;
         }
-        let rule = self.rules.iter().find(|r| r.repositories.iter().any(|p| glob(p, name.as_str())));
+        let rule = self.rules.iter().find(|r| r.patterns.iter().any(|p| p.matches(repo)));
         let allowed = match rule {
-            Some(r) => names(
+            Some(Rule { who, .. }) => names(
                 match action {
-                    Action::Pull => &r.pull,
-                    Action::Push => &r.push,
-                    Action::Delete => &r.delete,
+                    Action::Pull => &who.pull,
+                    Action::Push => &who.push,
+                    Action::Delete => &who.delete,
                 },
                 caller,
             ),
-            None => (mirrored && action == Action::Pull) || matches!(caller, Caller::User(_)),
+            None => (repo.is_mirrored() && action == Action::Pull) || matches!(caller, Caller::User(_)),
         };
         match (allowed, caller) {
             (true, _) => Verdict::Allow,
@@ -95,7 +130,7 @@ impl Access {
                     Action::Push => "push to",
                     Action::Delete => "delete in",
                 };
-                Verdict::Denied(format!("{u} may not {verb} {name}"))
+                Verdict::Denied(format!("{u} may not {verb} {repo}"))
             }
         }
     }
@@ -104,10 +139,19 @@ impl Access {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::HtpasswdConfig;
+    use crate::config::{HtpasswdConfig, MirrorConfig, UpstreamConfig};
+    use crate::registry::namespace::{Decision, Facts};
+
+    fn namespace() -> Namespace {
+        let mut cfg = MirrorConfig::default();
+        cfg.upstreams.push(UpstreamConfig::new("ghcr.io", "https://ghcr.io"));
+        cfg.upstreams.push(UpstreamConfig::new("registry.corp:5000", "https://registry.corp:5000"));
+        Namespace::new(&cfg)
+    }
 
     fn access(rules: Vec<AccessRule>) -> Access {
-        Access::new(&AuthConfig { htpasswd: Some(HtpasswdConfig::default()), rules, ..Default::default() })
+        let cfg = AuthConfig { htpasswd: Some(HtpasswdConfig::default()), rules, ..Default::default() };
+        Access::new(&cfg, &namespace()).unwrap()
     }
 
     fn rule(repos: &[&str], pull: &[&str], push: &[&str], delete: &[&str]) -> AccessRule {
@@ -115,7 +159,15 @@ mod tests {
         AccessRule { repositories: v(repos), pull: v(pull), push: v(push), delete: v(delete) }
     }
 
-    /// (caller, action, name, mirrored) → verdict kind.
+    fn local(name: &str) -> RepoId {
+        RepoId::Local(name.parse().unwrap())
+    }
+
+    fn hub(remote: &str) -> RepoId {
+        RepoId::Mirrored { host: "docker.io".into(), remote: remote.parse().unwrap() }
+    }
+
+    /// (caller, action, repository) → verdict kind.
     #[test]
     fn decision_table() {
         use Action::*;
@@ -133,48 +185,139 @@ mod tests {
             Login,
             Denied,
         }
-        let cases: Vec<(&Caller, Action, &str, bool, K)> = vec![
+        let cases: Vec<(&Caller, Action, RepoId, K)> = vec![
             // Defaults: mirrored content is everyone's to pull; pushed content needs a user.
-            (&anon, Pull, "library/alpine", true, K::Allow),
-            (&anon, Pull, "mine/app", false, K::Login),
-            (&anon, Push, "mine/app", false, K::Login),
-            (&anon, Delete, "mine/app", false, K::Login),
-            (&bob, Pull, "mine/app", false, K::Allow),
-            (&bob, Push, "mine/app", false, K::Allow),
-            (&bob, Delete, "mine/app", false, K::Allow),
+            (&anon, Pull, hub("library/alpine"), K::Allow),
+            (&anon, Pull, local("mine/app"), K::Login),
+            (&anon, Push, local("mine/app"), K::Login),
+            (&anon, Delete, local("mine/app"), K::Login),
+            (&bob, Pull, local("mine/app"), K::Allow),
+            (&bob, Push, local("mine/app"), K::Allow),
+            (&bob, Delete, local("mine/app"), K::Allow),
             // A public repository: anonymous pulls, only alice writes.
-            (&anon, Pull, "public/tool", false, K::Allow),
-            (&anon, Push, "public/tool", false, K::Login),
-            (&bob, Push, "public/tool", false, K::Denied),
-            (&alice, Push, "public/tool", false, K::Allow),
+            (&anon, Pull, local("public/tool"), K::Allow),
+            (&anon, Push, local("public/tool"), K::Login),
+            (&bob, Push, local("public/tool"), K::Denied),
+            (&alice, Push, local("public/tool"), K::Allow),
             // A team: every user pulls, alice and bob push, alice deletes.
-            (&anon, Pull, "team/app", false, K::Login),
-            (&bob, Pull, "team/app", false, K::Allow),
-            (&bob, Push, "team/app", false, K::Allow),
-            (&bob, Delete, "team/app", false, K::Denied),
-            (&alice, Delete, "team/app", false, K::Allow),
+            (&anon, Pull, local("team/app"), K::Login),
+            (&bob, Pull, local("team/app"), K::Allow),
+            (&bob, Push, local("team/app"), K::Allow),
+            (&bob, Delete, local("team/app"), K::Denied),
+            (&alice, Delete, local("team/app"), K::Allow),
+            // A rule without a host covers the default upstream's copy of the name too.
+            (&anon, Pull, hub("team/app"), K::Login),
             // A rule can close mirrored content too.
-            (&anon, Pull, "docker.io/library/secret-tool", true, K::Login),
-            (&bob, Pull, "docker.io/library/secret-tool", true, K::Denied),
-            (&alice, Pull, "docker.io/library/secret-tool", true, K::Allow),
+            (&anon, Pull, hub("library/secret-tool"), K::Login),
+            (&bob, Pull, hub("library/secret-tool"), K::Denied),
+            (&alice, Pull, hub("library/secret-tool"), K::Allow),
+            // ... and only the repositories it names: a pushed library/secret-tool is another one.
+            (&bob, Pull, local("library/secret-tool"), K::Allow),
         ];
-        for (caller, action, name, mirrored, want) in cases {
-            let got = match a.decide(caller, action, &name.parse().unwrap(), mirrored) {
+        for (caller, action, repo, want) in cases {
+            let got = match a.decide(caller, action, &repo) {
                 Verdict::Allow => K::Allow,
                 Verdict::Unauthorized => K::Login,
                 Verdict::Denied(why) => {
-                    assert!(why.contains(caller.name()) && why.contains(name), "{why}");
+                    assert!(why.contains(caller.name()) && why.contains(&repo.to_string()), "{why}");
                     K::Denied
                 }
             };
-            assert_eq!(got, want, "{caller:?} {action:?} {name} mirrored={mirrored}");
+            assert_eq!(got, want, "{caller:?} {action:?} {repo}");
         }
+    }
+
+    /// One decision per repository: every spelling a client can use, against
+    /// a rule written in every spelling, resolved through the name-space
+    /// policy as a request is.
+    #[test]
+    fn every_spelling_gets_one_answer() {
+        let ns = namespace();
+        let spellings: [(&str, Option<&str>); 7] = [
+            ("busybox", None),
+            ("library/busybox", None),
+            ("docker.io/library/busybox", None),
+            ("docker.io/busybox", None),
+            ("index.docker.io/library/busybox", None),
+            ("registry-1.docker.io/library/busybox", None),
+            ("busybox", Some("docker.io")),
+        ];
+        let rules = ["bus*", "library/bus*", "docker.io/library/bus*", "index.docker.io/library/busybox", "busybox"];
+        for pattern in rules {
+            let a = access(vec![rule(&[pattern], &["alice"], &[], &[])]);
+            for (name, q) in spellings {
+                let name = name.parse().unwrap();
+                let class = ns.classify(&name, q).unwrap();
+                let Decision::Serve { id, .. } = ns.decide(&name, &class, Action::Pull, Facts::default()) else {
+                    panic!("{name} is served")
+                };
+                assert_eq!(id, hub("library/busybox"), "{name} {q:?}");
+                assert_eq!(
+                    a.decide(&Caller::Anonymous, Action::Pull, &id),
+                    Verdict::Unauthorized,
+                    "{pattern} vs {name}"
+                );
+                assert!(matches!(a.decide(&Caller::User("bob".into()), Action::Pull, &id), Verdict::Denied(_)));
+                assert_eq!(a.decide(&Caller::User("alice".into()), Action::Pull, &id), Verdict::Allow);
+            }
+        }
+        // A port-bearing upstream, reached only by ns, and by its rule in any case.
+        let a = access(vec![rule(&["registry.corp:5000/team/*"], &["alice"], &[], &[])]);
+        let name = "team/app".parse().unwrap();
+        let class = ns.classify(&name, Some("Registry.Corp:5000")).unwrap();
+        let Decision::Serve { id, .. } = ns.decide(&name, &class, Action::Pull, Facts::default()) else { panic!() };
+        assert_eq!(a.decide(&Caller::Anonymous, Action::Pull, &id), Verdict::Unauthorized);
+    }
+
+    #[test]
+    fn unresolvable_patterns_are_refused_at_load() {
+        let cfg = AuthConfig {
+            htpasswd: Some(HtpasswdConfig::default()),
+            rules: vec![rule(&["*/app"], &["alice"], &[], &[])],
+            ..Default::default()
+        };
+        let e = Access::new(&cfg, &namespace()).err().unwrap();
+        assert!(e.contains("auth.rules[0]") && e.contains("ambiguous"), "{e}");
+        let a = access(vec![rule(&["library/bus*"], &["alice"], &[], &[])]);
+        assert_eq!(
+            a.describe(),
+            vec![r#"auth.rules[0] ["library/bus*"] covers: library/bus* (pushed), docker.io/library/bus*"#]
+        );
     }
 
     #[test]
     fn without_htpasswd_everything_is_allowed() {
-        let a = Access::new(&AuthConfig::default());
+        let a = Access::new(&AuthConfig::default(), &namespace()).unwrap();
         assert!(!a.enabled());
-        assert_eq!(a.decide(&Caller::Anonymous, Action::Delete, &"x".parse().unwrap(), false), Verdict::Allow);
+        assert_eq!(a.decide(&Caller::Anonymous, Action::Delete, &local("x")), Verdict::Allow);
+    }
+
+    /// The README's table of patterns, and its `berth config check` example,
+    /// say what berth reads (with only Docker Hub mirrored, as by default).
+    #[test]
+    fn readme_pattern_table_is_what_berth_reads() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let table = readme.split("<!-- patterns:").nth(1).unwrap().split("<!-- /patterns -->").next().unwrap();
+        let ticked = |cell: &str| cell.split('`').skip(1).step_by(2).map(str::to_string).collect::<Vec<_>>();
+        let hub_only = Namespace::new(&MirrorConfig::default());
+        let mut rows = 0;
+        for line in table.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').collect();
+            let pattern = ticked(cells[1]).remove(0);
+            let rules = vec![rule(&[&pattern], &[], &[], &[])];
+            let cfg = AuthConfig { htpasswd: Some(HtpasswdConfig::default()), rules, ..Default::default() };
+            let described = Access::new(&cfg, &hub_only).unwrap().describe().remove(0);
+            let expected = format!("auth.rules[0] {:?} covers: {}", [&pattern], ticked(cells[2]).join(", "));
+            assert_eq!(described, expected, "README row: {line}");
+            rows += 1;
+        }
+        assert!(rows >= 8, "the README shows its pattern table");
+        let example = readme.lines().find(|l| l.starts_with("#   auth.rules[0]")).unwrap();
+        let cfg = AuthConfig {
+            htpasswd: Some(HtpasswdConfig::default()),
+            rules: vec![rule(&["tools/*"], &[], &[], &[])],
+            ..Default::default()
+        };
+        assert_eq!(example, format!("#   {}", Access::new(&cfg, &hub_only).unwrap().describe()[0]));
     }
 }

@@ -14,10 +14,10 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::oci::{Digest, RepoName, Tag};
 use crate::store::index::UseKind;
-use crate::store::layout;
 
 use super::access::Verdict;
 use super::cache::CachedManifest;
+use super::identity::RepoId;
 use super::namespace::Action;
 use super::{Caller, Referrer, Registry, RegistryError, RegistryResult, Route};
 
@@ -152,21 +152,23 @@ pub struct MirrorOverview {
 /// A computed summary: the repository's generation then, and when.
 type Summary = (u64, Instant, Arc<RepoRow>);
 
-/// The repository names the store holds (pull name → storage name).
+/// The repositories the store holds, by canonical name (the name that pulls
+/// them: `team/app`, `docker.io/library/alpine`).
 #[derive(Default)]
 pub struct Catalog {
-    names: RwLock<BTreeMap<String, (Kind, RepoName)>>,
+    names: RwLock<BTreeMap<String, RepoId>>,
     /// Summaries, each valid at the repository's generation it was computed at.
     summaries: Mutex<HashMap<RepoName, Summary>>,
     /// When the names were last walked (`None`: not yet).
     walked: Mutex<Option<Instant>>,
 }
 
-/// The name that pulls a repository the store keeps under `storage`.
-fn pull_name(storage: &RepoName) -> (String, Kind) {
-    match layout::mirrored_parts(storage) {
-        Some((host, remote)) => (format!("{host}/{remote}"), Kind::Mirrored(host.to_string())),
-        None => (storage.to_string(), Kind::Pushed),
+impl Kind {
+    pub fn of(id: &RepoId) -> Kind {
+        match id.host() {
+            Some(host) => Kind::Mirrored(host.to_string()),
+            None => Kind::Pushed,
+        }
     }
 }
 
@@ -174,11 +176,12 @@ impl Catalog {
     /// Notes that `storage` was written (it exists, or its summary changed).
     /// Every push and fetch passes here: a name already known takes only the read lock.
     pub fn written(&self, storage: &RepoName) {
-        let (name, kind) = pull_name(storage);
+        let id = RepoId::from_storage(storage);
+        let name = id.to_string();
         if self.names.read().unwrap().contains_key(&name) {
             return;
         }
-        self.names.write().unwrap().entry(name).or_insert_with(|| (kind, storage.clone()));
+        self.names.write().unwrap().entry(name).or_insert(id);
     }
 }
 
@@ -210,38 +213,35 @@ impl Registry {
     /// Walks the repository names into the catalog (at startup, and again
     /// every few minutes on shared storage, where other replicas add names).
     pub async fn walk_catalog(&self) -> RegistryResult<()> {
-        let names = self.repository_names().await?.into_iter().map(|(name, kind, s)| (name, (kind, s))).collect();
+        let names = self.repository_names().await?.into_iter().map(|id| (id.to_string(), id)).collect();
         *self.catalog.names.write().unwrap() = names;
         *self.catalog.walked.lock().unwrap() = Some(Instant::now());
         Ok(())
     }
 
-    /// Every repository in the store (a walk of the tree): the name that
-    /// pulls it (`docker.io/library/alpine` for mirrored content), whose
-    /// content it holds, and where it is stored.
-    pub(super) async fn repository_names(&self) -> RegistryResult<Vec<(String, Kind, RepoName)>> {
+    /// Every repository in the store (a walk of the tree).
+    pub(super) async fn repository_names(&self) -> RegistryResult<Vec<RepoId>> {
         let mut names = Vec::new();
         for n in self.store.list_repositories().await? {
-            if let Ok(storage) = n.parse::<RepoName>() {
-                names.push((n, Kind::Pushed, storage));
+            if let Ok(name) = n.parse::<RepoName>() {
+                names.push(RepoId::Local(name));
             }
         }
         if let Some(mirror) = &self.mirror {
             for host in mirror.hosts() {
                 for remote in self.store.list_mirrored(host).await? {
-                    let storage = layout::mirror_repository(host, &remote);
-                    names.push((format!("{host}/{remote}"), Kind::Mirrored(host.to_string()), storage));
+                    if let Ok(remote) = remote.parse() {
+                        names.push(RepoId::Mirrored { host: host.to_string(), remote });
+                    }
                 }
             }
         }
         Ok(names)
     }
 
-    /// Whether `caller` may pull `name` (as clients name it), by the access policy.
-    pub(super) fn may_pull(&self, caller: &Caller, name: &str, kind: &Kind) -> bool {
-        name.parse::<RepoName>().is_ok_and(|n| {
-            self.access.decide(caller, Action::Pull, &n, matches!(kind, Kind::Mirrored(_))) == Verdict::Allow
-        })
+    /// Whether `caller` may pull `repo`, by the access policy.
+    pub(super) fn may_pull(&self, caller: &Caller, repo: &RepoId) -> bool {
+        self.access.decide(caller, Action::Pull, repo) == Verdict::Allow
     }
 
     /// The repositories `caller` may pull whose name contains `search`
@@ -259,21 +259,22 @@ impl Registry {
             self.walk_catalog().await?;
         }
         let term = search.to_lowercase();
-        let matching: Vec<(String, Kind, RepoName)> = self
+        let matching: Vec<RepoId> = self
             .catalog
             .names
             .read()
             .unwrap()
             .iter()
-            .filter(|(name, (k, _))| kind.is_none_or(|want| want == k) && name.contains(&term))
-            .map(|(name, (k, s))| (name.clone(), k.clone(), s.clone()))
-            .filter(|(name, k, _)| self.may_pull(caller, name, k))
+            .filter(|(name, id)| kind.is_none_or(|want| *want == Kind::of(id)) && name.contains(&term))
+            .filter(|(_, id)| self.may_pull(caller, id))
+            .map(|(_, id)| id.clone())
             .collect();
         let Page { items, total, page, pages } = page_of(matching, page);
         // Summaries not cached yet read storage: several at once.
         let rows = futures::stream::iter(items)
-            .map(|(name, kind, storage)| async move {
-                let summary = self.summary(&name, kind, &storage).await?;
+            .map(|id| async move {
+                let storage = id.storage();
+                let summary = self.summary(&id).await?;
                 // Pulls do not change the summary: their time is looked up each time.
                 let last_pull = self.last_pull(&storage, &summary.kind).await?;
                 Ok::<_, RegistryError>(Arc::new(RepoRow { last_pull, ..(*summary).clone() }))
@@ -301,10 +302,10 @@ impl Registry {
     pub fn catalog_counts(&self, caller: &Caller) -> (usize, BTreeMap<String, usize>) {
         let names = self.catalog.names.read().unwrap();
         let (mut pushed, mut mirrored) = (0, BTreeMap::new());
-        for (_, (kind, _)) in names.iter().filter(|(n, (k, _))| self.may_pull(caller, n, k)) {
-            match kind {
+        for id in names.values().filter(|id| self.may_pull(caller, id)) {
+            match Kind::of(id) {
                 Kind::Pushed => pushed += 1,
-                Kind::Mirrored(host) => *mirrored.entry(host.clone()).or_insert(0) += 1,
+                Kind::Mirrored(host) => *mirrored.entry(host).or_insert(0) += 1,
             }
         }
         (pushed, mirrored)
@@ -312,7 +313,8 @@ impl Registry {
 
     /// A repository's summary, from the cache while the repository was not
     /// written since (and, on shared storage, for `cache.tag_ttl` at most).
-    async fn summary(&self, name: &str, kind: Kind, storage: &RepoName) -> RegistryResult<Arc<RepoRow>> {
+    async fn summary(&self, id: &RepoId) -> RegistryResult<Arc<RepoRow>> {
+        let storage = &id.storage();
         let generation = self.caches.generations.current(storage);
         let fresh_for = self.caches.tag_ttl();
         if let Some((g, at, row)) = self.catalog.summaries.lock().unwrap().get(storage) {
@@ -328,19 +330,18 @@ impl Registry {
             last_push = last_push.max(self.store.tag_modified(storage, &tag).await?);
             bytes += self.reachable_bytes(&d, &mut seen).await;
         }
-        let pinned = layout::mirrored_parts(storage).is_some_and(|(host, remote)| self.pins.pinned(host, remote, None));
         let row = Arc::new(RepoRow {
-            name: name.to_string(),
-            kind,
+            name: id.to_string(),
+            kind: Kind::of(id),
             tags: tags.len(),
             bytes,
             last_push,
             last_pull: None,
-            pinned,
+            pinned: self.pins.touches(id),
         });
         if tags.is_empty() && !self.store.holds_content(storage).await? {
             // Gone (deleted, or evicted): out of the catalog.
-            self.catalog.names.write().unwrap().remove(name);
+            self.catalog.names.write().unwrap().remove(&id.to_string());
         }
         self.catalog.summaries.lock().unwrap().insert(storage.clone(), (generation, Instant::now(), row.clone()));
         Ok(row)
@@ -370,23 +371,22 @@ impl Registry {
 
     /// The route for browsing `name`, if `caller` may pull it: never an
     /// upstream request (the page shows what is stored).
-    async fn browse_route(&self, caller: &Caller, name: &str) -> RegistryResult<(Route, Kind)> {
+    async fn browse_route(&self, caller: &Caller, name: &str) -> RegistryResult<RepoId> {
         let entry = self.catalog.names.read().unwrap().get(name).cloned();
-        let Some((kind, storage)) = entry else { return Err(RegistryError::NameUnknown(name.to_string())) };
-        if !self.may_pull(caller, name, &kind) {
-            return Err(RegistryError::NameUnknown(name.to_string()));
+        match entry {
+            Some(id) if self.may_pull(caller, &id) => Ok(id),
+            _ => Err(RegistryError::NameUnknown(name.to_string())),
         }
-        Ok((Route::Local(storage), kind))
     }
 
     /// The tags of `name` (`caller` may pull it), one page, with their rows.
     pub async fn browse_tags(&self, caller: &Caller, name: &str, page: usize) -> RegistryResult<Page<TagRow>> {
-        let (route, _) = self.browse_route(caller, name).await?;
-        let tags = self.store.list_tags(route.storage()).await?;
+        let storage = self.browse_route(caller, name).await?.storage();
+        let tags = self.store.list_tags(&storage).await?;
         let Page { items, total, page, pages } = page_of(tags, page);
         let mut rows = Vec::with_capacity(items.len());
         for t in items {
-            if let Some((row, _)) = self.tag_details(route.storage(), &t).await? {
+            if let Some((row, _)) = self.tag_details(&storage, &t).await? {
                 rows.push(row);
             }
         }
@@ -486,10 +486,9 @@ impl Registry {
     pub fn may_delete(&self, caller: &Caller, name: &str) -> bool {
         let entry = self.catalog.names.read().unwrap().get(name).cloned();
         self.delete_enabled
-            && matches!(entry, Some((Kind::Pushed, _)))
-            && name
-                .parse::<RepoName>()
-                .is_ok_and(|n| self.access.decide(caller, Action::Delete, &n, false) == Verdict::Allow)
+            && entry.is_some_and(|id| {
+                !id.is_mirrored() && self.access.decide(caller, Action::Delete, &id) == Verdict::Allow
+            })
     }
 
     /// Deletes tag `tag` of `name` for `caller`, as `DELETE /v2/<name>/manifests/<tag>` would.
@@ -503,12 +502,13 @@ impl Registry {
 
     /// Everything the tag page shows of `name:tag`.
     pub async fn browse_tag(&self, caller: &Caller, name: &str, tag: &str) -> RegistryResult<TagDetails> {
-        let (route, _) = self.browse_route(caller, name).await?;
+        let id = self.browse_route(caller, name).await?;
         let (row, images) = self
-            .tag_details(route.storage(), tag)
+            .tag_details(&id.storage(), tag)
             .await?
             .ok_or_else(|| RegistryError::ManifestUnknown(format!("{name}:{tag}")))?;
-        let referrers = self.referrers(&route, &row.digest, None).await?;
+        // The page shows what is stored: never an upstream request.
+        let referrers = self.referrers(&Route::Local(id.storage()), &row.digest, None).await?;
         Ok(TagDetails { row, images, referrers })
     }
 }
@@ -520,9 +520,14 @@ mod tests {
     #[test]
     fn storage_names_become_pull_names() {
         let team: RepoName = "team/app".parse().unwrap();
-        assert_eq!(pull_name(&team), ("team/app".to_string(), Kind::Pushed));
-        let m = layout::mirror_repository("docker.io", "library/alpine");
-        assert_eq!(pull_name(&m), ("docker.io/library/alpine".to_string(), Kind::Mirrored("docker.io".into())));
+        let id = RepoId::from_storage(&team);
+        assert_eq!((id.to_string(), Kind::of(&id)), ("team/app".to_string(), Kind::Pushed));
+        let m = crate::store::layout::mirror_repository("docker.io", "library/alpine");
+        let id = RepoId::from_storage(&m);
+        assert_eq!(
+            (id.to_string(), Kind::of(&id)),
+            ("docker.io/library/alpine".to_string(), Kind::Mirrored("docker.io".into()))
+        );
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub enum RegistryError {
     ManifestUnknown(String),
     #[error("repository {0} is not known to this registry")]
     NameUnknown(String),
+    /// The policy says no repository here can be the one named (the reason).
+    #[error("{0}")]
+    NotHere(String),
     #[error("manifest references {0}, which is not known in this repository; push it first")]
     ManifestBlobUnknown(Digest),
     #[error("manifest digest is {actual}, but it was pushed as {expected}")]
@@ -31,6 +34,8 @@ pub enum RegistryError {
     RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
     Denied(String),
+    #[error("a garbage collection is already running")]
+    GcRunning,
     #[error("authentication required to access {0}")]
     Unauthorized(String),
     #[error(transparent)]
@@ -45,13 +50,14 @@ impl RegistryError {
             RegistryError::Invalid(p) => p.code,
             RegistryError::BlobUnknown(_) => OciCode::BlobUnknown,
             RegistryError::ManifestUnknown(_) => OciCode::ManifestUnknown,
-            RegistryError::NameUnknown(_) => OciCode::NameUnknown,
+            RegistryError::NameUnknown(_) | RegistryError::NotHere(_) => OciCode::NameUnknown,
             RegistryError::ManifestBlobUnknown(_) => OciCode::ManifestBlobUnknown,
             RegistryError::ManifestDigestMismatch { .. } => OciCode::DigestInvalid,
             RegistryError::ManifestTooLarge { .. } => OciCode::TooLarge,
             RegistryError::DeleteDisabled => OciCode::Unsupported,
             RegistryError::RangeNotSatisfiable { .. } => OciCode::RangeInvalid,
             RegistryError::Denied(_) => OciCode::Denied,
+            RegistryError::GcRunning => OciCode::Busy,
             RegistryError::Unauthorized(_) => OciCode::Unauthorized,
         }
     }

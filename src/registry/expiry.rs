@@ -17,13 +17,14 @@
 //! manifests are removed under the repository's write lock, bumping its
 //! generation, so no cached read serves what was evicted.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use crate::oci::{Digest, RepoName, Tag};
 use crate::store::index::UseKind;
-use crate::store::layout;
 
+use super::identity::{glob, RepoId, RepoPattern};
+use super::namespace::Namespace;
 use super::uses::now_secs;
 use super::{Registry, RegistryResult};
 
@@ -40,42 +41,64 @@ pub struct EvictionReport {
     pub millis: u128,
 }
 
-/// `mirror.pin`: images that never leave.
-pub struct Pins(Vec<String>);
-
-/// `*` matches any run of characters (slashes included). Pins and access
-/// rules name repositories with it.
-pub(crate) fn glob(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((head, rest)) => {
-            let Some(text) = text.strip_prefix(head) else { return false };
-            (0..=text.len()).filter(|&i| text.is_char_boundary(i)).any(|i| glob(rest, &text[i..]))
-        }
-    }
-}
+/// `mirror.pin`: images that never leave. Each pin is a repository
+/// pattern (resolved into the identity space like an access rule's, so
+/// `alpine:3.20` and `docker.io/library/alpine:3.20` are one pin) and, after
+/// a colon, an optional tag pattern.
+pub struct Pins(Vec<(RepoPattern, Option<String>)>);
 
 impl Pins {
-    pub fn new(patterns: &[String]) -> Self {
-        Pins(patterns.to_vec())
+    pub fn new(patterns: &[String], namespace: &Namespace) -> Result<Self, String> {
+        let mut pins = Vec::new();
+        // With mirroring off (`--no-mirror`) nothing expires: pins hold nothing.
+        if !namespace.mirroring() {
+            return Ok(Pins(pins));
+        }
+        for p in patterns {
+            // `host:port/name` has a colon too; a tag never contains '/'.
+            let (repo, tag) = match p.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+                Some((r, t)) => (r, Some(t.to_string())),
+                None => (p.as_str(), None),
+            };
+            let mirrored: Vec<RepoPattern> = namespace
+                .resolve_pattern(repo)
+                .map_err(|e| format!("mirror.pin {p:?}: {e}"))?
+                .into_iter()
+                .filter(|r| matches!(r, RepoPattern::Mirrored { .. }))
+                .collect();
+            if mirrored.is_empty() {
+                return Err(format!("mirror.pin {p:?} names no mirrored repository (pushed content never expires)"));
+            }
+            pins.extend(mirrored.into_iter().map(|r| (r, tag.clone())));
+        }
+        Ok(Pins(pins))
     }
 
-    /// Whether tag `tag` of upstream `host`'s repository `remote` is pinned
-    /// (`None`: whether every tag of the repository is).
-    pub fn pinned(&self, host: &str, remote: &str, tag: Option<&str>) -> bool {
-        let repo = format!("{host}/{remote}");
-        // `host:port/name` has a colon too; a tag never contains '/'.
-        self.0.iter().any(|p| match p.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
-            Some((r, t)) => tag.is_some_and(|tag| glob(r, &repo) && glob(t, tag)),
-            None => glob(p, &repo),
+    /// Whether tag `tag` of `repo` is pinned (`None`: whether every tag of the repository is).
+    pub fn pinned(&self, repo: &RepoId, tag: Option<&str>) -> bool {
+        self.0.iter().any(|(r, t)| {
+            r.matches(repo)
+                && match t {
+                    Some(t) => tag.is_some_and(|tag| glob(t, tag)),
+                    None => true,
+                }
         })
+    }
+
+    /// Whether any pin names `repo` or one of its tags.
+    pub fn touches(&self, repo: &RepoId) -> bool {
+        self.0.iter().any(|(r, _)| r.matches(repo))
+    }
+
+    /// Each pin in canonical form (what `berth config check` prints).
+    pub fn describe(&self) -> Vec<String> {
+        self.0.iter().map(|(r, t)| t.as_ref().map_or_else(|| r.to_string(), |t| format!("{r}:{t}"))).collect()
     }
 }
 
 /// One mirrored repository as an eviction pass sees it.
 struct Repo {
-    host: String,
-    remote: String,
+    id: RepoId,
     storage: RepoName,
     ttl: Duration,
 }
@@ -121,8 +144,9 @@ impl Registry {
         let mut repos = Vec::new();
         for (host, ttl) in self.mirrored_repos() {
             for remote in self.store.list_mirrored_content(&host).await? {
-                let storage = layout::mirror_repository(&host, &remote);
-                repos.push(Repo { host: host.clone(), remote, storage, ttl });
+                let Ok(remote) = remote.parse::<RepoName>() else { continue };
+                let id = RepoId::Mirrored { host: host.clone(), remote };
+                repos.push(Repo { storage: id.storage(), id, ttl });
             }
         }
         // What the repositories' expiry frees is deleted together at the end
@@ -213,7 +237,7 @@ impl Registry {
         gone_uses: &mut Vec<String>,
     ) -> RegistryResult<()> {
         let r = &repo.storage;
-        if self.pins.pinned(&repo.host, &repo.remote, None) {
+        if self.pins.pinned(&repo.id, None) {
             return Ok(());
         }
         let _writing = self.locks.lock(r).await;
@@ -224,7 +248,7 @@ impl Registry {
         let mut kept_tags = Vec::new();
         for tag in &tags {
             let Ok(t) = tag.parse::<Tag>() else { continue };
-            let pinned = self.pins.pinned(&repo.host, &repo.remote, Some(tag));
+            let pinned = self.pins.pinned(&repo.id, Some(tag));
             if pinned || tag_uses.get(tag).is_some_and(|&at| at >= cutoff) {
                 kept_tags.push(t);
             } else if self.store.delete_tag(r, &t).await? {
@@ -281,6 +305,9 @@ impl Registry {
         }
         // Cached reads of the repository stop counting only if something went.
         if report.tags + report.manifests + report.blob_links > changed_before {
+            if kept_tags.is_empty() && kept.is_empty() {
+                self.store.remove_emptied_mirror(r).await?;
+            }
             self.written(r);
         }
         Ok(())
@@ -300,7 +327,7 @@ impl Registry {
         // (last use, repo index, digest, is a manifest)
         let mut units: BTreeMap<(u64, usize, String), bool> = BTreeMap::new();
         for (i, repo) in repos.iter().enumerate() {
-            if self.pins.pinned(&repo.host, &repo.remote, None) {
+            if self.pins.pinned(&repo.id, None) {
                 continue;
             }
             let r = &repo.storage;
@@ -334,7 +361,7 @@ impl Registry {
         // The data of what goes is deleted together at the end (on shared
         // storage each deletion walks the bucket's links once, `store::shared`);
         // until then, what a unit frees is what the index says nothing links any more.
-        let (mut all_candidates, mut counted) = (Vec::new(), HashSet::new());
+        let (mut all_candidates, mut counted, mut touched) = (Vec::new(), HashSet::new(), BTreeSet::new());
         for ((_, i, key), is_manifest) in units {
             if report.mirror_bytes <= target {
                 break;
@@ -368,6 +395,7 @@ impl Registry {
                     candidates.extend(gone);
                 }
                 self.written(r);
+                touched.insert(i);
             }
             let lookup = candidates.clone();
             let unlinked: Vec<(Digest, bool, Option<u64>)> = self
@@ -383,6 +411,11 @@ impl Registry {
             }
             all_candidates.extend(candidates);
         }
+        for i in touched {
+            let r = &repos[i].storage;
+            let _writing = self.locks.lock(r).await;
+            self.store.remove_emptied_mirror(r).await?;
+        }
         self.delete_blob_data(all_candidates, report).await?;
         report.mirror_bytes = self.store_bytes_now().await?.0;
         Ok(())
@@ -392,7 +425,7 @@ impl Registry {
     async fn pinned_manifests(&self, repo: &Repo) -> RegistryResult<HashSet<String>> {
         let mut out = HashSet::new();
         for tag in self.store.list_tags(&repo.storage).await? {
-            if self.pins.pinned(&repo.host, &repo.remote, Some(&tag)) {
+            if self.pins.pinned(&repo.id, Some(&tag)) {
                 if let Ok(t) = tag.parse::<Tag>() {
                     if let Some(d) = self.store.resolve_tag(&repo.storage, &t).await? {
                         let refs = self.references(std::slice::from_ref(&d)).await;
@@ -416,28 +449,33 @@ mod tests {
 
     #[test]
     fn pins_match_tags_repositories_and_patterns() {
-        let pins = Pins::new(&[
-            "docker.io/library/alpine:3.20".into(),
-            "docker.io/library/busybox".into(),
-            "ghcr.io/owner/*".into(),
-            "registry.corp:5000/team/app:v*".into(),
-        ]);
-        assert!(pins.pinned("docker.io", "library/alpine", Some("3.20")));
-        assert!(!pins.pinned("docker.io", "library/alpine", Some("3.19")));
-        assert!(!pins.pinned("docker.io", "library/alpine", None), "one tag does not pin the repository");
-        assert!(pins.pinned("docker.io", "library/busybox", None));
-        assert!(pins.pinned("docker.io", "library/busybox", Some("latest")));
-        assert!(pins.pinned("ghcr.io", "owner/a/b", Some("x")));
-        assert!(!pins.pinned("ghcr.io", "other/a", Some("x")));
-        assert!(pins.pinned("registry.corp:5000", "team/app", Some("v1")));
-        assert!(!pins.pinned("registry.corp:5000", "team/app", Some("latest")));
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob("a*c", "abbbc"));
-        assert!(glob("*", ""));
-        assert!(!glob("a*c", "abd"));
-        assert!(glob("docker.io/library/*", "docker.io/library/a/b"));
+        let mut cfg = crate::config::MirrorConfig::default();
+        cfg.upstreams.push(crate::config::UpstreamConfig::new("ghcr.io", "https://ghcr.io"));
+        cfg.upstreams.push(crate::config::UpstreamConfig::new("registry.corp:5000", "https://registry.corp:5000"));
+        let ns = Namespace::new(&cfg);
+        let pins = Pins::new(
+            &[
+                "alpine:3.20".into(),
+                "docker.io/library/busybox".into(),
+                "ghcr.io/owner/*".into(),
+                "registry.corp:5000/team/app:v*".into(),
+            ],
+            &ns,
+        )
+        .unwrap();
+        let id = |host: &str, remote: &str| RepoId::Mirrored { host: host.into(), remote: remote.parse().unwrap() };
+        assert!(pins.pinned(&id("docker.io", "library/alpine"), Some("3.20")));
+        assert!(!pins.pinned(&id("docker.io", "library/alpine"), Some("3.19")));
+        assert!(!pins.pinned(&id("docker.io", "library/alpine"), None), "one tag does not pin the repository");
+        assert!(pins.touches(&id("docker.io", "library/alpine")), "but it touches it");
+        assert!(pins.pinned(&id("docker.io", "library/busybox"), None));
+        assert!(pins.pinned(&id("docker.io", "library/busybox"), Some("latest")));
+        assert!(pins.pinned(&id("ghcr.io", "owner/a/b"), Some("x")));
+        assert!(!pins.pinned(&id("ghcr.io", "other/a"), Some("x")));
+        assert!(pins.pinned(&id("registry.corp:5000", "team/app"), Some("v1")));
+        assert!(!pins.pinned(&id("registry.corp:5000", "team/app"), Some("latest")));
+        assert!(!pins.touches(&RepoId::Local("library/alpine".parse().unwrap())));
+        assert_eq!(pins.describe()[0], "docker.io/library/alpine:3.20");
+        assert!(Pins::new(&["quay.io/x/y".into()], &ns).is_err(), "a registry berth does not mirror");
     }
 }

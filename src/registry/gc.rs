@@ -57,6 +57,9 @@ pub struct GcReport {
     pub millis: u128,
 }
 
+/// Held while a garbage collection runs (see `Registry::gc_slot`).
+pub struct GcSlot(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
+
 impl Registry {
     /// Adds what a manifest push references to the live set of a running GC.
     pub(super) fn gc_keep(&self, digests: impl IntoIterator<Item = Digest>) {
@@ -69,11 +72,26 @@ impl Registry {
         self.gc_live.lock().unwrap().as_ref().is_some_and(|live| live.contains(d))
     }
 
+    /// The right to run the one garbage collection; `GcRunning` (409) while
+    /// another holds it. Taken before a collection is started, so a caller
+    /// that streams its progress can refuse a second one with its status.
+    pub fn gc_slot(&self) -> RegistryResult<GcSlot> {
+        self.gc_running.clone().try_lock_owned().map(GcSlot).map_err(|_| RegistryError::GcRunning)
+    }
+
     /// Runs one garbage collection; another one running at the same time is an error.
     pub async fn gc(&self, opts: GcOptions, progress: &(dyn Fn(GcProgress) + Send + Sync)) -> RegistryResult<GcReport> {
-        let Ok(_running) = self.gc_running.try_lock() else {
-            return Err(RegistryError::Denied("a garbage collection is already running".into()));
-        };
+        self.gc_with(self.gc_slot()?, opts, progress).await
+    }
+
+    /// Runs the garbage collection `slot` was taken for.
+    pub async fn gc_with(
+        &self,
+        slot: GcSlot,
+        opts: GcOptions,
+        progress: &(dyn Fn(GcProgress) + Send + Sync),
+    ) -> RegistryResult<GcReport> {
+        let _running = slot;
         // On shared storage, in this replica's lifecycle turn (an eviction
         // pass elsewhere ends within minutes).
         let turn = match self.store.shared() {

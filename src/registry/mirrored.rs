@@ -65,7 +65,7 @@ impl Registry {
         let result = self
             .manifest_fetches
             .try_get_with(key.clone(), async {
-                let fetched = self.mirror().fetch_manifest(&m.upstream, &m.remote, reference).await?;
+                let fetched = self.mirror().fetch_manifest(&m.upstream, m.remote.as_str(), reference).await?;
                 let info = ManifestInfo::parse_stored(&fetched.bytes)
                     .map_err(|e| m.upstream.protocol(format!("upstream manifest: {}", e.message)))?;
                 let media_type = info.media_type.clone();
@@ -140,7 +140,7 @@ impl Registry {
             tracing::info!(repo = %m.storage, %reference, "{why}; served the cached tag unrevalidated");
             return Ok(Manifest { stale: Some(why), ..cached });
         }
-        let revalidated = match self.mirror().head_manifest(&m.upstream, &m.remote, reference).await {
+        let revalidated = match self.mirror().head_manifest(&m.upstream, m.remote.as_str(), reference).await {
             Ok(Some(upstream)) if upstream == cached.digest => {
                 self.looked_up(m, reference, "manifest", "revalidated");
                 Ok(cached.clone())
@@ -175,7 +175,7 @@ impl Registry {
     async fn confirm_upstream_has(&self, m: &MirroredRepo, d: &Digest, size: Option<u64>) -> RegistryResult<u64> {
         let upstream_size = self
             .mirror()
-            .head_blob(&m.upstream, &m.remote, d)
+            .head_blob(&m.upstream, m.remote.as_str(), d)
             .await
             .map_err(|e| not_found_as(e, || RegistryError::BlobUnknown(d.clone())))?;
         match size {
@@ -198,7 +198,6 @@ impl Registry {
         if !self.store.link_existing(&m.storage, d).await? {
             return Ok(None);
         }
-        self.looked_up(m, d, "blob", "shared");
         Ok(Some(size))
     }
 
@@ -206,8 +205,8 @@ impl Registry {
     /// upstream confirms `m`'s repository has the blob, when it is another
     /// repository's fetch), or a new one.
     async fn join_fetch(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<(Arc<Fetch>, bool)> {
-        let (fetch, joined) = self.mirror().fetch_blob(m.upstream.clone(), &m.remote, &m.storage, d);
-        if joined && (fetch.host != m.upstream.host || fetch.remote != m.remote) {
+        let (fetch, joined) = self.mirror().fetch_blob(m.upstream.clone(), m.remote.as_str(), &m.storage, d);
+        if joined && (fetch.host != m.upstream.host || fetch.remote != m.remote.as_str()) {
             self.confirm_upstream_has(m, d, None).await?;
             if !fetch.also_link(m.storage.clone()) {
                 self.store.link_existing(&m.storage, d).await?;
@@ -216,10 +215,12 @@ impl Registry {
         Ok((fetch, joined))
     }
 
-    /// A blob stored for `m`, or adopted into it from elsewhere in the store.
-    async fn stored_blob(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<Option<u64>> {
+    /// A blob stored for `m` (a `hit`), or adopted into it from elsewhere in
+    /// the store (`shared`): its size and which, for the one lookup count the
+    /// caller makes.
+    async fn stored_blob(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<Option<(u64, &'static str)>> {
         if let Some(size) = self.linked_size(&m.storage, d).await? {
-            return Ok(Some(size));
+            return Ok(Some((size, "hit")));
         }
         if self.mirror().inflight_blob(d).is_some() {
             return Ok(None);
@@ -227,9 +228,9 @@ impl Registry {
         // A fetch links its blob before it leaves the in-flight map, so one
         // that finished since the first look is found by a second.
         if let Some(size) = self.linked_size(&m.storage, d).await? {
-            return Ok(Some(size));
+            return Ok(Some((size, "hit")));
         }
-        self.adopt_stored_blob(m, d).await
+        Ok(self.adopt_stored_blob(m, d).await?.map(|size| (size, "shared")))
     }
 
     pub(super) async fn mirrored_blob_size(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<u64> {
@@ -246,7 +247,7 @@ impl Registry {
         // pushing client's existence check, which the upstream must not answer.
         if m.implicit {
             if let Some(fetch) =
-                self.mirror().inflight_blob(d).filter(|f| f.host == m.upstream.host && f.remote == m.remote)
+                self.mirror().inflight_blob(d).filter(|f| f.host == m.upstream.host && f.remote == m.remote.as_str())
             {
                 return Ok(fetch.verified().await.map_err(RegistryError::Mirror)?.0);
             }
@@ -255,12 +256,17 @@ impl Registry {
                 None => Err(RegistryError::BlobUnknown(d.clone())),
             };
         }
-        if let Some(size) = self.stored_blob(m, d).await? {
+        if let Some((size, result)) = self.stored_blob(m, d).await? {
+            // The first sight of a stored blob counts (as before: existence
+            // checks of linked blobs do not).
+            if result == "shared" {
+                self.looked_up(m, d, "blob", result);
+            }
             return Ok(size);
         }
         // A size from a fetch is told only once the bytes are verified.
         if let Some(fetch) = self.mirror().inflight_blob(d) {
-            if fetch.host == m.upstream.host && fetch.remote == m.remote {
+            if fetch.host == m.upstream.host && fetch.remote == m.remote.as_str() {
                 return Ok(fetch.verified().await.map_err(RegistryError::Mirror)?.0);
             }
         }
@@ -278,8 +284,8 @@ impl Registry {
             // Held from the link check until the file is open (an open file
             // keeps its bytes): eviction cannot delete the data in between.
             let _lease = self.store.lease(d).await;
-            if let Some(size) = self.stored_blob(m, d).await? {
-                self.looked_up(m, d, "blob", "hit");
+            if let Some((size, result)) = self.stored_blob(m, d).await? {
+                self.looked_up(m, d, "blob", result);
                 return self.open_stored_blob(d, size, range).await;
             }
         }

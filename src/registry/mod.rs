@@ -11,6 +11,7 @@ pub mod cache;
 mod error;
 pub mod expiry;
 pub mod gc;
+pub mod identity;
 mod manifests;
 mod mirrored;
 pub mod namespace;
@@ -37,6 +38,7 @@ use crate::store::Store;
 pub use access::Caller;
 use access::{Access, Verdict};
 use cache::{Caches, RepoLocks};
+pub use identity::RepoId;
 use namespace::{Decision, Facts, Namespace};
 
 /// Where a request on a repository is served from.
@@ -50,7 +52,7 @@ pub enum Route {
 pub struct MirroredRepo {
     pub upstream: Arc<Upstream>,
     /// The repository's name upstream (`library/alpine`).
-    pub remote: String,
+    pub remote: RepoName,
     /// Where the store keeps it (`_mirror/docker.io/library/alpine`).
     pub storage: RepoName,
     /// See `namespace::Decision::Mirrored`.
@@ -63,6 +65,14 @@ impl Route {
         match self {
             Route::Local(n) => n,
             Route::Mirrored(m) => &m.storage,
+        }
+    }
+
+    /// The repository this route serves: its one identity.
+    pub fn id(&self) -> RepoId {
+        match self {
+            Route::Local(n) => RepoId::Local(n.clone()),
+            Route::Mirrored(m) => RepoId::Mirrored { host: m.upstream.host.clone(), remote: m.remote.clone() },
         }
     }
 }
@@ -90,7 +100,7 @@ pub struct Registry {
     /// While a garbage collection runs: what manifests pushed meanwhile reference.
     gc_live: std::sync::Mutex<Option<std::collections::HashSet<crate::oci::Digest>>>,
     /// One garbage collection at a time.
-    gc_running: tokio::sync::Mutex<()>,
+    gc_running: Arc<tokio::sync::Mutex<()>>,
     gc: crate::config::GcConfig,
     access: Access,
     metrics: Arc<crate::metrics::Metrics>,
@@ -106,18 +116,23 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn with_store(cfg: &Config, store: Store) -> Self {
+    /// The registry over `store`; an error when a configured pattern (an
+    /// access rule's, a pin's) does not resolve to repositories.
+    pub fn with_store(cfg: &Config, store: Store) -> Result<Self, String> {
+        let namespace = Namespace::new(&cfg.mirror);
+        let access = Access::new(&cfg.auth, &namespace)?;
+        let pins = expiry::Pins::new(&cfg.mirror.pin, &namespace)?;
         let store = Arc::new(store);
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mirror = cfg
             .mirror
             .enabled
             .then(|| Mirror::new(&cfg.mirror, store.clone(), cfg.storage.max_manifest_size, metrics.clone()));
-        Self {
+        Ok(Self {
             caches: Caches::new(&cfg.cache, store.shared()),
             store,
             locks: RepoLocks::default(),
-            namespace: Namespace::new(&cfg.mirror),
+            namespace,
             mirror,
             fresh_tags: Cache::new(cfg.cache.tags),
             manifest_fetches: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(1)).build(),
@@ -125,20 +140,20 @@ impl Registry {
             max_manifest_size: cfg.storage.max_manifest_size,
             upload_max_age: cfg.uploads.max_age,
             uses: Default::default(),
-            pins: expiry::Pins::new(&cfg.mirror.pin),
+            pins,
             ttl: cfg.mirror.ttl,
             max_size: cfg.mirror.max_size.map(|b| b.as_u64()),
             eviction_interval: cfg.mirror.eviction_interval,
             gc_live: Default::default(),
             gc_running: Default::default(),
             gc: cfg.gc.clone(),
-            access: Access::new(&cfg.auth),
+            access,
             metrics,
             store_bytes: Default::default(),
             catalog: Default::default(),
             traffic: Default::default(),
             last_runs: Default::default(),
-        }
+        })
     }
 
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
@@ -212,8 +227,9 @@ impl Registry {
     }
 
     /// Where a request to do `action` on `name` (with containerd's `?ns=`)
-    /// is served, or `Denied` with the reason: the name-space policy's
-    /// decision, with the store facts it needs.
+    /// is served, or `Denied` with the reason: the name-space policy resolves
+    /// the name, with the store facts it needs, into the one repository
+    /// identity that access control and everything after take.
     pub async fn route(
         &self,
         name: &RepoName,
@@ -221,37 +237,50 @@ impl Registry {
         action: Action,
         caller: &Caller,
     ) -> RegistryResult<Route> {
-        let class = self.namespace.classify(name, ns);
+        let class = self.namespace.classify(name, ns)?;
         let (need_local, need_mirrored) = Namespace::needs_facts(&class, action);
         let mut facts = Facts::default();
         if need_local {
             facts.local = self.is_local(name).await?;
         }
         if need_mirrored && !facts.local {
-            if let namespace::Class::Default { host, remote, .. } = &class {
-                let storage = crate::store::layout::mirror_repository(host, remote);
-                facts.mirrored = self.store.holds_content(&storage).await?;
+            if let Some(mirror) = Namespace::default_mirror(&class) {
+                facts.mirrored = self.store.holds_content(&mirror.storage()).await?;
             }
         }
-        let decision = self.namespace.decide(name, &class, action, facts);
-        let mirrored = matches!(decision, Decision::Mirrored { .. });
-        if !matches!(decision, Decision::Denied(_)) {
-            match self.access.decide(caller, action, name, mirrored) {
-                Verdict::Allow => {}
-                Verdict::Unauthorized => return Err(RegistryError::Unauthorized(name.to_string())),
-                Verdict::Denied(why) => return Err(RegistryError::Denied(why)),
+        let (id, implicit) = match self.namespace.decide(name, &class, action, facts) {
+            Decision::Serve { id, implicit } => (id, implicit),
+            Decision::Denied(why) => return Err(RegistryError::Denied(why)),
+            Decision::Unknown(why) => return Err(RegistryError::NotHere(why)),
+            Decision::Invalid(why) => {
+                return Err(crate::oci::ParseError::new(crate::oci::OciCode::NameInvalid, why).into())
             }
+        };
+        self.authorize(caller, action, &id)?;
+        self.serve_route(id, implicit)
+    }
+
+    /// Whether `caller` may do `action` on `repo`, by the access policy.
+    fn authorize(&self, caller: &Caller, action: Action, repo: &RepoId) -> RegistryResult<()> {
+        match self.access.decide(caller, action, repo) {
+            Verdict::Allow => Ok(()),
+            Verdict::Unauthorized => Err(RegistryError::Unauthorized(repo.to_string())),
+            Verdict::Denied(why) => Err(RegistryError::Denied(why)),
         }
-        match decision {
-            Decision::Local => Ok(Route::Local(name.clone())),
-            Decision::Denied(why) => Err(RegistryError::Denied(why)),
-            Decision::Mirrored { host, remote, storage, implicit } => {
+    }
+
+    /// How repository `id` is served: from the store, or through its upstream.
+    fn serve_route(&self, id: RepoId, implicit: bool) -> RegistryResult<Route> {
+        match id {
+            RepoId::Local(name) => Ok(Route::Local(name)),
+            RepoId::Mirrored { host, remote } => {
                 let upstream = self.mirror.as_ref().and_then(|m| m.upstream(&host)).ok_or_else(|| {
                     RegistryError::Mirror(MirrorError::Protocol {
                         host: host.clone(),
                         reason: "no such upstream".into(),
                     })
                 })?;
+                let storage = crate::store::layout::mirror_repository(&host, remote.as_str());
                 Ok(Route::Mirrored(MirroredRepo { upstream, remote, storage, implicit }))
             }
         }
@@ -301,8 +330,8 @@ impl Registry {
             .repository_names()
             .await?
             .into_iter()
-            .filter(|(name, kind, _)| self.may_pull(caller, name, kind))
-            .map(|(name, _, _)| name)
+            .filter(|id| self.may_pull(caller, id))
+            .map(|id| id.to_string())
             .collect();
         names.sort();
         names.dedup();
@@ -395,6 +424,17 @@ impl Registry {
     pub fn purge_interval(&self) -> Duration {
         (self.upload_max_age / 24).clamp(Duration::from_millis(500), Duration::from_secs(3600))
     }
+}
+
+/// The configured repository patterns (access rules, pins) in canonical
+/// form, one line each, as the registry resolves them; an error when one
+/// does not resolve (what `berth config check` prints).
+pub fn describe_patterns(cfg: &Config) -> Result<Vec<String>, String> {
+    let namespace = Namespace::new(&cfg.mirror);
+    let mut lines = Access::new(&cfg.auth, &namespace)?.describe();
+    let pins = expiry::Pins::new(&cfg.mirror.pin, &namespace)?;
+    lines.extend(pins.describe().into_iter().map(|p| format!("mirror.pin {p}")));
+    Ok(lines)
 }
 
 /// Keeps entries after `last`, then the first `n` of them.

@@ -106,6 +106,13 @@ pub trait Backend: Send + Sync + 'static {
     async fn has_children(&self, dir: &str) -> StoreResult<bool> {
         Ok(!self.list(dir).await?.is_empty())
     }
+    /// Removes the empty directories at and under `dir`, deepest first, and
+    /// then its parents that are left empty, up to (not including) `up_to`;
+    /// a directory with a file in it stays. Whether `dir` is gone. Object
+    /// stores have no directories: a prefix ends with its last key.
+    async fn prune_empty_dirs(&self, _dir: &str, _up_to: &str) -> StoreResult<bool> {
+        Ok(true)
+    }
     /// Removes a file and everything under it as a directory; absent is not an error.
     async fn delete(&self, path: &str) -> StoreResult<()>;
     /// Streams `len` bytes (or to the end) from `offset`: only that range is

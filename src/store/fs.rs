@@ -79,9 +79,50 @@ fn write_temp<'a>(tmp: &Path, dest: &'a Path, content: &[u8]) -> std::io::Result
     f.write_all(content)?;
     f.sync_all()?;
     drop(f);
-    let dir = dest.parent().ok_or_else(|| std::io::Error::other("destination has no parent directory"))?;
+    dest.parent().ok_or_else(|| std::io::Error::other("destination has no parent directory"))
+}
+
+/// Runs `op` (a rename or link into `dir`) once `dir` exists. Expiry prunes
+/// a repository's empty directories (`prune_empty_dirs`); one removed between
+/// the mkdir and the rename is made again and the rename retried.
+fn into_dir<T>(dir: &Path, mut op: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    for _ in 0..3 {
+        std::fs::create_dir_all(dir)?;
+        match op() {
+            Err(e) if e.kind() == ErrorKind::NotFound && !dir.exists() => continue,
+            result => return result,
+        }
+    }
     std::fs::create_dir_all(dir)?;
-    Ok(dir)
+    op()
+}
+
+/// Removes the empty directories under `path` and then `path` itself,
+/// deepest first; a directory that is not empty (or gains a child meanwhile)
+/// stays. Returns whether `path` is gone.
+fn prune_empty(path: &Path) -> std::io::Result<bool> {
+    let entries = match std::fs::read_dir(path) {
+        Ok(rd) => rd,
+        Err(e) if absent(&e) => return Ok(true),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            prune_empty(&entry.path())?;
+        }
+    }
+    remove_empty_dir(path)
+}
+
+/// `rmdir`: whether the directory is gone; one with children is left.
+fn remove_empty_dir(path: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_dir(path) {
+        Ok(()) => Ok(true),
+        Err(e) if absent(&e) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty || e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes `content` to `tmp` and links it at `dest` only if nothing is there
@@ -89,7 +130,7 @@ fn write_temp<'a>(tmp: &Path, dest: &'a Path, content: &[u8]) -> std::io::Result
 fn create_exclusively(tmp: &Path, dest: &Path, content: &[u8]) -> std::io::Result<bool> {
     let result = (|| {
         let dir = write_temp(tmp, dest, content)?;
-        match std::fs::hard_link(tmp, dest) {
+        match into_dir(dir, || std::fs::hard_link(tmp, dest)) {
             Ok(()) => sync_dir_blocking(dir).map(|()| true),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(e),
@@ -111,7 +152,7 @@ fn absent(e: &std::io::Error) -> bool {
 fn write_atomically(tmp: &Path, dest: &Path, content: &[u8]) -> std::io::Result<()> {
     let result = (|| {
         let dir = write_temp(tmp, dest, content)?;
-        std::fs::rename(tmp, dest)?;
+        into_dir(dir, || std::fs::rename(tmp, dest))?;
         sync_dir_blocking(dir)
     })();
     if result.is_err() {
@@ -290,6 +331,24 @@ impl Backend for FsBackend {
         .await
     }
 
+    async fn prune_empty_dirs(&self, dir: &str, up_to: &str) -> StoreResult<bool> {
+        let (start, stop) = (self.full(dir), self.full(up_to));
+        blocking(dir, move || {
+            if !prune_empty(&start)? {
+                return Ok(false);
+            }
+            let mut parent = start.parent();
+            while let Some(p) = parent.filter(|p| p.starts_with(&stop) && *p != stop) {
+                if !remove_empty_dir(p)? {
+                    break;
+                }
+                parent = p.parent();
+            }
+            Ok(true)
+        })
+        .await
+    }
+
     async fn has_children(&self, dir: &str) -> StoreResult<bool> {
         let full = self.full(dir);
         blocking(dir, move || match std::fs::read_dir(full) {
@@ -382,10 +441,10 @@ impl Backend for FsBackend {
             if dst.exists() || !src.exists() {
                 return Ok(false);
             }
-            if let Some(dir) = dst.parent() {
-                std::fs::create_dir_all(dir)?;
+            match dst.parent() {
+                Some(dir) => into_dir(dir, || std::fs::rename(&src, &dst))?,
+                None => std::fs::rename(&src, &dst)?,
             }
-            std::fs::rename(&src, &dst)?;
             Ok(true)
         })
         .await
@@ -440,8 +499,7 @@ impl Backend for FsBackend {
 /// Renames a complete, synced file into place and syncs the directory.
 fn commit_file(src: &Path, dst: &Path) -> std::io::Result<()> {
     let dir = dst.parent().ok_or_else(|| std::io::Error::other("destination has no parent directory"))?;
-    std::fs::create_dir_all(dir)?;
-    std::fs::rename(src, dst)?;
+    into_dir(dir, || std::fs::rename(src, dst))?;
     sync_dir_blocking(dir)
 }
 

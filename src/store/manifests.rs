@@ -135,6 +135,21 @@ impl Store {
         Ok(out)
     }
 
+    /// Removes a mirrored repository's directories once expiry has left no
+    /// tag, manifest or blob link in it, so the catalog, search, the page and
+    /// a copy of the tree no longer see an empty repository. Pushed
+    /// repositories keep theirs (`holds_content`). Whether it is gone.
+    pub async fn remove_emptied_mirror(&self, repo: &RepoName) -> StoreResult<bool> {
+        let Some((host, _)) = layout::mirrored_parts(repo) else { return Ok(false) };
+        if !self.list_tags(repo).await?.is_empty()
+            || !self.list_manifests(repo).await?.is_empty()
+            || !self.list_layer_links(repo).await?.is_empty()
+        {
+            return Ok(false);
+        }
+        self.backend.prune_empty_dirs(&layout::repository(repo), &layout::mirror_host_dir(host)).await
+    }
+
     /// Whether content was ever committed to exactly `repo`: a blob link or
     /// a manifest made its `_layers` or `_manifests` directory (as registry:2's
     /// do). Deleting the content keeps the directories, so a name that was
@@ -254,8 +269,10 @@ impl Store {
             let mut counted = false;
             for child in self.backend.list(&dir).await? {
                 let content = child == "_manifests" || (layers && child == "_layers");
+                // An object store may still name a folder emptied a moment ago
+                // (`Backend::list`): an expired repository is confirmed gone.
                 if content && !name.is_empty() {
-                    if !counted {
+                    if !counted && self.backend.has_children(&format!("{dir}/{child}")).await? {
                         found.push(name.clone());
                         counted = true;
                     }

@@ -32,7 +32,29 @@ struct Session {
     last_active: Instant,
 }
 
-type SessionRef = Arc<tokio::sync::Mutex<Session>>;
+/// A session, and its size as of its last complete chunk: a status read
+/// answers from that at once instead of queueing behind a chunk in flight
+/// (a stalled PATCH may hold the session for its whole `body_timeout`).
+struct SessionCell {
+    state: tokio::sync::Mutex<Session>,
+    committed: std::sync::atomic::AtomicU64,
+}
+
+impl SessionCell {
+    async fn lock(&self) -> tokio::sync::MutexGuard<'_, Session> {
+        self.state.lock().await
+    }
+
+    fn committed(&self) -> u64 {
+        self.committed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn commit(&self, s: &Session) {
+        self.committed.store(s.size, std::sync::atomic::Ordering::Release);
+    }
+}
+
+type SessionRef = Arc<SessionCell>;
 
 struct Entry {
     /// The client address that opened the session (counted against its cap);
@@ -76,7 +98,8 @@ impl Sessions {
             }
             *n += 1;
         }
-        let session = Arc::new(tokio::sync::Mutex::new(s));
+        let committed = std::sync::atomic::AtomicU64::new(s.size);
+        let session = Arc::new(SessionCell { state: tokio::sync::Mutex::new(s), committed });
         t.entries.insert((repo.clone(), id.to_string()), Entry { owner, session: session.clone() });
         Ok(session)
     }
@@ -98,7 +121,7 @@ impl Sessions {
         let t = self.table.lock().unwrap();
         t.entries
             .iter()
-            .filter(|(_, e)| e.session.try_lock().is_ok_and(|s| s.last_active.elapsed() > max_age))
+            .filter(|(_, e)| e.session.state.try_lock().is_ok_and(|s| s.last_active.elapsed() > max_age))
             .map(|(k, _)| k.clone())
             .collect()
     }
@@ -219,8 +242,7 @@ impl Store {
             let size = self.parts_size(repo, &checked(id)?).await?;
             return Ok(UploadStatus { id: id.to_string(), size });
         }
-        let s = self.session(repo, id).await?;
-        let size = s.lock().await.size;
+        let size = self.session(repo, id).await?.committed();
         Ok(UploadStatus { id: id.to_string(), size })
     }
 
@@ -242,8 +264,8 @@ impl Store {
             let size = self.parts_append(repo, &checked(id)?, start, declared, body, None).await?;
             return Ok(UploadStatus { id: id.to_string(), size });
         }
-        let s = self.session(repo, id).await?;
-        let mut s = s.lock().await;
+        let cell = self.session(repo, id).await?;
+        let mut s = cell.lock().await;
         s.last_active = Instant::now();
         if let Some(start) = start {
             if start != s.size {
@@ -264,6 +286,7 @@ impl Store {
                 s.size += n;
                 s.hasher = hasher;
                 s.last_active = Instant::now();
+                cell.commit(&s);
                 Ok(UploadStatus { id: id.to_string(), size: s.size })
             }
             Err(e) => {
