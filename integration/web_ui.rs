@@ -114,7 +114,8 @@ async fn browse<T: Send + 'static>(f: impl FnOnce(&Chromium) -> T + Send + 'stat
 async fn the_pages_list_repositories_tags_platforms_layers_and_referrers() {
     let up = FakeUpstream::start(Auth::Anonymous).await;
     let alpine = up.add_image("library/alpine", "3.20", &[layer(7_000, 5)]);
-    let s = mirror(&up, None, |_| {}).await;
+    // A pin on one tag, in the short spelling: the page shows the repository pinned.
+    let s = mirror(&up, None, |c| c.mirror.pin = vec!["alpine:3.20".into()]).await;
     let c = s.client();
     let pushed = push_content(&c).await;
     pull(&c, "alpine", "3.20", &alpine).await;
@@ -150,6 +151,7 @@ async fn the_pages_list_repositories_tags_platforms_layers_and_referrers() {
     let alpine_config = r#"{"architecture":"amd64","os":"linux","tag":"3.20"}"#.len();
     assert_eq!(all["docker.io/library/alpine"].2, (alpine.manifest.len() + alpine_config + 7_000) as u64);
     assert!(texts(&list, ".tabs").concat().contains("Mirrored from docker.io (1)"), "{list}");
+    assert_eq!(texts(&list, "tr.repo td.name span.pin"), ["pinned"], "alpine, pinned by one tag");
     // The pull just made is the mirrored repository's last pull; pushed ones record none.
     assert_eq!(texts(&list, "tr.repo td.pulled"), ["just now", "—", "—"]);
     // Search (any case) and the pushed-only filter.
