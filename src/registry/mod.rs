@@ -67,14 +67,6 @@ impl Route {
             Route::Mirrored(m) => &m.storage,
         }
     }
-
-    /// The repository this route serves: its one identity.
-    pub fn id(&self) -> RepoId {
-        match self {
-            Route::Local(n) => RepoId::Local(n.clone()),
-            Route::Mirrored(m) => RepoId::Mirrored { host: m.upstream.host.clone(), remote: m.remote.clone() },
-        }
-    }
 }
 
 pub struct Registry {
