@@ -78,7 +78,7 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     };
     let store = Store::new(backend, index, cfg.uploads.max_per_client)
         .with_max_blob_size(cfg.uploads.max_blob_size.as_u64())
-        .with_spool_dir(cfg.storage.root.join(store::fs::BERTH_DIR).join("spool"));
+        .with_spool_dir(cfg.storage.root.join(store::layout::SPOOL_DIR));
     let registry = Arc::new(Registry::with_store(cfg, store).map_err(std::io::Error::other)?);
     let listener = TcpListener::bind(&cfg.server.listen)
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.server.listen)))?;

@@ -278,7 +278,7 @@ fn serve(cfg: Config, warnings: Vec<String>) -> Result<(), String> {
 /// `berth check-storage`: the backend conformance checks, one line each.
 fn check_storage(cfg: &berth::config::Config) -> Result<(), String> {
     let backend = berth::backend(cfg).map_err(|e| e.to_string())?;
-    let scratch = format!(".berth/check-storage-{}", uuid::Uuid::new_v4().simple());
+    let scratch = berth::store::layout::probe(&format!("check-storage-{}", uuid::Uuid::new_v4().simple()));
     let outcomes = actix_web::rt::System::new().block_on(berth::store::conformance::run(backend, &scratch));
     let mut failed = 0;
     for (name, result, took) in &outcomes {

@@ -56,7 +56,7 @@ impl TokenKey {
     pub fn load_or_create(root: &Path) -> std::io::Result<Self> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let path = root.join(crate::store::fs::BERTH_DIR).join("token.key");
+        let path = root.join(crate::store::layout::TOKEN_KEY);
         match std::fs::read(&path) {
             Ok(bytes) if bytes.len() == 32 => return Ok(Self::from_bytes(&bytes)),
             Ok(_) => tracing::warn!(path = %path.display(), "token key has the wrong length; making a new one"),
@@ -148,7 +148,7 @@ mod tests {
     fn the_key_is_made_once_and_kept_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join(crate::store::fs::BERTH_DIR)).unwrap();
+        std::fs::create_dir_all(dir.path().join(crate::store::layout::BERTH_DIR)).unwrap();
         let t = TokenKey::load_or_create(dir.path()).unwrap().issue(None, "");
         let again = TokenKey::load_or_create(dir.path()).unwrap();
         assert_eq!(again.verify(&t, |_| None), Ok(None), "a restart keeps the key");

@@ -6,7 +6,8 @@
 use std::io::IsTerminal;
 
 use crate::local_server;
-use crate::oci::{Digest, ManifestInfo, MediaType};
+use crate::oci::reach;
+use crate::oci::{Descriptor, Digest, ManifestInfo, MediaType, Platform};
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
@@ -60,37 +61,8 @@ pub fn parse_image(s: &str) -> Result<ImageRef, String> {
     Ok(ImageRef { host, remote, reference })
 }
 
-/// `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
 pub fn parse_platforms(s: &str) -> Result<Vec<Platform>, String> {
-    s.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| {
-            let parts: Vec<&str> = p.trim().split('/').collect();
-            match parts.as_slice() {
-                [os, arch] => Ok(Platform { os: os.to_string(), architecture: arch.to_string(), variant: None }),
-                [os, arch, v] => {
-                    Ok(Platform { os: os.to_string(), architecture: arch.to_string(), variant: Some(v.to_string()) })
-                }
-                _ => Err(format!("{p:?} is not a platform (os/arch or os/arch/variant, e.g. linux/arm64/v8)")),
-            }
-        })
-        .collect()
-}
-
-impl Platform {
-    fn matches(&self, p: &serde_json::Value) -> bool {
-        let field = |k: &str| p.get(k).and_then(|v| v.as_str());
-        field("os") == Some(self.os.as_str())
-            && field("architecture") == Some(self.architecture.as_str())
-            && self.variant.as_deref().is_none_or(|v| field("variant") == Some(v))
-    }
+    s.split(',').filter(|p| !p.trim().is_empty()).map(str::parse).collect()
 }
 
 /// Where to warm and how.
@@ -133,39 +105,34 @@ impl Warmer {
     }
 
     /// Pulls `image` through the server: its manifest, the platforms wanted
-    /// of an index, and every blob of each image (verified here too).
+    /// of an index (the one walk, `oci::reach`), and every blob they reach,
+    /// each once (verified here too).
     pub async fn warm(&self, image: &ImageRef) -> Result<WarmReport, String> {
-        let mut report = WarmReport { images: 1, ..Default::default() };
-        let mut pending = vec![image.reference.clone()];
-        while let Some(reference) = pending.pop() {
-            let (media_type, bytes) = self.manifest(image, &reference).await?;
-            report.manifests += 1;
-            let value: serde_json::Value =
-                serde_json::from_slice(&bytes).map_err(|e| format!("{image}: the manifest is not JSON: {e}"))?;
-            if media_type == MediaType::OCI_INDEX
-                || media_type == MediaType::DOCKER_LIST
-                || value.get("manifests").is_some()
-            {
-                for m in value["manifests"].as_array().into_iter().flatten() {
-                    let wanted = self.platforms.is_empty()
-                        || m.get("platform").is_some_and(|p| self.platforms.iter().any(|w| w.matches(p)));
-                    if let (true, Some(d)) = (wanted, m["digest"].as_str()) {
-                        pending.push(d.to_string());
-                    }
+        let (root_digest, root) = self.manifest(image, &image.reference).await?;
+        let wanted = |entry: &Descriptor| {
+            self.platforms.is_empty()
+                || entry.platform.as_ref().is_some_and(|p| self.platforms.iter().any(|w| w.matches(p)))
+        };
+        let mut root = Some(root);
+        let load = |d: Digest| {
+            let first = if d == root_digest { root.take() } else { None };
+            async move {
+                match first {
+                    Some(m) => Ok(Some(m)),
+                    None => self.manifest(image, &d.to_string()).await.map(|(_, m)| Some(m)),
                 }
-                continue;
             }
-            let info = ManifestInfo::parse_stored(&bytes).map_err(|e| format!("{image}: {}", e.message))?;
-            let sizes: Vec<Option<u64>> = info.blobs.iter().map(|d| descriptor_size(&value, d)).collect();
-            let results: Vec<Result<u64, String>> = futures::stream::iter(info.blobs.iter().zip(sizes))
-                .map(|(d, size)| self.blob(image, d, size))
-                .buffer_unordered(PARALLEL_BLOBS)
-                .collect()
-                .await;
-            for r in results {
-                report.bytes += r?;
-                report.blobs += 1;
-            }
+        };
+        let reach = reach::reach([root_digest.clone()], wanted, load).await?;
+        let results: Vec<Result<u64, String>> = futures::stream::iter(&reach.blobs)
+            .map(|(d, size)| self.blob(image, d, *size))
+            .buffer_unordered(PARALLEL_BLOBS)
+            .collect()
+            .await;
+        let mut report = WarmReport { images: 1, manifests: reach.manifests.len(), ..Default::default() };
+        for r in results {
+            report.bytes += r?;
+            report.blobs += 1;
         }
         Ok(report)
     }
@@ -174,7 +141,8 @@ impl Warmer {
         format!("/v2/{}/{kind}/{reference}?ns={}", image.remote, image.host)
     }
 
-    async fn manifest(&self, image: &ImageRef, reference: &str) -> Result<(String, bytes::Bytes), String> {
+    /// The manifest `reference` names, verified and parsed, with its digest.
+    async fn manifest(&self, image: &ImageRef, reference: &str) -> Result<(Digest, ManifestInfo), String> {
         let mut resp = self
             .get(&Self::path(image, "manifests", reference))
             .insert_header(("Accept", MediaType::ALL.join(", ")))
@@ -185,16 +153,19 @@ impl Warmer {
         if !resp.status().is_success() {
             return Err(format!("{image}: the server answered {}: {}", resp.status(), String::from_utf8_lossy(&body)));
         }
-        if let Ok(d) = reference.parse::<Digest>() {
-            d.check(&body).map_err(|actual| format!("{image}: manifest {d} arrived as {actual}"))?;
-        }
-        let media_type =
-            resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-        Ok((media_type, body))
+        let digest = match reference.parse::<Digest>() {
+            Ok(d) => {
+                d.check(&body).map_err(|actual| format!("{image}: manifest {d} arrived as {actual}"))?;
+                d
+            }
+            Err(_) => Digest::sha256_of(&body),
+        };
+        let info = ManifestInfo::parse_stored(&body).map_err(|e| format!("{image}: {}", e.message))?;
+        Ok((digest, info))
     }
 
     /// Reads blob `d` to the end, checking its digest; returns its size.
-    async fn blob(&self, image: &ImageRef, d: &Digest, size: Option<u64>) -> Result<u64, String> {
+    async fn blob(&self, image: &ImageRef, d: &Digest, size: u64) -> Result<u64, String> {
         let mut resp = self
             .get(&Self::path(image, "blobs", &d.to_string()))
             .send()
@@ -204,7 +175,7 @@ impl Warmer {
             return Err(format!("{image}: blob {d}: the server answered {}", resp.status()));
         }
         let bar = self.bars.as_ref().map(|m| {
-            let bar = m.add(ProgressBar::new(size.unwrap_or(0)));
+            let bar = m.add(ProgressBar::new(size));
             bar.set_style(
                 ProgressStyle::with_template("{msg:20} {bar:30} {bytes:>10}/{total_bytes:10} {bytes_per_sec}")
                     .expect("a valid template"),
@@ -230,15 +201,6 @@ impl Warmer {
         }
         Ok(n)
     }
-}
-
-/// The size a manifest gives for blob `d` (config or layer).
-fn descriptor_size(manifest: &serde_json::Value, d: &Digest) -> Option<u64> {
-    let digest = d.to_string();
-    std::iter::once(&manifest["config"])
-        .chain(manifest["layers"].as_array().into_iter().flatten())
-        .find(|desc| desc["digest"].as_str() == Some(digest.as_str()))
-        .and_then(|desc| desc["size"].as_u64())
 }
 
 /// Warms each image in turn (a failure is reported and the rest go on);
@@ -288,9 +250,10 @@ mod tests {
     fn platforms() {
         let p = parse_platforms("linux/amd64, linux/arm64/v8").unwrap();
         assert_eq!(p.len(), 2);
-        assert!(p[1].matches(&serde_json::json!({"os": "linux", "architecture": "arm64", "variant": "v8"})));
-        assert!(!p[1].matches(&serde_json::json!({"os": "linux", "architecture": "arm64", "variant": "v7"})));
-        assert!(p[0].matches(&serde_json::json!({"os": "linux", "architecture": "amd64"})));
+        let entry = |p: &str| p.parse::<Platform>().unwrap();
+        assert!(p[1].matches(&entry("linux/arm64/v8")));
+        assert!(!p[1].matches(&entry("linux/arm64/v7")));
+        assert!(p[0].matches(&entry("linux/amd64")));
         assert!(parse_platforms("linux").is_err());
     }
 }

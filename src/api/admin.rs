@@ -12,7 +12,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::oci::OciCode;
 use crate::registry::gc::{GcOptions, GcProgress};
 
 use super::{ApiError, Reg};
@@ -58,14 +57,10 @@ pub async fn gc(
     let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
     let presented = req.headers().get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
     if !loopback || presented != Some(token.0.as_str()) {
-        return Err(ApiError::BadRequest(
-            OciCode::Denied,
-            "berth's admin endpoints answer `berth` on this machine only (loopback, with the admin token)".into(),
-        ));
+        return Err(ApiError::AdminOnly);
     }
     let grace = match &query.grace {
-        Some(g) => humantime::parse_duration(g)
-            .map_err(|e| ApiError::BadRequest(OciCode::QueryInvalid, format!("grace {g:?}: {e}")))?,
+        Some(g) => humantime::parse_duration(g).map_err(|e| ApiError::Query(format!("grace {g:?}: {e}")))?,
         None => reg.gc_grace(),
     };
     let opts = GcOptions { dry_run: query.dry_run, delete_untagged: query.delete_untagged, grace };
@@ -92,12 +87,12 @@ pub async fn gc(
 
 /// Where a running server can be reached for `berth gc`: `<root>/.berth/server.addr`.
 pub fn server_addr_file(root: &std::path::Path) -> std::path::PathBuf {
-    root.join(crate::store::fs::BERTH_DIR).join("server.addr")
+    root.join(crate::store::layout::SERVER_ADDR)
 }
 
 /// Where the running server's admin token is: `<root>/.berth/admin.token`.
 pub fn token_file(root: &std::path::Path) -> std::path::PathBuf {
-    root.join(crate::store::fs::BERTH_DIR).join("admin.token")
+    root.join(crate::store::layout::ADMIN_TOKEN)
 }
 
 /// Makes a fresh token and writes it where only this user can read it.

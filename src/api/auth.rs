@@ -14,7 +14,6 @@ use base64::Engine as _;
 
 use crate::config::ChallengeScheme;
 use crate::htpasswd::Htpasswd;
-use crate::oci::OciCode;
 use crate::registry::Caller;
 use crate::tokens::{TokenKey, LIFETIME};
 
@@ -31,7 +30,7 @@ pub struct AuthOn {
 }
 
 fn refused(why: &str) -> ApiError {
-    ApiError::BadRequest(OciCode::Unauthorized, why.into())
+    ApiError::Unauthenticated(why.into())
 }
 
 fn client(req: &HttpRequest) -> String {
@@ -180,7 +179,7 @@ pub async fn token(req: HttpRequest, body: web::Bytes, auth: web::Data<Auth>) ->
     if req.method() == actix_web::http::Method::POST {
         let form = TokenRequest::parse(std::str::from_utf8(&body).unwrap_or(""));
         if form.grant_type.as_deref().is_some_and(|g| g != "password") {
-            return Err(ApiError::BadRequest(OciCode::Unsupported, "only the password grant is supported".into()));
+            return Err(ApiError::UnsupportedGrant("only the password grant is supported".into()));
         }
         ask.scope.extend(form.scope);
         (ask.username, ask.password) = (form.username, form.password);

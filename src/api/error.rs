@@ -10,12 +10,44 @@ use crate::oci::{OciCode, ParseError};
 use crate::registry::RegistryError;
 use crate::store::StoreError;
 
+/// What went wrong at the HTTP edge, by kind; `code()` maps each kind to
+/// its OCI code (and so its status) here and nowhere else.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    #[error("{1}")]
-    BadRequest(OciCode, String),
+    /// A query parameter that is malformed or given twice.
+    #[error("{0}")]
+    Query(String),
+    /// A page size or page number that is not a number berth accepts.
+    #[error("{0}")]
+    Pagination(String),
+    /// A `Content-Range` that does not parse or does not match the body.
+    #[error("{0}")]
+    ChunkRange(String),
+    #[error("the digest query parameter is required")]
+    DigestMissing,
+    /// Credentials or a token that do not let the caller in.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A token request berth does not serve (the grant type).
+    #[error("{0}")]
+    UnsupportedGrant(String),
+    /// A manifest body that stopped coming (too slow, or timed out).
+    #[error("{0}")]
+    BodyTimedOut(crate::store::BodyError),
+    /// A manifest body that broke off.
+    #[error("{0}")]
+    BodyBroken(crate::store::BodyError),
+    #[error("the body is larger than the largest blob accepted ({limit} bytes)")]
+    BlobTooLarge { limit: u64 },
+    #[error("the request URI is {len} bytes; the limit is {limit}")]
+    UriTooLong { len: usize, limit: usize },
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    /// An admin endpoint asked by someone other than `berth` on this machine.
+    #[error("berth's admin endpoints answer `berth` on this machine only (loopback, with the admin token)")]
+    AdminOnly,
     #[error("no such endpoint")]
     NotFound,
     #[error("method {0} is not allowed on this endpoint")]
@@ -24,9 +56,10 @@ pub enum ApiError {
     NotAcceptable(String),
 }
 
+/// Client input that does not parse, classified by its parser.
 impl From<ParseError> for ApiError {
     fn from(e: ParseError) -> Self {
-        ApiError::BadRequest(e.code, e.message)
+        ApiError::Registry(RegistryError::Invalid(e))
     }
 }
 
@@ -40,7 +73,18 @@ impl ApiError {
     pub fn code(&self) -> OciCode {
         match self {
             ApiError::Registry(e) => e.code(),
-            ApiError::BadRequest(code, _) => *code,
+            ApiError::Query(_) => OciCode::QueryInvalid,
+            ApiError::Pagination(_) => OciCode::PaginationInvalid,
+            ApiError::ChunkRange(_) => OciCode::RangeInvalid,
+            ApiError::DigestMissing => OciCode::DigestInvalid,
+            ApiError::Unauthenticated(_) => OciCode::Unauthorized,
+            ApiError::UnsupportedGrant(_) => OciCode::Unsupported,
+            ApiError::BodyTimedOut(_) => OciCode::RequestTimeout,
+            ApiError::BodyBroken(_) => OciCode::ManifestInvalid,
+            ApiError::BlobTooLarge { .. } => OciCode::TooLarge,
+            ApiError::UriTooLong { .. } => OciCode::UriTooLong,
+            ApiError::HeadersTooLarge(_) => OciCode::HeadersTooLarge,
+            ApiError::AdminOnly => OciCode::Denied,
             ApiError::NotFound => OciCode::NotFound,
             ApiError::MethodNotAllowed(_) => OciCode::Unsupported,
             ApiError::NotAcceptable(_) => OciCode::ManifestUnknown,
@@ -123,6 +167,15 @@ mod tests {
             (RegistryError::DeleteDisabled.into(), 405, "UNSUPPORTED"),
             (RegistryError::ManifestTooLarge { limit: 1 }.into(), 413, "TOO_LARGE"),
             (ApiError::NotAcceptable("x".into()), 404, "MANIFEST_UNKNOWN"),
+            (ApiError::AdminOnly, 403, "DENIED"),
+            (ApiError::Query("x".into()), 400, "QUERY_INVALID"),
+            (ApiError::Pagination("x".into()), 400, "PAGINATION_NUMBER_INVALID"),
+            (ApiError::ChunkRange("x".into()), 416, "RANGE_INVALID"),
+            (ApiError::DigestMissing, 400, "DIGEST_INVALID"),
+            (ApiError::Unauthenticated("x".into()), 401, "UNAUTHORIZED"),
+            (ApiError::UriTooLong { len: 2, limit: 1 }, 414, "URI_TOO_LONG"),
+            (ApiError::BlobTooLarge { limit: 1 }, 413, "TOO_LARGE"),
+            (crate::oci::ParseError::new(OciCode::NameInvalid, "x").into(), 400, "NAME_INVALID"),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status_code().as_u16(), status, "{e}");

@@ -2,7 +2,6 @@
 
 use actix_web::http::header::{self, HeaderMap};
 
-use crate::oci::OciCode;
 use crate::registry::RangeRequest;
 
 use super::ApiError;
@@ -31,8 +30,7 @@ pub fn chunk_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> 
     let Some(v) = get(headers, header::CONTENT_RANGE) else {
         return Ok(None);
     };
-    let bad =
-        || ApiError::BadRequest(OciCode::RangeInvalid, format!("invalid Content-Range {v:?}: expected <start>-<end>"));
+    let bad = || ApiError::ChunkRange(format!("invalid Content-Range {v:?}: expected <start>-<end>"));
     parse_chunk_range(v).map(Some).ok_or_else(bad)
 }
 

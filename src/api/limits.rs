@@ -11,8 +11,6 @@ use actix_web::http::header::HeaderMap;
 use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
 
-use crate::oci::OciCode;
-
 use super::{ApiError, EdgeConfig};
 
 /// What a request may look like.
@@ -27,24 +25,22 @@ impl Shape {
     /// The limit `uri` and `headers` break, if any.
     pub fn check(&self, uri: &str, headers: &HeaderMap) -> Result<(), ApiError> {
         if uri.len() > self.max_url_length {
-            return Err(ApiError::BadRequest(
-                OciCode::UriTooLong,
-                format!("the request URI is {} bytes; the limit is {}", uri.len(), self.max_url_length),
-            ));
+            return Err(ApiError::UriTooLong { len: uri.len(), limit: self.max_url_length });
         }
         if headers.len() > self.max_headers {
-            return Err(ApiError::BadRequest(
-                OciCode::HeadersTooLarge,
-                format!("{} request headers; the limit is {}", headers.len(), self.max_headers),
-            ));
+            return Err(ApiError::HeadersTooLarge(format!(
+                "{} request headers; the limit is {}",
+                headers.len(),
+                self.max_headers
+            )));
         }
         // As on the wire: "name: value\r\n".
         let bytes: u64 = headers.iter().map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64).sum();
         if bytes > self.max_header_bytes {
-            return Err(ApiError::BadRequest(
-                OciCode::HeadersTooLarge,
-                format!("{bytes} bytes of request headers; the limit is {}", self.max_header_bytes),
-            ));
+            return Err(ApiError::HeadersTooLarge(format!(
+                "{bytes} bytes of request headers; the limit is {}",
+                self.max_header_bytes
+            )));
         }
         Ok(())
     }
@@ -74,6 +70,7 @@ pub async fn shape(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::OciCode;
     use actix_web::http::header::{HeaderName, HeaderValue};
 
     #[test]

@@ -7,7 +7,7 @@ use actix_web::HttpResponse;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::json;
 
-use crate::oci::{OciCode, RepoName};
+use crate::oci::RepoName;
 use crate::registry::Route;
 
 use super::{ApiError, Params, Reg};
@@ -17,10 +17,7 @@ const CATALOG_DEFAULT_N: usize = 1000;
 
 fn page_size(p: &Params) -> Result<Option<usize>, ApiError> {
     p.n.as_deref().map(|n| n.parse::<usize>()).transpose().map_err(|_| {
-        ApiError::BadRequest(
-            OciCode::PaginationInvalid,
-            format!("n must be a non-negative integer, got {:?}", p.n.as_deref().unwrap_or("")),
-        )
+        ApiError::Pagination(format!("n must be a non-negative integer, got {:?}", p.n.as_deref().unwrap_or("")))
     })
 }
 
@@ -81,9 +78,11 @@ pub async fn search_names(
 ) -> Result<serde_json::Value, ApiError> {
     let number = |v: &Option<String>, what: &str, default: usize| match v.as_deref() {
         None | Some("") => Ok(default),
-        Some(s) => s.parse::<usize>().ok().filter(|&x| x > 0).ok_or_else(|| {
-            ApiError::BadRequest(OciCode::PaginationInvalid, format!("{what} must be a positive integer, got {s:?}"))
-        }),
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|&x| x > 0)
+            .ok_or_else(|| ApiError::Pagination(format!("{what} must be a positive integer, got {s:?}"))),
     };
     let n = number(&q.n, "n", SEARCH_DEFAULT_N)?.min(SEARCH_MAX_N);
     let page = number(&q.page, "page", 1)?;

@@ -5,7 +5,6 @@ use actix_web::{HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use futures::StreamExt;
 
-use crate::oci::OciCode;
 use crate::store::BodyError;
 
 use crate::oci::{Reference, RepoName};
@@ -44,10 +43,8 @@ async fn read_limited(body: impl Body, limit: u64) -> Result<bytes::Bytes, ApiEr
     let mut buf = BytesMut::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| match e {
-            BodyError::TimedOut(_) | BodyError::TooSlow(_) => {
-                ApiError::BadRequest(OciCode::RequestTimeout, e.to_string())
-            }
-            BodyError::Broken(_) => ApiError::BadRequest(OciCode::ManifestInvalid, e.to_string()),
+            BodyError::TimedOut(_) | BodyError::TooSlow(_) => ApiError::BodyTimedOut(e),
+            BodyError::Broken(_) => ApiError::BodyBroken(e),
         })?;
         if (buf.len() + chunk.len()) as u64 > limit {
             return Err(RegistryError::ManifestTooLarge { limit }.into());

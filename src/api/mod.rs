@@ -85,7 +85,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// credentials say (anonymous without any), never with a challenge.
 async fn search(req: HttpRequest, reg: Reg, auth: web::Data<auth::Auth>) -> Result<HttpResponse, ApiError> {
     let query = web::Query::<listing::SearchQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::BadRequest(crate::oci::OciCode::QueryInvalid, format!("search query: {e}")))?;
+        .map_err(|e| ApiError::Query(format!("search query: {e}")))?;
     let caller = auth.caller(&req).await?;
     Ok(HttpResponse::Ok().json(listing::search_names(&reg, &query, &caller).await?))
 }
@@ -222,8 +222,7 @@ async fn serve(
     if matches!(endpoint, Endpoint::Uploads(_) | Endpoint::Upload(..))
         && headers::content_length(req.headers()).is_some_and(|n| n > edge.max_blob_size)
     {
-        let msg = format!("the body is larger than the largest blob accepted ({} bytes)", edge.max_blob_size);
-        return Err(ApiError::BadRequest(crate::oci::OciCode::TooLarge, msg));
+        return Err(ApiError::BlobTooLarge { limit: edge.max_blob_size });
     }
     let body = body::timed(payload, edge.pace);
     let owner = client_ip(req);

@@ -2,8 +2,6 @@
 //! berth reads that is given twice (`?n=1&n=2`) is a client mistake, answered
 //! 400 `QUERY_INVALID` and not guessed at. Parameters berth does not read are ignored.
 
-use crate::oci::OciCode;
-
 use super::ApiError;
 
 /// Query parameters any `/v2/` endpoint may take.
@@ -39,10 +37,7 @@ impl Params {
                 _ => continue,
             };
             if slot.is_some() {
-                return Err(ApiError::BadRequest(
-                    OciCode::QueryInvalid,
-                    format!("query parameter {:?} is given more than once", decode(key)),
-                ));
+                return Err(ApiError::Query(format!("query parameter {:?} is given more than once", decode(key))));
             }
             *slot = Some(decode(value));
         }
@@ -64,7 +59,7 @@ mod tests {
         assert_eq!(Params::parse("").unwrap(), Params::default());
         for bad in ["n=1&n=2", "digest=a&digest=a", "ns=a&ns=b", "mount=x&mount"] {
             match Params::parse(bad) {
-                Err(ApiError::BadRequest(OciCode::QueryInvalid, _)) => {}
+                Err(ApiError::Query(_)) => {}
                 other => panic!("{bad}: {other:?}"),
             }
         }

@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
 use futures::Stream;
 
-use crate::oci::{Digest, OciCode, RepoName};
+use crate::oci::{Digest, RepoName};
 use crate::registry::UploadStart;
 use crate::store::{BodyError, UploadStatus};
 
@@ -36,10 +36,7 @@ fn session(status: StatusCode, name: &RepoName, s: &UploadStatus) -> HttpRespons
 }
 
 fn digest_param(p: &Params) -> Result<Digest, ApiError> {
-    let d = p
-        .digest
-        .as_deref()
-        .ok_or_else(|| ApiError::BadRequest(OciCode::DigestInvalid, "the digest query parameter is required".into()))?;
+    let d = p.digest.as_deref().ok_or(ApiError::DigestMissing)?;
     Ok(d.parse()?)
 }
 
@@ -82,10 +79,7 @@ pub async fn patch(
     let range = chunk_range(req.headers())?;
     if let (Some((_, len)), Some(cl)) = (range, content_length(req.headers())) {
         if len != cl {
-            return Err(ApiError::BadRequest(
-                OciCode::RangeInvalid,
-                format!("Content-Range covers {len} bytes but Content-Length is {cl}"),
-            ));
+            return Err(ApiError::ChunkRange(format!("Content-Range covers {len} bytes but Content-Length is {cl}")));
         }
     }
     let s = reg.append_upload(name, id, range.map(|r| r.0), range.map(|r| r.1), body).await?;

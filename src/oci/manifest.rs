@@ -43,6 +43,16 @@ struct RawDescriptor {
     media_type: String,
     digest: String,
     size: i64,
+    platform: Option<RawPlatform>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawPlatform {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+    variant: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,20 +69,111 @@ struct RawManifest {
     annotations: Option<BTreeMap<String, String>>,
 }
 
-/// What the registry needs to know of a manifest it stores or serves.
+/// `os/architecture[/variant]` of an index entry (or of a platform wanted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// Whether `entry` is this platform (any variant when this names none).
+    pub fn matches(&self, entry: &Platform) -> bool {
+        self.os == entry.os
+            && self.architecture == entry.architecture
+            && self.variant.as_ref().is_none_or(|v| entry.variant.as_ref() == Some(v))
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        match &self.variant {
+            Some(v) if !v.is_empty() => write!(f, "/{v}"),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::str::FromStr for Platform {
+    type Err = String;
+
+    fn from_str(p: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = p.trim().split('/').collect();
+        let (os, architecture, variant) = match parts.as_slice() {
+            [os, arch] => (os, arch, None),
+            [os, arch, v] => (os, arch, Some(v.to_string())),
+            _ => return Err(format!("{p:?} is not a platform (os/arch or os/arch/variant, e.g. linux/arm64/v8)")),
+        };
+        if os.is_empty() || architecture.is_empty() {
+            return Err(format!("{p:?} is not a platform (os/arch or os/arch/variant, e.g. linux/arm64/v8)"));
+        }
+        Ok(Platform { os: os.to_string(), architecture: architecture.to_string(), variant })
+    }
+}
+
+/// A content descriptor: what a manifest references, and how big it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    /// For the entries of an index.
+    pub platform: Option<Platform>,
+}
+
+impl Descriptor {
+    /// A layer registries never hold (it carries `urls` to fetch from elsewhere).
+    pub fn non_distributable(&self) -> bool {
+        non_distributable(&self.media_type)
+    }
+}
+
+/// A manifest, parsed once: the one model the API, the mirror, GC, eviction,
+/// pins, the web page and warm read (walked by `oci::reach`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestInfo {
     /// The media type served as `Content-Type`.
     pub media_type: String,
-    /// Blobs (config, layers) that must exist in the repository.
-    pub blobs: Vec<Digest>,
-    /// Child manifests (of an index) that must exist in the repository.
-    pub manifests: Vec<Digest>,
+    /// An image's configuration.
+    pub config: Option<Descriptor>,
+    /// An image's layers, foreign ones included (see `blobs()`).
+    pub layers: Vec<Descriptor>,
+    /// An index's entries: child manifests.
+    pub manifests: Vec<Descriptor>,
+    /// An artifact manifest's blobs.
+    pub artifact_blobs: Vec<Descriptor>,
     /// The manifest this one refers to (referrers API).
     pub subject: Option<Digest>,
     /// `artifactType`, or else the config media type (referrers API rule).
     pub artifact_type: Option<String>,
     pub annotations: Option<BTreeMap<String, String>>,
+}
+
+impl ManifestInfo {
+    /// Blobs (config, layers) that must exist in the repository: every
+    /// referenced blob but foreign layers.
+    pub fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
+        self.config.iter().chain(self.layers.iter().filter(|l| !l.non_distributable())).chain(&self.artifact_blobs)
+    }
+
+    /// Child manifests (of an index) that must exist in the repository.
+    pub fn children(&self) -> impl Iterator<Item = &Descriptor> {
+        self.manifests.iter()
+    }
+
+    /// Whether this is an index (it has child manifests, or is typed as one).
+    pub fn is_index(&self) -> bool {
+        !self.manifests.is_empty()
+            || self.media_type == MediaType::OCI_INDEX
+            || self.media_type == MediaType::DOCKER_LIST
+    }
+
+    /// Every digest this manifest references directly (blobs and children).
+    pub fn references(&self) -> impl Iterator<Item = &Digest> {
+        self.blobs().chain(self.children()).map(|d| &d.digest)
+    }
 }
 
 fn invalid(msg: impl Into<String>) -> ParseError {
@@ -114,11 +215,15 @@ fn check_depth(bytes: &[u8]) -> Result<(), ParseError> {
     Ok(())
 }
 
-fn descriptor_digest(d: &RawDescriptor, field: &str) -> Result<Digest, ParseError> {
-    if d.size < 0 {
-        return Err(invalid(format!("{field}: negative size")));
-    }
-    d.digest.parse().map_err(|e: ParseError| invalid(format!("{field}: {}", e.message)))
+fn descriptor(d: RawDescriptor, field: &str) -> Result<Descriptor, ParseError> {
+    let size = u64::try_from(d.size).map_err(|_| invalid(format!("{field}: negative size")))?;
+    let digest = d.digest.parse().map_err(|e: ParseError| invalid(format!("{field}: {}", e.message)))?;
+    let platform = d.platform.map(|p| Platform { os: p.os, architecture: p.architecture, variant: p.variant });
+    Ok(Descriptor { media_type: d.media_type, digest, size, platform })
+}
+
+fn descriptors(list: Option<Vec<RawDescriptor>>, field: &str) -> Result<Vec<Descriptor>, ParseError> {
+    list.unwrap_or_default().into_iter().map(|d| descriptor(d, field)).collect()
 }
 
 /// A media type the client may send that says nothing about the manifest.
@@ -164,8 +269,10 @@ impl ManifestInfo {
         if raw.schema_version == Some(1) {
             return Ok(ManifestInfo {
                 media_type,
-                blobs: vec![],
+                config: None,
+                layers: vec![],
                 manifests: vec![],
+                artifact_blobs: vec![],
                 subject: None,
                 artifact_type: None,
                 annotations: None,
@@ -175,47 +282,54 @@ impl ManifestInfo {
     }
 
     fn from_raw(raw: RawManifest, media_type: String) -> Result<ManifestInfo, ParseError> {
-        let mut blobs = Vec::new();
-        let mut manifests = Vec::new();
+        let (has_manifests, has_layers) = (raw.manifests.is_some(), raw.layers.is_some());
+        let config = raw.config.map(|c| descriptor(c, "config")).transpose()?;
+        let layers = descriptors(raw.layers, "layers")?;
+        let manifests = descriptors(raw.manifests, "manifests")?;
+        let artifact_blobs = descriptors(raw.blobs, "blobs")?;
         match media_type.as_str() {
             MediaType::DOCKER_MANIFEST | MediaType::OCI_MANIFEST => {
-                let config = raw.config.as_ref().ok_or_else(|| invalid("image manifest has no config"))?;
-                blobs.push(descriptor_digest(config, "config")?);
-                if raw.manifests.is_some() {
+                if config.is_none() {
+                    return Err(invalid("image manifest has no config"));
+                }
+                if has_manifests {
                     return Err(invalid("image manifest must not have manifests"));
                 }
-                for layer in raw.layers.as_deref().unwrap_or_default() {
-                    let d = descriptor_digest(layer, "layers")?;
-                    if !non_distributable(&layer.media_type) {
-                        blobs.push(d);
-                    }
-                }
-                if media_type == MediaType::DOCKER_MANIFEST && raw.layers.is_none() {
+                if media_type == MediaType::DOCKER_MANIFEST && !has_layers {
                     return Err(invalid("image manifest has no layers"));
                 }
             }
             MediaType::DOCKER_LIST | MediaType::OCI_INDEX => {
-                if raw.config.is_some() || raw.layers.is_some() {
+                if config.is_some() || has_layers {
                     return Err(invalid("an index must not have config or layers"));
                 }
-                let list = raw.manifests.as_ref().ok_or_else(|| invalid("index has no manifests"))?;
-                for m in list {
-                    manifests.push(descriptor_digest(m, "manifests")?);
+                if !has_manifests {
+                    return Err(invalid("index has no manifests"));
                 }
             }
-            MediaType::OCI_ARTIFACT => {
-                for b in raw.blobs.as_deref().unwrap_or_default() {
-                    blobs.push(descriptor_digest(b, "blobs")?);
-                }
-            }
+            MediaType::OCI_ARTIFACT => {}
             other => return Err(invalid(format!("unsupported manifest media type {other:?}"))),
         }
-        let subject = raw.subject.as_ref().map(|s| descriptor_digest(s, "subject")).transpose()?;
-        let artifact_type = raw
-            .artifact_type
-            .clone()
-            .or_else(|| raw.config.as_ref().map(|c| c.media_type.clone()).filter(|m| !m.is_empty()));
-        Ok(ManifestInfo { media_type, blobs, manifests, subject, artifact_type, annotations: raw.annotations })
+        // Only the fields its type has count (an artifact's stray `layers` reference nothing).
+        let (layers, manifests, artifact_blobs) = match media_type.as_str() {
+            MediaType::OCI_ARTIFACT => (vec![], vec![], artifact_blobs),
+            MediaType::DOCKER_LIST | MediaType::OCI_INDEX => (vec![], manifests, vec![]),
+            _ => (layers, vec![], vec![]),
+        };
+        let subject = raw.subject.map(|s| descriptor(s, "subject")).transpose()?.map(|s| s.digest);
+        let artifact_type =
+            raw.artifact_type.or_else(|| config.as_ref().map(|c| c.media_type.clone()).filter(|m| !m.is_empty()));
+        let config = if media_type == MediaType::OCI_ARTIFACT { None } else { config };
+        Ok(ManifestInfo {
+            media_type,
+            config,
+            layers,
+            manifests,
+            artifact_blobs,
+            subject,
+            artifact_type,
+            annotations: raw.annotations,
+        })
     }
 }
 
@@ -248,7 +362,8 @@ mod tests {
         let m =
             ManifestInfo::parse_push(image(MediaType::OCI_MANIFEST).as_bytes(), Some(MediaType::OCI_MANIFEST)).unwrap();
         assert_eq!(m.media_type, MediaType::OCI_MANIFEST);
-        assert_eq!(m.blobs.len(), 2);
+        assert_eq!(m.blobs().count(), 2);
+        assert_eq!(m.layers[0].size, 3);
         assert_eq!(m.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
     }
 
@@ -275,6 +390,8 @@ mod tests {
         );
         let m = ManifestInfo::parse_push(body.as_bytes(), None).unwrap();
         assert_eq!(m.manifests.len(), 1);
+        assert!(m.is_index());
+        assert_eq!(m.references().count(), 1);
         assert_eq!(m.subject.unwrap().to_string(), D2);
         assert_eq!(m.artifact_type.as_deref(), Some("a/b"));
     }
@@ -285,7 +402,9 @@ mod tests {
             r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"c","digest":"{D1}","size":2}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip","digest":"{D2}","size":3}}]}}"#,
             MediaType::DOCKER_MANIFEST
         );
-        assert_eq!(ManifestInfo::parse_push(body.as_bytes(), None).unwrap().blobs.len(), 1);
+        let m = ManifestInfo::parse_push(body.as_bytes(), None).unwrap();
+        assert_eq!(m.blobs().count(), 1);
+        assert_eq!(m.layers.len(), 1, "kept in the model, not required");
     }
 
     #[test]
@@ -303,6 +422,22 @@ mod tests {
         // Brackets inside strings do not count.
         let quoted = format!(r#"{{"schemaVersion":2,"annotations":{{"a":"{}\"]"}}}}"#, "[".repeat(20_000));
         assert!(check_depth(quoted.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn index_entries_carry_their_platforms() {
+        let body = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"m","digest":"{D1}","size":7,"platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}},{{"mediaType":"m","digest":"{D2}","size":1}}]}}"#
+        );
+        let m = ManifestInfo::parse_stored(body.as_bytes()).unwrap();
+        let p = m.manifests[0].platform.as_ref().unwrap();
+        assert_eq!(p.to_string(), "linux/arm64/v8");
+        assert!("linux/arm64".parse::<Platform>().unwrap().matches(p));
+        assert!(!"linux/arm64/v7".parse::<Platform>().unwrap().matches(p));
+        assert!(m.manifests[1].platform.is_none());
+        assert_eq!(m.manifests[0].size, 7);
+        assert!("linux".parse::<Platform>().is_err());
+        assert!("/amd64".parse::<Platform>().is_err());
     }
 
     #[test]

@@ -1,14 +1,16 @@
-//! Pure OCI distribution types: digests, names, references, manifests and the
-//! table of error codes. No I/O and no async: every other layer may use these.
+//! Pure OCI distribution types: digests, names, references, manifests, the
+//! table of error codes, and the reachability walk over manifests (generic
+//! over how one is loaded). No I/O: every other layer may use these.
 
 pub mod digest;
 pub mod error;
 pub mod manifest;
 pub mod name;
+pub mod reach;
 
 pub use digest::{Algorithm, Digest, DigestHasher};
 pub use error::OciCode;
-pub use manifest::{ManifestInfo, MediaType};
+pub use manifest::{Descriptor, ManifestInfo, MediaType, Platform};
 pub use name::{Reference, RepoName, Tag};
 
 /// A value that could not be parsed from client input; carries the OCI code

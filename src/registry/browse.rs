@@ -6,13 +6,13 @@
 //! repository's summary is computed when a page shows it and cached until
 //! its next write (the repository's write generation).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 
 use futures::{StreamExt, TryStreamExt};
 
-use crate::oci::{Digest, RepoName, Tag};
+use crate::oci::{Descriptor, Digest, ManifestInfo, RepoName, Tag};
 use crate::store::index::UseKind;
 
 use super::access::Verdict;
@@ -43,16 +43,6 @@ pub struct RepoRow {
     /// When a tag was last pulled (mirrored content records uses).
     pub last_pull: Option<SystemTime>,
     pub pinned: bool,
-}
-
-/// A content descriptor of a manifest: what it references.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Descriptor {
-    pub digest: Digest,
-    pub size: u64,
-    pub media_type: String,
-    /// `os/architecture[/variant]`, for the entries of an index.
-    pub platform: Option<String>,
 }
 
 /// One image (a manifest with a config and layers).
@@ -185,30 +175,6 @@ impl Catalog {
     }
 }
 
-/// The descriptors a manifest references: config and layers, or an index's manifests.
-pub fn descriptors(bytes: &[u8]) -> (Option<Descriptor>, Vec<Descriptor>) {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else { return (None, vec![]) };
-    let one = |d: &serde_json::Value| -> Option<Descriptor> {
-        let platform = d.get("platform").map(|p| {
-            let field = |k: &str| p.get(k).and_then(|x| x.as_str()).unwrap_or_default();
-            let mut s = format!("{}/{}", field("os"), field("architecture"));
-            if !field("variant").is_empty() {
-                s = format!("{s}/{}", field("variant"));
-            }
-            s
-        });
-        Some(Descriptor {
-            digest: d.get("digest")?.as_str()?.parse().ok()?,
-            size: d.get("size").and_then(|s| s.as_u64()).unwrap_or(0),
-            media_type: d.get("mediaType").and_then(|m| m.as_str()).unwrap_or_default().to_string(),
-            platform,
-        })
-    };
-    let list = |k: &str| v.get(k).and_then(|l| l.as_array()).map(|l| l.iter().filter_map(one).collect());
-    let config = v.get("config").and_then(one);
-    (config, list("layers").or_else(|| list("manifests")).unwrap_or_default())
-}
-
 impl Registry {
     /// Walks the repository names into the catalog (at startup, and again
     /// every few minutes on shared storage, where other replicas add names).
@@ -323,13 +289,14 @@ impl Registry {
             }
         }
         let tags = self.store.list_tags(storage).await?;
-        let (mut seen, mut bytes, mut last_push) = (BTreeSet::new(), 0u64, None);
+        let (mut roots, mut last_push) = (Vec::new(), None);
         for t in &tags {
             let Ok(tag) = t.parse::<Tag>() else { continue };
             let Some(d) = self.store.resolve_tag(storage, &tag).await? else { continue };
             last_push = last_push.max(self.store.tag_modified(storage, &tag).await?);
-            bytes += self.reachable_bytes(&d, &mut seen).await;
+            roots.push(d);
         }
+        let bytes = self.reach_bytes(roots).await;
         let row = Arc::new(RepoRow {
             name: id.to_string(),
             kind: Kind::of(id),
@@ -347,26 +314,11 @@ impl Registry {
         Ok(row)
     }
 
-    /// Bytes of manifest `d` and everything it references not in `seen` yet.
-    async fn reachable_bytes(&self, d: &Digest, seen: &mut BTreeSet<Digest>) -> u64 {
-        let mut pending = vec![d.clone()];
-        let mut bytes = 0;
-        while let Some(m) = pending.pop() {
-            if !seen.insert(m.clone()) {
-                continue;
-            }
-            let Ok(manifest) = self.load_manifest(&m).await else { continue };
-            bytes += manifest.bytes.len() as u64;
-            let (config, children) = descriptors(&manifest.bytes);
-            for c in config.iter().chain(&children) {
-                if manifest.info.manifests.contains(&c.digest) {
-                    pending.push(c.digest.clone());
-                } else if seen.insert(c.digest.clone()) {
-                    bytes += c.size;
-                }
-            }
-        }
-        bytes
+    /// Bytes of what `roots` keep alive: each manifest and blob once.
+    async fn reach_bytes(&self, roots: Vec<Digest>) -> u64 {
+        let reach = self.reach(roots).await;
+        let manifests: u64 = reach.manifests.values().flatten().map(|m| m.bytes.len() as u64).sum();
+        manifests + reach.blobs.values().sum::<u64>()
     }
 
     /// The route for browsing `name`, if `caller` may pull it: never an
@@ -402,7 +354,7 @@ impl Registry {
         let row = TagRow {
             tag: t.to_string(),
             media_type: manifest.info.media_type.clone(),
-            bytes: self.reachable_bytes(&digest, &mut BTreeSet::new()).await,
+            bytes: self.reach_bytes(vec![digest.clone()]).await,
             platforms: images.iter().filter_map(|i| i.platform.clone()).collect(),
             created: images.iter().find_map(|i| i.created.clone()),
             digest,
@@ -412,36 +364,28 @@ impl Registry {
 
     /// The images of `manifest` (digest `d`): itself, or each platform of an index.
     async fn images(&self, d: &Digest, manifest: &CachedManifest) -> Vec<ImageDetails> {
-        let (config, entries) = descriptors(&manifest.bytes);
-        if manifest.info.manifests.is_empty() {
-            return vec![self.image(d.clone(), None, config, entries).await];
+        if !manifest.info.is_index() {
+            return vec![self.image(d.clone(), None, Some(&manifest.info)).await];
         }
-        let mut out = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let (config, layers) = match self.load_manifest(&entry.digest).await {
-                Ok(m) => descriptors(&m.bytes),
-                Err(_) => (None, vec![]),
-            };
-            out.push(self.image(entry.digest, entry.platform, config, layers).await);
+        let mut out = Vec::with_capacity(manifest.info.manifests.len());
+        for entry in &manifest.info.manifests {
+            let child = self.load_manifest(&entry.digest).await.ok();
+            let platform = entry.platform.as_ref().map(ToString::to_string);
+            out.push(self.image(entry.digest.clone(), platform, child.as_ref().map(|m| &m.info)).await);
         }
         out
     }
 
-    /// One image, with `created` read from its configuration (a small blob).
-    async fn image(
-        &self,
-        digest: Digest,
-        platform: Option<String>,
-        config: Option<Descriptor>,
-        layers: Vec<Descriptor>,
-    ) -> ImageDetails {
+    /// One image (`None`: unreadable), with `created` read from its configuration (a small blob).
+    async fn image(&self, digest: Digest, platform: Option<String>, info: Option<&ManifestInfo>) -> ImageDetails {
+        let config = info.and_then(|i| i.config.clone());
         let created = match &config {
             Some(c) if c.size <= 1 << 20 => self.store.read_blob_bytes(&c.digest).await.ok().flatten().and_then(|b| {
                 serde_json::from_slice::<serde_json::Value>(&b).ok()?.get("created")?.as_str().map(str::to_string)
             }),
             _ => None,
         };
-        ImageDetails { digest, platform, config, layers, created }
+        ImageDetails { digest, platform, config, layers: info.map(|i| i.layers.clone()).unwrap_or_default(), created }
     }
 
     /// Records the traffic counters' growth since the last call (every minute).
@@ -528,27 +472,6 @@ mod tests {
             (id.to_string(), Kind::of(&id)),
             ("docker.io/library/alpine".to_string(), Kind::Mirrored("docker.io".into()))
         );
-    }
-
-    #[test]
-    fn descriptors_of_images_and_indexes() {
-        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
-        let image = format!(
-            r#"{{"config":{{"mediaType":"c","digest":"{}","size":10}},"layers":[{{"mediaType":"l","digest":"{}","size":20}}]}}"#,
-            d('a'),
-            d('b')
-        );
-        let (config, layers) = descriptors(image.as_bytes());
-        assert_eq!(config.unwrap().size, 10);
-        assert_eq!(layers.len(), 1);
-        assert_eq!(layers[0].size, 20);
-        let index = format!(
-            r#"{{"manifests":[{{"mediaType":"m","digest":"{}","size":5,"platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}}]}}"#,
-            d('c')
-        );
-        let (config, children) = descriptors(index.as_bytes());
-        assert!(config.is_none());
-        assert_eq!(children[0].platform.as_deref(), Some("linux/arm64/v8"));
     }
 
     #[test]

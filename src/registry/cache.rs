@@ -25,6 +25,12 @@ pub struct CachedManifest {
     pub info: ManifestInfo,
 }
 
+impl crate::oci::reach::Parsed for CachedManifest {
+    fn manifest(&self) -> &ManifestInfo {
+        &self.info
+    }
+}
+
 /// Per-repository write generations. A repository never written since start
 /// is at generation 0; every write moves it to a new, never reused number.
 #[derive(Default)]

@@ -36,6 +36,11 @@ pub enum RegistryError {
     Denied(String),
     #[error("a garbage collection is already running")]
     GcRunning,
+    #[error("another replica is running lifecycle work on this storage; try again later")]
+    ReplicaBusy,
+    /// Stored content berth cannot read, so it will not act on a guess (the reason).
+    #[error("{0}")]
+    Unreadable(String),
     #[error("authentication required to access {0}")]
     Unauthorized(String),
     #[error(transparent)]
@@ -57,7 +62,8 @@ impl RegistryError {
             RegistryError::DeleteDisabled => OciCode::Unsupported,
             RegistryError::RangeNotSatisfiable { .. } => OciCode::RangeInvalid,
             RegistryError::Denied(_) => OciCode::Denied,
-            RegistryError::GcRunning => OciCode::Busy,
+            RegistryError::GcRunning | RegistryError::ReplicaBusy => OciCode::Busy,
+            RegistryError::Unreadable(_) => OciCode::Internal,
             RegistryError::Unauthorized(_) => OciCode::Unauthorized,
         }
     }
@@ -76,6 +82,7 @@ impl RegistryError {
         match self {
             RegistryError::Store(e) => e.is_server_fault(),
             RegistryError::Mirror(e) => e.is_server_fault(),
+            RegistryError::Unreadable(_) => true,
             _ => false,
         }
     }

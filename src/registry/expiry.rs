@@ -215,17 +215,6 @@ impl Registry {
         Ok(uses)
     }
 
-    /// The blobs and child manifests each manifest of `repo` references.
-    async fn references(&self, manifests: &[Digest]) -> HashMap<Digest, (Vec<Digest>, Vec<Digest>)> {
-        let mut out = HashMap::new();
-        for m in manifests {
-            if let Ok(cached) = self.load_manifest(m).await {
-                out.insert(m.clone(), (cached.info.blobs.clone(), cached.info.manifests.clone()));
-            }
-        }
-        out
-    }
-
     /// Expires what `repo` no longer keeps; the blobs it unlinked and the
     /// uses to forget are added to `candidates` and `gone_uses`.
     async fn expire_repo(
@@ -259,25 +248,17 @@ impl Registry {
         let manifests = self.store.list_manifests(r).await?;
         let keys: Vec<String> = manifests.iter().map(ToString::to_string).collect();
         let manifest_uses = self.last_uses(UseKind::Manifest, r, &keys).await?;
-        let refs = self.references(&manifests).await;
-        let mut kept: HashSet<Digest> = HashSet::new();
-        let mut pending: Vec<Digest> = Vec::new();
+        let mut roots: Vec<Digest> = Vec::new();
         for t in &kept_tags {
             if let Some(d) = self.store.resolve_tag(r, t).await? {
-                pending.push(d);
+                roots.push(d);
             }
         }
-        pending.extend(
+        roots.extend(
             manifests.iter().filter(|m| manifest_uses.get(&m.to_string()).is_some_and(|&at| at >= cutoff)).cloned(),
         );
-        while let Some(m) = pending.pop() {
-            if kept.insert(m.clone()) {
-                if let Some((_, children)) = refs.get(&m) {
-                    pending.extend(children.iter().cloned());
-                }
-            }
-        }
-        for m in manifests.iter().filter(|m| !kept.contains(*m)) {
+        let kept = self.reach(roots).await;
+        for m in manifests.iter().filter(|m| !kept.manifests.contains_key(*m)) {
             if self.store.delete_manifest(r, m).await?.is_some() {
                 report.manifests += 1;
                 candidates.push(m.clone());
@@ -285,14 +266,12 @@ impl Registry {
             }
         }
         // Blob links no kept manifest references and no recent use keeps.
-        let referenced: HashSet<&Digest> =
-            kept.iter().filter_map(|m| refs.get(m)).flat_map(|(b, _)| b.iter()).collect();
         let links = self.store.list_layer_links(r).await?;
         let keys: Vec<String> = links.iter().map(ToString::to_string).collect();
         let blob_uses = self.last_uses(UseKind::Blob, r, &keys).await?;
         let expired: Vec<Digest> = links
             .iter()
-            .filter(|b| !referenced.contains(b) && blob_uses.get(&b.to_string()).is_none_or(|&at| at < cutoff))
+            .filter(|b| !kept.blobs.contains_key(*b) && blob_uses.get(&b.to_string()).is_none_or(|&at| at < cutoff))
             .cloned()
             .collect();
         for b in self.store.unlink_blobs(r, &expired).await? {
@@ -305,7 +284,7 @@ impl Registry {
         }
         // Cached reads of the repository stop counting only if something went.
         if report.tags + report.manifests + report.blob_links > changed_before {
-            if kept_tags.is_empty() && kept.is_empty() {
+            if kept_tags.is_empty() && kept.manifests.is_empty() {
                 self.store.remove_emptied_mirror(r).await?;
             }
             self.written(r);
@@ -341,9 +320,8 @@ impl Registry {
             }
             // Blob links no manifest of the repository references are units of their own;
             // the others leave with their manifests.
-            let refs = self.references(&manifests).await;
             let referenced: HashSet<String> =
-                refs.values().flat_map(|(b, _)| b.iter().map(ToString::to_string)).collect();
+                self.reach(manifests.iter().cloned()).await.blobs.keys().map(ToString::to_string).collect();
             let links: Vec<String> = self
                 .store
                 .list_layer_links(r)
@@ -378,14 +356,14 @@ impl Registry {
                     report.manifests += 1;
                     candidates.push(d.clone());
                     // Blob links of this repository that no remaining manifest references.
-                    let remaining = self.store.list_manifests(r).await?;
-                    let refs = self.references(&remaining).await;
-                    let referenced: HashSet<Digest> = refs.values().flat_map(|(b, _)| b.iter().cloned()).collect();
-                    let own = self.references(std::slice::from_ref(&d)).await;
-                    let blobs: Vec<Digest> = own
-                        .get(&d)
-                        .map(|(b, _)| b.iter().filter(|b| !referenced.contains(b)).cloned().collect())
-                        .unwrap_or_default();
+                    let remaining = self.reach(self.store.list_manifests(r).await?).await;
+                    let blobs: Vec<Digest> = self
+                        .reach([d.clone()])
+                        .await
+                        .blobs
+                        .into_keys()
+                        .filter(|b| !remaining.blobs.contains_key(b))
+                        .collect();
                     let gone = self.store.unlink_blobs(r, &blobs).await?;
                     report.blob_links += gone.len();
                     candidates.extend(gone);
@@ -421,25 +399,20 @@ impl Registry {
         Ok(())
     }
 
-    /// The manifests (digests) that pinned tags of `repo` point at.
+    /// The manifests (digests) that pinned tags of `repo` keep: what they
+    /// point at and, through indexes, everything below.
     async fn pinned_manifests(&self, repo: &Repo) -> RegistryResult<HashSet<String>> {
-        let mut out = HashSet::new();
+        let mut roots = Vec::new();
         for tag in self.store.list_tags(&repo.storage).await? {
-            if self.pins.pinned(&repo.id, Some(&tag)) {
-                if let Ok(t) = tag.parse::<Tag>() {
-                    if let Some(d) = self.store.resolve_tag(&repo.storage, &t).await? {
-                        let refs = self.references(std::slice::from_ref(&d)).await;
-                        out.extend(
-                            refs.get(&d)
-                                .map(|(_, c)| c.iter().map(ToString::to_string).collect::<Vec<_>>())
-                                .unwrap_or_default(),
-                        );
-                        out.insert(d.to_string());
-                    }
-                }
+            if !self.pins.pinned(&repo.id, Some(&tag)) {
+                continue;
+            }
+            let Ok(t) = tag.parse::<Tag>() else { continue };
+            if let Some(d) = self.store.resolve_tag(&repo.storage, &t).await? {
+                roots.push(d);
             }
         }
-        Ok(out)
+        Ok(self.reach(roots).await.manifests.into_keys().map(|d| d.to_string()).collect())
     }
 }
 

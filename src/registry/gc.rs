@@ -97,10 +97,7 @@ impl Registry {
         let turn = match self.store.shared() {
             true => match self.store.lifecycle_turn(GC_TURN_WAIT).await? {
                 Some(turn) => Some(turn),
-                None => {
-                    let msg = "another replica is running lifecycle work on this storage; try again later";
-                    return Err(RegistryError::Denied(msg.into()));
-                }
+                None => return Err(RegistryError::ReplicaBusy),
             },
             false => None,
         };
@@ -193,50 +190,29 @@ impl Registry {
     ) -> RegistryResult<()> {
         let _writing = self.locks.lock(repo).await;
         let revisions = self.store.list_manifests(repo).await?;
-        let mut reachable: HashSet<Digest> = HashSet::new();
-        let mut pending = Vec::new();
+        let mut roots = Vec::new();
         for tag in self.store.list_tags(repo).await? {
             let Ok(t) = tag.parse::<Tag>() else { continue };
             if let Some(d) = self.store.resolve_tag(repo, &t).await? {
-                pending.push(d);
+                roots.push(d);
             }
         }
         if !opts.delete_untagged {
-            pending.extend(revisions.iter().cloned());
+            roots.extend(revisions.iter().cloned());
         }
-        while let Some(m) = pending.pop() {
-            if !reachable.insert(m.clone()) {
-                continue;
-            }
-            marked.insert(m.clone());
-            match self.load_manifest(&m).await {
-                Ok(cached) => {
-                    marked.extend(cached.info.blobs.iter().cloned());
-                    pending.extend(cached.info.manifests.iter().cloned());
-                }
-                // Kept, but what it references cannot be known: a sweep that
-                // followed would be a guess, so nothing of this run is swept.
-                Err(e) => {
-                    return Err(RegistryError::Denied(format!(
-                        "manifest {m} in {repo} cannot be read ({e}); not collecting"
-                    )))
-                }
-            }
-        }
+        // A manifest that cannot be read is kept, but what it references
+        // cannot be known: a sweep that followed would be a guess, so nothing
+        // of this run is swept.
+        let reach = self.reach_strict(roots).await.map_err(|e| {
+            RegistryError::Unreadable(format!("a manifest in {repo} cannot be read ({e}); not collecting"))
+        })?;
+        marked.extend(reach.digests().cloned());
         let grace_cutoff = SystemTime::now().checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
-        for m in revisions.iter().filter(|m| !reachable.contains(*m)) {
+        for m in revisions.iter().filter(|m| !reach.manifests.contains_key(*m)) {
             // A manifest pushed moments ago by digest may be about to get its
             // tag or its index (skopeo pushes platform manifests first).
             if self.store.revision_modified(repo, m).await?.is_some_and(|t| t > grace_cutoff) {
-                let mut keep = vec![m.clone()];
-                while let Some(k) = keep.pop() {
-                    if marked.insert(k.clone()) {
-                        if let Ok(cached) = self.load_manifest(&k).await {
-                            marked.extend(cached.info.blobs.iter().cloned());
-                            keep.extend(cached.info.manifests.iter().cloned());
-                        }
-                    }
-                }
+                marked.extend(self.reach([m.clone()]).await.digests().cloned());
                 continue;
             }
             report.manifests_removed += 1;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::cache::CachedManifest;
+use crate::oci::reach::{self, Reach};
 use crate::oci::{Digest, ManifestInfo, Reference, RepoName, Tag};
 
 use super::{Registry, RegistryError, RegistryResult, Route};
@@ -63,6 +64,25 @@ impl Registry {
         let m = Arc::new(CachedManifest { bytes, info });
         self.caches.manifests.insert(d.clone(), m.clone()).await;
         Ok(m)
+    }
+
+    /// What `roots` keep alive (the one walk, `oci::reach`), read through the
+    /// manifest cache. A manifest that cannot be read is kept, not followed.
+    pub(super) async fn reach(&self, roots: impl IntoIterator<Item = Digest>) -> Reach<Arc<CachedManifest>> {
+        let load = |d: Digest| async move { Ok::<_, std::convert::Infallible>(self.load_manifest(&d).await.ok()) };
+        match reach::reach(roots, reach::everything, load).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    }
+
+    /// As `reach`, but a manifest that cannot be read ends the walk with its
+    /// error (what a GC sweep would do after it would be a guess).
+    pub(super) async fn reach_strict(
+        &self,
+        roots: impl IntoIterator<Item = Digest>,
+    ) -> RegistryResult<Reach<Arc<CachedManifest>>> {
+        reach::reach(roots, reach::everything, |d: Digest| async move { self.load_manifest(&d).await.map(Some) }).await
     }
 
     /// The manifest `reference` names in the repository `route` serves.
@@ -150,22 +170,19 @@ impl Registry {
         // deletes it meanwhile; a running GC is told it is live before the
         // leases go).
         let _writing = self.locks.lock(repo).await;
-        let referenced: Vec<Digest> = std::iter::once(digest.clone())
-            .chain(info.blobs.iter().cloned())
-            .chain(info.manifests.iter().cloned())
-            .collect();
+        let referenced: Vec<Digest> = std::iter::once(digest.clone()).chain(info.references().cloned()).collect();
         let mut _leases = Vec::with_capacity(referenced.len());
         for d in &referenced {
             _leases.push(self.store.lease(d).await);
         }
-        for b in &info.blobs {
-            if self.linked_size(repo, b).await?.is_none() {
-                return Err(RegistryError::ManifestBlobUnknown(b.clone()));
+        for b in info.blobs() {
+            if self.linked_size(repo, &b.digest).await?.is_none() {
+                return Err(RegistryError::ManifestBlobUnknown(b.digest.clone()));
             }
         }
-        for m in &info.manifests {
-            if !self.has_manifest(repo, m).await? {
-                return Err(RegistryError::ManifestBlobUnknown(m.clone()));
+        for m in info.children() {
+            if !self.has_manifest(repo, &m.digest).await? {
+                return Err(RegistryError::ManifestBlobUnknown(m.digest.clone()));
             }
         }
         let subject = info.subject.clone();

@@ -19,9 +19,6 @@ use serde::{Deserialize, Serialize};
 use super::backend::{Backend, PutIf};
 use super::error::StoreResult;
 
-/// Where leases live: beside the registry tree, never inside it.
-pub const LEASES_DIR: &str = ".berth/leases";
-
 #[derive(Debug, Serialize, Deserialize)]
 struct Record {
     holder: String,
@@ -90,7 +87,7 @@ impl Drop for LeaseGuard {
 /// Tries once to take the lease `name` for `ttl` as `holder`: free, or
 /// expired and taken over.
 pub async fn try_acquire(backend: &Arc<dyn Backend>, name: &str, holder: &str, ttl: Duration) -> StoreResult<Attempt> {
-    let path = format!("{LEASES_DIR}/{name}");
+    let path = super::layout::lease(name);
     if backend.put_if(&path, record(holder, ttl), PutIf::Absent).await? {
         return Ok(Attempt::Won(guard(backend, path, holder, ttl)));
     }
@@ -153,7 +150,7 @@ mod tests {
         let won = won.expect("the released lease was free");
         // A holder that died: its lease expired; exactly one of two takers gets it.
         std::mem::forget(won);
-        let path = format!("{LEASES_DIR}/fetch-x");
+        let path = crate::store::layout::lease("fetch-x");
         b.put(&path, record("dead", Duration::ZERO)).await.unwrap();
         let (x, y) = futures::join!(try_acquire(&b, "fetch-x", "c", ttl), try_acquire(&b, "fetch-x", "d", ttl));
         let wins = [x.unwrap(), y.unwrap()].iter().filter(|a| matches!(a, Attempt::Won(_))).count();

@@ -15,13 +15,7 @@ use tokio::fs;
 use super::backend::{Appender, Backend, ByteStream, Found, PutIf, RandomRead, Version, Writer};
 use super::error::{StoreError, StoreResult};
 
-/// berth's own files beside the registry:2 tree (`<root>/.berth`).
-pub const BERTH_DIR: &str = ".berth";
-/// Where small files are written before they are renamed into place.
-const TMP_DIR: &str = ".berth/tmp";
-/// Written once the tree has been swept for the temp files berth wrote beside
-/// their targets before it had `TMP_DIR` (so the walk runs once per data directory).
-const LEGACY_SWEPT: &str = ".berth/legacy-temp-swept";
+use super::layout::{self, LEGACY_SWEPT, TMP_DIR};
 
 pub struct FsBackend {
     root: PathBuf,
@@ -47,7 +41,7 @@ impl FsBackend {
     }
 
     fn temp_file(&self) -> PathBuf {
-        self.root.join(TMP_DIR).join(format!("{}.{}", self.instance, uuid::Uuid::new_v4().simple()))
+        self.root.join(layout::temp_file(&self.instance, &uuid::Uuid::new_v4().simple().to_string()))
     }
 }
 
@@ -453,7 +447,7 @@ impl Backend for FsBackend {
     async fn check_writable(&self) -> StoreResult<()> {
         // A page of data, written and synced as every small file is: on a full
         // disk (or with no inodes left) this fails as a manifest push would.
-        let (tmp, dest) = (self.temp_file(), self.root.join(BERTH_DIR).join(format!("probe-{}", uuid::Uuid::new_v4())));
+        let (tmp, dest) = (self.temp_file(), self.root.join(layout::probe(&uuid::Uuid::new_v4().to_string())));
         blocking(TMP_DIR, move || {
             write_atomically(&tmp, &dest, &[0u8; 4096])?;
             // Read back: a directory that takes writes but cannot be read is not ready either.
@@ -469,19 +463,19 @@ impl Backend for FsBackend {
     }
 
     async fn recover(&self) -> StoreResult<usize> {
-        let (dir, mine) = (self.root.join(TMP_DIR), format!("{}.", self.instance));
-        let (tree, marker) = (self.root.join("docker/registry/v2"), self.root.join(LEGACY_SWEPT));
+        let (dir, instance) = (self.root.join(TMP_DIR), self.instance.clone());
+        let (tree, marker) = (self.root.join(layout::V2), self.root.join(LEGACY_SWEPT));
         blocking(TMP_DIR, move || {
             let mut removed = 0;
             if !marker.exists() {
                 removed += sweep_legacy_temp(&tree)?;
-                write_atomically(&dir.join(format!("{mine}swept")), &marker, b"")?;
+                write_atomically(&self_temp(&dir, &instance, "swept"), &marker, b"")?;
             }
             match std::fs::read_dir(&dir) {
                 Ok(rd) => {
                     for entry in rd {
                         let entry = entry?;
-                        if !entry.file_name().to_string_lossy().starts_with(&mine) {
+                        if !layout::temp_file_of(&entry.file_name().to_string_lossy(), &instance) {
                             std::fs::remove_file(entry.path())?;
                             removed += 1;
                         }
@@ -494,6 +488,12 @@ impl Backend for FsBackend {
         })
         .await
     }
+}
+
+/// A temp file of `instance` in the temp directory `dir` (the root's `TMP_DIR`).
+fn self_temp(dir: &Path, instance: &str, id: &str) -> PathBuf {
+    let name = layout::temp_file(instance, id);
+    dir.join(name.rsplit('/').next().unwrap_or(&name))
 }
 
 /// Renames a complete, synced file into place and syncs the directory.

@@ -19,12 +19,29 @@
 //! a repository name component starts with a letter or digit, so no client
 //! request can name, push into or delete anything there, and every host keeps
 //! its own directory (`a:1` and `a-1` never meet). registry:2 skips `_`
-//! directories, as it does `_layers` and `_uploads`. berth's own bookkeeping
-//! lives in `<root>/.berth`, outside the registry:2 tree.
+//! directories, as it does `_layers` and `_uploads`.
+//!
+//! berth's own tree lives beside it, never inside it (registry:2 and a copy
+//! of the registry tree never see it); its section is at the end of this file:
+//!
+//! ```text
+//! <root>/.berth
+//! ├── index.redb              references, sizes and uses (store::index; local disk)
+//! ├── tmp/<instance>.<id>     files on their way in (renamed into place; emptied at start)
+//! ├── spool/                  a blob's bytes kept while it goes to object storage
+//! ├── token.key  admin.token  server.addr   the running server's secrets and address
+//! ├── leases/<name>           fetch and lifecycle leases (shared storage)
+//! ├── uses/<instance>-<ms>-<id>  use batches a replica flushed (shared storage)
+//! ├── lifecycle/{uses,clock}  the merged uses; the storage's clock
+//! └── doomed/<alg>-<hex>      tombstones of blobs a lifecycle turn is deleting
+//! ```
 
 use crate::oci::{Digest, RepoName, Tag};
 
-const V2: &str = "docker/registry/v2";
+use super::index::RefKind;
+
+/// registry:2's tree, relative to the root.
+pub const V2: &str = "docker/registry/v2";
 
 pub fn blob_data(d: &Digest) -> String {
     format!("{}/data", blob_dir(d))
@@ -149,6 +166,96 @@ pub fn upload_part(name: &RepoName, id: &str, part: &str) -> String {
     format!("{}/berth-parts/{part}", upload_dir(name, id))
 }
 
+/// A link's kind, repository and digest, from its path: the inverse of
+/// `layer_link` and `revision_link` (`None` for every other file of the
+/// tree: tag links, uploads).
+pub fn parse_link(path: &str) -> Option<(RefKind, RepoName, Digest)> {
+    let rest = path.strip_prefix(&repositories_root())?.strip_prefix('/')?;
+    let link = rest.strip_suffix("/link")?;
+    let (repo, kind, tail) = if let Some((repo, tail)) = link.split_once("/_layers/") {
+        (repo, RefKind::Layer, tail)
+    } else {
+        let (repo, tail) = link.split_once("/_manifests/revisions/")?;
+        (repo, RefKind::Manifest, tail)
+    };
+    let (alg, hex) = tail.split_once('/')?;
+    Some((kind, RepoName::storage(repo.to_string()), Digest::from_parts(alg, hex)?))
+}
+
+/// The digest of a blob's data file, from its path: the inverse of `blob_data`.
+pub fn parse_blob_data(path: &str) -> Option<Digest> {
+    let mut parts = path.rsplit('/');
+    let (_data, hex, _prefix, alg) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    Digest::from_parts(alg, hex)
+}
+
+// berth's own tree (see the module comment), relative to the root.
+
+/// berth's directory in the data directory.
+pub const BERTH_DIR: &str = ".berth";
+/// The bookkeeping index (always on local disk).
+pub const INDEX: &str = ".berth/index.redb";
+/// Files on their way in; what a crash leaves here is removed at start.
+pub const TMP_DIR: &str = ".berth/tmp";
+/// Marks that the registry:2 tree was swept once for temp files berth wrote
+/// beside their targets before it had `TMP_DIR`.
+pub const LEGACY_SWEPT: &str = ".berth/legacy-temp-swept";
+/// Blob bytes kept locally while they go to object storage.
+pub const SPOOL_DIR: &str = ".berth/spool";
+/// The key berth's own bearer tokens are signed with (0600).
+pub const TOKEN_KEY: &str = ".berth/token.key";
+/// The running server's admin token, for `berth gc` on this machine (0600).
+pub const ADMIN_TOKEN: &str = ".berth/admin.token";
+/// Where the running server can be reached (`http://127.0.0.1:5000`).
+pub const SERVER_ADDR: &str = ".berth/server.addr";
+/// Leases that replicas on shared storage take (`bucket_lease`).
+pub const LEASES_DIR: &str = ".berth/leases";
+/// Batches of uses, one object per replica and flush.
+pub const USES_DIR: &str = ".berth/uses";
+/// Every use known when the last lifecycle turn ended.
+pub const USES_SNAPSHOT: &str = ".berth/lifecycle/uses";
+/// Written to learn the storage's clock (links are dated by it, not ours).
+pub const CLOCK: &str = ".berth/lifecycle/clock";
+/// Tombstones of blobs whose data a lifecycle turn is about to delete.
+pub const DOOMED_DIR: &str = ".berth/doomed";
+
+/// A temp file of this process (`instance`) under `TMP_DIR`.
+pub fn temp_file(instance: &str, id: &str) -> String {
+    format!("{TMP_DIR}/{instance}.{id}")
+}
+
+/// Whether a name under `TMP_DIR` is one of `instance`'s temp files.
+pub fn temp_file_of(name: &str, instance: &str) -> bool {
+    name.strip_prefix(instance).is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// A scratch object a storage check writes and removes (`id` unique).
+pub fn probe(id: &str) -> String {
+    format!("{BERTH_DIR}/probe-{id}")
+}
+
+/// Lease `name` (`fetch-<alg>-<hex>`, `lifecycle`).
+pub fn lease(name: &str) -> String {
+    format!("{LEASES_DIR}/{name}")
+}
+
+/// One batch of uses a replica flushes.
+pub fn uses_batch(instance: &str, at_ms: u64, id: &str) -> String {
+    format!("{USES_DIR}/{instance}-{at_ms:013}-{id}")
+}
+
+/// The tombstone of blob `d`.
+pub fn tombstone(d: &Digest) -> String {
+    format!("{DOOMED_DIR}/{}-{}", d.algorithm().as_str(), d.hex())
+}
+
+/// The blob a tombstone stands for: the inverse of `tombstone`.
+pub fn parse_tombstone(path: &str) -> Option<Digest> {
+    let name = path.strip_prefix(DOOMED_DIR)?.strip_prefix('/')?;
+    let (alg, hex) = name.split_once('-')?;
+    Digest::from_parts(alg, hex)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +283,32 @@ mod tests {
         );
         assert_eq!(upload_data(&n, "u1"), "docker/registry/v2/repositories/team/app/_uploads/u1/data");
         assert_eq!(upload_started_at(&n, "u1"), "docker/registry/v2/repositories/team/app/_uploads/u1/startedat");
+    }
+
+    #[test]
+    fn paths_parse_back() {
+        let d = Digest::sha256_of(b"x");
+        let repo = mirror_repository("docker.io", "library/alpine");
+        assert_eq!(parse_link(&layer_link(&repo, &d)), Some((RefKind::Layer, repo.clone(), d.clone())));
+        let pushed: RepoName = "team/app".parse().unwrap();
+        assert_eq!(parse_link(&revision_link(&pushed, &d)), Some((RefKind::Manifest, pushed.clone(), d.clone())));
+        let tag: Tag = "v1".parse().unwrap();
+        assert_eq!(parse_link(&tag_current_link(&pushed, &tag)), None);
+        assert_eq!(parse_link(&tag_index_link(&pushed, &tag, &d)), None);
+        assert_eq!(parse_link(&upload_data(&pushed, "u")), None);
+        assert_eq!(parse_blob_data(&blob_data(&d)), Some(d.clone()));
+        assert_eq!(parse_tombstone(&tombstone(&d)), Some(d.clone()));
+        assert_eq!(parse_tombstone(&lease("x")), None);
+        assert!(temp_file_of(temp_file("abc", "1").rsplit('/').next().unwrap(), "abc"));
+        assert!(!temp_file_of("abcd.1", "abc"));
+    }
+
+    #[test]
+    fn berths_tree_is_outside_registry2s() {
+        for path in [INDEX, TMP_DIR, SPOOL_DIR, TOKEN_KEY, ADMIN_TOKEN, SERVER_ADDR, LEASES_DIR, USES_DIR, CLOCK] {
+            assert!(path.starts_with(&format!("{BERTH_DIR}/")), "{path}");
+            assert!(!path.starts_with(V2));
+        }
     }
 
     #[test]

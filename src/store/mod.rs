@@ -19,6 +19,7 @@ mod manifests;
 pub mod object;
 pub mod shared;
 mod spool;
+mod upload_files;
 mod upload_parts;
 mod uploads;
 
@@ -41,6 +42,8 @@ pub const DEFAULT_MAX_UPLOADS_PER_CLIENT: usize = 1000;
 pub struct Store {
     backend: Arc<dyn Backend>,
     uploads: uploads::Sessions,
+    /// How upload sessions keep their bytes on this backend.
+    upload_kind: Box<dyn uploads::UploadKind>,
     /// Where mirror fetches keep the local copy their readers tail, on
     /// backends that have none (`spool`).
     spool_dir: std::path::PathBuf,
@@ -63,7 +66,7 @@ const FETCH_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where the index of a data directory lives.
 pub fn index_path(root: &std::path::Path) -> std::path::PathBuf {
-    root.join(fs::BERTH_DIR).join("index.redb")
+    root.join(layout::INDEX)
 }
 
 impl Store {
@@ -71,6 +74,7 @@ impl Store {
     /// most `max_per_client` open uploads.
     pub fn new(backend: Arc<dyn Backend>, index: Index, max_per_client: usize) -> Self {
         Self {
+            upload_kind: uploads::kind_for(backend.as_ref()),
             backend,
             uploads: uploads::Sessions::new(max_per_client),
             spool_dir: std::env::temp_dir(),

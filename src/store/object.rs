@@ -279,7 +279,7 @@ impl Backend for ObjectBackend {
     }
 
     async fn check_writable(&self) -> StoreResult<()> {
-        let probe = format!("{}/probe-{}", super::fs::BERTH_DIR, uuid::Uuid::new_v4());
+        let probe = super::layout::probe(&uuid::Uuid::new_v4().to_string());
         let content = Bytes::from(vec![0u8; 4096]);
         self.put(&probe, content.clone()).await?;
         let back = self.get(&probe).await;

@@ -30,21 +30,13 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::oci::manifest::ManifestInfo;
-use crate::oci::{Digest, RepoName};
+use crate::oci::Digest;
 
 use super::bucket_lease::{self, Attempt, LeaseGuard};
 use super::error::{StoreError, StoreResult};
 use super::index::RefKind;
 use super::{layout, Store};
 
-/// Batches of uses, one object per replica and flush.
-const USES_DIR: &str = ".berth/uses";
-/// Every use known when the last turn ended.
-const USES_SNAPSHOT: &str = ".berth/lifecycle/uses";
-/// Written to learn the storage's clock (links are dated by it, not ours).
-const CLOCK: &str = ".berth/lifecycle/clock";
-/// Tombstones of blobs whose data a turn is about to delete.
-const DOOMED_DIR: &str = ".berth/doomed";
 /// The lifecycle lease lasts this long unless renewed (every third of it).
 const TURN_LEASE_TTL: Duration = Duration::from_secs(30);
 /// A tombstone older than this is void: its turn died. Linkers wait at most
@@ -65,32 +57,6 @@ pub struct Turn {
     lease: LeaseGuard,
     /// Use batches merged into the index this turn (deleted when it ends).
     batches: Vec<String>,
-}
-
-fn tombstone_path(d: &Digest) -> String {
-    format!("{DOOMED_DIR}/{}-{}", d.algorithm().as_str(), d.hex())
-}
-
-/// A link's kind, repository and digest, from its path (`None` for every
-/// other file of the tree: tag links, uploads).
-fn parse_link(path: &str) -> Option<(RefKind, RepoName, Digest)> {
-    let rest = path.strip_prefix(&layout::repositories_root())?.strip_prefix('/')?;
-    let link = rest.strip_suffix("/link")?;
-    let (repo, kind, tail) = if let Some((repo, tail)) = link.split_once("/_layers/") {
-        (repo, RefKind::Layer, tail)
-    } else {
-        let (repo, tail) = link.split_once("/_manifests/revisions/")?;
-        (repo, RefKind::Manifest, tail)
-    };
-    let (alg, hex) = tail.split_once('/')?;
-    Some((kind, RepoName::storage(repo.to_string()), Digest::from_parts(alg, hex)?))
-}
-
-/// The digest of a blob's data file, from its path.
-fn parse_data(path: &str) -> Option<Digest> {
-    let mut parts = path.rsplit('/');
-    let (_data, hex, _prefix, alg) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    Digest::from_parts(alg, hex)
 }
 
 /// Uses as one text object: a line per use, `seconds<TAB>key`.
@@ -138,7 +104,7 @@ impl Store {
     pub async fn end_turn(&self, turn: Turn) -> StoreResult<()> {
         *self.turn_since.lock().unwrap() = None;
         let uses = self.indexed(|index| index.all_uses()).await?;
-        self.backend.put(USES_SNAPSHOT, encode_uses(&uses)).await?;
+        self.backend.put(layout::USES_SNAPSHOT, encode_uses(&uses)).await?;
         self.backend.delete_files(turn.batches).await?;
         turn.lease.release().await
     }
@@ -158,14 +124,14 @@ impl Store {
             return Ok(());
         }
         let name =
-            format!("{USES_DIR}/{}-{:013}-{}", self.instance, bucket_lease::now_ms(), uuid::Uuid::new_v4().simple());
+            layout::uses_batch(&self.instance, bucket_lease::now_ms(), &uuid::Uuid::new_v4().simple().to_string());
         self.backend.put(&name, encode_uses(uses)).await
     }
 
     /// The storage's clock now (what it dates links by).
     async fn storage_now(&self) -> StoreResult<SystemTime> {
-        self.backend.put(CLOCK, Bytes::from(self.instance.clone())).await?;
-        Ok(self.backend.modified(CLOCK).await?.unwrap_or_else(SystemTime::now))
+        self.backend.put(layout::CLOCK, Bytes::from(self.instance.clone())).await?;
+        Ok(self.backend.modified(layout::CLOCK).await?.unwrap_or_else(SystemTime::now))
     }
 
     /// Replaces the index's references and sizes with a walk of the storage.
@@ -173,7 +139,7 @@ impl Store {
         let mut sizes = HashMap::new();
         for alg in ["sha256", "sha512"] {
             for f in self.backend.walk(&layout::blobs_root(alg)).await? {
-                if let Some(d) = parse_data(&f.path) {
+                if let Some(d) = layout::parse_blob_data(&f.path) {
                     sizes.insert(d, f.size);
                 }
             }
@@ -183,7 +149,7 @@ impl Store {
             .walk(&layout::repositories_root())
             .await?
             .into_iter()
-            .filter_map(|f| parse_link(&f.path))
+            .filter_map(|f| layout::parse_link(&f.path))
             .map(|(kind, repo, d)| {
                 let size = sizes.get(&d).copied();
                 (d, kind, repo, size)
@@ -195,12 +161,12 @@ impl Store {
     /// Puts the snapshot and every batch of uses into the index; returns the batches.
     async fn merge_uses(&self) -> StoreResult<Vec<String>> {
         let mut uses = HashMap::new();
-        if let Some(snapshot) = self.backend.get(USES_SNAPSHOT).await? {
+        if let Some(snapshot) = self.backend.get(layout::USES_SNAPSHOT).await? {
             decode_uses(&snapshot, &mut uses);
         }
         let mut batches = Vec::new();
-        for name in self.backend.list(USES_DIR).await? {
-            let path = format!("{USES_DIR}/{name}");
+        for name in self.backend.list(layout::USES_DIR).await? {
+            let path = format!("{}/{name}", layout::USES_DIR);
             if let Some(batch) = self.backend.get(&path).await? {
                 decode_uses(&batch, &mut uses);
                 batches.push(path);
@@ -223,7 +189,7 @@ impl Store {
         let record = bucket_lease::record(&self.instance, DOOM_TTL);
         futures::stream::iter(ds)
             .map(|d| {
-                let (path, record) = (tombstone_path(d), record.clone());
+                let (path, record) = (layout::tombstone(d), record.clone());
                 async move { self.backend.put(&path, record).await }
             })
             .buffer_unordered(16)
@@ -234,7 +200,7 @@ impl Store {
         let doomed: HashSet<&Digest> = ds.iter().collect();
         let (mut keep, mut read): (HashSet<Digest>, HashSet<Digest>) = Default::default();
         for f in self.backend.walk(&layout::repositories_root()).await? {
-            let Some((kind, _, d)) = parse_link(&f.path) else { continue };
+            let Some((kind, _, d)) = layout::parse_link(&f.path) else { continue };
             if f.modified < since {
                 continue;
             }
@@ -245,7 +211,7 @@ impl Store {
             if kind == RefKind::Manifest && read.insert(d.clone()) {
                 let Some(bytes) = self.read_blob_bytes(&d).await? else { continue };
                 let Ok(info) = ManifestInfo::parse_stored(&bytes) else { continue };
-                keep.extend(info.blobs.into_iter().chain(info.manifests).filter(|r| doomed.contains(r)));
+                keep.extend(info.references().filter(|r| doomed.contains(*r)).cloned());
             }
         }
         if started.elapsed() > DOOM_WINDOW {
@@ -257,7 +223,7 @@ impl Store {
 
     /// Removes the tombstones of `ds` (their data is deleted, or kept).
     pub(super) async fn lift(&self, ds: &[Digest]) -> StoreResult<()> {
-        self.backend.delete_files(ds.iter().map(tombstone_path).collect()).await
+        self.backend.delete_files(ds.iter().map(layout::tombstone).collect()).await
     }
 
     /// After linking `ds` on shared storage: waits while a turn has them
@@ -272,7 +238,7 @@ impl Store {
         while !pending.is_empty() {
             let stones: Vec<Option<Bytes>> = futures::stream::iter(&pending)
                 .map(|d| {
-                    let path = tombstone_path(d);
+                    let path = layout::tombstone(d);
                     async move { self.backend.get(&path).await }
                 })
                 .buffered(16)
@@ -299,23 +265,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn links_and_data_paths_parse() {
-        let d = Digest::sha256_of(b"x");
-        let repo = layout::mirror_repository("docker.io", "library/alpine");
-        let layer = layout::layer_link(&repo, &d);
-        assert_eq!(parse_link(&layer), Some((RefKind::Layer, repo.clone(), d.clone())));
-        let pushed: RepoName = "team/app".parse().unwrap();
-        assert_eq!(
-            parse_link(&layout::revision_link(&pushed, &d)),
-            Some((RefKind::Manifest, pushed.clone(), d.clone()))
-        );
-        let tag: crate::oci::Tag = "v1".parse().unwrap();
-        assert_eq!(parse_link(&layout::tag_current_link(&pushed, &tag)), None);
-        assert_eq!(parse_link(&layout::tag_index_link(&pushed, &tag, &d)), None);
-        assert_eq!(parse_data(&layout::blob_data(&d)), Some(d));
-    }
 
     #[test]
     fn uses_round_trip_and_merge_by_latest() {

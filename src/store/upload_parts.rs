@@ -8,6 +8,8 @@
 //! parts become the blob: one part is copied within the store, several are
 //! streamed into one writer (read once, hashed again on the way).
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -16,7 +18,7 @@ use crate::oci::{Algorithm, Digest, DigestHasher, RepoName};
 
 use super::backend::PutIf;
 use super::error::{BodyError, StoreError, StoreResult};
-use super::uploads::pump;
+use super::uploads::{pump, Body, Sessions, UploadKind};
 use super::{layout, Store};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +62,59 @@ impl Record {
 
 fn encode(r: &Record) -> Bytes {
     Bytes::from(serde_json::to_vec(r).expect("a record serialises"))
+}
+
+/// Parts under a record (see the module comment).
+pub(super) struct PartUploads;
+
+#[async_trait::async_trait(?Send)]
+impl UploadKind for PartUploads {
+    async fn create(&self, store: &Store, repo: &RepoName, id: &str) -> StoreResult<()> {
+        store.parts_start(repo, id).await
+    }
+
+    async fn size(&self, store: &Store, repo: &RepoName, id: &str) -> StoreResult<u64> {
+        store.parts_size(repo, id).await
+    }
+
+    async fn append(
+        &self,
+        store: &Store,
+        repo: &RepoName,
+        id: &str,
+        start: Option<u64>,
+        declared: Option<u64>,
+        body: Body<'_>,
+    ) -> StoreResult<u64> {
+        store.parts_append(repo, id, start, declared, body, None).await
+    }
+
+    async fn finish(
+        &self,
+        store: &Store,
+        repo: &RepoName,
+        id: &str,
+        start: Option<u64>,
+        body: Body<'_>,
+        expected: &Digest,
+    ) -> StoreResult<u64> {
+        match store.parts_finish_whole(repo, id, start, body, expected).await? {
+            Ok(size) => Ok(size),
+            Err(body) => {
+                store.parts_append(repo, id, start, None, body, Some(expected.algorithm())).await?;
+                store.parts_finish(repo, id, expected).await
+            }
+        }
+    }
+
+    /// Sessions here are measured by their record (every replica's chunks count).
+    fn idle(&self, _: &Sessions, _: Duration) -> Vec<(RepoName, String)> {
+        vec![]
+    }
+
+    fn held_here(&self, _: &Sessions, _: &RepoName, _: &str) -> bool {
+        false
+    }
 }
 
 impl Store {

@@ -1,6 +1,8 @@
-//! Upload sessions. Bytes are appended to `_uploads/<id>/data` and hashed as
-//! they arrive; on finish the digest is checked, the file synced and renamed
-//! into `blobs/`, so only verified, complete content ever becomes a blob.
+//! Upload sessions: the store's one upload interface. Sessions are counted
+//! per client address here; how a session keeps its bytes is an
+//! `UploadKind`, chosen once per backend: appended files (`upload_files`) or
+//! parts under a record on object storage (`upload_parts`). Either way only
+//! verified, complete content ever becomes a blob.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,36 +27,36 @@ pub struct UploadStatus {
 /// In-memory state of an upload: the running hash of the bytes so far.
 /// `hasher` is `None` for a session found only on disk (after a restart, or
 /// started by registry:2); its digest is then computed from the file at finish.
-struct Session {
-    size: u64,
-    hasher: Option<DigestHasher>,
+pub(super) struct Session {
+    pub(super) size: u64,
+    pub(super) hasher: Option<DigestHasher>,
     /// When a request last touched the session (what `purge` measures).
-    last_active: Instant,
+    pub(super) last_active: Instant,
 }
 
 /// A session, and its size as of its last complete chunk: a status read
 /// answers from that at once instead of queueing behind a chunk in flight
 /// (a stalled PATCH may hold the session for its whole `body_timeout`).
-struct SessionCell {
+pub(super) struct SessionCell {
     state: tokio::sync::Mutex<Session>,
     committed: std::sync::atomic::AtomicU64,
 }
 
 impl SessionCell {
-    async fn lock(&self) -> tokio::sync::MutexGuard<'_, Session> {
+    pub(super) async fn lock(&self) -> tokio::sync::MutexGuard<'_, Session> {
         self.state.lock().await
     }
 
-    fn committed(&self) -> u64 {
+    pub(super) fn committed(&self) -> u64 {
         self.committed.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    fn commit(&self, s: &Session) {
+    pub(super) fn commit(&self, s: &Session) {
         self.committed.store(s.size, std::sync::atomic::Ordering::Release);
     }
 }
 
-type SessionRef = Arc<SessionCell>;
+pub(super) type SessionRef = Arc<SessionCell>;
 
 struct Entry {
     /// The client address that opened the session (counted against its cap);
@@ -81,12 +83,18 @@ impl Sessions {
         Self { table: Mutex::new(Table::default()), max_per_client }
     }
 
-    fn get(&self, repo: &RepoName, id: &str) -> Option<SessionRef> {
+    pub(super) fn get(&self, repo: &RepoName, id: &str) -> Option<SessionRef> {
         self.table.lock().unwrap().entries.get(&(repo.clone(), id.to_string())).map(|e| e.session.clone())
     }
 
     /// Registers a session; refused when `owner` holds its cap already.
-    fn insert(&self, repo: &RepoName, id: &str, owner: Option<IpAddr>, s: Session) -> StoreResult<SessionRef> {
+    pub(super) fn insert(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        owner: Option<IpAddr>,
+        s: Session,
+    ) -> StoreResult<SessionRef> {
         let mut t = self.table.lock().unwrap();
         if let Some(e) = t.entries.get(&(repo.clone(), id.to_string())) {
             return Ok(e.session.clone());
@@ -117,7 +125,7 @@ impl Sessions {
     }
 
     /// Sessions idle for longer than `max_age` that no request holds now.
-    fn idle(&self, max_age: Duration) -> Vec<(RepoName, String)> {
+    pub(super) fn idle(&self, max_age: Duration) -> Vec<(RepoName, String)> {
         let t = self.table.lock().unwrap();
         t.entries
             .iter()
@@ -130,7 +138,7 @@ impl Sessions {
         self.table.lock().unwrap().entries.len()
     }
 
-    fn contains(&self, repo: &RepoName, id: &str) -> bool {
+    pub(super) fn contains(&self, repo: &RepoName, id: &str) -> bool {
         self.table.lock().unwrap().entries.contains_key(&(repo.clone(), id.to_string()))
     }
 }
@@ -194,8 +202,56 @@ where
 }
 
 /// An upload whose directory is gone (purged, cancelled) is unknown, not an i/o fault.
-fn gone(id: &str) -> impl FnOnce(StoreError) -> StoreError + '_ {
+pub(super) fn gone(id: &str) -> impl FnOnce(StoreError) -> StoreError + '_ {
     move |e| if e.is_not_found() { StoreError::UploadUnknown(id.to_string()) } else { e }
+}
+
+/// A request body, as an upload reads it.
+pub(super) type Body<'a> = futures::stream::LocalBoxStream<'a, Result<Bytes, BodyError>>;
+
+/// How upload sessions keep their bytes: one implementation per kind of
+/// backend, chosen once when the store is made (`UploadKind::for_backend`):
+/// files appended in place (`upload_files`) or parts under a record on object
+/// storage (`upload_parts`). The store's upload methods call only this.
+#[async_trait::async_trait(?Send)]
+pub(super) trait UploadKind: Send + Sync {
+    /// Makes a new session's storage (its directory exists).
+    async fn create(&self, store: &Store, repo: &RepoName, id: &str) -> StoreResult<()>;
+    /// Bytes the session holds; `UploadUnknown` when there is none.
+    async fn size(&self, store: &Store, repo: &RepoName, id: &str) -> StoreResult<u64>;
+    /// Appends a chunk (see `Store::append_upload`); returns the new size.
+    async fn append(
+        &self,
+        store: &Store,
+        repo: &RepoName,
+        id: &str,
+        start: Option<u64>,
+        declared: Option<u64>,
+        body: Body<'_>,
+    ) -> StoreResult<u64>;
+    /// Appends the last chunk, verifies, and makes the blob (see `Store::finish_upload`).
+    async fn finish(
+        &self,
+        store: &Store,
+        repo: &RepoName,
+        id: &str,
+        start: Option<u64>,
+        body: Body<'_>,
+        expected: &Digest,
+    ) -> StoreResult<u64>;
+    /// Sessions this process measures in memory that sat idle past `max_age`.
+    fn idle(&self, sessions: &Sessions, max_age: Duration) -> Vec<(RepoName, String)>;
+    /// Whether this process measures the session in memory (not by its storage).
+    fn held_here(&self, sessions: &Sessions, repo: &RepoName, id: &str) -> bool;
+}
+
+/// The implementation for `backend`.
+pub(super) fn kind_for(backend: &dyn super::Backend) -> Box<dyn UploadKind> {
+    if backend.appends() {
+        Box::new(super::upload_files::FileUploads)
+    } else {
+        Box::new(super::upload_parts::PartUploads)
+    }
 }
 
 impl Store {
@@ -207,11 +263,7 @@ impl Store {
         self.uploads.insert(repo, &id, owner, fresh)?;
         let created = async {
             self.create_upload_dir(repo, &id).await?;
-            if self.backend.appends() {
-                self.backend.appender(&layout::upload_data(repo, &id), 0).await?.sync().await
-            } else {
-                self.parts_start(repo, &id).await
-            }
+            self.upload_kind.create(self, repo, &id).await
         }
         .await;
         if let Err(e) = created {
@@ -222,34 +274,16 @@ impl Store {
         Ok(UploadStatus { id, size: 0 })
     }
 
-    async fn session(&self, repo: &RepoName, id: &str) -> StoreResult<SessionRef> {
-        checked(id)?;
-        if let Some(s) = self.uploads.get(repo, id) {
-            return Ok(s);
-        }
-        let size = self
-            .backend
-            .stat(&layout::upload_data(repo, id))
-            .await?
-            .ok_or_else(|| StoreError::UploadUnknown(id.to_string()))?;
-        let hasher = (size == 0).then(|| Algorithm::Sha256.hasher());
-        self.uploads.insert(repo, id, None, Session { size, hasher, last_active: Instant::now() })
-    }
-
     /// Where the upload stands.
     pub async fn upload_status(&self, repo: &RepoName, id: &str) -> StoreResult<UploadStatus> {
-        if !self.backend.appends() {
-            let size = self.parts_size(repo, &checked(id)?).await?;
-            return Ok(UploadStatus { id: id.to_string(), size });
-        }
-        let size = self.session(repo, id).await?.committed();
+        let size = self.upload_kind.size(self, repo, &checked(id)?).await?;
         Ok(UploadStatus { id: id.to_string(), size })
     }
 
     /// Appends a chunk. `start` (from `Content-Range`) must equal the bytes
     /// held; `declared` (its length) must equal what arrives. On any failure
     /// the upload is put back exactly as it was before the chunk.
-    pub async fn append_upload<S>(
+    pub async fn append_upload<'a, S>(
         &self,
         repo: &RepoName,
         id: &str,
@@ -258,50 +292,16 @@ impl Store {
         body: S,
     ) -> StoreResult<UploadStatus>
     where
-        S: Stream<Item = Result<Bytes, BodyError>>,
+        S: Stream<Item = Result<Bytes, BodyError>> + 'a,
     {
-        if !self.backend.appends() {
-            let size = self.parts_append(repo, &checked(id)?, start, declared, body, None).await?;
-            return Ok(UploadStatus { id: id.to_string(), size });
-        }
-        let cell = self.session(repo, id).await?;
-        let mut s = cell.lock().await;
-        s.last_active = Instant::now();
-        if let Some(start) = start {
-            if start != s.size {
-                return Err(StoreError::ChunkOutOfOrder { start, size: s.size });
-            }
-        }
-        let path = layout::upload_data(repo, id);
-        let mut hasher = s.hasher.clone();
-        let mut w = self.backend.appender(&path, s.size).await.map_err(gone(id))?;
-        let room = self.max_blob_size.saturating_sub(s.size);
-        let write = async |chunk| w.write(chunk).await;
-        let written = pump(write, &mut hasher, body, room, self.max_blob_size).await.and_then(|n| match declared {
-            Some(d) if d != n => Err(StoreError::SizeMismatch { expected: d, actual: n }),
-            _ => Ok(n),
-        });
-        match written {
-            Ok(n) => {
-                s.size += n;
-                s.hasher = hasher;
-                s.last_active = Instant::now();
-                cell.commit(&s);
-                Ok(UploadStatus { id: id.to_string(), size: s.size })
-            }
-            Err(e) => {
-                drop(w);
-                // Roll back to the last good offset so the client can retry the chunk.
-                self.backend.appender(&path, s.size).await.map_err(gone(id))?.sync().await?;
-                Err(e)
-            }
-        }
+        let size = self.upload_kind.append(self, repo, &checked(id)?, start, declared, Box::pin(body)).await?;
+        Ok(UploadStatus { id: id.to_string(), size })
     }
 
     /// Appends the final chunk (may be empty), verifies the digest, and
     /// commits the blob into the store and links it into `repo`. On a digest
     /// mismatch the upload is discarded.
-    pub async fn finish_upload<S>(
+    pub async fn finish_upload<'a, S>(
         &self,
         repo: &RepoName,
         id: &str,
@@ -310,50 +310,12 @@ impl Store {
         expected: &Digest,
     ) -> StoreResult<u64>
     where
-        S: Stream<Item = Result<Bytes, BodyError>>,
+        S: Stream<Item = Result<Bytes, BodyError>> + 'a,
     {
-        if !self.backend.appends() {
-            let id = checked(id)?;
-            let size = match self.parts_finish_whole(repo, &id, start, body, expected).await? {
-                Ok(size) => size,
-                Err(body) => {
-                    self.parts_append(repo, &id, start, None, body, Some(expected.algorithm())).await?;
-                    self.parts_finish(repo, &id, expected).await?
-                }
-            };
-            self.uploads.remove(repo, &id);
-            return Ok(size);
-        }
-        {
-            // Nothing received yet (POST then one PUT, or monolithic POST): the
-            // digest's algorithm is known before the first byte, so hash with it.
-            let s = self.session(repo, id).await?;
-            let mut s = s.lock().await;
-            if s.size == 0 && s.hasher.as_ref().map(|h| h.algorithm()) != Some(expected.algorithm()) {
-                s.hasher = Some(expected.algorithm().hasher());
-            }
-        }
-        let status = self.append_upload(repo, id, start, None, body).await?;
-        let s = self.session(repo, id).await?;
-        let mut s = s.lock().await;
-        let path = layout::upload_data(repo, id);
-        let actual = match s.hasher.take() {
-            Some(h) if h.algorithm() == expected.algorithm() => h.finish(),
-            // Only for a session resumed from disk, or chunks sent before a
-            // non-sha256 digest was named (the protocol names the algorithm at
-            // the final PUT): hash the file once here.
-            _ => self.hash_file(&path, expected.algorithm()).await?,
-        };
-        if &actual != expected {
-            drop(s);
-            self.cancel_upload(repo, id).await?;
-            return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
-        }
-        self.backend.appender(&path, status.size).await.map_err(gone(id))?.sync().await?;
-        self.promote(repo, id, expected).await?;
-        drop(s);
-        self.uploads.remove(repo, id);
-        Ok(status.size)
+        let id = checked(id)?;
+        let size = self.upload_kind.finish(self, repo, &id, start, Box::pin(body), expected).await?;
+        self.uploads.remove(repo, &id);
+        Ok(size)
     }
 
     /// Moves a verified, synced upload file into `blobs/`, links it into
@@ -382,11 +344,7 @@ impl Store {
 
     /// Discards an upload and its bytes.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> StoreResult<()> {
-        if self.backend.appends() {
-            self.session(repo, id).await?;
-        } else {
-            self.parts_size(repo, &checked(id)?).await?;
-        }
+        self.upload_kind.size(self, repo, &checked(id)?).await?;
         self.uploads.remove(repo, id);
         self.backend.delete(&layout::upload_dir(repo, id)).await
     }
@@ -408,7 +366,7 @@ impl Store {
             }
         };
         // Sessions whose state is in the bucket are measured by their record (below).
-        let idle = if self.backend.appends() { self.uploads.idle(max_age) } else { vec![] };
+        let idle = self.upload_kind.idle(&self.uploads, max_age);
         for (repo, id) in idle {
             self.uploads.remove(&repo, &id);
             report.sessions += usize::from(remove(layout::upload_dir(&repo, &id)).await);
@@ -426,7 +384,7 @@ impl Store {
                 }
                 // A session this process holds in memory is measured above; one whose
                 // state is in a shared bucket by its record (every replica's chunks count).
-                let held_here = || self.backend.appends() && self.uploads.contains(&repo, &id);
+                let held_here = || self.upload_kind.held_here(&self.uploads, &repo, &id);
                 if !valid_id(&id) || held_here() {
                     continue;
                 }
@@ -471,15 +429,6 @@ impl Store {
             }
         }
         Ok(found)
-    }
-
-    async fn hash_file(&self, path: &str, algorithm: Algorithm) -> StoreResult<Digest> {
-        let mut h = algorithm.hasher();
-        let mut r = self.backend.reader(path, 0, None).await.map_err(gone(path))?;
-        while let Some(chunk) = r.next().await {
-            h.update(&chunk.map_err(StoreError::io(path))?);
-        }
-        Ok(h.finish())
     }
 }
 
