@@ -423,3 +423,33 @@ async fn mirrored_content_whose_data_registry2_collected_is_fetched_again() {
     s.stop().await;
     up.stop().await;
 }
+
+/// An upstream (or a proxy before it) that ends blob bodies by closing the
+/// connection, with neither Content-Length nor chunked encoding: legal
+/// HTTP/1.1. The bytes are mirrored and served whole and verified, with and
+/// without `Connection: close`, and the tags and manifests still come
+/// through the same front.
+#[actix_rt::test]
+async fn a_blob_body_ended_by_the_connection_closing_is_mirrored() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let image = up.add_image("library/closing", "1", &[layer(3 * 1024 * 1024 + 17, 9), layer(10, 3)]);
+    for say_close in [true, false] {
+        let front = common::upstream::CloseDelimitedFront::start(&up, say_close);
+        let url = front.url.clone();
+        let s = TestServer::start_with(move |c| {
+            c.mirror.set_upstream("docker.io", &url);
+            for u in &mut c.mirror.upstreams {
+                u.response_timeout = Duration::from_secs(5);
+                u.read_timeout = Duration::from_secs(5);
+            }
+        })
+        .await;
+        let c = s.client();
+        pull(&c, "closing", "1", &image).await;
+        // Served again from the store: the mirrored copy is whole.
+        pull(&c, "closing", "1", &image).await;
+        drop(front);
+        s.stop().await;
+    }
+    up.stop().await;
+}

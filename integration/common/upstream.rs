@@ -340,3 +340,85 @@ async fn handle(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespons
         HttpResponse::Ok().streaming(stream)
     }
 }
+
+/// A raw HTTP/1.1 front for a `FakeUpstream` that sends blob bodies the
+/// oldest way HTTP allows: no Content-Length, no chunked encoding, the body
+/// ending where the connection closes (what some proxies send). Every other
+/// request is passed to the fake upstream as it came. Stopped when dropped.
+pub struct CloseDelimitedFront {
+    pub url: String,
+    addr: std::net::SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CloseDelimitedFront {
+    /// In front of `up`; `say_close` adds `Connection: close` to the blob answers.
+    pub fn start(up: &FakeUpstream, say_close: bool) -> CloseDelimitedFront {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream: std::net::SocketAddr = up.url.trim_start_matches("http://").parse().unwrap();
+        let (state, stop) = (up.state.clone(), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let state = state.clone();
+                std::thread::spawn(move || {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match conn.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).to_string();
+                    let mut words = text.split_whitespace();
+                    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                    let blob = path.split_once("/blobs/").map(|(_, d)| d.to_string());
+                    if let (true, Some(d)) = (method == "GET", blob) {
+                        let body = state.lock().unwrap().blobs.get(&d).cloned();
+                        let Some(body) = body else {
+                            let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                            return;
+                        };
+                        let close = if say_close { "Connection: close\r\n" } else { "" };
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nDocker-Content-Digest: {d}\r\n{close}\r\n"
+                        );
+                        let _ = conn.write_all(head.as_bytes());
+                        for part in body.chunks(64 * 1024) {
+                            if conn.write_all(part).is_err() {
+                                return;
+                            }
+                        }
+                        return; // the close ends the body
+                    }
+                    // Passed through, one request per connection.
+                    let Ok(mut up) = std::net::TcpStream::connect(upstream) else { return };
+                    let forwarded = text.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+                    let mut answer = Vec::new();
+                    if up.write_all(forwarded.as_bytes()).is_ok() && up.read_to_end(&mut answer).is_ok() {
+                        let _ = conn.write_all(&answer);
+                    }
+                });
+            }
+        });
+        CloseDelimitedFront { url: format!("http://{addr}"), addr, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for CloseDelimitedFront {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! `registry` façade, which decides when to ask upstream and keeps the caches.
 
 pub mod auth;
+mod close_delimited;
 pub mod error;
 mod fetch;
 mod upstream;

@@ -56,6 +56,8 @@ pub struct Upstream {
     health: Mutex<Health>,
     /// The rate-limit budget the upstream last reported.
     budget: Mutex<Option<Budget>>,
+    /// Reads answers awc cannot (`close_delimited`), made on first need.
+    to_close: std::sync::OnceLock<Result<super::close_delimited::ToClose, String>>,
 }
 
 /// What `ratelimit-remaining` last said, and when.
@@ -105,6 +107,7 @@ impl Upstream {
             metrics,
             health: Mutex::default(),
             budget: Mutex::default(),
+            to_close: std::sync::OnceLock::new(),
         }
     }
 
@@ -220,9 +223,39 @@ impl Upstream {
         if let Some(a) = auth {
             req = req.insert_header((header::AUTHORIZATION, a));
         }
-        let resp = req.send().await.map_err(|e| self.failed(self.transport_error(e)))?;
+        let mut resp = req.send().await.map_err(|e| self.failed(self.transport_error(e)))?;
+        if super::close_delimited::applies(method, &resp) {
+            resp = self.read_to_close(method, url, accept, auth, resp).await?;
+        }
         self.answered(&resp);
         Ok(resp)
+    }
+
+    /// `first` again, its body read to the connection's close (see `close_delimited`).
+    async fn read_to_close(
+        &self,
+        method: &Method,
+        url: &str,
+        accept: Option<&str>,
+        auth: Option<&str>,
+        first: Response,
+    ) -> MirrorResult<Response> {
+        let client = self
+            .to_close
+            .get_or_init(|| super::close_delimited::ToClose::new(self.cfg.connect_timeout, self.cfg.read_timeout))
+            .as_ref()
+            .map_err(|e| self.failed(MirrorError::Unreachable { host: self.host.clone(), reason: e.clone() }))?;
+        let headers: Vec<_> = [(header::ACCEPT, accept), (header::AUTHORIZATION, auth)]
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value?)))
+            .collect();
+        client.again(method, url, &headers, first).await.map_err(|e| {
+            let e = match e.is_timeout() {
+                true => MirrorError::Timeout { host: self.host.clone(), after: self.cfg.read_timeout },
+                false => MirrorError::Unreachable { host: self.host.clone(), reason: e.to_string() },
+            };
+            self.failed(e)
+        })
     }
 
     /// Sends a request for `path` (under the upstream URL) with the
