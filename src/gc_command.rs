@@ -89,8 +89,9 @@ pub fn run(cfg: &Config, opts: GcOptions) -> Result<GcReport, String> {
             let backend = crate::backend(cfg).map_err(|e| e.to_string())?;
             let store = crate::store::Store::new(backend, index, cfg.uploads.max_per_client);
             let registry = Registry::with_store(cfg, store)?;
-            registry.index_tree().await.map_err(|e| e.to_string())?;
-            registry.gc(opts, &|p| progress.show(p)).await.map_err(|e| e.to_string())
+            let lifecycle = registry.lifecycle();
+            lifecycle.index_tree().await.map_err(|e| e.to_string())?;
+            lifecycle.gc(opts, &|p| progress.show(p)).await.map_err(|e| e.to_string())
         }),
         Err(StoreError::InUse(_)) => {
             let addr = std::fs::read_to_string(crate::api::admin::server_addr_file(root))

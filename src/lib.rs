@@ -8,8 +8,14 @@
 //! A request's repository is resolved once, by `registry::namespace`, into a
 //! `registry::RepoId`; every policy after that (access, pins, expiry, the
 //! catalog and the page) takes the identity, never the name as spelled.
+//! The registry is three parts over one `Core`: `Registry` (serving),
+//! `Lifecycle` (expiry, the cap, GC, uses, purges) and `Browsing` (the
+//! catalog and the web page); `background` starts every loop that drives
+//! them. A manifest is parsed once into `oci::ManifestInfo`, and what it
+//! keeps alive is the one walk, `oci::reach`.
 
 pub mod api;
+mod background;
 pub mod config;
 pub mod gc_command;
 pub mod htpasswd;
@@ -28,7 +34,7 @@ pub mod ui;
 pub mod warm;
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App, HttpServer};
@@ -98,10 +104,6 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
             tracing::info!(open_files, connections, "{msg}");
         }
     }
-    actix_web::rt::spawn(housekeeping(Arc::downgrade(&registry)));
-    actix_web::rt::spawn(eviction(Arc::downgrade(&registry)));
-    actix_web::rt::spawn(scheduled_gc(Arc::downgrade(&registry)));
-    actix_web::rt::spawn(traffic_sampler(Arc::downgrade(&registry)));
     // `berth gc` finds a server running on this directory here, with the
     // token that lets it in.
     let token = api::admin::write_token(&cfg.storage.root)?;
@@ -113,16 +115,13 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     if let Err(e) = std::fs::write(api::admin::server_addr_file(&cfg.storage.root), format!("{scheme}://{addr}")) {
         tracing::warn!(error = %e, "cannot record the server address for `berth gc`");
     }
-    if cfg.mirror.enabled && !cfg.mirror.warm.is_empty() {
-        let images = cfg.mirror.warm.iter().filter_map(|i| warm::parse_image(i).ok()).collect();
-        let server = format!("{scheme}://{addr}");
-        actix_web::rt::spawn(scheduled_warm(Arc::downgrade(&registry), server, images, cfg.mirror.warm_interval));
-    }
+    let warm = (cfg.mirror.enabled && !cfg.mirror.warm.is_empty()).then(|| background::Warm {
+        server: format!("{scheme}://{addr}"),
+        images: cfg.mirror.warm.iter().filter_map(|i| warm::parse_image(i).ok()).collect(),
+        interval: cfg.mirror.warm_interval,
+    });
+    background::start(&registry, warm, htpasswd.as_ref(), tls.as_ref().map(|t| &t.1));
     let token = web::Data::new(token);
-    actix_web::rt::spawn(reload_files(
-        htpasswd.as_ref().map(Arc::downgrade),
-        tls.as_ref().map(|t| Arc::downgrade(&t.1)),
-    ));
     let auth = web::Data::new(api::auth::Auth(match (htpasswd, &cfg.auth.htpasswd) {
         (Some(users), Some(h)) => Some(api::auth::AuthOn {
             users,
@@ -167,131 +166,4 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     }
     .run();
     Ok(Bound { addr, server, registry })
-}
-
-/// Startup recovery and indexing, then the periodic upload purge, for as
-/// long as the registry lives (the server's workers hold it; the task holds
-/// only a `Weak`).
-async fn housekeeping(registry: Weak<Registry>) {
-    if let Some(reg) = registry.upgrade() {
-        if let Err(e) = reg.recover().await {
-            tracing::error!(error = %e, "startup recovery failed");
-        }
-        if let Err(e) = reg.index_tree().await {
-            tracing::error!(error = %e, "indexing the data directory failed; expiry waits for the next start");
-        }
-        // The web page's repository names: walked once, then kept current by every write.
-        if let Err(e) = reg.walk_catalog().await {
-            tracing::warn!(error = %e, "walking the repository names for the web page failed");
-        }
-    }
-    loop {
-        let Some(reg) = registry.upgrade() else { return };
-        match reg.purge_uploads().await {
-            Ok(r) if r.sessions + r.ingests > 0 => {
-                tracing::info!(sessions = r.sessions, ingests = r.ingests, "purged abandoned uploads")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "upload purge failed"),
-        }
-        let interval = reg.purge_interval();
-        drop(reg);
-        actix_web::rt::time::sleep(interval).await;
-    }
-}
-
-/// Reads the htpasswd file and the TLS certificate again when they change
-/// (checked every 2 s), for as long as the server holds them.
-async fn reload_files(users: Option<Weak<htpasswd::Htpasswd>>, certs: Option<Weak<tls::Certificates>>) {
-    loop {
-        actix_web::rt::time::sleep(std::time::Duration::from_secs(2)).await;
-        let (users, certs) = (users.as_ref().map(Weak::upgrade), certs.as_ref().map(Weak::upgrade));
-        if matches!(users, None | Some(None)) && matches!(certs, None | Some(None)) {
-            return;
-        }
-        let _ = actix_web::rt::task::spawn_blocking(move || {
-            if let Some(Some(h)) = users {
-                h.reload_if_changed();
-            }
-            if let Some(Some(c)) = certs {
-                c.reload_if_changed();
-            }
-        })
-        .await;
-    }
-}
-
-/// Garbage collection every `gc.schedule`, when set.
-/// Samples the mirror's traffic for the web page's charts, every minute.
-async fn traffic_sampler(registry: Weak<Registry>) {
-    loop {
-        let Some(reg) = registry.upgrade() else { return };
-        reg.sample_traffic();
-        drop(reg);
-        actix_web::rt::time::sleep(std::time::Duration::from_secs(60)).await;
-    }
-}
-
-async fn scheduled_gc(registry: Weak<Registry>) {
-    loop {
-        let Some((every, opts)) = registry.upgrade().and_then(|r| r.gc_schedule()) else { return };
-        actix_web::rt::time::sleep(every).await;
-        let Some(reg) = registry.upgrade() else { return };
-        match reg.gc(opts, &|_| {}).await {
-            Ok(r) => tracing::info!(
-                manifests_removed = r.manifests_removed,
-                blobs_removed = r.blobs_removed,
-                bytes_freed = r.bytes_freed,
-                millis = r.millis as u64,
-                "scheduled garbage collection"
-            ),
-            Err(e) => tracing::warn!(error = %e, "scheduled garbage collection failed"),
-        }
-    }
-}
-
-/// `mirror.warm`: the images pulled through this server at startup and every
-/// `interval`, for as long as it serves.
-async fn scheduled_warm(
-    registry: Weak<Registry>,
-    server: String,
-    images: Vec<warm::ImageRef>,
-    interval: std::time::Duration,
-) {
-    let w = warm::Warmer::new(&server, vec![], None, false);
-    loop {
-        if registry.upgrade().is_none() {
-            return;
-        }
-        let (report, failures) = warm::warm_all(&w, &images).await;
-        tracing::info!(images = report.images, blobs = report.blobs, bytes = report.bytes, "mirror.warm pass");
-        for f in failures {
-            tracing::warn!(error = %f, "mirror.warm: an image could not be warmed");
-        }
-        actix_web::rt::time::sleep(interval).await;
-    }
-}
-
-/// Mirror expiry and the cap, every `mirror.eviction_interval`.
-async fn eviction(registry: Weak<Registry>) {
-    loop {
-        let Some(reg) = registry.upgrade() else { return };
-        let interval = reg.eviction_interval();
-        match reg.evict().await {
-            Ok(r) if r.tags + r.manifests + r.blob_links + r.blobs > 0 => tracing::info!(
-                tags = r.tags,
-                manifests = r.manifests,
-                blob_links = r.blob_links,
-                blobs = r.blobs,
-                bytes_freed = r.bytes_freed,
-                mirror_bytes = r.mirror_bytes,
-                millis = r.millis as u64,
-                "evicted mirrored content"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "eviction pass failed"),
-        }
-        drop(reg);
-        actix_web::rt::time::sleep(interval).await;
-    }
 }

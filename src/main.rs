@@ -268,7 +268,7 @@ fn serve(cfg: Config, warnings: Vec<String>) -> Result<(), String> {
         // actix-web stops gracefully on SIGTERM and SIGINT.
         let stopped = bound.server.await.map_err(|e| e.to_string());
         // The last minute's uses of mirrored content outlive the restart.
-        if let Err(e) = bound.registry.flush_uses().await {
+        if let Err(e) = bound.registry.lifecycle().flush_uses().await {
             tracing::warn!(error = %e, "could not record the last uses of mirrored content");
         }
         stopped

@@ -61,19 +61,19 @@ pub async fn gc(
     }
     let grace = match &query.grace {
         Some(g) => humantime::parse_duration(g).map_err(|e| ApiError::Query(format!("grace {g:?}: {e}")))?,
-        None => reg.gc_grace(),
+        None => reg.lifecycle().gc_grace(),
     };
     let opts = GcOptions { dry_run: query.dry_run, delete_untagged: query.delete_untagged, grace };
     // A second collection is refused with its status, before the stream starts.
-    let slot = reg.gc_slot()?;
+    let lifecycle = reg.lifecycle().clone();
+    let slot = lifecycle.gc_slot()?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-    let reg = reg.into_inner();
     actix_web::rt::spawn(async move {
         let progress_tx = tx.clone();
         let progress = move |p: GcProgress| {
             let _ = progress_tx.send(line(Line::Progress(p)));
         };
-        let last = match reg.gc_with(slot, opts, &progress).await {
+        let last = match lifecycle.gc_with(slot, opts, &progress).await {
             Ok(report) => line(Line::Report(&report)),
             Err(e) => line(Line::Error(e.client_message())),
         };

@@ -27,7 +27,7 @@ pub async fn healthz() -> HttpResponse {
 /// also says what berth last heard from each upstream; an upstream that is
 /// down does not make berth unready (it serves what it holds).
 pub async fn readyz(reg: Reg) -> HttpResponse {
-    let upstreams = upstream_lines(&reg.upstream_health(), std::time::SystemTime::now());
+    let upstreams = upstream_lines(&reg.browsing().upstream_health(), std::time::SystemTime::now());
     match reg.check_ready().await {
         Ok(()) => HttpResponse::Ok().content_type("text/plain").body(format!("ready\n{upstreams}")),
         Err(e) => {

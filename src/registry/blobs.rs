@@ -37,13 +37,14 @@ pub(super) fn resolve_range(range: Option<RangeRequest>, size: u64) -> RegistryR
 impl Registry {
     /// Size of a blob `repo` links (from the cache when it can).
     pub(super) async fn local_blob_size(&self, repo: &RepoName, d: &Digest) -> RegistryResult<u64> {
-        let gens = &self.caches.generations;
-        if let Some(size) = self.caches.blobs.get(gens, repo, d).await {
+        let gens = &self.core.caches.generations;
+        if let Some(size) = self.core.caches.blobs.get(gens, repo, d).await {
             return Ok(size);
         }
         let read_at = gens.current(repo);
-        let size = self.store.linked_blob_size(repo, d).await?.ok_or_else(|| RegistryError::BlobUnknown(d.clone()))?;
-        self.caches.blobs.insert(repo, d.clone(), size, read_at).await;
+        let size =
+            self.core.store.linked_blob_size(repo, d).await?.ok_or_else(|| RegistryError::BlobUnknown(d.clone()))?;
+        self.core.caches.blobs.insert(repo, d.clone(), size, read_at).await;
         Ok(size)
     }
 
@@ -65,8 +66,8 @@ impl Registry {
     ) -> RegistryResult<BlobRead> {
         let range = resolve_range(range, size)?;
         let body = match range {
-            Some(r) => self.store.open_blob(d, r.start, Some(r.end - r.start + 1)).await,
-            None => self.store.open_blob(d, 0, None).await,
+            Some(r) => self.core.store.open_blob(d, r.start, Some(r.end - r.start + 1)).await,
+            None => self.core.store.open_blob(d, 0, None).await,
         };
         let body = body.map_err(|e| if e.is_not_found() { RegistryError::BlobUnknown(d.clone()) } else { e.into() })?;
         Ok(BlobRead { size: Some(size), range, body })
@@ -95,9 +96,9 @@ impl Registry {
     /// Unlinks a blob from `repo` (its data stays until garbage collection).
     pub async fn delete_blob(&self, repo: &RepoName, d: &Digest) -> RegistryResult<()> {
         self.check_delete()?;
-        let _writing = self.locks.lock(repo).await;
-        let existed = self.store.unlink_blob(repo, d).await;
-        self.written(repo);
+        let _writing = self.core.locks.lock(repo).await;
+        let existed = self.core.store.unlink_blob(repo, d).await;
+        self.core.written(repo);
         if existed? {
             Ok(())
         } else {
@@ -125,18 +126,19 @@ impl Registry {
                 Err(e) => return Err(e),
             };
             if let Some(from) = from {
-                if self.store.linked_blob_size(&from, &d).await?.is_some() && self.store.link_existing(repo, &d).await?
+                if self.core.store.linked_blob_size(&from, &d).await?.is_some()
+                    && self.core.store.link_existing(repo, &d).await?
                 {
-                    self.written(repo);
+                    self.core.written(repo);
                     return Ok(UploadStart::Mounted(d));
                 }
             }
         }
-        Ok(UploadStart::Session(self.store.start_upload(repo, owner).await?))
+        Ok(UploadStart::Session(self.core.store.start_upload(repo, owner).await?))
     }
 
     pub async fn upload_status(&self, repo: &RepoName, id: &str) -> RegistryResult<UploadStatus> {
-        Ok(self.store.upload_status(repo, id).await?)
+        Ok(self.core.store.upload_status(repo, id).await?)
     }
 
     pub async fn append_upload<S>(
@@ -150,7 +152,7 @@ impl Registry {
     where
         S: Stream<Item = Result<Bytes, BodyError>>,
     {
-        Ok(self.store.append_upload(repo, id, start, declared, body).await?)
+        Ok(self.core.store.append_upload(repo, id, start, declared, body).await?)
     }
 
     /// Completes an upload with its last bytes; the blob is stored only if it
@@ -166,8 +168,8 @@ impl Registry {
     where
         S: Stream<Item = Result<Bytes, BodyError>>,
     {
-        let finished = self.store.finish_upload(repo, id, start, body, digest).await;
-        self.written(repo);
+        let finished = self.core.store.finish_upload(repo, id, start, body, digest).await;
+        self.core.written(repo);
         finished?;
         Ok(())
     }
@@ -184,10 +186,10 @@ impl Registry {
     where
         S: Stream<Item = Result<Bytes, BodyError>>,
     {
-        let session = self.store.start_upload(repo, owner).await?;
+        let session = self.core.store.start_upload(repo, owner).await?;
         let result = self.finish_upload(repo, &session.id, None, body, digest).await;
         if result.is_err() {
-            match self.store.cancel_upload(repo, &session.id).await {
+            match self.core.store.cancel_upload(repo, &session.id).await {
                 Ok(()) | Err(crate::store::StoreError::UploadUnknown(_)) => {}
                 Err(e) => tracing::warn!(error = %e, "could not remove a failed monolithic upload"),
             }
@@ -196,6 +198,6 @@ impl Registry {
     }
 
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> RegistryResult<()> {
-        Ok(self.store.cancel_upload(repo, id).await?)
+        Ok(self.core.store.cancel_upload(repo, id).await?)
     }
 }

@@ -15,11 +15,14 @@ use futures::{StreamExt, TryStreamExt};
 use crate::oci::{Descriptor, Digest, ManifestInfo, RepoName, Tag};
 use crate::store::index::UseKind;
 
+use super::access::Access;
 use super::access::Verdict;
 use super::cache::CachedManifest;
+use super::core::Core;
 use super::identity::RepoId;
 use super::namespace::Action;
-use super::{Caller, Referrer, Registry, RegistryError, RegistryResult, Route};
+use super::{Caller, Lifecycle, Referrer, RegistryError, RegistryResult};
+use crate::mirror::Mirror;
 
 /// Whose content a repository holds.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -175,7 +178,44 @@ impl Catalog {
     }
 }
 
-impl Registry {
+/// The browsing part of the registry: the catalog of repository names,
+/// their summaries, a repository's tags, one tag's details and the mirror's
+/// overview, read through the same access policy as the API.
+pub struct Browsing {
+    core: Arc<Core>,
+    access: Arc<Access>,
+    mirror: Option<Arc<Mirror>>,
+    /// Pins, uses and the last runs are the lifecycle's; the page shows them.
+    lifecycle: Arc<Lifecycle>,
+    catalog: Arc<Catalog>,
+    /// The mirror's traffic over time, for the web page's charts.
+    traffic: crate::traffic::Traffic,
+}
+
+impl Browsing {
+    pub(super) fn new(
+        core: Arc<Core>,
+        access: Arc<Access>,
+        mirror: Option<Arc<Mirror>>,
+        lifecycle: Arc<Lifecycle>,
+        catalog: Arc<Catalog>,
+    ) -> Self {
+        Self { core, access, mirror, lifecycle, catalog, traffic: Default::default() }
+    }
+
+    /// The repository that pulls as `name`, if the catalog knows it.
+    pub(super) fn known(&self, name: &str) -> Option<RepoId> {
+        self.catalog.names.read().unwrap().get(name).cloned()
+    }
+
+    /// What berth last heard from each upstream, by host (sorted).
+    pub fn upstream_health(&self) -> Vec<(String, crate::mirror::Health)> {
+        let Some(mirror) = &self.mirror else { return vec![] };
+        let mut hosts: Vec<&str> = mirror.hosts().collect();
+        hosts.sort();
+        hosts.into_iter().filter_map(|h| mirror.upstream(h).map(|u| (h.to_string(), u.health()))).collect()
+    }
+
     /// Walks the repository names into the catalog (at startup, and again
     /// every few minutes on shared storage, where other replicas add names).
     pub async fn walk_catalog(&self) -> RegistryResult<()> {
@@ -188,14 +228,14 @@ impl Registry {
     /// Every repository in the store (a walk of the tree).
     pub(super) async fn repository_names(&self) -> RegistryResult<Vec<RepoId>> {
         let mut names = Vec::new();
-        for n in self.store.list_repositories().await? {
+        for n in self.core.store.list_repositories().await? {
             if let Ok(name) = n.parse::<RepoName>() {
                 names.push(RepoId::Local(name));
             }
         }
         if let Some(mirror) = &self.mirror {
             for host in mirror.hosts() {
-                for remote in self.store.list_mirrored(host).await? {
+                for remote in self.core.store.list_mirrored(host).await? {
                     if let Ok(remote) = remote.parse() {
                         names.push(RepoId::Mirrored { host: host.to_string(), remote });
                     }
@@ -212,7 +252,7 @@ impl Registry {
 
     /// The repositories `caller` may pull whose name contains `search`
     /// (case-insensitive), of `kind` if given; one page, by name.
-    pub async fn browse_repositories(
+    pub async fn repositories(
         &self,
         caller: &Caller,
         search: &str,
@@ -221,7 +261,7 @@ impl Registry {
     ) -> RegistryResult<Page<Arc<RepoRow>>> {
         // Walked once; on shared storage again now and then, for what other replicas added.
         let walked = *self.catalog.walked.lock().unwrap();
-        if walked.is_none_or(|at| self.store.shared() && at.elapsed() > REWALK_SHARED) {
+        if walked.is_none_or(|at| self.core.store.shared() && at.elapsed() > REWALK_SHARED) {
             self.walk_catalog().await?;
         }
         let term = search.to_lowercase();
@@ -258,8 +298,8 @@ impl Registry {
             return Ok(None);
         }
         let r = storage.clone();
-        let flushed = self.store.indexed(move |index| index.uses(UseKind::Tag, &r)).await?;
-        let pending = self.uses.latest_pending(&crate::store::index::use_key(UseKind::Tag, storage, ""));
+        let flushed = self.core.store.indexed(move |index| index.uses(UseKind::Tag, &r)).await?;
+        let pending = self.lifecycle.uses.latest_pending(&crate::store::index::use_key(UseKind::Tag, storage, ""));
         let latest = flushed.iter().map(|(_, at)| *at).chain(pending).max();
         Ok(latest.map(|s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s)))
     }
@@ -281,19 +321,19 @@ impl Registry {
     /// written since (and, on shared storage, for `cache.tag_ttl` at most).
     async fn summary(&self, id: &RepoId) -> RegistryResult<Arc<RepoRow>> {
         let storage = &id.storage();
-        let generation = self.caches.generations.current(storage);
-        let fresh_for = self.caches.tag_ttl();
+        let generation = self.core.caches.generations.current(storage);
+        let fresh_for = self.core.caches.tag_ttl();
         if let Some((g, at, row)) = self.catalog.summaries.lock().unwrap().get(storage) {
-            if *g == generation && (!self.store.shared() || at.elapsed() < fresh_for) {
+            if *g == generation && (!self.core.store.shared() || at.elapsed() < fresh_for) {
                 return Ok(row.clone());
             }
         }
-        let tags = self.store.list_tags(storage).await?;
+        let tags = self.core.store.list_tags(storage).await?;
         let (mut roots, mut last_push) = (Vec::new(), None);
         for t in &tags {
             let Ok(tag) = t.parse::<Tag>() else { continue };
-            let Some(d) = self.store.resolve_tag(storage, &tag).await? else { continue };
-            last_push = last_push.max(self.store.tag_modified(storage, &tag).await?);
+            let Some(d) = self.core.store.resolve_tag(storage, &tag).await? else { continue };
+            last_push = last_push.max(self.core.store.tag_modified(storage, &tag).await?);
             roots.push(d);
         }
         let bytes = self.reach_bytes(roots).await;
@@ -304,9 +344,9 @@ impl Registry {
             bytes,
             last_push,
             last_pull: None,
-            pinned: self.pins.touches(id),
+            pinned: self.lifecycle.pins.touches(id),
         });
-        if tags.is_empty() && !self.store.holds_content(storage).await? {
+        if tags.is_empty() && !self.core.store.holds_content(storage).await? {
             // Gone (deleted, or evicted): out of the catalog.
             self.catalog.names.write().unwrap().remove(&id.to_string());
         }
@@ -316,25 +356,24 @@ impl Registry {
 
     /// Bytes of what `roots` keep alive: each manifest and blob once.
     async fn reach_bytes(&self, roots: Vec<Digest>) -> u64 {
-        let reach = self.reach(roots).await;
+        let reach = self.core.reach(roots).await;
         let manifests: u64 = reach.manifests.values().flatten().map(|m| m.bytes.len() as u64).sum();
         manifests + reach.blobs.values().sum::<u64>()
     }
 
     /// The route for browsing `name`, if `caller` may pull it: never an
     /// upstream request (the page shows what is stored).
-    async fn browse_route(&self, caller: &Caller, name: &str) -> RegistryResult<RepoId> {
-        let entry = self.catalog.names.read().unwrap().get(name).cloned();
-        match entry {
+    async fn route(&self, caller: &Caller, name: &str) -> RegistryResult<RepoId> {
+        match self.known(name) {
             Some(id) if self.may_pull(caller, &id) => Ok(id),
             _ => Err(RegistryError::NameUnknown(name.to_string())),
         }
     }
 
     /// The tags of `name` (`caller` may pull it), one page, with their rows.
-    pub async fn browse_tags(&self, caller: &Caller, name: &str, page: usize) -> RegistryResult<Page<TagRow>> {
-        let storage = self.browse_route(caller, name).await?.storage();
-        let tags = self.store.list_tags(&storage).await?;
+    pub async fn tags(&self, caller: &Caller, name: &str, page: usize) -> RegistryResult<Page<TagRow>> {
+        let storage = self.route(caller, name).await?.storage();
+        let tags = self.core.store.list_tags(&storage).await?;
         let Page { items, total, page, pages } = page_of(tags, page);
         let mut rows = Vec::with_capacity(items.len());
         for t in items {
@@ -348,8 +387,8 @@ impl Registry {
     /// Tag `t` of `storage`: its row and its images (`None` if it is not there).
     async fn tag_details(&self, storage: &RepoName, t: &str) -> RegistryResult<Option<(TagRow, Vec<ImageDetails>)>> {
         let Ok(tag) = t.parse::<Tag>() else { return Ok(None) };
-        let Some(digest) = self.store.resolve_tag(storage, &tag).await? else { return Ok(None) };
-        let manifest = self.load_manifest(&digest).await?;
+        let Some(digest) = self.core.store.resolve_tag(storage, &tag).await? else { return Ok(None) };
+        let manifest = self.core.load_manifest(&digest).await?;
         let images = self.images(&digest, &manifest).await;
         let row = TagRow {
             tag: t.to_string(),
@@ -369,7 +408,7 @@ impl Registry {
         }
         let mut out = Vec::with_capacity(manifest.info.manifests.len());
         for entry in &manifest.info.manifests {
-            let child = self.load_manifest(&entry.digest).await.ok();
+            let child = self.core.load_manifest(&entry.digest).await.ok();
             let platform = entry.platform.as_ref().map(ToString::to_string);
             out.push(self.image(entry.digest.clone(), platform, child.as_ref().map(|m| &m.info)).await);
         }
@@ -380,9 +419,11 @@ impl Registry {
     async fn image(&self, digest: Digest, platform: Option<String>, info: Option<&ManifestInfo>) -> ImageDetails {
         let config = info.and_then(|i| i.config.clone());
         let created = match &config {
-            Some(c) if c.size <= 1 << 20 => self.store.read_blob_bytes(&c.digest).await.ok().flatten().and_then(|b| {
-                serde_json::from_slice::<serde_json::Value>(&b).ok()?.get("created")?.as_str().map(str::to_string)
-            }),
+            Some(c) if c.size <= 1 << 20 => {
+                self.core.store.read_blob_bytes(&c.digest).await.ok().flatten().and_then(|b| {
+                    serde_json::from_slice::<serde_json::Value>(&b).ok()?.get("created")?.as_str().map(str::to_string)
+                })
+            }
             _ => None,
         };
         ImageDetails { digest, platform, config, layers: info.map(|i| i.layers.clone()).unwrap_or_default(), created }
@@ -390,14 +431,14 @@ impl Registry {
 
     /// Records the traffic counters' growth since the last call (every minute).
     pub fn sample_traffic(&self) {
-        self.traffic.sample(super::uses::now_secs(), self.metrics.totals());
+        self.traffic.sample(super::uses::now_secs(), self.core.metrics.totals());
     }
 
     /// The mirror at a glance.
     pub async fn mirror_overview(&self) -> RegistryResult<MirrorOverview> {
-        let totals = self.metrics.totals();
+        let totals = self.core.metrics.totals();
         let now = super::uses::now_secs();
-        let errors = self.metrics.upstream_errors();
+        let errors = self.core.metrics.upstream_errors();
         let upstreams = self
             .upstream_health()
             .into_iter()
@@ -409,7 +450,7 @@ impl Registry {
                 host,
             })
             .collect();
-        let (mirror_bytes, other_bytes) = self.store_bytes().await?;
+        let (mirror_bytes, other_bytes) = self.lifecycle.store_bytes().await?;
         Ok(MirrorOverview {
             enabled: self.mirror.is_some(),
             hourly: self.traffic.buckets(now, 3600, 24, &totals),
@@ -418,41 +459,22 @@ impl Registry {
             upstreams,
             mirror_bytes,
             other_bytes,
-            max_size: self.max_size,
-            evicted_bytes: self.metrics.evicted_bytes.get(),
-            gc_bytes: self.metrics.gc_bytes.get(),
-            last_runs: self.last_runs.lock().unwrap().clone(),
+            max_size: self.lifecycle.max_size,
+            evicted_bytes: self.core.metrics.evicted_bytes.get(),
+            gc_bytes: self.core.metrics.gc_bytes.get(),
+            last_runs: self.lifecycle.last_runs(),
         })
     }
 
-    /// Whether `caller` may delete tags of `name` from the page (deletes
-    /// are enabled, the repository holds pushed content, the policy allows).
-    pub fn may_delete(&self, caller: &Caller, name: &str) -> bool {
-        let entry = self.catalog.names.read().unwrap().get(name).cloned();
-        self.delete_enabled
-            && entry.is_some_and(|id| {
-                !id.is_mirrored() && self.access.decide(caller, Action::Delete, &id) == Verdict::Allow
-            })
-    }
-
-    /// Deletes tag `tag` of `name` for `caller`, as `DELETE /v2/<name>/manifests/<tag>` would.
-    pub async fn delete_tag(&self, caller: &Caller, name: &str, tag: &str) -> RegistryResult<()> {
-        let unknown = || RegistryError::ManifestUnknown(format!("{name}:{tag}"));
-        let repo_name: RepoName = name.parse().map_err(|_| unknown())?;
-        let tag: Tag = tag.parse().map_err(|_| unknown())?;
-        let repo = self.writable(&repo_name, None, Action::Delete, caller).await?;
-        self.delete_manifest(&repo, &crate::oci::Reference::Tag(tag)).await
-    }
-
     /// Everything the tag page shows of `name:tag`.
-    pub async fn browse_tag(&self, caller: &Caller, name: &str, tag: &str) -> RegistryResult<TagDetails> {
-        let id = self.browse_route(caller, name).await?;
+    pub async fn tag(&self, caller: &Caller, name: &str, tag: &str) -> RegistryResult<TagDetails> {
+        let id = self.route(caller, name).await?;
         let (row, images) = self
             .tag_details(&id.storage(), tag)
             .await?
             .ok_or_else(|| RegistryError::ManifestUnknown(format!("{name}:{tag}")))?;
         // The page shows what is stored: never an upstream request.
-        let referrers = self.referrers(&Route::Local(id.storage()), &row.digest, None).await?;
+        let referrers = self.core.referrers(&id.storage(), &row.digest, None).await?;
         Ok(TagDetails { row, images, referrers })
     }
 }

@@ -26,7 +26,7 @@ use crate::store::index::UseKind;
 use super::identity::{glob, RepoId, RepoPattern};
 use super::namespace::Namespace;
 use super::uses::now_secs;
-use super::{Registry, RegistryResult};
+use super::{Lifecycle, RegistryResult};
 
 /// What one pass removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -103,16 +103,16 @@ struct Repo {
     ttl: Duration,
 }
 
-impl Registry {
+impl Lifecycle {
     /// Writes the uses gathered since the last flush to the index (on
     /// shared storage, to the storage, for whichever replica takes the next
     /// lifecycle turn).
     pub async fn flush_uses(&self) -> RegistryResult<()> {
         let uses = self.uses.take();
-        if self.store.shared() {
-            return Ok(self.store.publish_uses(&uses).await?);
+        if self.core.store.shared() {
+            return Ok(self.core.store.publish_uses(&uses).await?);
         }
-        Ok(self.store.indexed(move |index| index.record_uses(&uses)).await?)
+        Ok(self.core.store.indexed(move |index| index.record_uses(&uses)).await?)
     }
 
     fn mirrored_repos(&self) -> Vec<(String, Duration)> {
@@ -130,20 +130,20 @@ impl Registry {
         let started = std::time::Instant::now();
         self.flush_uses().await?;
         // On shared storage, one replica's pass at a time (the others skip theirs).
-        let turn = match self.store.shared() {
-            true => match self.store.lifecycle_turn(Duration::ZERO).await? {
+        let turn = match self.core.store.shared() {
+            true => match self.core.store.lifecycle_turn(Duration::ZERO).await? {
                 Some(turn) => Some(turn),
                 None => return Ok(report),
             },
             false => None,
         };
-        if !self.store.indexed(|index| index.is_indexed()).await? {
+        if !self.core.store.indexed(|index| index.is_indexed()).await? {
             return Ok(report);
         }
         let now = now_secs();
         let mut repos = Vec::new();
         for (host, ttl) in self.mirrored_repos() {
-            for remote in self.store.list_mirrored_content(&host).await? {
+            for remote in self.core.store.list_mirrored_content(&host).await? {
                 let Ok(remote) = remote.parse::<RepoName>() else { continue };
                 let id = RepoId::Mirrored { host: host.clone(), remote };
                 repos.push(Repo { storage: id.storage(), id, ttl });
@@ -152,12 +152,12 @@ impl Registry {
         // What the repositories' expiry frees is deleted together at the end
         // (one index write for all of it, not one per repository).
         // Blobs a lease kept from an earlier pass's deletion come first.
-        let (mut candidates, mut gone_uses) = (self.store.deferred_deletions().await?, Vec::new());
+        let (mut candidates, mut gone_uses) = (self.core.store.deferred_deletions().await?, Vec::new());
         for repo in &repos {
             let cutoff = now.saturating_sub(repo.ttl.as_secs());
             self.expire_repo(repo, cutoff, &mut report, &mut candidates, &mut gone_uses).await?;
         }
-        self.store.indexed(move |index| index.forget_uses(&gone_uses)).await?;
+        self.core.store.indexed(move |index| index.forget_uses(&gone_uses)).await?;
         self.delete_blob_data(candidates, &mut report).await?;
         report.mirror_bytes = self.store_bytes_now().await?.0;
         if let Some(max) = self.max_size {
@@ -166,10 +166,10 @@ impl Registry {
             }
         }
         if let Some(turn) = turn {
-            self.store.end_turn_logged(turn).await;
+            self.core.store.end_turn_logged(turn).await;
         }
         report.millis = started.elapsed().as_millis();
-        let m = &self.metrics;
+        let m = &self.core.metrics;
         m.eviction_passes.inc();
         for (object, n) in [
             ("tag", report.tags),
@@ -187,7 +187,7 @@ impl Registry {
     /// Bytes of blob data held only by mirrored repositories, and by the rest
     /// (pushed ones, alone or with mirrored ones), by the index.
     pub(super) async fn store_bytes_now(&self) -> RegistryResult<(u64, u64)> {
-        let blobs = self.store.indexed(|index| index.blobs()).await?;
+        let blobs = self.core.store.indexed(|index| index.blobs()).await?;
         let mut bytes = (0, 0);
         for (_, size, refs) in blobs {
             if refs.pushed.is_empty() && !refs.mirrored.is_empty() {
@@ -204,7 +204,7 @@ impl Registry {
     async fn last_uses(&self, kind: UseKind, repo: &RepoName, keys: &[String]) -> RegistryResult<HashMap<String, u64>> {
         let r = repo.clone();
         let mut uses: HashMap<String, u64> =
-            self.store.indexed(move |index| index.uses(kind, &r)).await?.into_iter().collect();
+            self.core.store.indexed(move |index| index.uses(kind, &r)).await?.into_iter().collect();
         let now = now_secs();
         for key in keys {
             if !uses.contains_key(key) {
@@ -229,10 +229,10 @@ impl Registry {
         if self.pins.pinned(&repo.id, None) {
             return Ok(());
         }
-        let _writing = self.locks.lock(r).await;
+        let _writing = self.core.locks.lock(r).await;
         let changed_before = report.tags + report.manifests + report.blob_links;
         // Tags.
-        let tags: Vec<String> = self.store.list_tags(r).await?;
+        let tags: Vec<String> = self.core.store.list_tags(r).await?;
         let tag_uses = self.last_uses(UseKind::Tag, r, &tags).await?;
         let mut kept_tags = Vec::new();
         for tag in &tags {
@@ -240,33 +240,33 @@ impl Registry {
             let pinned = self.pins.pinned(&repo.id, Some(tag));
             if pinned || tag_uses.get(tag).is_some_and(|&at| at >= cutoff) {
                 kept_tags.push(t);
-            } else if self.store.delete_tag(r, &t).await? {
+            } else if self.core.store.delete_tag(r, &t).await? {
                 report.tags += 1;
             }
         }
         // Manifests: roots are what remaining tags point at and what was used lately.
-        let manifests = self.store.list_manifests(r).await?;
+        let manifests = self.core.store.list_manifests(r).await?;
         let keys: Vec<String> = manifests.iter().map(ToString::to_string).collect();
         let manifest_uses = self.last_uses(UseKind::Manifest, r, &keys).await?;
         let mut roots: Vec<Digest> = Vec::new();
         for t in &kept_tags {
-            if let Some(d) = self.store.resolve_tag(r, t).await? {
+            if let Some(d) = self.core.store.resolve_tag(r, t).await? {
                 roots.push(d);
             }
         }
         roots.extend(
             manifests.iter().filter(|m| manifest_uses.get(&m.to_string()).is_some_and(|&at| at >= cutoff)).cloned(),
         );
-        let kept = self.reach(roots).await;
+        let kept = self.core.reach(roots).await;
         for m in manifests.iter().filter(|m| !kept.manifests.contains_key(*m)) {
-            if self.store.delete_manifest(r, m).await?.is_some() {
+            if self.core.store.delete_manifest(r, m).await?.is_some() {
                 report.manifests += 1;
                 candidates.push(m.clone());
                 gone_uses.push(crate::store::index::use_key(UseKind::Manifest, r, &m.to_string()));
             }
         }
         // Blob links no kept manifest references and no recent use keeps.
-        let links = self.store.list_layer_links(r).await?;
+        let links = self.core.store.list_layer_links(r).await?;
         let keys: Vec<String> = links.iter().map(ToString::to_string).collect();
         let blob_uses = self.last_uses(UseKind::Blob, r, &keys).await?;
         let expired: Vec<Digest> = links
@@ -274,7 +274,7 @@ impl Registry {
             .filter(|b| !kept.blobs.contains_key(*b) && blob_uses.get(&b.to_string()).is_none_or(|&at| at < cutoff))
             .cloned()
             .collect();
-        for b in self.store.unlink_blobs(r, &expired).await? {
+        for b in self.core.store.unlink_blobs(r, &expired).await? {
             report.blob_links += 1;
             gone_uses.push(crate::store::index::use_key(UseKind::Blob, r, &b.to_string()));
             candidates.push(b);
@@ -285,16 +285,16 @@ impl Registry {
         // Cached reads of the repository stop counting only if something went.
         if report.tags + report.manifests + report.blob_links > changed_before {
             if kept_tags.is_empty() && kept.manifests.is_empty() {
-                self.store.remove_emptied_mirror(r).await?;
+                self.core.store.remove_emptied_mirror(r).await?;
             }
-            self.written(r);
+            self.core.written(r);
         }
         Ok(())
     }
 
     /// Deletes the data of blobs nothing links any more (and nothing leases).
     async fn delete_blob_data(&self, candidates: Vec<Digest>, report: &mut EvictionReport) -> RegistryResult<()> {
-        let (blobs, freed) = self.store.delete_unreferenced_blobs(&candidates).await?;
+        let (blobs, freed) = self.core.store.delete_unreferenced_blobs(&candidates).await?;
         report.blobs += blobs;
         report.bytes_freed += freed;
         Ok(())
@@ -311,7 +311,7 @@ impl Registry {
             }
             let r = &repo.storage;
             let pinned_targets = self.pinned_manifests(repo).await?;
-            let manifests = self.store.list_manifests(r).await?;
+            let manifests = self.core.store.list_manifests(r).await?;
             let keys: Vec<String> = manifests.iter().map(ToString::to_string).collect();
             for (key, at) in self.last_uses(UseKind::Manifest, r, &keys).await? {
                 if keys.contains(&key) && !pinned_targets.contains(&key) {
@@ -321,8 +321,9 @@ impl Registry {
             // Blob links no manifest of the repository references are units of their own;
             // the others leave with their manifests.
             let referenced: HashSet<String> =
-                self.reach(manifests.iter().cloned()).await.blobs.keys().map(ToString::to_string).collect();
+                self.core.reach(manifests.iter().cloned()).await.blobs.keys().map(ToString::to_string).collect();
             let links: Vec<String> = self
+                .core
                 .store
                 .list_layer_links(r)
                 .await?
@@ -349,34 +350,36 @@ impl Registry {
             let Ok(d) = key.parse::<Digest>() else { continue };
             let mut candidates = Vec::new();
             {
-                let _writing = self.locks.lock(r).await;
+                let _writing = self.core.locks.lock(r).await;
                 if is_manifest {
-                    let Some(removed_tags) = self.store.delete_manifest(r, &d).await? else { continue };
+                    let Some(removed_tags) = self.core.store.delete_manifest(r, &d).await? else { continue };
                     report.tags += removed_tags.len();
                     report.manifests += 1;
                     candidates.push(d.clone());
                     // Blob links of this repository that no remaining manifest references.
-                    let remaining = self.reach(self.store.list_manifests(r).await?).await;
+                    let remaining = self.core.reach(self.core.store.list_manifests(r).await?).await;
                     let blobs: Vec<Digest> = self
+                        .core
                         .reach([d.clone()])
                         .await
                         .blobs
                         .into_keys()
                         .filter(|b| !remaining.blobs.contains_key(b))
                         .collect();
-                    let gone = self.store.unlink_blobs(r, &blobs).await?;
+                    let gone = self.core.store.unlink_blobs(r, &blobs).await?;
                     report.blob_links += gone.len();
                     candidates.extend(gone);
                 } else {
-                    let gone = self.store.unlink_blobs(r, std::slice::from_ref(&d)).await?;
+                    let gone = self.core.store.unlink_blobs(r, std::slice::from_ref(&d)).await?;
                     report.blob_links += gone.len();
                     candidates.extend(gone);
                 }
-                self.written(r);
+                self.core.written(r);
                 touched.insert(i);
             }
             let lookup = candidates.clone();
             let unlinked: Vec<(Digest, bool, Option<u64>)> = self
+                .core
                 .store
                 .indexed(move |index| {
                     lookup.iter().map(|d| Ok((d.clone(), index.refs(d)?.is_empty(), index.size(d)?))).collect()
@@ -391,8 +394,8 @@ impl Registry {
         }
         for i in touched {
             let r = &repos[i].storage;
-            let _writing = self.locks.lock(r).await;
-            self.store.remove_emptied_mirror(r).await?;
+            let _writing = self.core.locks.lock(r).await;
+            self.core.store.remove_emptied_mirror(r).await?;
         }
         self.delete_blob_data(all_candidates, report).await?;
         report.mirror_bytes = self.store_bytes_now().await?.0;
@@ -403,16 +406,16 @@ impl Registry {
     /// point at and, through indexes, everything below.
     async fn pinned_manifests(&self, repo: &Repo) -> RegistryResult<HashSet<String>> {
         let mut roots = Vec::new();
-        for tag in self.store.list_tags(&repo.storage).await? {
+        for tag in self.core.store.list_tags(&repo.storage).await? {
             if !self.pins.pinned(&repo.id, Some(&tag)) {
                 continue;
             }
             let Ok(t) = tag.parse::<Tag>() else { continue };
-            if let Some(d) = self.store.resolve_tag(&repo.storage, &t).await? {
+            if let Some(d) = self.core.store.resolve_tag(&repo.storage, &t).await? {
                 roots.push(d);
             }
         }
-        Ok(self.reach(roots).await.manifests.into_keys().map(|d| d.to_string()).collect())
+        Ok(self.core.reach(roots).await.manifests.into_keys().map(|d| d.to_string()).collect())
     }
 }
 

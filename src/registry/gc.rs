@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::oci::{Digest, RepoName, Tag};
 
-use super::{Registry, RegistryError, RegistryResult};
+use super::{Lifecycle, RegistryError, RegistryResult};
 
 /// How long a run waits for another replica's lifecycle turn to end.
 const GC_TURN_WAIT: Duration = Duration::from_secs(300);
@@ -60,7 +60,7 @@ pub struct GcReport {
 /// Held while a garbage collection runs (see `Registry::gc_slot`).
 pub struct GcSlot(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
 
-impl Registry {
+impl Lifecycle {
     /// Adds what a manifest push references to the live set of a running GC.
     pub(super) fn gc_keep(&self, digests: impl IntoIterator<Item = Digest>) {
         if let Some(live) = self.gc_live.lock().unwrap().as_mut() {
@@ -94,8 +94,8 @@ impl Registry {
         let _running = slot;
         // On shared storage, in this replica's lifecycle turn (an eviction
         // pass elsewhere ends within minutes).
-        let turn = match self.store.shared() {
-            true => match self.store.lifecycle_turn(GC_TURN_WAIT).await? {
+        let turn = match self.core.store.shared() {
+            true => match self.core.store.lifecycle_turn(GC_TURN_WAIT).await? {
                 Some(turn) => Some(turn),
                 None => return Err(RegistryError::ReplicaBusy),
             },
@@ -106,12 +106,12 @@ impl Registry {
         let result = self.gc_run(opts, progress).await;
         *self.gc_live.lock().unwrap() = None;
         if let Some(turn) = turn {
-            self.store.end_turn_logged(turn).await;
+            self.core.store.end_turn_logged(turn).await;
         }
         if let (Ok(r), false) = (&result, dry_run) {
-            self.metrics.gc_runs.inc();
-            self.metrics.gc_blobs.inc_by(r.blobs_removed as u64);
-            self.metrics.gc_bytes.inc_by(r.bytes_freed);
+            self.core.metrics.gc_runs.inc();
+            self.core.metrics.gc_blobs.inc_by(r.blobs_removed as u64);
+            self.core.metrics.gc_bytes.inc_by(r.bytes_freed);
             self.last_runs.lock().unwrap().gc = Some((SystemTime::now(), r.clone()));
         }
         result
@@ -120,7 +120,7 @@ impl Registry {
     async fn gc_run(&self, opts: GcOptions, progress: &(dyn Fn(GcProgress) + Send + Sync)) -> RegistryResult<GcReport> {
         let started = Instant::now();
         let mut report = GcReport { dry_run: opts.dry_run, ..Default::default() };
-        let repos = self.store.list_pushed_repositories().await?;
+        let repos = self.core.store.list_pushed_repositories().await?;
         report.repositories = repos.len();
         let mut marked: HashSet<Digest> = HashSet::new();
         for (done, name) in repos.iter().enumerate() {
@@ -128,7 +128,7 @@ impl Registry {
             let repo = RepoName::storage(name.clone());
             self.gc_mark_repo(&repo, opts, &mut marked, &mut report).await?;
         }
-        let blobs = self.store.list_blob_data().await?;
+        let blobs = self.core.store.list_blob_data().await?;
         let grace_cutoff = SystemTime::now().checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
         // Unmarked blobs, judged and removed in batches (one index read and
         // one index write per batch).
@@ -139,11 +139,11 @@ impl Registry {
             progress(GcProgress::Sweeping { blobs: blobs.len(), scanned, bytes_freed: report.bytes_freed });
             scanned += batch.len();
             let lookup = batch.to_vec();
-            let refs = self.store.indexed(move |index| index.refs_many(&lookup)).await?;
+            let refs = self.core.store.indexed(move |index| index.refs_many(&lookup)).await?;
             let pushed: Vec<(Digest, Vec<String>)> =
                 batch.iter().cloned().zip(refs.iter().map(|r| r.pushed.clone())).collect();
-            let newest = self.store.newest_links(&pushed).await?;
-            let sizes = if opts.dry_run { self.store.blob_sizes(batch).await? } else { vec![] };
+            let newest = self.core.store.newest_links(&pushed).await?;
+            let sizes = if opts.dry_run { self.core.store.blob_sizes(batch).await? } else { vec![] };
             let mut claimed = Vec::new();
             let mut touched: HashSet<String> = HashSet::new();
             for (i, (d, refs)) in batch.iter().zip(refs).enumerate() {
@@ -159,19 +159,19 @@ impl Registry {
                     report.bytes_freed += sizes[i].unwrap_or(0);
                     continue;
                 }
-                let Some(claim) = self.store.claim_deletion(d) else { continue };
+                let Some(claim) = self.core.store.claim_deletion(d) else { continue };
                 if self.gc_is_live(d) {
                     continue;
                 }
                 touched.extend(refs.pushed);
                 claimed.push((d.clone(), claim));
             }
-            let (removed, freed) = self.store.remove_blobs_data(&claimed).await?;
+            let (removed, freed) = self.core.store.remove_blobs_data(&claimed).await?;
             report.blobs_removed += removed;
             report.bytes_freed += freed;
             drop(claimed);
             for repo in touched {
-                self.written(&RepoName::storage(repo));
+                self.core.written(&RepoName::storage(repo));
             }
         }
         progress(GcProgress::Sweeping { blobs: blobs.len(), scanned: blobs.len(), bytes_freed: report.bytes_freed });
@@ -188,12 +188,12 @@ impl Registry {
         marked: &mut HashSet<Digest>,
         report: &mut GcReport,
     ) -> RegistryResult<()> {
-        let _writing = self.locks.lock(repo).await;
-        let revisions = self.store.list_manifests(repo).await?;
+        let _writing = self.core.locks.lock(repo).await;
+        let revisions = self.core.store.list_manifests(repo).await?;
         let mut roots = Vec::new();
-        for tag in self.store.list_tags(repo).await? {
+        for tag in self.core.store.list_tags(repo).await? {
             let Ok(t) = tag.parse::<Tag>() else { continue };
-            if let Some(d) = self.store.resolve_tag(repo, &t).await? {
+            if let Some(d) = self.core.store.resolve_tag(repo, &t).await? {
                 roots.push(d);
             }
         }
@@ -203,7 +203,7 @@ impl Registry {
         // A manifest that cannot be read is kept, but what it references
         // cannot be known: a sweep that followed would be a guess, so nothing
         // of this run is swept.
-        let reach = self.reach_strict(roots).await.map_err(|e| {
+        let reach = self.core.reach_strict(roots).await.map_err(|e| {
             RegistryError::Unreadable(format!("a manifest in {repo} cannot be read ({e}); not collecting"))
         })?;
         marked.extend(reach.digests().cloned());
@@ -211,17 +211,17 @@ impl Registry {
         for m in revisions.iter().filter(|m| !reach.manifests.contains_key(*m)) {
             // A manifest pushed moments ago by digest may be about to get its
             // tag or its index (skopeo pushes platform manifests first).
-            if self.store.revision_modified(repo, m).await?.is_some_and(|t| t > grace_cutoff) {
-                marked.extend(self.reach([m.clone()]).await.digests().cloned());
+            if self.core.store.revision_modified(repo, m).await?.is_some_and(|t| t > grace_cutoff) {
+                marked.extend(self.core.reach([m.clone()]).await.digests().cloned());
                 continue;
             }
             report.manifests_removed += 1;
             if !opts.dry_run {
-                self.store.delete_manifest(repo, m).await?;
+                self.core.store.delete_manifest(repo, m).await?;
             }
         }
         if report.manifests_removed > 0 && !opts.dry_run {
-            self.written(repo);
+            self.core.written(repo);
         }
         Ok(())
     }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::cache::CachedManifest;
-use crate::oci::reach::{self, Reach};
 use crate::oci::{Digest, ManifestInfo, Reference, RepoName, Tag};
 
 use super::{Registry, RegistryError, RegistryResult, Route};
@@ -29,60 +28,32 @@ pub struct PushedManifest {
 
 impl Registry {
     pub(super) async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> RegistryResult<Digest> {
-        let gens = &self.caches.generations;
-        if let Some(d) = self.caches.tags.get(gens, repo, tag).await {
+        let gens = &self.core.caches.generations;
+        if let Some(d) = self.core.caches.tags.get(gens, repo, tag).await {
             return Ok(d);
         }
         let read_at = gens.current(repo);
-        let d =
-            self.store.resolve_tag(repo, tag).await?.ok_or_else(|| RegistryError::ManifestUnknown(tag.to_string()))?;
-        self.caches.tags.insert(repo, tag.clone(), d.clone(), read_at).await;
+        let d = self
+            .core
+            .store
+            .resolve_tag(repo, tag)
+            .await?
+            .ok_or_else(|| RegistryError::ManifestUnknown(tag.to_string()))?;
+        self.core.caches.tags.insert(repo, tag.clone(), d.clone(), read_at).await;
         Ok(d)
     }
 
     pub(super) async fn has_manifest(&self, repo: &RepoName, d: &Digest) -> RegistryResult<bool> {
-        let gens = &self.caches.generations;
-        if self.caches.revisions.get(gens, repo, d).await.is_some() {
+        let gens = &self.core.caches.generations;
+        if self.core.caches.revisions.get(gens, repo, d).await.is_some() {
             return Ok(true);
         }
         let read_at = gens.current(repo);
-        let found = self.store.has_manifest(repo, d).await?;
+        let found = self.core.store.has_manifest(repo, d).await?;
         if found {
-            self.caches.revisions.insert(repo, d.clone(), (), read_at).await;
+            self.core.caches.revisions.insert(repo, d.clone(), (), read_at).await;
         }
         Ok(found)
-    }
-
-    /// Bytes and parsed info of a manifest known to be in some repository.
-    pub(super) async fn load_manifest(&self, d: &Digest) -> RegistryResult<Arc<CachedManifest>> {
-        if let Some(m) = self.caches.manifests.get(d).await {
-            return Ok(m);
-        }
-        let bytes =
-            self.store.read_blob_bytes(d).await?.ok_or_else(|| RegistryError::ManifestUnknown(d.to_string()))?;
-        let info = ManifestInfo::parse_stored(&bytes)?;
-        let m = Arc::new(CachedManifest { bytes, info });
-        self.caches.manifests.insert(d.clone(), m.clone()).await;
-        Ok(m)
-    }
-
-    /// What `roots` keep alive (the one walk, `oci::reach`), read through the
-    /// manifest cache. A manifest that cannot be read is kept, not followed.
-    pub(super) async fn reach(&self, roots: impl IntoIterator<Item = Digest>) -> Reach<Arc<CachedManifest>> {
-        let load = |d: Digest| async move { Ok::<_, std::convert::Infallible>(self.load_manifest(&d).await.ok()) };
-        match reach::reach(roots, reach::everything, load).await {
-            Ok(r) => r,
-            Err(never) => match never {},
-        }
-    }
-
-    /// As `reach`, but a manifest that cannot be read ends the walk with its
-    /// error (what a GC sweep would do after it would be a guess).
-    pub(super) async fn reach_strict(
-        &self,
-        roots: impl IntoIterator<Item = Digest>,
-    ) -> RegistryResult<Reach<Arc<CachedManifest>>> {
-        reach::reach(roots, reach::everything, |d: Digest| async move { self.load_manifest(&d).await.map(Some) }).await
     }
 
     /// The manifest `reference` names in the repository `route` serves.
@@ -115,7 +86,7 @@ impl Registry {
         if !self.has_manifest(repo, &digest).await? {
             return Err(RegistryError::ManifestUnknown(reference.to_string()));
         }
-        let m = self.load_manifest(&digest).await?;
+        let m = self.core.load_manifest(&digest).await?;
         Ok(Manifest { digest, media_type: m.info.media_type.clone(), bytes: m.bytes.clone(), stale: None })
     }
 
@@ -129,14 +100,14 @@ impl Registry {
         info: ManifestInfo,
         tag: Option<&Tag>,
     ) -> RegistryResult<()> {
-        let saved = self.store.put_manifest(repo, digest, bytes.clone(), tag).await;
-        self.written(repo);
+        let saved = self.core.store.put_manifest(repo, digest, bytes.clone(), tag).await;
+        self.core.written(repo);
         saved?;
-        let now = self.caches.generations.current(repo);
-        self.caches.manifests.insert(digest.clone(), Arc::new(CachedManifest { bytes, info })).await;
-        self.caches.revisions.insert(repo, digest.clone(), (), now).await;
+        let now = self.core.caches.generations.current(repo);
+        self.core.caches.manifests.insert(digest.clone(), Arc::new(CachedManifest { bytes, info })).await;
+        self.core.caches.revisions.insert(repo, digest.clone(), (), now).await;
         if let Some(tag) = tag {
-            self.caches.tags.insert(repo, tag.clone(), digest.clone(), now).await;
+            self.core.caches.tags.insert(repo, tag.clone(), digest.clone(), now).await;
         }
         Ok(())
     }
@@ -169,11 +140,11 @@ impl Registry {
         // leases on everything referenced (no garbage collection or eviction
         // deletes it meanwhile; a running GC is told it is live before the
         // leases go).
-        let _writing = self.locks.lock(repo).await;
+        let _writing = self.core.locks.lock(repo).await;
         let referenced: Vec<Digest> = std::iter::once(digest.clone()).chain(info.references().cloned()).collect();
         let mut _leases = Vec::with_capacity(referenced.len());
         for d in &referenced {
-            _leases.push(self.store.lease(d).await);
+            _leases.push(self.core.store.lease(d).await);
         }
         for b in info.blobs() {
             if self.linked_size(repo, &b.digest).await?.is_none() {
@@ -187,11 +158,11 @@ impl Registry {
         }
         let subject = info.subject.clone();
         self.save_manifest(repo, &digest, bytes, info, tag).await?;
-        self.gc_keep(referenced.iter().cloned());
+        self.lifecycle.gc_keep(referenced.iter().cloned());
         // Another replica's lifecycle work may have deleted a referenced blob
         // between the check above and the write (`store::shared`); the
         // manifest itself (first) was confirmed as it was saved.
-        if let Some(gone) = self.store.confirm_data(&referenced[1..]).await?.into_iter().next() {
+        if let Some(gone) = self.core.store.confirm_data(&referenced[1..]).await?.into_iter().next() {
             return Err(crate::store::StoreError::LifecycleRace(gone).into());
         }
         Ok(PushedManifest { digest, subject })
@@ -203,13 +174,13 @@ impl Registry {
     /// is kept. Once this returns, no read returns what it removed.
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> RegistryResult<()> {
         self.check_delete()?;
-        let _writing = self.locks.lock(repo).await;
+        let _writing = self.core.locks.lock(repo).await;
         let result = match reference {
-            Reference::Tag(tag) => self.store.delete_tag(repo, tag).await.map(|existed| existed.then_some(())),
-            Reference::Digest(d) => self.store.delete_manifest(repo, d).await.map(|removed| removed.map(|_| ())),
+            Reference::Tag(tag) => self.core.store.delete_tag(repo, tag).await.map(|existed| existed.then_some(())),
+            Reference::Digest(d) => self.core.store.delete_manifest(repo, d).await.map(|removed| removed.map(|_| ())),
         };
         // Whatever happened (a failure may have removed part), reads made before stop counting.
-        self.written(repo);
+        self.core.written(repo);
         result?.ok_or_else(|| RegistryError::ManifestUnknown(reference.to_string()))
     }
 }

@@ -34,7 +34,7 @@ impl Registry {
     /// `revalidated`, `changed` or `stale`.
     fn looked_up(&self, m: &MirroredRepo, what: &dyn std::fmt::Display, kind: &'static str, result: &'static str) {
         tracing::info!(repo = %m.storage, reference = %what, cache = result, "mirrored {kind}");
-        self.metrics.lookup(&m.upstream.host, kind, result);
+        self.core.metrics.lookup(&m.upstream.host, kind, result);
     }
 
     fn mirror(&self) -> &Mirror {
@@ -73,7 +73,7 @@ impl Registry {
                     Reference::Tag(t) => Some(t),
                     Reference::Digest(_) => None,
                 };
-                let _writing = self.locks.lock(&m.storage).await;
+                let _writing = self.core.locks.lock(&m.storage).await;
                 self.save_manifest(&m.storage, &fetched.digest, fetched.bytes.clone(), info, tag).await.map_err(
                     |e| match e {
                         RegistryError::Store(s) => MirrorError::from(s),
@@ -103,9 +103,9 @@ impl Registry {
         let served = self.mirrored_manifest_inner(m, reference).await?;
         // Every pull refreshes what it used (expiry keeps what is used).
         if let Reference::Tag(t) = reference {
-            self.uses.record(UseKind::Tag, &m.storage, t.as_str());
+            self.lifecycle.uses.record(UseKind::Tag, &m.storage, t.as_str());
         }
-        self.uses.record(UseKind::Manifest, &m.storage, &served.digest.to_string());
+        self.lifecycle.uses.record(UseKind::Manifest, &m.storage, &served.digest.to_string());
         Ok(served)
     }
 
@@ -136,7 +136,7 @@ impl Registry {
         // revalidation that may cost a pull: served as it is until the window passes.
         if let Some(why) = m.upstream.saving_budget() {
             self.looked_up(m, reference, "manifest", "budget");
-            self.metrics.budget_skips.with_label_values(&[m.upstream.host.as_str()]).inc();
+            self.core.metrics.budget_skips.with_label_values(&[m.upstream.host.as_str()]).inc();
             tracing::info!(repo = %m.storage, %reference, "{why}; served the cached tag unrevalidated");
             return Ok(Manifest { stale: Some(why), ..cached });
         }
@@ -193,9 +193,9 @@ impl Registry {
     /// upstream confirms that repository has it: no bytes are transferred,
     /// and no repository reads a blob it does not really contain.
     async fn adopt_stored_blob(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<Option<u64>> {
-        let Some(size) = self.store.blob_size(d).await? else { return Ok(None) };
+        let Some(size) = self.core.store.blob_size(d).await? else { return Ok(None) };
         self.confirm_upstream_has(m, d, Some(size)).await?;
-        if !self.store.link_existing(&m.storage, d).await? {
+        if !self.core.store.link_existing(&m.storage, d).await? {
             return Ok(None);
         }
         Ok(Some(size))
@@ -209,7 +209,7 @@ impl Registry {
         if joined && (fetch.host != m.upstream.host || fetch.remote != m.remote.as_str()) {
             self.confirm_upstream_has(m, d, None).await?;
             if !fetch.also_link(m.storage.clone()) {
-                self.store.link_existing(&m.storage, d).await?;
+                self.core.store.link_existing(&m.storage, d).await?;
             }
         }
         Ok((fetch, joined))
@@ -235,7 +235,7 @@ impl Registry {
 
     pub(super) async fn mirrored_blob_size(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<u64> {
         let size = self.mirrored_blob_size_inner(m, d).await?;
-        self.uses.record(UseKind::Blob, &m.storage, &d.to_string());
+        self.lifecycle.uses.record(UseKind::Blob, &m.storage, &d.to_string());
         Ok(size)
     }
 
@@ -279,11 +279,11 @@ impl Registry {
         d: &Digest,
         range: Option<RangeRequest>,
     ) -> RegistryResult<BlobRead> {
-        self.uses.record(UseKind::Blob, &m.storage, &d.to_string());
+        self.lifecycle.uses.record(UseKind::Blob, &m.storage, &d.to_string());
         {
             // Held from the link check until the file is open (an open file
             // keeps its bytes): eviction cannot delete the data in between.
-            let _lease = self.store.lease(d).await;
+            let _lease = self.core.store.lease(d).await;
             if let Some((size, result)) = self.stored_blob(m, d).await? {
                 self.looked_up(m, d, "blob", result);
                 return self.open_stored_blob(d, size, range).await;

@@ -3,15 +3,23 @@
 //! it asks, applies the registry's rules (what a manifest must reference,
 //! whether deletes are allowed), asks the `mirror` when the store lacks
 //! something, and keeps the metadata caches in step with every write.
+//!
+//! `Registry` is the serving part. It shares `Core` (store, caches, locks,
+//! metrics, the manifest walk) with the two other parts, each owning one
+//! concern: `Lifecycle` (expiry, the cap, GC, uses, the upload purge) and
+//! `Browsing` (the catalog, summaries and everything the web page reads).
+//! The background loops that drive them start in one place (`crate::background`).
 
 pub mod access;
 mod blobs;
 pub mod browse;
 pub mod cache;
+mod core;
 mod error;
 pub mod expiry;
 pub mod gc;
 pub mod identity;
+pub mod lifecycle;
 mod manifests;
 mod mirrored;
 pub mod namespace;
@@ -37,8 +45,10 @@ use crate::oci::{RepoName, Tag};
 use crate::store::Store;
 pub use access::Caller;
 use access::{Access, Verdict};
+pub use browse::Browsing;
 use cache::{Caches, RepoLocks};
 pub use identity::RepoId;
+pub use lifecycle::Lifecycle;
 use namespace::{Decision, Facts, Namespace};
 
 /// Where a request on a repository is served from.
@@ -70,41 +80,18 @@ impl Route {
 }
 
 pub struct Registry {
-    store: Arc<Store>,
-    caches: Caches,
-    locks: RepoLocks,
+    core: Arc<core::Core>,
     namespace: Namespace,
-    mirror: Option<Mirror>,
+    access: Arc<Access>,
+    mirror: Option<Arc<Mirror>>,
     /// When a mirrored tag was last fetched or revalidated upstream.
     fresh_tags: Cache<(RepoName, Tag), Instant>,
     /// Coalesces concurrent upstream fetches of one manifest.
     manifest_fetches: Cache<(RepoName, String), Manifest>,
     delete_enabled: bool,
     max_manifest_size: u64,
-    upload_max_age: Duration,
-    /// Uses of mirrored content not yet written to the index.
-    uses: uses::Uses,
-    pins: expiry::Pins,
-    /// `mirror.ttl`, `mirror.max_size` (bytes), `mirror.eviction_interval`.
-    ttl: Duration,
-    max_size: Option<u64>,
-    eviction_interval: Duration,
-    /// While a garbage collection runs: what manifests pushed meanwhile reference.
-    gc_live: std::sync::Mutex<Option<std::collections::HashSet<crate::oci::Digest>>>,
-    /// One garbage collection at a time.
-    gc_running: Arc<tokio::sync::Mutex<()>>,
-    gc: crate::config::GcConfig,
-    access: Access,
-    metrics: Arc<crate::metrics::Metrics>,
-    /// Store bytes (mirrored, pushed) and when they were counted: a scrape
-    /// reads the index at most once a minute.
-    store_bytes: std::sync::Mutex<Option<(Instant, (u64, u64))>>,
-    /// Repository names and summaries for the web page.
-    catalog: browse::Catalog,
-    /// The mirror's traffic over time, for the web page's charts.
-    traffic: crate::traffic::Traffic,
-    /// The last eviction pass and garbage collection, and what they freed.
-    last_runs: std::sync::Mutex<browse::LastRuns>,
+    lifecycle: Arc<Lifecycle>,
+    browsing: Browsing,
 }
 
 impl Registry {
@@ -112,54 +99,60 @@ impl Registry {
     /// access rule's, a pin's) does not resolve to repositories.
     pub fn with_store(cfg: &Config, store: Store) -> Result<Self, String> {
         let namespace = Namespace::new(&cfg.mirror);
-        let access = Access::new(&cfg.auth, &namespace)?;
+        let access = Arc::new(Access::new(&cfg.auth, &namespace)?);
         let pins = expiry::Pins::new(&cfg.mirror.pin, &namespace)?;
         let store = Arc::new(store);
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mirror = cfg
             .mirror
             .enabled
-            .then(|| Mirror::new(&cfg.mirror, store.clone(), cfg.storage.max_manifest_size, metrics.clone()));
-        Ok(Self {
+            .then(|| Arc::new(Mirror::new(&cfg.mirror, store.clone(), cfg.storage.max_manifest_size, metrics.clone())));
+        let catalog = Arc::new(browse::Catalog::default());
+        let core = Arc::new(core::Core {
             caches: Caches::new(&cfg.cache, store.shared()),
             store,
             locks: RepoLocks::default(),
+            metrics,
+            catalog: catalog.clone(),
+        });
+        let lifecycle = Arc::new(Lifecycle::new(cfg, core.clone(), mirror.clone(), pins));
+        let browsing = Browsing::new(core.clone(), access.clone(), mirror.clone(), lifecycle.clone(), catalog);
+        Ok(Self {
+            core,
             namespace,
+            access,
             mirror,
             fresh_tags: Cache::new(cfg.cache.tags),
             manifest_fetches: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(1)).build(),
             delete_enabled: cfg.storage.delete.enabled,
             max_manifest_size: cfg.storage.max_manifest_size,
-            upload_max_age: cfg.uploads.max_age,
-            uses: Default::default(),
-            pins,
-            ttl: cfg.mirror.ttl,
-            max_size: cfg.mirror.max_size.map(|b| b.as_u64()),
-            eviction_interval: cfg.mirror.eviction_interval,
-            gc_live: Default::default(),
-            gc_running: Default::default(),
-            gc: cfg.gc.clone(),
-            access,
-            metrics,
-            store_bytes: Default::default(),
-            catalog: Default::default(),
-            traffic: Default::default(),
-            last_runs: Default::default(),
+            lifecycle,
+            browsing,
         })
     }
 
+    /// The lifecycle part: expiry, the cap, GC, uses, the upload purge.
+    pub fn lifecycle(&self) -> &Arc<Lifecycle> {
+        &self.lifecycle
+    }
+
+    /// The browsing part: the catalog and what the web page reads.
+    pub fn browsing(&self) -> &Browsing {
+        &self.browsing
+    }
+
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
-        &self.metrics
+        &self.core.metrics
     }
 
     /// Sets the metrics read at scrape time, and returns the text exposition.
     pub async fn render_metrics(&self) -> Vec<u8> {
-        let m = &self.metrics;
-        m.uploads_open.set(self.store.open_uploads() as i64);
-        let (fetches, readers) = self.mirror.as_ref().map_or((0, 0), Mirror::inflight_counts);
+        let m = &self.core.metrics;
+        m.uploads_open.set(self.core.store.open_uploads() as i64);
+        let (fetches, readers) = self.mirror.as_ref().map_or((0, 0), |m| m.inflight_counts());
         m.fetches_in_flight.set(fetches as i64);
         m.fetch_clients.set(readers as i64);
-        match self.store_bytes().await {
+        match self.lifecycle.store_bytes().await {
             Ok((mirrored, pushed)) => {
                 m.store_bytes.with_label_values(&["mirrored"]).set(mirrored as i64);
                 m.store_bytes.with_label_values(&["pushed"]).set(pushed as i64);
@@ -167,20 +160,6 @@ impl Registry {
             Err(e) => tracing::warn!(error = %e, "cannot count the store's bytes for the metrics"),
         }
         m.render()
-    }
-
-    /// Bytes of blob data (mirrored only, the rest) by the index, counted at
-    /// most once a minute (a scrape must not read a large index each time).
-    async fn store_bytes(&self) -> RegistryResult<(u64, u64)> {
-        const FRESH: Duration = Duration::from_secs(60);
-        if let Some((at, bytes)) = *self.store_bytes.lock().unwrap() {
-            if at.elapsed() < FRESH {
-                return Ok(bytes);
-            }
-        }
-        let bytes = self.store_bytes_now().await?;
-        *self.store_bytes.lock().unwrap() = Some((Instant::now(), bytes));
-        Ok(bytes)
     }
 
     pub fn max_manifest_size(&self) -> u64 {
@@ -197,25 +176,19 @@ impl Registry {
 
     /// Whether the repository `name` holds pushed content (cached).
     async fn is_local(&self, name: &RepoName) -> RegistryResult<bool> {
-        let gens = &self.caches.generations;
-        if let Some(local) = self.caches.local.get(gens, name, &()).await {
+        let gens = &self.core.caches.generations;
+        if let Some(local) = self.core.caches.local.get(gens, name, &()).await {
             return Ok(local);
         }
         let read_at = gens.current(name);
-        let local = self.store.holds_content(name).await?;
+        let local = self.core.store.holds_content(name).await?;
         // A name that holds content stays local for good; one that does not
         // may be pushed to through another replica at any moment, so over
         // shared storage only the lasting answer is kept.
-        if local || !self.store.shared() {
-            self.caches.local.insert(name, (), local, read_at).await;
+        if local || !self.core.store.shared() {
+            self.core.caches.local.insert(name, (), local, read_at).await;
         }
         Ok(local)
-    }
-
-    /// Records a write to `repo`: cached reads of it made before stop counting.
-    fn written(&self, repo: &RepoName) {
-        self.caches.generations.bump(repo);
-        self.catalog.written(repo);
     }
 
     /// Where a request to do `action` on `name` (with containerd's `?ns=`)
@@ -237,7 +210,7 @@ impl Registry {
         }
         if need_mirrored && !facts.local {
             if let Some(mirror) = Namespace::default_mirror(&class) {
-                facts.mirrored = self.store.holds_content(&mirror.storage()).await?;
+                facts.mirrored = self.core.store.holds_content(&mirror.storage()).await?;
             }
         }
         let (id, implicit) = match self.namespace.decide(name, &class, action, facts) {
@@ -301,8 +274,8 @@ impl Registry {
         last: Option<&str>,
     ) -> RegistryResult<(Vec<String>, bool)> {
         let repo = route.storage();
-        let tags = self.store.list_tags(repo).await?;
-        if tags.is_empty() && !self.store.holds_content(repo).await? {
+        let tags = self.core.store.list_tags(repo).await?;
+        if tags.is_empty() && !self.core.store.holds_content(repo).await? {
             return Err(RegistryError::NameUnknown(repo.to_string()));
         }
         Ok(paginate(tags, n, last))
@@ -319,10 +292,11 @@ impl Registry {
         caller: &Caller,
     ) -> RegistryResult<(Vec<String>, bool)> {
         let mut names: Vec<String> = self
+            .browsing
             .repository_names()
             .await?
             .into_iter()
-            .filter(|id| self.may_pull(caller, id))
+            .filter(|id| self.browsing.may_pull(caller, id))
             .map(|id| id.to_string())
             .collect();
         names.sort();
@@ -337,10 +311,29 @@ impl Registry {
         !self.access.enabled() || matches!(caller, Caller::User(_))
     }
 
+    /// Whether `caller` may delete tags of `name` from the page (deletes
+    /// are enabled, the repository holds pushed content, the policy allows).
+    pub fn may_delete(&self, caller: &Caller, name: &str) -> bool {
+        let entry = self.browsing.known(name);
+        self.delete_enabled
+            && entry.is_some_and(|id| {
+                !id.is_mirrored() && self.access.decide(caller, Action::Delete, &id) == Verdict::Allow
+            })
+    }
+
+    /// Deletes tag `tag` of `name` for `caller`, as `DELETE /v2/<name>/manifests/<tag>` would.
+    pub async fn delete_tag(&self, caller: &Caller, name: &str, tag: &str) -> RegistryResult<()> {
+        let unknown = || RegistryError::ManifestUnknown(format!("{name}:{tag}"));
+        let repo_name: RepoName = name.parse().map_err(|_| unknown())?;
+        let tag: Tag = tag.parse().map_err(|_| unknown())?;
+        let repo = self.writable(&repo_name, None, Action::Delete, caller).await?;
+        self.delete_manifest(&repo, &crate::oci::Reference::Tag(tag)).await
+    }
+
     /// Ready when the store answers a listing and can take a write.
     pub async fn check_ready(&self) -> RegistryResult<()> {
         // One probe file written, synced, read back and removed: never a walk of the tree.
-        self.store.check_writable().await?;
+        self.core.store.check_writable().await?;
         Ok(())
     }
 
@@ -350,71 +343,6 @@ impl Registry {
         let mut hosts: Vec<&str> = mirror.hosts().collect();
         hosts.sort();
         hosts.into_iter().filter_map(|h| mirror.upstream(h).map(|u| (h.to_string(), u.health()))).collect()
-    }
-
-    /// Work at startup: temp files a crash left behind, and mirrored content
-    /// where berth kept it before `_mirror/`.
-    pub async fn recover(&self) -> RegistryResult<()> {
-        let removed = self.store.recover().await?;
-        if removed > 0 {
-            tracing::info!(removed, "removed temporary files left by an earlier crash");
-        }
-        if let Some(mirror) = &self.mirror {
-            for host in mirror.hosts() {
-                if self.store.migrate_legacy_mirror(host).await? {
-                    tracing::info!(host, "moved mirrored content under _mirror/");
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Purges upload sessions idle longer than `uploads.max_age` and mirror
-    /// ingests that nothing writes (both also after a crash).
-    pub async fn purge_uploads(&self) -> RegistryResult<crate::store::PurgeReport> {
-        Ok(self.store.purge_uploads(self.upload_max_age).await?)
-    }
-
-    /// `gc.grace`: what a run keeps as too recent to judge.
-    pub fn gc_grace(&self) -> Duration {
-        self.gc.grace
-    }
-
-    /// The scheduled garbage collection (`gc.schedule`), if any: its interval and options.
-    pub fn gc_schedule(&self) -> Option<(Duration, gc::GcOptions)> {
-        let opts = gc::GcOptions { dry_run: false, delete_untagged: self.gc.delete_untagged, grace: self.gc.grace };
-        self.gc.schedule.map(|every| (every, opts))
-    }
-
-    /// How often expiry and the cap are enforced.
-    pub fn eviction_interval(&self) -> Duration {
-        self.eviction_interval
-    }
-
-    /// Indexes a data directory that has no complete index yet (registry:2's,
-    /// or an older berth's), while the server serves.
-    pub async fn index_tree(&self) -> RegistryResult<()> {
-        if self.store.shared() {
-            // Other replicas write too: each lifecycle turn rebuilds the index (`store::shared`).
-            return Ok(());
-        }
-        let started = Instant::now();
-        if self.store.indexed(|index| index.is_indexed()).await? {
-            // What a crash left the index saying about links and data that are gone.
-            let dropped = self.store.reconcile_index().await?;
-            if dropped > 0 {
-                tracing::info!(dropped, took = ?started.elapsed(), "index entries of links or data that are gone dropped");
-            }
-            return Ok(());
-        }
-        let found = self.store.index_tree().await?;
-        tracing::info!(references = found, took = ?started.elapsed(), "indexed the data directory");
-        Ok(())
-    }
-
-    /// How often `purge_uploads` should run.
-    pub fn purge_interval(&self) -> Duration {
-        (self.upload_max_age / 24).clamp(Duration::from_millis(500), Duration::from_secs(3600))
     }
 }
 

@@ -1,6 +1,5 @@
 //! The referrers API: manifests in a repository whose `subject` is a given
-//! digest. registry:2's layout has no referrers index, so the repository's
-//! revisions are scanned; parsed manifests come from the cache.
+//! digest (the scan is `Core::referrers`).
 
 use std::collections::BTreeMap;
 
@@ -24,38 +23,14 @@ pub struct Referrer {
 }
 
 impl Registry {
-    /// Manifests in `repo` that refer to `subject`, optionally only those of
-    /// `artifact_type`, ordered by digest.
+    /// Manifests in the repository `route` serves that refer to `subject`,
+    /// optionally only those of `artifact_type`, ordered by digest.
     pub async fn referrers(
         &self,
         route: &Route,
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> RegistryResult<Vec<Referrer>> {
-        let mut out = Vec::new();
-        for d in self.store.list_manifests(route.storage()).await? {
-            let m = match self.load_manifest(&d).await {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(digest = %d, error = %e, "skipping unreadable manifest in referrers scan");
-                    continue;
-                }
-            };
-            if m.info.subject.as_ref() != Some(subject) {
-                continue;
-            }
-            if artifact_type.is_some() && m.info.artifact_type.as_deref() != artifact_type {
-                continue;
-            }
-            out.push(Referrer {
-                media_type: m.info.media_type.clone(),
-                digest: d.to_string(),
-                size: m.bytes.len() as u64,
-                artifact_type: m.info.artifact_type.clone(),
-                annotations: m.info.annotations.clone(),
-            });
-        }
-        out.sort_by(|a, b| a.digest.cmp(&b.digest));
-        Ok(out)
+        self.core.referrers(route.storage(), subject, artifact_type).await
     }
 }

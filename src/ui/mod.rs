@@ -183,11 +183,11 @@ async fn repositories(req: HttpRequest, reg: web::Data<Registry>, auth: web::Dat
         "pushed" => Some(Kind::Pushed),
         host => Some(Kind::Mirrored(host.to_string())),
     };
-    let page = match reg.browse_repositories(&caller, query.q.trim(), kind.as_ref(), query.page).await {
+    let page = match reg.browsing().repositories(&caller, query.q.trim(), kind.as_ref(), query.page).await {
         Ok(p) => p,
         Err(e) => return failed(&caller, &auth, e),
     };
-    let counts = reg.catalog_counts(&caller);
+    let counts = reg.browsing().catalog_counts(&caller);
     let filter = pages::ListFilter { search: query.q.trim(), kind: &query.kind };
     html(StatusCode::OK, pages::repositories(&viewer_of(&caller, &auth), &filter, &counts, &page))
 }
@@ -212,7 +212,7 @@ async fn repository(req: HttpRequest, reg: web::Data<Registry>, auth: web::Data<
         Err(resp) => return resp,
     };
     let notice = query.deleted.as_ref().map(|t| format!("Deleted the tag {t}."));
-    match reg.browse_tags(&caller, &query.name, query.page).await {
+    match reg.browsing().tags(&caller, &query.name, query.page).await {
         Ok(page) => {
             let viewer = viewer_of(&caller, &auth);
             html(StatusCode::OK, pages::repository(&viewer, &host(&req), &query.name, &page, notice.as_deref()))
@@ -232,7 +232,7 @@ async fn tag(req: HttpRequest, reg: web::Data<Registry>, auth: web::Data<Auth>) 
         Ok(asked) => asked,
         Err(resp) => return resp,
     };
-    match reg.browse_tag(&caller, &query.name, &query.tag).await {
+    match reg.browsing().tag(&caller, &query.name, &query.tag).await {
         Ok(details) => {
             let can_delete = reg.may_delete(&caller, &query.name);
             html(StatusCode::OK, pages::tag(&viewer_of(&caller, &auth), &host(&req), &query.name, &details, can_delete))
@@ -256,7 +256,7 @@ async fn confirm_delete(req: HttpRequest, reg: web::Data<Registry>, auth: web::D
         Ok(asked) => asked,
         Err(resp) => return resp,
     };
-    let details = match reg.browse_tag(&caller, &query.name, &query.tag).await {
+    let details = match reg.browsing().tag(&caller, &query.name, &query.tag).await {
         Ok(d) => d,
         Err(e) => return failed(&caller, &auth, e),
     };
@@ -327,7 +327,7 @@ async fn mirror(req: HttpRequest, reg: web::Data<Registry>, auth: web::Data<Auth
     if auth.0.is_some() && caller == Caller::Anonymous {
         return login_challenge(&auth, "Log in to see the mirror's traffic and upstreams.");
     }
-    match reg.mirror_overview().await {
+    match reg.browsing().mirror_overview().await {
         Ok(m) => html(StatusCode::OK, pages::mirror(&viewer_of(&caller, &auth), &m)),
         Err(e) => failed(&caller, &auth, e),
     }

@@ -1,0 +1,103 @@
+//! What every part of the registry shares: the store, the metadata caches
+//! that keep reads of it fast, the per-repository write locks, the metrics,
+//! the parsed manifests and the one reachability walk over them, and the
+//! record of writes (every write bumps its repository's generation and
+//! tells the catalog). Serving (`Registry`), `Lifecycle` and `Browsing`
+//! each hold it; none of them owns what another decides.
+
+use std::sync::Arc;
+
+use crate::metrics::Metrics;
+use crate::oci::reach::{self, Reach};
+use crate::oci::{Digest, ManifestInfo, RepoName};
+use crate::store::Store;
+
+use super::browse::Catalog;
+use super::cache::{CachedManifest, Caches, RepoLocks};
+use super::{Referrer, RegistryError, RegistryResult};
+
+pub struct Core {
+    pub(super) store: Arc<Store>,
+    pub(super) caches: Caches,
+    pub(super) locks: RepoLocks,
+    pub(super) metrics: Arc<Metrics>,
+    /// The repository names (browsing's), told of every write.
+    pub(super) catalog: Arc<Catalog>,
+}
+
+impl Core {
+    /// Records a write to `repo`: cached reads of it made before stop counting.
+    pub(super) fn written(&self, repo: &RepoName) {
+        self.caches.generations.bump(repo);
+        self.catalog.written(repo);
+    }
+
+    /// Bytes and parsed info of a manifest known to be in some repository.
+    pub(super) async fn load_manifest(&self, d: &Digest) -> RegistryResult<Arc<CachedManifest>> {
+        if let Some(m) = self.caches.manifests.get(d).await {
+            return Ok(m);
+        }
+        let bytes =
+            self.store.read_blob_bytes(d).await?.ok_or_else(|| RegistryError::ManifestUnknown(d.to_string()))?;
+        let info = ManifestInfo::parse_stored(&bytes)?;
+        let m = Arc::new(CachedManifest { bytes, info });
+        self.caches.manifests.insert(d.clone(), m.clone()).await;
+        Ok(m)
+    }
+
+    /// What `roots` keep alive (the one walk, `oci::reach`), read through the
+    /// manifest cache. A manifest that cannot be read is kept, not followed.
+    pub(super) async fn reach(&self, roots: impl IntoIterator<Item = Digest>) -> Reach<Arc<CachedManifest>> {
+        let load = |d: Digest| async move { Ok::<_, std::convert::Infallible>(self.load_manifest(&d).await.ok()) };
+        match reach::reach(roots, reach::everything, load).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    }
+
+    /// As `reach`, but a manifest that cannot be read ends the walk with its
+    /// error (what a GC sweep would do after it would be a guess).
+    pub(super) async fn reach_strict(
+        &self,
+        roots: impl IntoIterator<Item = Digest>,
+    ) -> RegistryResult<Reach<Arc<CachedManifest>>> {
+        reach::reach(roots, reach::everything, |d: Digest| async move { self.load_manifest(&d).await.map(Some) }).await
+    }
+
+    /// Manifests stored in `repo` whose subject is `subject`, optionally only
+    /// those of `artifact_type`, ordered by digest. registry:2's layout has
+    /// no referrers index, so the revisions are scanned; parsed manifests
+    /// come from the cache.
+    pub(super) async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> RegistryResult<Vec<Referrer>> {
+        let mut out = Vec::new();
+        for d in self.store.list_manifests(repo).await? {
+            let m = match self.load_manifest(&d).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(digest = %d, error = %e, "skipping unreadable manifest in referrers scan");
+                    continue;
+                }
+            };
+            if m.info.subject.as_ref() != Some(subject) {
+                continue;
+            }
+            if artifact_type.is_some() && m.info.artifact_type.as_deref() != artifact_type {
+                continue;
+            }
+            out.push(Referrer {
+                media_type: m.info.media_type.clone(),
+                digest: d.to_string(),
+                size: m.bytes.len() as u64,
+                artifact_type: m.info.artifact_type.clone(),
+                annotations: m.info.annotations.clone(),
+            });
+        }
+        out.sort_by(|a, b| a.digest.cmp(&b.digest));
+        Ok(out)
+    }
+}
