@@ -322,6 +322,41 @@ async fn a_rule_holds_for_every_spelling_of_its_repository() {
                 assert_eq!(r.status, 200, "alice GET {path} under rule {rule}: {:?}", r.body);
             }
         }
+        let bob = basic("bob", "builder");
+        // Listings show the repository once, by its canonical name, to whom the rule lets pull it.
+        for (path, what) in [("/v2/_catalog", "docker.io/library/busybox"), ("/v1/search?q=busy", "library/busybox")] {
+            let r = c.req("GET", path, &[("Authorization", &alice)], "").await;
+            assert!(r.status == 200 && r.text().contains(what), "alice {path} under rule {rule}: {}", r.text());
+            let r = c.req("GET", path, &[("Authorization", &bob)], "").await;
+            assert!(r.status == 200 && !r.text().contains("busybox"), "bob {path} under rule {rule}: {}", r.text());
+        }
+        // The web page: the list, and the repository's own page.
+        let page = "/ui/repo?name=docker.io/library/busybox";
+        let r = c.req("GET", "/ui/?q=busy", &[("Authorization", &alice)], "").await;
+        assert!(r.text().contains("docker.io/library/busybox"), "alice's list under rule {rule}");
+        let r = c.req("GET", "/ui/?q=busy", &[("Authorization", &bob)], "").await;
+        assert!(r.status == 200 && !r.text().contains("library/busybox"), "bob's list under rule {rule}");
+        assert_eq!(c.req("GET", page, &[("Authorization", &alice)], "").await.status, 200, "rule {rule}");
+        assert_eq!(c.req("GET", page, &[("Authorization", &bob)], "").await.status, 404, "rule {rule}");
+        for (name, query) in spellings {
+            // A mount needs pull on `from`, however it is spelled: bob gets an
+            // upload session instead (202), alice the blob (201).
+            if query.is_empty() {
+                let mount = format!("/v2/team/app/blobs/uploads/?mount={}&from={name}", image.layers[0]);
+                let r = c.req("POST", &mount, &[("Authorization", &bob)], "").await;
+                assert_eq!(r.status, 202, "bob mounting from {name} under rule {rule}");
+                let r = c.req("POST", &mount, &[("Authorization", &alice)], "").await;
+                assert_eq!(r.status, 201, "alice mounting from {name} under rule {rule}: {:?}", r.body);
+                c.req("DELETE", &format!("/v2/team/app/blobs/{}", image.layers[0]), &[("Authorization", &alice)], "")
+                    .await;
+            }
+            // Mirrored content takes no upload in any spelling, from anyone.
+            let sep = if query.is_empty() { "" } else { "?" };
+            let r = c
+                .req("POST", &format!("/v2/{name}/blobs/uploads/{sep}{query}"), &[("Authorization", &alice)], "")
+                .await;
+            assert_eq!((r.status, r.code().as_str()), (403, "DENIED"), "alice uploading to {name}?{query}");
+        }
         // What the rule does not name stays everyone's to pull.
         pull(&c, "alpine", "3.20", &open).await;
         s.stop().await;
@@ -336,6 +371,9 @@ async fn a_rule_holds_for_every_spelling_of_its_repository() {
     assert_eq!((r.status, r.code().as_str()), (404, "NAME_UNKNOWN"));
     let r = c.req("GET", "/v2/quay.io/org/app/manifests/latest", &[("Authorization", &alice)], "").await;
     assert_eq!((r.status, r.code().as_str()), (404, "NAME_UNKNOWN"));
+    // Nor is it a source to mount from: an upload session instead, as for any mount that cannot be made.
+    let mount = format!("/v2/team/app/blobs/uploads/?mount={}&from=quay.io/org/app", image.layers[0]);
+    assert_eq!(c.req("POST", &mount, &[("Authorization", &alice)], "").await.status, 202);
     let long = "a".repeat(250);
     let r = c.req("GET", &format!("/v2/{long}/manifests/latest"), &[("Authorization", &alice)], "").await;
     assert_eq!((r.status, r.code().as_str()), (400, "NAME_INVALID"));

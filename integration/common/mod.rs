@@ -206,6 +206,11 @@ impl Resp {
         })
     }
 
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
     /// The first OCI error code of the body.
     pub fn code(&self) -> String {
         self.json()["errors"][0]["code"].as_str().unwrap_or_default().to_string()

@@ -119,11 +119,12 @@ impl Registry {
         if let Some((d, Some(from))) = mount {
             // A mirrored source (`library/busybox` that docker pulled through
             // this mirror) is mounted from where the store keeps it. A mount
-            // needs pull on `from`; without it, an upload session instead.
+            // needs pull on `from`; without it, or when `from` is no
+            // repository here, an upload session instead (the spec's 202).
             let from = match self.route(&from, None, Action::Pull, caller).await {
                 Ok(route) => Some(route.storage().clone()),
-                Err(RegistryError::Denied(_) | RegistryError::Unauthorized(_)) => None,
-                Err(e) => return Err(e),
+                Err(e) if e.is_server_fault() => return Err(e),
+                Err(_) => None,
             };
             if let Some(from) = from {
                 if self.core.store.linked_blob_size(&from, &d).await?.is_some()
