@@ -228,18 +228,11 @@ impl Browsing {
     /// Every repository in the store (a walk of the tree).
     pub(super) async fn repository_names(&self) -> RegistryResult<Vec<RepoId>> {
         let mut names = Vec::new();
-        for n in self.core.store.list_repositories().await? {
-            if let Ok(name) = n.parse::<RepoName>() {
-                names.push(RepoId::Local(name));
-            }
-        }
+        names.extend(self.core.store.list_repositories().await?.iter().filter_map(|n| RepoId::listed_local(n)));
         if let Some(mirror) = &self.mirror {
             for host in mirror.hosts() {
-                for remote in self.core.store.list_mirrored(host).await? {
-                    if let Ok(remote) = remote.parse() {
-                        names.push(RepoId::Mirrored { host: host.to_string(), remote });
-                    }
-                }
+                let listed = self.core.store.list_mirrored(host).await?;
+                names.extend(listed.iter().filter_map(|remote| RepoId::listed_mirrored(host, remote)));
             }
         }
         Ok(names)

@@ -144,8 +144,7 @@ impl Lifecycle {
         let mut repos = Vec::new();
         for (host, ttl) in self.mirrored_repos() {
             for remote in self.core.store.list_mirrored_content(&host).await? {
-                let Ok(remote) = remote.parse::<RepoName>() else { continue };
-                let id = RepoId::Mirrored { host: host.clone(), remote };
+                let Some(id) = RepoId::listed_mirrored(&host, &remote) else { continue };
                 repos.push(Repo { storage: id.storage(), id, ttl });
             }
         }

@@ -46,6 +46,16 @@ impl RepoId {
         }
     }
 
+    /// A pushed repository the store lists by `name` (`None`: not a name).
+    pub fn listed_local(name: &str) -> Option<RepoId> {
+        name.parse().ok().map(RepoId::Local)
+    }
+
+    /// A repository the store lists as mirrored from `host` as `remote`.
+    pub fn listed_mirrored(host: &str, remote: &str) -> Option<RepoId> {
+        remote.parse().ok().map(|remote| RepoId::Mirrored { host: host.to_string(), remote })
+    }
+
     pub fn is_mirrored(&self) -> bool {
         matches!(self, RepoId::Mirrored { .. })
     }
