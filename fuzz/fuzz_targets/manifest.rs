@@ -15,8 +15,11 @@ const TYPES: [Option<&str>; 5] = [
 fuzz_target!(|input: (u8, &[u8])| {
     let (t, bytes) = input;
     if let Ok(m) = ManifestInfo::parse_push(bytes, TYPES[t as usize % TYPES.len()]) {
-        for d in m.blobs.iter().chain(&m.manifests).chain(&m.subject) {
+        for d in m.references().chain(&m.subject) {
             assert!(d.to_string().parse::<berth::oci::Digest>().is_ok());
+        }
+        for platform in m.manifests.iter().filter_map(|e| e.platform.as_ref()) {
+            let _ = platform.to_string();
         }
     }
     let _ = ManifestInfo::parse_stored(bytes);
