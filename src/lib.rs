@@ -38,7 +38,6 @@ use std::sync::Arc;
 
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App, HttpServer};
-use tracing_actix_web::TracingLogger;
 
 use crate::config::Config;
 use crate::registry::Registry;
@@ -148,7 +147,7 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
                     .fold(DefaultHeaders::new(), |h, (name, value)| h.add((name.as_str(), value.as_str()))),
             )
             .wrap(actix_web::middleware::from_fn(api::metrics::observe))
-            .wrap(TracingLogger::default())
+            .wrap(actix_web::middleware::from_fn(telemetry::request_span))
             .configure(api::configure)
             .configure(ui::configure)
     })
