@@ -90,7 +90,7 @@ pub fn run(cfg: &Config, opts: GcOptions) -> Result<GcReport, String> {
             let store = crate::store::Store::new(backend, index, cfg.uploads.max_per_client);
             let registry = Registry::with_store(cfg, store)?;
             let lifecycle = registry.lifecycle();
-            lifecycle.index_tree().await.map_err(|e| e.to_string())?;
+            lifecycle.ensure_indexed().await.map_err(|e| e.to_string())?;
             lifecycle.gc(opts, &|p| progress.show(p)).await.map_err(|e| e.to_string())
         }),
         Err(StoreError::InUse(_)) => {

@@ -82,6 +82,56 @@ impl Digest {
     }
 }
 
+/// A set of digests, compact: a sha256 digest is its 32 bytes (not a
+/// 64-character string on the heap), others as they are. What a GC marks
+/// over a store of millions of blobs.
+#[derive(Debug, Default)]
+pub struct DigestSet {
+    sha256: std::collections::HashSet<[u8; 32]>,
+    other: std::collections::HashSet<Digest>,
+}
+
+impl DigestSet {
+    fn key(d: &Digest) -> Option<[u8; 32]> {
+        let mut key = [0u8; 32];
+        match d.algorithm {
+            Algorithm::Sha256 => hex::decode_to_slice(&d.hex, &mut key).ok().map(|()| key),
+            Algorithm::Sha512 => None,
+        }
+    }
+
+    /// Adds `d`; whether it was new.
+    pub fn insert(&mut self, d: &Digest) -> bool {
+        match Self::key(d) {
+            Some(k) => self.sha256.insert(k),
+            None => self.other.insert(d.clone()),
+        }
+    }
+
+    pub fn contains(&self, d: &Digest) -> bool {
+        match Self::key(d) {
+            Some(k) => self.sha256.contains(&k),
+            None => self.other.contains(d),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.sha256.len() + self.other.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<'a> Extend<&'a Digest> for DigestSet {
+    fn extend<I: IntoIterator<Item = &'a Digest>>(&mut self, iter: I) {
+        for d in iter {
+            self.insert(d);
+        }
+    }
+}
+
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.algorithm.as_str(), self.hex)
@@ -173,6 +223,17 @@ impl DigestHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_digest_set_holds_each_digest_once_whatever_its_algorithm() {
+        let mut set = DigestSet::default();
+        let a = Digest::sha256_of(b"a");
+        let b = Digest::of(Algorithm::Sha512, b"a");
+        assert!(set.insert(&a) && set.insert(&b));
+        assert!(!set.insert(&a.to_string().parse().unwrap()));
+        assert!(set.contains(&a) && set.contains(&b) && !set.contains(&Digest::sha256_of(b"b")));
+        assert_eq!(set.len(), 2);
+    }
 
     const EMPTY256: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 

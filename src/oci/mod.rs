@@ -8,7 +8,7 @@ pub mod manifest;
 pub mod name;
 pub mod reach;
 
-pub use digest::{Algorithm, Digest, DigestHasher};
+pub use digest::{Algorithm, Digest, DigestHasher, DigestSet};
 pub use error::OciCode;
 pub use manifest::{Descriptor, ManifestInfo, MediaType, Platform};
 pub use name::{Reference, RepoName, Tag};

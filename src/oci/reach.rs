@@ -56,8 +56,25 @@ impl<M> Reach<M> {
 pub async fn reach<M, E, F, Fut>(
     roots: impl IntoIterator<Item = Digest>,
     follow: impl Fn(&Descriptor) -> bool,
-    mut load: F,
+    load: F,
 ) -> Result<Reach<M>, E>
+where
+    M: Parsed,
+    F: FnMut(Digest) -> Fut,
+    Fut: Future<Output = Result<Option<M>, E>>,
+{
+    reach_keeping(roots, follow, load, |m| m).await
+}
+
+/// As `reach`, keeping of each manifest only what `keep` makes of it (a
+/// GC keeps nothing: the walk's result is then the digests alone, not every
+/// parsed manifest at once).
+pub async fn reach_keeping<M, K, E, F, Fut>(
+    roots: impl IntoIterator<Item = Digest>,
+    follow: impl Fn(&Descriptor) -> bool,
+    mut load: F,
+    keep: impl Fn(M) -> K,
+) -> Result<Reach<K>, E>
 where
     M: Parsed,
     F: FnMut(Digest) -> Fut,
@@ -77,7 +94,7 @@ where
             }
             pending.extend(info.children().filter(|c| follow(c)).map(|c| c.digest.clone()));
         }
-        out.manifests.insert(d, loaded);
+        out.manifests.insert(d, loaded.map(&keep));
     }
     Ok(out)
 }

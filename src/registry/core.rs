@@ -37,12 +37,26 @@ impl Core {
         if let Some(m) = self.caches.manifests.get(d).await {
             return Ok(m);
         }
+        let m = self.read_manifest(d).await?;
+        self.caches.manifests.insert(d.clone(), m.clone()).await;
+        Ok(m)
+    }
+
+    /// As `load_manifest`, but what is read is not cached: a walk of every
+    /// manifest (a GC) neither fills the serving cache nor evicts what is
+    /// hot from it.
+    pub(super) async fn peek_manifest(&self, d: &Digest) -> RegistryResult<Arc<CachedManifest>> {
+        match self.caches.manifests.get(d).await {
+            Some(m) => Ok(m),
+            None => self.read_manifest(d).await,
+        }
+    }
+
+    async fn read_manifest(&self, d: &Digest) -> RegistryResult<Arc<CachedManifest>> {
         let bytes =
             self.store.read_blob_bytes(d).await?.ok_or_else(|| RegistryError::ManifestUnknown(d.to_string()))?;
         let info = ManifestInfo::parse_stored(&bytes)?;
-        let m = Arc::new(CachedManifest { bytes, info });
-        self.caches.manifests.insert(d.clone(), m.clone()).await;
-        Ok(m)
+        Ok(Arc::new(CachedManifest { bytes, info }))
     }
 
     /// What `roots` keep alive (the one walk, `oci::reach`), read through the
@@ -55,13 +69,12 @@ impl Core {
         }
     }
 
-    /// As `reach`, but a manifest that cannot be read ends the walk with its
-    /// error (what a GC sweep would do after it would be a guess).
-    pub(super) async fn reach_strict(
-        &self,
-        roots: impl IntoIterator<Item = Digest>,
-    ) -> RegistryResult<Reach<Arc<CachedManifest>>> {
-        reach::reach(roots, reach::everything, |d: Digest| async move { self.load_manifest(&d).await.map(Some) }).await
+    /// As `reach`, for a GC: a manifest that cannot be read ends the walk
+    /// with its error (what a sweep would do after it would be a guess), and
+    /// the manifests read are not cached (`peek_manifest`).
+    pub(super) async fn reach_strict(&self, roots: impl IntoIterator<Item = Digest>) -> RegistryResult<Reach<()>> {
+        let load = |d: Digest| async move { self.peek_manifest(&d).await.map(Some) };
+        reach::reach_keeping(roots, reach::everything, load, drop).await
     }
 
     /// Manifests stored in `repo` whose subject is `subject`, optionally only

@@ -19,9 +19,13 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::oci::{Digest, RepoName, Tag};
+use crate::oci::{Digest, DigestSet, RepoName, Tag};
 
 use super::{Lifecycle, RegistryError, RegistryResult};
+
+/// Unmarked blobs judged and removed together: one index read and one index
+/// write per batch, and the file work of a batch spread over threads.
+const SWEEP_BATCH: usize = 2048;
 
 /// How long a run waits for another replica's lifecycle turn to end.
 const GC_TURN_WAIT: Duration = Duration::from_secs(300);
@@ -122,21 +126,23 @@ impl Lifecycle {
         let mut report = GcReport { dry_run: opts.dry_run, ..Default::default() };
         let repos = self.core.store.list_pushed_repositories().await?;
         report.repositories = repos.len();
-        let mut marked: HashSet<Digest> = HashSet::new();
+        // Digests as 32-byte keys: a million marked blobs stay tens of MB.
+        let mut marked = DigestSet::default();
         for (done, name) in repos.iter().enumerate() {
             progress(GcProgress::Marking { repositories: repos.len(), done });
             let repo = RepoName::storage(name.clone());
             self.gc_mark_repo(&repo, opts, &mut marked, &mut report).await?;
         }
         let blobs = self.core.store.list_blob_data().await?;
+        let total = blobs.len();
         let grace_cutoff = SystemTime::now().checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
-        // Unmarked blobs, judged and removed in batches (one index read and
-        // one index write per batch).
-        let unmarked: Vec<Digest> = blobs.iter().filter(|d| !marked.contains(*d)).cloned().collect();
-        report.blobs_scanned = blobs.len();
-        let mut scanned = blobs.len() - unmarked.len();
-        for batch in unmarked.chunks(256) {
-            progress(GcProgress::Sweeping { blobs: blobs.len(), scanned, bytes_freed: report.bytes_freed });
+        // Unmarked blobs, judged and removed in batches.
+        let unmarked: Vec<Digest> = blobs.into_iter().filter(|d| !marked.contains(d)).collect();
+        drop(marked);
+        report.blobs_scanned = total;
+        let mut scanned = total - unmarked.len();
+        for batch in unmarked.chunks(SWEEP_BATCH) {
+            progress(GcProgress::Sweeping { blobs: total, scanned, bytes_freed: report.bytes_freed });
             scanned += batch.len();
             let lookup = batch.to_vec();
             let refs = self.core.store.indexed(move |index| index.refs_many(&lookup)).await?;
@@ -174,7 +180,7 @@ impl Lifecycle {
                 self.core.written(&RepoName::storage(repo));
             }
         }
-        progress(GcProgress::Sweeping { blobs: blobs.len(), scanned: blobs.len(), bytes_freed: report.bytes_freed });
+        progress(GcProgress::Sweeping { blobs: total, scanned: total, bytes_freed: report.bytes_freed });
         report.millis = started.elapsed().as_millis();
         Ok(report)
     }
@@ -185,7 +191,7 @@ impl Lifecycle {
         &self,
         repo: &RepoName,
         opts: GcOptions,
-        marked: &mut HashSet<Digest>,
+        marked: &mut DigestSet,
         report: &mut GcReport,
     ) -> RegistryResult<()> {
         let _writing = self.core.locks.lock(repo).await;
@@ -206,13 +212,13 @@ impl Lifecycle {
         let reach = self.core.reach_strict(roots).await.map_err(|e| {
             RegistryError::Unreadable(format!("a manifest in {repo} cannot be read ({e}); not collecting"))
         })?;
-        marked.extend(reach.digests().cloned());
+        marked.extend(reach.digests());
         let grace_cutoff = SystemTime::now().checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
         for m in revisions.iter().filter(|m| !reach.manifests.contains_key(*m)) {
             // A manifest pushed moments ago by digest may be about to get its
             // tag or its index (skopeo pushes platform manifests first).
             if self.core.store.revision_modified(repo, m).await?.is_some_and(|t| t > grace_cutoff) {
-                marked.extend(self.core.reach([m.clone()]).await.digests().cloned());
+                marked.extend(self.core.reach([m.clone()]).await.digests());
                 continue;
             }
             report.manifests_removed += 1;

@@ -122,6 +122,22 @@ impl Lifecycle {
         self.eviction_interval
     }
 
+    /// Builds the index if the data directory has no complete one yet, and
+    /// nothing more: what an offline `berth gc` needs. Entries a crash left
+    /// for links that are gone only keep data (a GC errs toward keeping), so
+    /// the reconcile `index_tree` adds, a read of every reference and a stat
+    /// of every link, is the server's startup work, not the GC's.
+    pub async fn ensure_indexed(&self) -> RegistryResult<()> {
+        let store = &self.core.store;
+        if store.shared() || store.indexed(|index| index.is_indexed()).await? {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let found = store.index_tree().await?;
+        tracing::info!(references = found, took = ?started.elapsed(), "indexed the data directory");
+        Ok(())
+    }
+
     /// Indexes a data directory that has no complete index yet (registry:2's,
     /// or an older berth's), while the server serves.
     pub async fn index_tree(&self) -> RegistryResult<()> {

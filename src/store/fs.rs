@@ -58,6 +58,74 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(op).await.map_err(std::io::Error::other).and_then(|r| r).map_err(StoreError::io(path))
 }
 
+/// How many blocking threads one call over many paths spreads across.
+const PARALLEL_PATHS: usize = 8;
+/// Paths below this many stay on one thread (a thread hop costs more).
+const PATHS_PER_THREAD: usize = 64;
+
+/// `op` over every path of `paths` (relative to `root`), the results in the
+/// order of the paths, spread over up to `PARALLEL_PATHS` blocking threads.
+/// File-system metadata work (stat, unlink, rmdir) mostly waits on the
+/// journal and, on a disk mounted with `discard`, on the device: spread over
+/// threads the waits overlap (a GC's deletes went several times faster).
+async fn per_path<T: Send + 'static>(
+    label: &'static str,
+    root: &Path,
+    paths: Vec<String>,
+    op: fn(&Path) -> std::io::Result<T>,
+) -> StoreResult<Vec<T>> {
+    let threads = (paths.len() / PATHS_PER_THREAD).clamp(1, PARALLEL_PATHS);
+    let chunk = paths.len().div_ceil(threads).max(1);
+    let mut tasks = Vec::with_capacity(threads);
+    let mut paths = paths.into_iter();
+    loop {
+        let part: Vec<String> = paths.by_ref().take(chunk).collect();
+        if part.is_empty() {
+            break;
+        }
+        let root = root.to_path_buf();
+        tasks
+            .push(blocking(label, move || part.iter().map(|p| op(&root.join(p))).collect::<std::io::Result<Vec<T>>>()));
+    }
+    let mut out = Vec::new();
+    for part in futures::future::join_all(tasks).await {
+        out.extend(part?);
+    }
+    Ok(out)
+}
+
+/// A file's size; `None` when absent or not a file.
+fn stat_file(full: &Path) -> std::io::Result<Option<u64>> {
+    match std::fs::metadata(full) {
+        Ok(m) if m.is_file() => Ok(Some(m.len())),
+        Ok(_) => Ok(None),
+        Err(e) if absent(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// When a file or directory was last modified; `None` when absent.
+fn modified_at(full: &Path) -> std::io::Result<Option<SystemTime>> {
+    match std::fs::metadata(full) {
+        Ok(m) => m.modified().map(Some),
+        Err(e) if absent(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes a file, or a directory with what it holds; absent is fine.
+fn remove_path(full: &Path) -> std::io::Result<()> {
+    let result = match std::fs::symlink_metadata(full) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(full),
+        Ok(_) => std::fs::remove_file(full),
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// A file's version is its content's hash: what `put_if(Unchanged)` compares.
 fn version_of(content: &[u8]) -> Version {
     Version(crate::oci::Digest::sha256_of(content).hex().to_string())
@@ -231,55 +299,15 @@ impl Backend for FsBackend {
     }
 
     async fn stat_many(&self, paths: Vec<String>) -> StoreResult<Vec<Option<u64>>> {
-        let root = self.root.clone();
-        blocking("stat", move || {
-            paths
-                .iter()
-                .map(|p| match std::fs::metadata(root.join(p)) {
-                    Ok(m) if m.is_file() => Ok(Some(m.len())),
-                    Ok(_) => Ok(None),
-                    Err(e) if absent(&e) => Ok(None),
-                    Err(e) => Err(e),
-                })
-                .collect()
-        })
-        .await
+        per_path("stat", &self.root, paths, stat_file).await
     }
 
     async fn modified_many(&self, paths: Vec<String>) -> StoreResult<Vec<Option<SystemTime>>> {
-        let root = self.root.clone();
-        blocking("stat", move || {
-            paths
-                .iter()
-                .map(|p| match std::fs::metadata(root.join(p)) {
-                    Ok(m) => m.modified().map(Some),
-                    Err(e) if absent(&e) => Ok(None),
-                    Err(e) => Err(e),
-                })
-                .collect()
-        })
-        .await
+        per_path("stat", &self.root, paths, modified_at).await
     }
 
     async fn delete_many(&self, paths: Vec<String>) -> StoreResult<()> {
-        let root = self.root.clone();
-        blocking("delete", move || {
-            for p in &paths {
-                let full = root.join(p);
-                let result = match std::fs::symlink_metadata(&full) {
-                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(&full),
-                    Ok(_) => std::fs::remove_file(&full),
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(())
-        })
-        .await
+        per_path("delete", &self.root, paths, remove_path).await.map(drop)
     }
 
     async fn list(&self, dir: &str) -> StoreResult<Vec<String>> {
