@@ -63,40 +63,64 @@ where
     F: FnMut(Digest) -> Fut,
     Fut: Future<Output = Result<Option<M>, E>>,
 {
-    reach_keeping(roots, follow, load, |m| m).await
+    let mut out = Reach { manifests: HashMap::new(), blobs: HashMap::new() };
+    walk(roots, follow, load, &mut out).await?;
+    Ok(out)
 }
 
-/// As `reach`, keeping of each manifest only what `keep` makes of it (a
-/// GC keeps nothing: the walk's result is then the digests alone, not every
-/// parsed manifest at once).
-pub async fn reach_keeping<M, K, E, F, Fut>(
+/// Where a walk puts what it reaches.
+pub trait Sink<M> {
+    /// Whether manifest `d` is new to the walk (it is then loaded and followed).
+    fn first(&mut self, d: &Digest) -> bool;
+    /// Manifest `d`, as loaded (`None`: unreadable, not followed).
+    fn manifest(&mut self, d: Digest, loaded: Option<M>);
+    /// A blob a reached manifest references.
+    fn blob(&mut self, b: &Descriptor);
+}
+
+impl<M> Sink<M> for Reach<M> {
+    fn first(&mut self, d: &Digest) -> bool {
+        !self.manifests.contains_key(d)
+    }
+
+    fn manifest(&mut self, d: Digest, loaded: Option<M>) {
+        self.manifests.insert(d, loaded);
+    }
+
+    fn blob(&mut self, b: &Descriptor) {
+        self.blobs.insert(b.digest.clone(), b.size);
+    }
+}
+
+/// The walk itself, into any `Sink` (`reach` collects a `Reach`; a GC marks
+/// straight into its compact sets, keeping no manifest and no map).
+pub async fn walk<M, E, F, Fut>(
     roots: impl IntoIterator<Item = Digest>,
     follow: impl Fn(&Descriptor) -> bool,
     mut load: F,
-    keep: impl Fn(M) -> K,
-) -> Result<Reach<K>, E>
+    sink: &mut impl Sink<M>,
+) -> Result<(), E>
 where
     M: Parsed,
     F: FnMut(Digest) -> Fut,
     Fut: Future<Output = Result<Option<M>, E>>,
 {
-    let mut out = Reach { manifests: HashMap::new(), blobs: HashMap::new() };
     let mut pending: Vec<Digest> = roots.into_iter().collect();
     while let Some(d) = pending.pop() {
-        if out.manifests.contains_key(&d) {
+        if !sink.first(&d) {
             continue;
         }
         let loaded = load(d.clone()).await?;
         if let Some(m) = &loaded {
             let info = m.manifest();
             for b in info.blobs() {
-                out.blobs.insert(b.digest.clone(), b.size);
+                sink.blob(b);
             }
             pending.extend(info.children().filter(|c| follow(c)).map(|c| c.digest.clone()));
         }
-        out.manifests.insert(d, loaded.map(&keep));
+        sink.manifest(d, loaded);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Follows every index entry.

@@ -9,12 +9,46 @@ use std::sync::Arc;
 
 use crate::metrics::Metrics;
 use crate::oci::reach::{self, Reach};
-use crate::oci::{Digest, ManifestInfo, RepoName};
+use crate::oci::{Digest, DigestSet, ManifestInfo, RepoName};
 use crate::store::Store;
 
 use super::browse::Catalog;
 use super::cache::{CachedManifest, Caches, RepoLocks};
 use super::{Referrer, RegistryError, RegistryResult};
+
+/// A GC's marking of one repository: every manifest and blob it keeps goes
+/// into `kept` (the run's, over all repositories), and the manifests walked
+/// here are remembered (one reached again is not read again), as compact
+/// digest sets rather than a map of parsed manifests.
+pub struct Marks<'a> {
+    kept: &'a mut DigestSet,
+    walked: DigestSet,
+}
+
+impl<'a> Marks<'a> {
+    pub(super) fn new(kept: &'a mut DigestSet) -> Self {
+        Self { kept, walked: DigestSet::default() }
+    }
+
+    /// Whether the walk reached manifest `d` in this repository.
+    pub(super) fn reached(&self, d: &Digest) -> bool {
+        self.walked.contains(d)
+    }
+}
+
+impl<M> reach::Sink<M> for Marks<'_> {
+    fn first(&mut self, d: &Digest) -> bool {
+        self.walked.insert(d)
+    }
+
+    fn manifest(&mut self, d: Digest, _: Option<M>) {
+        self.kept.insert(&d);
+    }
+
+    fn blob(&mut self, b: &crate::oci::Descriptor) {
+        self.kept.insert(&b.digest);
+    }
+}
 
 pub struct Core {
     pub(super) store: Arc<Store>,
@@ -69,12 +103,24 @@ impl Core {
         }
     }
 
-    /// As `reach`, for a GC: a manifest that cannot be read ends the walk
-    /// with its error (what a sweep would do after it would be a guess), and
-    /// the manifests read are not cached (`peek_manifest`).
-    pub(super) async fn reach_strict(&self, roots: impl IntoIterator<Item = Digest>) -> RegistryResult<Reach<()>> {
-        let load = |d: Digest| async move { self.peek_manifest(&d).await.map(Some) };
-        reach::reach_keeping(roots, reach::everything, load, drop).await
+    /// The walk for a GC: what `roots` keep alive goes into `marks`, the
+    /// manifests read are not cached (`peek_manifest`), and, when `strict`,
+    /// a manifest that cannot be read ends the walk with its error (what a
+    /// sweep would do after it would be a guess).
+    pub(super) async fn mark(
+        &self,
+        roots: impl IntoIterator<Item = Digest>,
+        marks: &mut Marks<'_>,
+        strict: bool,
+    ) -> RegistryResult<()> {
+        let load = |d: Digest| async move {
+            match self.peek_manifest(&d).await {
+                Ok(m) => Ok(Some(m)),
+                Err(e) if strict => Err(e),
+                Err(_) => Ok(None),
+            }
+        };
+        reach::walk(roots, reach::everything, load, marks).await
     }
 
     /// Manifests stored in `repo` whose subject is `subject`, optionally only

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::oci::{Digest, DigestSet, RepoName, Tag};
 
+use super::core::Marks;
 use super::{Lifecycle, RegistryError, RegistryResult};
 
 /// Unmarked blobs judged and removed together: one index read and one index
@@ -209,16 +210,17 @@ impl Lifecycle {
         // A manifest that cannot be read is kept, but what it references
         // cannot be known: a sweep that followed would be a guess, so nothing
         // of this run is swept.
-        let reach = self.core.reach_strict(roots).await.map_err(|e| {
+        let mut marks = Marks::new(marked);
+        self.core.mark(roots, &mut marks, true).await.map_err(|e| {
             RegistryError::Unreadable(format!("a manifest in {repo} cannot be read ({e}); not collecting"))
         })?;
-        marked.extend(reach.digests());
         let grace_cutoff = SystemTime::now().checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
-        for m in revisions.iter().filter(|m| !reach.manifests.contains_key(*m)) {
+        let unreached: Vec<&Digest> = revisions.iter().filter(|m| !marks.reached(m)).collect();
+        for m in unreached {
             // A manifest pushed moments ago by digest may be about to get its
             // tag or its index (skopeo pushes platform manifests first).
             if self.core.store.revision_modified(repo, m).await?.is_some_and(|t| t > grace_cutoff) {
-                marked.extend(self.core.reach([m.clone()]).await.digests());
+                self.core.mark([m.clone()], &mut marks, false).await?;
                 continue;
             }
             report.manifests_removed += 1;
