@@ -134,12 +134,10 @@ impl Lifecycle {
             let repo = RepoName::storage(name.clone());
             self.gc_mark_repo(&repo, opts, &mut marked, &mut report).await?;
         }
-        let blobs = self.core.store.list_blob_data().await?;
-        let total = blobs.len();
-        let grace_cutoff = SystemTime::now().checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
         // Unmarked blobs, judged and removed in batches.
-        let unmarked: Vec<Digest> = blobs.into_iter().filter(|d| !marked.contains(d)).collect();
+        let (unmarked, total) = self.core.store.list_blob_data(|d| !marked.contains(d)).await?;
         drop(marked);
+        let grace_cutoff = SystemTime::now().checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
         report.blobs_scanned = total;
         let mut scanned = total - unmarked.len();
         for batch in unmarked.chunks(SWEEP_BATCH) {

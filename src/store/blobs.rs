@@ -95,20 +95,25 @@ impl Store {
         self.backend.stat_many(ds.iter().map(layout::blob_data).collect()).await
     }
 
-    /// Every blob whose data the store holds (a walk of `blobs/`).
-    pub async fn list_blob_data(&self) -> StoreResult<Vec<Digest>> {
-        let mut out = Vec::new();
+    /// The blobs whose data the store holds (a walk of `blobs/`) that
+    /// `wanted` accepts, and how many it holds in all. Filtered as the walk
+    /// goes, so a GC holds the garbage it found, not a list of every blob.
+    pub async fn list_blob_data(&self, wanted: impl Fn(&Digest) -> bool) -> StoreResult<(Vec<Digest>, usize)> {
+        let (mut out, mut total) = (Vec::new(), 0);
         for alg in ["sha256", "sha512"] {
             let root = layout::blobs_root(alg);
             for prefix in self.backend.list(&root).await? {
                 for hex in self.backend.list(&format!("{root}/{prefix}")).await? {
                     if let Some(d) = Digest::from_parts(alg, &hex).filter(|d| d.hex().starts_with(&prefix)) {
-                        out.push(d);
+                        total += 1;
+                        if wanted(&d) {
+                            out.push(d);
+                        }
                     }
                 }
             }
         }
-        Ok(out)
+        Ok((out, total))
     }
 
     /// Claims `d` for deleting its data (`None` while an operation leases it).
