@@ -497,7 +497,7 @@ impl Backend for FsBackend {
             let mut removed = 0;
             if !marker.exists() {
                 removed += sweep_legacy_temp(&tree)?;
-                write_atomically(&self_temp(&dir, &instance, "swept"), &marker, b"")?;
+                write_atomically(&dir.join(layout::temp_name(&instance, "swept")), &marker, b"")?;
             }
             match std::fs::read_dir(&dir) {
                 Ok(rd) => {
@@ -516,12 +516,6 @@ impl Backend for FsBackend {
         })
         .await
     }
-}
-
-/// A temp file of `instance` in the temp directory `dir` (the root's `TMP_DIR`).
-fn self_temp(dir: &Path, instance: &str, id: &str) -> PathBuf {
-    let name = layout::temp_file(instance, id);
-    dir.join(name.rsplit('/').next().unwrap_or(&name))
 }
 
 /// Renames a complete, synced file into place and syncs the directory.

@@ -219,9 +219,14 @@ pub const CLOCK: &str = ".berth/lifecycle/clock";
 /// Tombstones of blobs whose data a lifecycle turn is about to delete.
 pub const DOOMED_DIR: &str = ".berth/doomed";
 
+/// The name, within `TMP_DIR`, of a temp file of this process (`instance`).
+pub fn temp_name(instance: &str, id: &str) -> String {
+    format!("{instance}.{id}")
+}
+
 /// A temp file of this process (`instance`) under `TMP_DIR`.
 pub fn temp_file(instance: &str, id: &str) -> String {
-    format!("{TMP_DIR}/{instance}.{id}")
+    format!("{TMP_DIR}/{}", temp_name(instance, id))
 }
 
 /// Whether a name under `TMP_DIR` is one of `instance`'s temp files.
@@ -299,7 +304,8 @@ mod tests {
         assert_eq!(parse_blob_data(&blob_data(&d)), Some(d.clone()));
         assert_eq!(parse_tombstone(&tombstone(&d)), Some(d.clone()));
         assert_eq!(parse_tombstone(&lease("x")), None);
-        assert!(temp_file_of(temp_file("abc", "1").rsplit('/').next().unwrap(), "abc"));
+        assert!(temp_file_of(&temp_name("abc", "1"), "abc"));
+        assert_eq!(temp_file("abc", "1"), format!("{TMP_DIR}/{}", temp_name("abc", "1")));
         assert!(!temp_file_of("abcd.1", "abc"));
     }
 
