@@ -1,12 +1,15 @@
 //! Header names and small header parsers shared by the handlers.
 
-use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::header::{self, HeaderMap, HeaderName};
 
 use crate::registry::RangeRequest;
 
 use super::ApiError;
 
 pub const DOCKER_CONTENT_DIGEST: &str = "Docker-Content-Digest";
+/// The same as a header name made at compile time, for the hot manifest GET
+/// (the string would be parsed into a name on every response).
+pub const DOCKER_CONTENT_DIGEST_NAME: HeaderName = HeaderName::from_static("docker-content-digest");
 pub const DOCKER_UPLOAD_UUID: &str = "Docker-Upload-UUID";
 pub const API_VERSION: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
 pub const OCI_CHUNK_MIN_LENGTH: &str = "OCI-Chunk-Min-Length";

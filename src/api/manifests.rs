@@ -10,7 +10,7 @@ use crate::store::BodyError;
 use crate::oci::{Reference, RepoName};
 use crate::registry::{RegistryError, Route};
 
-use super::headers::{accepts, content_type, DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
+use super::headers::{accepts, content_type, DOCKER_CONTENT_DIGEST, DOCKER_CONTENT_DIGEST_NAME, OCI_SUBJECT};
 use super::uploads::Body;
 use super::{ApiError, Reg};
 
@@ -28,9 +28,12 @@ pub async fn get(req: &HttpRequest, reg: &Reg, route: &Route, r: &Reference) -> 
     }
     // actix sends Content-Length but no body for HEAD.
     let mut resp = HttpResponse::Ok();
-    resp.content_type(m.media_type)
-        .insert_header((DOCKER_CONTENT_DIGEST, m.digest.to_string()))
-        .insert_header((header::ETAG, format!("\"{}\"", m.digest)));
+    match &m.head.content_type {
+        Some(ct) => resp.insert_header((header::CONTENT_TYPE, ct.clone())),
+        None => resp.content_type(m.media_type),
+    };
+    resp.insert_header((DOCKER_CONTENT_DIGEST_NAME, m.head.digest.clone()))
+        .insert_header((header::ETAG, m.head.etag.clone()));
     if let Some(why) = m.stale.and_then(|w| header::HeaderValue::from_str(&w).ok()) {
         resp.insert_header((STALE, why));
     }

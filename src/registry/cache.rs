@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use bytes::Bytes;
 use moka::future::Cache;
 
+use super::manifests::ManifestHead;
 use crate::config::CacheConfig;
 use crate::oci::{Digest, ManifestInfo, RepoName, Tag};
 
@@ -23,6 +24,16 @@ use crate::oci::{Digest, ManifestInfo, RepoName, Tag};
 pub struct CachedManifest {
     pub bytes: Bytes,
     pub info: ManifestInfo,
+    /// The response's header values, made once per cached manifest rather
+    /// than formatted on every GET.
+    pub head: Arc<ManifestHead>,
+}
+
+impl CachedManifest {
+    pub fn new(digest: &Digest, bytes: Bytes, info: ManifestInfo) -> Self {
+        let head = Arc::new(ManifestHead::new(digest, &info.media_type));
+        CachedManifest { bytes, info, head }
+    }
 }
 
 impl crate::oci::reach::Parsed for CachedManifest {

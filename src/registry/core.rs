@@ -90,7 +90,7 @@ impl Core {
         let bytes =
             self.store.read_blob_bytes(d).await?.ok_or_else(|| RegistryError::ManifestUnknown(d.to_string()))?;
         let info = ManifestInfo::parse_stored(&bytes)?;
-        Ok(Arc::new(CachedManifest { bytes, info }))
+        Ok(Arc::new(CachedManifest::new(d, bytes, info)))
     }
 
     /// What `roots` keep alive (the one walk, `oci::reach`), read through the

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use actix_web::http::header::HeaderValue;
 use bytes::Bytes;
 
 use super::cache::CachedManifest;
@@ -17,6 +18,28 @@ pub struct Manifest {
     pub bytes: Bytes,
     /// Set when a mirrored tag was served without asking the upstream (why).
     pub stale: Option<String>,
+    pub head: Arc<ManifestHead>,
+}
+
+/// The header values a manifest GET answers with, ready to send.
+#[derive(Debug)]
+pub struct ManifestHead {
+    /// `None` for a media type that is no valid header value (the API says so).
+    pub content_type: Option<HeaderValue>,
+    pub digest: HeaderValue,
+    pub etag: HeaderValue,
+}
+
+impl ManifestHead {
+    pub fn new(digest: &Digest, media_type: &str) -> Self {
+        let text = digest.to_string();
+        ManifestHead {
+            content_type: HeaderValue::from_str(media_type).ok(),
+            // A digest is `algorithm:hex`: always a valid header value.
+            etag: HeaderValue::from_str(&format!("\"{text}\"")).expect("a digest is a header value"),
+            digest: HeaderValue::from_str(&text).expect("a digest is a header value"),
+        }
+    }
 }
 
 /// What a push stored.
@@ -87,7 +110,13 @@ impl Registry {
             return Err(RegistryError::ManifestUnknown(reference.to_string()));
         }
         let m = self.core.load_manifest(&digest).await?;
-        Ok(Manifest { digest, media_type: m.info.media_type.clone(), bytes: m.bytes.clone(), stale: None })
+        Ok(Manifest {
+            digest,
+            media_type: m.info.media_type.clone(),
+            bytes: m.bytes.clone(),
+            stale: None,
+            head: m.head.clone(),
+        })
     }
 
     /// Writes a manifest (already verified) into `repo`, tags it if asked,
@@ -104,7 +133,7 @@ impl Registry {
         self.core.written(repo);
         saved?;
         let now = self.core.caches.generations.current(repo);
-        self.core.caches.manifests.insert(digest.clone(), Arc::new(CachedManifest { bytes, info })).await;
+        self.core.caches.manifests.insert(digest.clone(), Arc::new(CachedManifest::new(digest, bytes, info))).await;
         self.core.caches.revisions.insert(repo, digest.clone(), (), now).await;
         if let Some(tag) = tag {
             self.core.caches.tags.insert(repo, tag.clone(), digest.clone(), now).await;

@@ -12,6 +12,7 @@ use crate::oci::{Digest, ManifestInfo, Reference, Tag};
 use crate::store::index::UseKind;
 
 use super::blobs::{resolve_range, BlobRead};
+use super::manifests::ManifestHead;
 use super::range::RangeRequest;
 use super::{Manifest, MirroredRepo, Registry, RegistryError, RegistryResult};
 
@@ -80,7 +81,14 @@ impl Registry {
                         other => MirrorError::Protocol { host: m.upstream.host.clone(), reason: other.to_string() },
                     },
                 )?;
-                Ok::<_, MirrorError>(Manifest { digest: fetched.digest, media_type, bytes: fetched.bytes, stale: None })
+                let head = Arc::new(ManifestHead::new(&fetched.digest, &media_type));
+                Ok::<_, MirrorError>(Manifest {
+                    digest: fetched.digest,
+                    media_type,
+                    bytes: fetched.bytes,
+                    stale: None,
+                    head,
+                })
             })
             .await;
         // The entry only joins requests that arrive while the fetch runs; the
