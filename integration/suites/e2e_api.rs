@@ -214,6 +214,7 @@ async fn manifest_push_pull_by_tag_and_digest() {
         assert_eq!(r.body.as_ref(), &m[..], "bytes are returned exactly as pushed");
         assert_eq!(r.header("content-type"), Some(OCI_MANIFEST));
         assert_eq!(r.header("docker-content-digest"), Some(d.to_string().as_str()));
+        assert_eq!(r.header("etag"), Some(format!("\"{d}\"").as_str()));
         let r = c.req("HEAD", &format!("/v2/team/app/manifests/{reference}"), &[], "").await;
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-length"), Some(m.len().to_string().as_str()));
