@@ -7,12 +7,49 @@
 //! come from the config, and clients are htpasswd users, configured teams or
 //! `other` (never a raw address).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::RwLock;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+
+/// Label handles resolved once. `with_label_values` hashes every label
+/// string and validates the count on each call; the paths that count on
+/// every request (the request counter and latency, bytes served per chunk)
+/// look their children up here by a small key instead: fixed labels by the
+/// address of their `&'static str`, the client by its name.
+struct Handles<K, V>(RwLock<HashMap<K, V>>);
+
+impl<K: Eq + Hash, V> Default for Handles<K, V> {
+    fn default() -> Self {
+        Handles(RwLock::default())
+    }
+}
+
+impl<K: Eq + Hash, V> Handles<K, V> {
+    /// Runs `f` on the handles of `key`, made by `make` the first time.
+    fn with<Q, R>(&self, key: &Q, make: impl FnOnce() -> (K, V), f: impl FnOnce(&V) -> R) -> R
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if let Some(v) = self.0.read().unwrap_or_else(|e| e.into_inner()).get(key) {
+            return f(v);
+        }
+        let (k, v) = make();
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        f(map.entry(k).or_insert(v))
+    }
+}
+
+/// A `&'static str` label by its address (equal addresses, equal text).
+fn addr(s: &'static str) -> usize {
+    s.as_ptr() as usize
+}
 
 /// The client label of requests from no user and no configured team.
 pub const OTHER_CLIENT: &str = "other";
@@ -22,6 +59,12 @@ pub const SERVER_CLIENT: &str = "berth";
 
 pub struct Metrics {
     registry: Registry,
+    /// (endpoint, method, status) → the request counter and latency histogram.
+    request_handles: Handles<(usize, usize, u16), (IntCounter, Histogram)>,
+    /// (mirrored, kind) → the served-bytes counter.
+    served_handles: Handles<(bool, usize), IntCounter>,
+    /// client → its served-bytes counter.
+    client_served_handles: Handles<String, IntCounter>,
     /// Requests by endpoint, method and status.
     pub requests: IntCounterVec,
     /// Seconds from a request's arrival to its response head, by endpoint and method.
@@ -109,6 +152,9 @@ impl Metrics {
         let single = |name: &str, help: &str| counter(&r, name, help, &[]).with_label_values(&[] as &[&str]);
         let one = |name: &str, help: &str| gauge(&r, name, help, &[]).with_label_values(&[] as &[&str]);
         Metrics {
+            request_handles: Handles::default(),
+            served_handles: Handles::default(),
+            client_served_handles: Handles::default(),
             requests: counter(&r, "berth_http_requests_total", "Requests answered", &["endpoint", "method", "status"]),
             latency,
             served_bytes: counter(
@@ -231,11 +277,38 @@ impl Metrics {
         out
     }
 
+    /// Counts a request answered by `endpoint` with `status`, and its time to the response head.
+    pub fn request(&self, endpoint: &'static str, method: &'static str, status: u16, seconds: f64) {
+        self.request_handles.with(
+            &(addr(endpoint), addr(method), status),
+            || {
+                let code = status.to_string();
+                let handles = (
+                    self.requests.with_label_values(&[endpoint, method, code.as_str()]),
+                    self.latency.with_label_values(&[endpoint, method]),
+                );
+                ((addr(endpoint), addr(method), status), handles)
+            },
+            |(count, latency)| {
+                count.inc();
+                latency.observe(seconds);
+            },
+        )
+    }
+
     /// Counts bytes served to `client`.
-    pub fn served(&self, client: &str, mirrored: bool, kind: &str, bytes: u64) {
+    pub fn served(&self, client: &str, mirrored: bool, kind: &'static str, bytes: u64) {
         let content = if mirrored { "mirrored" } else { "pushed" };
-        self.served_bytes.with_label_values(&[content, kind]).inc_by(bytes);
-        self.client_served_bytes.with_label_values(&[client]).inc_by(bytes);
+        self.served_handles.with(
+            &(mirrored, addr(kind)),
+            || ((mirrored, addr(kind)), self.served_bytes.with_label_values(&[content, kind])),
+            |c| c.inc_by(bytes),
+        );
+        self.client_served_handles.with(
+            client,
+            || (client.to_string(), self.client_served_bytes.with_label_values(&[client])),
+            |c| c.inc_by(bytes),
+        );
     }
 
     /// Counts bytes received from `upstream` for `client`.
@@ -324,5 +397,31 @@ mod tests {
         assert!(text.contains(r#"berth_served_bytes_total{content="mirrored",kind="blob"} 10"#), "{text}");
         assert!(text.contains(r#"berth_upstream_fetched_bytes_total{upstream="docker.io"} 4"#));
         assert!(text.contains(r#"berth_client_fetched_bytes_total{client="alice"} 4"#));
+    }
+
+    /// The handles looked up once count into the same series as the labels would.
+    #[test]
+    fn cached_handles_count_each_series_apart() {
+        let m = Metrics::new();
+        m.request("manifest", "GET", 200, 0.001);
+        m.request("manifest", "GET", 200, 0.002);
+        m.request("manifest", "GET", 404, 0.001);
+        m.request("blob", "HEAD", 200, 0.001);
+        m.served("alice", false, "manifest", 5);
+        m.served("alice", false, "manifest", 5);
+        m.served("bob", true, "blob", 7);
+        let text = String::from_utf8(m.render()).unwrap();
+        for line in [
+            r#"berth_http_requests_total{endpoint="manifest",method="GET",status="200"} 2"#,
+            r#"berth_http_requests_total{endpoint="manifest",method="GET",status="404"} 1"#,
+            r#"berth_http_requests_total{endpoint="blob",method="HEAD",status="200"} 1"#,
+            r#"berth_http_request_duration_seconds_count{endpoint="manifest",method="GET"} 3"#,
+            r#"berth_served_bytes_total{content="pushed",kind="manifest"} 10"#,
+            r#"berth_served_bytes_total{content="mirrored",kind="blob"} 7"#,
+            r#"berth_client_served_bytes_total{client="alice"} 10"#,
+            r#"berth_client_served_bytes_total{client="bob"} 7"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 }

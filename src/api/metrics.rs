@@ -61,9 +61,7 @@ pub async fn observe(
             }
             Err(e) => (fallback, e.as_response_error().status_code()),
         };
-        let m = reg.metrics();
-        m.requests.with_label_values(&[endpoint, method, status.as_str()]).inc();
-        m.latency.with_label_values(&[endpoint, method]).observe(started.elapsed().as_secs_f64());
+        reg.metrics().request(endpoint, method, status.as_u16(), started.elapsed().as_secs_f64());
     }
     result
 }
