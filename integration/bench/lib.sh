@@ -91,3 +91,30 @@ print(b, n)
 PY
 }
 lines() { wc -l <"$1"; }
+
+# A CA and a certificate for localhost in $WORK (ca.crt, tls.crt, tls.key); clients are told the CA.
+make_certificate() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=bench-ca \
+    -keyout "$WORK/ca.key" -out "$WORK/ca.crt" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+    -keyout "$WORK/tls.key" -out "$WORK/tls.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$WORK/ext"
+  openssl x509 -req -days 2 -in "$WORK/tls.csr" -CA "$WORK/ca.crt" -CAkey "$WORK/ca.key" -CAcreateserial \
+    -extfile "$WORK/ext" -out "$WORK/tls.crt" 2>/dev/null
+  export CA=$WORK/ca.crt CURL_CA_BUNDLE=$WORK/ca.crt
+}
+
+# start_upstream: a plain Distribution holding library/big:1, LAYERS layers of LAYER_MIB MiB
+# (sets UP_PORT, UP_PID, UP, UP_LOG)
+start_upstream() {
+  UP_PORT=$(free_port)
+  UP_PID=$(start_distribution "$WORK/upstream" "$UP_PORT")
+  UP=http://127.0.0.1:$UP_PORT
+  UP_LOG=$WORK/r2-$UP_PORT.log
+  wait_http "$UP/v2/"
+  local i layer_files=()
+  for i in $(seq 1 "$LAYERS"); do
+    head -c $((LAYER_MIB * 1024 * 1024)) /dev/urandom >"$WORK/layer$i"; layer_files+=("$WORK/layer$i")
+  done
+  push_image "$UP" library/big 1 "${layer_files[@]}"
+}

@@ -17,16 +17,7 @@ BLOB_MIB=${BLOB_MIB:-256}
 CONCURRENT=${CONCURRENT:-16}
 source integration/bench/lib.sh
 
-UP_PORT=$(free_port)
-start_distribution "$WORK/upstream" "$UP_PORT" >/dev/null
-UP=http://127.0.0.1:$UP_PORT
-UP_LOG=$WORK/r2-$UP_PORT.log
-wait_http "$UP/v2/"
-layer_files=()
-for i in $(seq 1 "$LAYERS"); do
-  head -c $((LAYER_MIB * 1024 * 1024)) /dev/urandom >"$WORK/layer$i"; layer_files+=("$WORK/layer$i")
-done
-push_image "$UP" library/big 1 "${layer_files[@]}"
+start_upstream
 head -c $((BLOB_MIB * 1024 * 1024)) /dev/urandom >"$WORK/one"
 push_image "$UP" library/one 1 "$WORK/one"
 ONE_D="sha256:$(sha256sum "$WORK/one" | cut -d' ' -f1)"

@@ -16,15 +16,7 @@ BLOB_MIB=${BLOB_MIB:-256}
 WRK_SECS=${WRK_SECS:-10}
 source integration/bench/lib.sh
 
-# --- a CA and a certificate for localhost -------------------------------------------
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=bench-ca \
-  -keyout "$WORK/ca.key" -out "$WORK/ca.crt" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
-  -keyout "$WORK/tls.key" -out "$WORK/tls.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$WORK/ext"
-openssl x509 -req -days 2 -in "$WORK/tls.csr" -CA "$WORK/ca.crt" -CAkey "$WORK/ca.key" -CAcreateserial \
-  -extfile "$WORK/ext" -out "$WORK/tls.crt" 2>/dev/null
-export CA=$WORK/ca.crt CURL_CA_BUNDLE=$WORK/ca.crt
+make_certificate
 USER_PW=bench:bench-password
 echo bench-password | "$BERTH" htpasswd bench --stdin >"$WORK/htpasswd"
 cat >"$WORK/tls.toml" <<TOML

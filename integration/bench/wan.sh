@@ -30,16 +30,7 @@ source integration/bench/lib.sh
 OUT=$(mktemp -d /dev/shm/berth-wan.XXXXXX)
 trap 'rm -rf "$OUT"; cleanup' EXIT
 
-UP_PORT=$(free_port)
-UP_PID=$(start_distribution "$WORK/upstream" "$UP_PORT")
-UP=http://127.0.0.1:$UP_PORT
-UP_LOG=$WORK/r2-$UP_PORT.log
-wait_http "$UP/v2/"
-layer_files=()
-for i in $(seq 1 "$LAYERS"); do
-  head -c $((LAYER_MIB * 1024 * 1024)) /dev/urandom >"$WORK/layer$i"; layer_files+=("$WORK/layer$i")
-done
-push_image "$UP" library/big 1 "${layer_files[@]}"
+start_upstream
 IMAGE_BYTES=$(( LAYERS * LAYER_MIB * 1024 * 1024 + 2 ))
 LAYER_D="sha256:$(sha256sum "$WORK/layer1" | cut -d' ' -f1)"
 
