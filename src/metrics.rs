@@ -46,9 +46,9 @@ impl<K: Eq + Hash, V> Handles<K, V> {
     }
 }
 
-/// A `&'static str` label by its address (equal addresses, equal text).
-fn addr(s: &'static str) -> usize {
-    s.as_ptr() as usize
+/// A `&'static str` label by its address and length (equal keys, equal text).
+fn addr(s: &'static str) -> (usize, usize) {
+    (s.as_ptr() as usize, s.len())
 }
 
 /// The client label of requests from no user and no configured team.
@@ -60,9 +60,9 @@ pub const SERVER_CLIENT: &str = "berth";
 pub struct Metrics {
     registry: Registry,
     /// (endpoint, method, status) → the request counter and latency histogram.
-    request_handles: Handles<(usize, usize, u16), (IntCounter, Histogram)>,
+    request_handles: Handles<((usize, usize), (usize, usize), u16), (IntCounter, Histogram)>,
     /// (mirrored, kind) → the served-bytes counter.
-    served_handles: Handles<(bool, usize), IntCounter>,
+    served_handles: Handles<(bool, (usize, usize)), IntCounter>,
     /// client → its served-bytes counter.
     client_served_handles: Handles<String, IntCounter>,
     /// Requests by endpoint, method and status.

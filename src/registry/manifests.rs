@@ -120,7 +120,8 @@ impl Registry {
     }
 
     /// Writes a manifest (already verified) into `repo`, tags it if asked,
-    /// and brings the caches up to date. The caller holds `repo`'s write lock.
+    /// and brings the caches up to date; returns its response head. The
+    /// caller holds `repo`'s write lock.
     pub(super) async fn save_manifest(
         &self,
         repo: &RepoName,
@@ -128,17 +129,19 @@ impl Registry {
         bytes: Bytes,
         info: ManifestInfo,
         tag: Option<&Tag>,
-    ) -> RegistryResult<()> {
+    ) -> RegistryResult<Arc<ManifestHead>> {
         let saved = self.core.store.put_manifest(repo, digest, bytes.clone(), tag).await;
         self.core.written(repo);
         saved?;
         let now = self.core.caches.generations.current(repo);
-        self.core.caches.manifests.insert(digest.clone(), Arc::new(CachedManifest::new(digest, bytes, info))).await;
+        let cached = Arc::new(CachedManifest::new(digest, bytes, info));
+        let head = cached.head.clone();
+        self.core.caches.manifests.insert(digest.clone(), cached).await;
         self.core.caches.revisions.insert(repo, digest.clone(), (), now).await;
         if let Some(tag) = tag {
             self.core.caches.tags.insert(repo, tag.clone(), digest.clone(), now).await;
         }
-        Ok(())
+        Ok(head)
     }
 
     /// Stores a pushed manifest after checking it parses, matches a digest

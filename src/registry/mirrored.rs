@@ -12,7 +12,6 @@ use crate::oci::{Digest, ManifestInfo, Reference, Tag};
 use crate::store::index::UseKind;
 
 use super::blobs::{resolve_range, BlobRead};
-use super::manifests::ManifestHead;
 use super::range::RangeRequest;
 use super::{Manifest, MirroredRepo, Registry, RegistryError, RegistryResult};
 
@@ -75,13 +74,13 @@ impl Registry {
                     Reference::Digest(_) => None,
                 };
                 let _writing = self.core.locks.lock(&m.storage).await;
-                self.save_manifest(&m.storage, &fetched.digest, fetched.bytes.clone(), info, tag).await.map_err(
-                    |e| match e {
+                let head = self
+                    .save_manifest(&m.storage, &fetched.digest, fetched.bytes.clone(), info, tag)
+                    .await
+                    .map_err(|e| match e {
                         RegistryError::Store(s) => MirrorError::from(s),
                         other => MirrorError::Protocol { host: m.upstream.host.clone(), reason: other.to_string() },
-                    },
-                )?;
-                let head = Arc::new(ManifestHead::new(&fetched.digest, &media_type));
+                    })?;
                 Ok::<_, MirrorError>(Manifest {
                     digest: fetched.digest,
                     media_type,
