@@ -124,14 +124,6 @@ impl DigestSet {
     }
 }
 
-impl<'a> Extend<&'a Digest> for DigestSet {
-    fn extend<I: IntoIterator<Item = &'a Digest>>(&mut self, iter: I) {
-        for d in iter {
-            self.insert(d);
-        }
-    }
-}
-
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.algorithm.as_str(), self.hex)

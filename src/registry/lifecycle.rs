@@ -142,12 +142,10 @@ impl Lifecycle {
     /// or an older berth's), while the server serves.
     pub async fn index_tree(&self) -> RegistryResult<()> {
         let store = &self.core.store;
-        if store.shared() {
-            // Other replicas write too: each lifecycle turn rebuilds the index (`store::shared`).
-            return Ok(());
-        }
-        let started = Instant::now();
-        if store.indexed(|index| index.is_indexed()).await? {
+        // Over shared storage other replicas write too: each lifecycle turn
+        // rebuilds the index (`store::shared`), and `ensure_indexed` leaves it.
+        if !store.shared() && store.indexed(|index| index.is_indexed()).await? {
+            let started = Instant::now();
             // What a crash left the index saying about links and data that are gone.
             let dropped = store.reconcile_index().await?;
             if dropped > 0 {
@@ -155,8 +153,6 @@ impl Lifecycle {
             }
             return Ok(());
         }
-        let found = store.index_tree().await?;
-        tracing::info!(references = found, took = ?started.elapsed(), "indexed the data directory");
-        Ok(())
+        self.ensure_indexed().await
     }
 }
