@@ -112,6 +112,42 @@ async fn delete_untagged_keeps_everything_a_tag_reaches_through_an_index() {
     s.stop().await;
 }
 
+/// GC marks from what the index knows each manifest references: a manifest
+/// stored with berth is never read again by a GC, one from before (a tree
+/// without that knowledge) is read once and then known. Shown by spoiling
+/// the manifests' files on disk after the server that could have cached them
+/// stopped: a GC that read them would refuse to sweep.
+#[actix_rt::test]
+async fn gc_marks_from_the_index_without_reading_manifests() {
+    let s = TestServer::start_with(private).await;
+    let c = s.client();
+    let (_, old) = push(&c, "team/app", "old", b"old layer", b"base").await;
+    let dir = s.stop().await;
+    // An index from before edges were kept: rebuilt from the tree at start.
+    std::fs::remove_file(dir.path().join(".berth/index.redb")).unwrap();
+    let s = TestServer::start_in(dir, private).await;
+    let c = s.client();
+    let r = gc(&s, &c, "grace=0s").await;
+    assert_eq!(r["blobs_removed"], 0, "{r}");
+    let (_, new) = push(&c, "team/app", "new", b"new layer", b"base").await;
+    let (_, gone) = push(&c, "team/app", "gone", b"gone layer", b"base").await;
+    assert_eq!(c.req("DELETE", &format!("/v2/team/app/manifests/{gone}"), &[], "").await.status, 202);
+    let dir = s.stop().await;
+
+    for d in [&old, &new] {
+        std::fs::write(blob_file(dir.path(), d), b"not a manifest any more").unwrap();
+    }
+    let s = TestServer::start_in(dir, private).await;
+    let c = s.client();
+    let r = gc(&s, &c, "grace=0s").await;
+    assert_eq!(r["blobs_removed"], 2, "the deleted manifest and its own layer: {r}");
+    for l in [b"old layer".as_slice(), b"new layer", b"base", b"{}"] {
+        assert!(blob_file(s.data(), &Digest::sha256_of(l)).exists(), "what the tags reach is kept");
+    }
+    assert!(!blob_file(s.data(), &Digest::sha256_of(b"gone layer")).exists());
+    s.stop().await;
+}
+
 #[actix_rt::test]
 async fn gc_concurrent_with_a_loop_of_pushes_loses_nothing() {
     let s = TestServer::start_with(private).await;

@@ -68,14 +68,18 @@ impl Progress {
 pub fn summary(r: &GcReport) -> String {
     let verb = if r.dry_run { "would remove" } else { "removed" };
     format!(
-        "berth gc: {verb} {} manifests and {} blobs, {} {}; scanned {} blobs in {} repositories in {:.1}s",
+        "berth gc: {verb} {} manifests and {} blobs, {} {}; scanned {} blobs in {} repositories in {:.1}s \
+         (marking {:.1}s, listing {:.1}s, sweeping {:.1}s)",
         r.manifests_removed,
         r.blobs_removed,
         bytesize::ByteSize::b(r.bytes_freed),
         if r.dry_run { "to free" } else { "freed" },
         r.blobs_scanned,
         r.repositories,
-        r.millis as f64 / 1000.0
+        r.millis as f64 / 1000.0,
+        r.mark_millis as f64 / 1000.0,
+        r.list_millis as f64 / 1000.0,
+        r.millis.saturating_sub(r.mark_millis + r.list_millis) as f64 / 1000.0
     )
 }
 

@@ -3,12 +3,14 @@
 //! over how one is loaded). No I/O: every other layer may use these.
 
 pub mod digest;
+pub mod edges;
 pub mod error;
 pub mod manifest;
 pub mod name;
 pub mod reach;
 
 pub use digest::{Algorithm, Digest, DigestHasher, DigestSet};
+pub use edges::Edges;
 pub use error::OciCode;
 pub use manifest::{Descriptor, ManifestInfo, MediaType, Platform};
 pub use name::{Reference, RepoName, Tag};

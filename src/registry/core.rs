@@ -9,12 +9,15 @@ use std::sync::Arc;
 
 use crate::metrics::Metrics;
 use crate::oci::reach::{self, Reach};
-use crate::oci::{Digest, DigestSet, ManifestInfo, RepoName};
+use crate::oci::{Digest, DigestSet, Edges, ManifestInfo, RepoName};
 use crate::store::Store;
 
 use super::browse::Catalog;
 use super::cache::{CachedManifest, Caches, RepoLocks};
 use super::{Referrer, RegistryError, RegistryResult};
+
+/// Roots whose references one index read fetches during a GC's marking.
+const MARK_BATCH: usize = 1024;
 
 /// A GC's marking of one repository: every manifest and blob it keeps goes
 /// into `kept` (the run's, over all repositories), and the manifests walked
@@ -103,24 +106,58 @@ impl Core {
         }
     }
 
-    /// The walk for a GC: what `roots` keep alive goes into `marks`, the
-    /// manifests read are not cached (`peek_manifest`), and, when `strict`,
-    /// a manifest that cannot be read ends the walk with its error (what a
-    /// sweep would do after it would be a guess).
+    /// The walk for a GC: what `roots` keep alive goes into `marks`. What a
+    /// manifest references comes from the index (`oci::Edges`) where it is
+    /// known, read for a batch of roots at once; a manifest it does not know
+    /// yet is read (past the serving cache, `peek_manifest`) and the index
+    /// told, so the next run reads none. When `strict`, a manifest that
+    /// cannot be read ends the walk with its error (what a sweep would do
+    /// after it would be a guess).
     pub(super) async fn mark(
         &self,
         roots: impl IntoIterator<Item = Digest>,
         marks: &mut Marks<'_>,
         strict: bool,
     ) -> RegistryResult<()> {
-        let load = |d: Digest| async move {
-            match self.peek_manifest(&d).await {
-                Ok(m) => Ok(Some(m)),
-                Err(e) if strict => Err(e),
-                Err(_) => Ok(None),
-            }
-        };
-        reach::walk(roots, reach::everything, load, marks).await
+        let roots: Vec<Digest> = roots.into_iter().collect();
+        for batch in roots.chunks(MARK_BATCH) {
+            let lookup = batch.to_vec();
+            let known = self.store.indexed(move |index| index.edges_many(&lookup)).await?;
+            let known: std::collections::HashMap<Digest, Edges> =
+                batch.iter().cloned().zip(known).filter_map(|(d, e)| Some((d, e?))).collect();
+            let known = std::sync::Mutex::new(known);
+            let learnt = std::sync::Mutex::new(Vec::new());
+            let load = |d: Digest| {
+                let (known, learnt) = (&known, &learnt);
+                async move {
+                    let edges = match known.lock().unwrap().remove(&d) {
+                        Some(edges) => Some(edges),
+                        None => {
+                            let one = vec![d.clone()];
+                            self.store.indexed(move |index| index.edges_many(&one)).await?.pop().flatten()
+                        }
+                    };
+                    if let Some(edges) = edges {
+                        return Ok(Some(edges.skeleton()));
+                    }
+                    match self.peek_manifest(&d).await {
+                        Ok(m) => {
+                            let edges = Edges::of(&m.info);
+                            let skeleton = edges.skeleton();
+                            learnt.lock().unwrap().push((d, edges));
+                            Ok(Some(skeleton))
+                        }
+                        Err(e) if strict => Err(e),
+                        Err(_) => Ok(None),
+                    }
+                }
+            };
+            let walked = reach::walk(batch.iter().cloned(), reach::everything, load, marks).await;
+            let learnt = learnt.into_inner().unwrap();
+            self.store.indexed(move |index| index.record_edges(&learnt)).await?;
+            walked?;
+        }
+        Ok(())
     }
 
     /// Manifests stored in `repo` whose subject is `subject`, optionally only

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use redb::{Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::oci::{Digest, RepoName};
+use crate::oci::{Digest, Edges, RepoName};
 
 use super::error::{StoreError, StoreResult};
 
@@ -38,6 +38,11 @@ const USES: TableDefinition<&str, u64> = TableDefinition::new("uses");
 /// not claim (an operation held a lease). Each pass retries them, so data a
 /// lease protected once is not left behind for good.
 const DEFERRED: TableDefinition<&str, u64> = TableDefinition::new("deferred");
+/// Manifest digest → what it references (`oci::Edges`, encoded): a pure
+/// function of the manifest's bytes, so it is never stale; GC marks from it
+/// instead of reading every manifest. Written when a manifest is stored, or
+/// when a GC first reads one; dropped with the manifest's data.
+const EDGES: TableDefinition<&str, &[u8]> = TableDefinition::new("edges");
 /// Facts about the index itself.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// `META` key set once the tree has been indexed completely (value: format version).
@@ -188,6 +193,51 @@ impl Index {
         })
     }
 
+    /// Records that `repo` has manifest `d` (before its revision link is
+    /// written), with what it references.
+    pub fn add_manifest(&self, d: &Digest, repo: &RepoName, size: u64, edges: &Edges) -> StoreResult<()> {
+        let (key, value, edges) = (d.to_string(), RefKind::Manifest.value(repo), edges.encode());
+        self.with(|db| {
+            let txn = db.begin_write()?;
+            txn.open_multimap_table(REFS)?.insert(key.as_str(), value.as_str())?;
+            txn.open_table(SIZES)?.insert(key.as_str(), size)?;
+            txn.open_table(EDGES)?.insert(key.as_str(), edges.as_slice())?;
+            txn.commit()?;
+            Ok(())
+        })
+    }
+
+    /// What each of `ds` references, where known, in one read.
+    pub fn edges_many(&self, ds: &[Digest]) -> StoreResult<Vec<Option<Edges>>> {
+        self.with(|db| {
+            let txn = db.begin_read()?;
+            let Some(table) = readable(&txn, EDGES)? else { return Ok(vec![None; ds.len()]) };
+            let mut out = Vec::with_capacity(ds.len());
+            for d in ds {
+                out.push(table.get(d.to_string().as_str())?.and_then(|v| Edges::decode(v.value())));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Records what manifests reference (learnt by reading them), in one transaction.
+    pub fn record_edges(&self, found: &[(Digest, Edges)]) -> StoreResult<()> {
+        if found.is_empty() {
+            return Ok(());
+        }
+        self.with(|db| {
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(EDGES)?;
+                for (d, edges) in found {
+                    table.insert(d.to_string().as_str(), edges.encode().as_slice())?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })
+    }
+
     /// Records that `repo` no longer links `d` (after the link was deleted).
     pub fn remove_ref(&self, d: &Digest, kind: RefKind, repo: &RepoName) -> StoreResult<()> {
         let (key, value) = (d.to_string(), kind.value(repo));
@@ -274,11 +324,13 @@ impl Index {
                 let mut refs = txn.open_multimap_table(REFS)?;
                 let mut sizes = txn.open_table(SIZES)?;
                 let mut deferred = txn.open_table(DEFERRED)?;
+                let mut edges = txn.open_table(EDGES)?;
                 for d in ds {
                     let key = d.to_string();
                     refs.remove_all(key.as_str())?;
                     sizes.remove(key.as_str())?;
                     deferred.remove(key.as_str())?;
+                    edges.remove(key.as_str())?;
                 }
             }
             txn.commit()?;
@@ -575,6 +627,22 @@ mod tests {
         index.forget_blob(&d("a")).unwrap();
         assert!(index.refs(&d("a")).unwrap().is_empty());
         assert_eq!(index.size(&d("a")).unwrap(), None);
+    }
+
+    #[test]
+    fn what_manifests_reference_is_kept_until_their_data_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        let repo: RepoName = "team/app".parse().unwrap();
+        assert_eq!(index.edges_many(&[d("m")]).unwrap(), vec![None], "nothing recorded yet");
+        let image = Edges { blobs: vec![(d("layer"), 4)], manifests: vec![] };
+        let index_of = Edges { blobs: vec![], manifests: vec![(d("m"), 9)] };
+        index.add_manifest(&d("m"), &repo, 9, &image).unwrap();
+        index.record_edges(&[(d("i"), index_of.clone())]).unwrap();
+        assert_eq!(index.edges_many(&[d("i"), d("m"), d("x")]).unwrap(), vec![Some(index_of), Some(image), None]);
+        assert_eq!((index.refs(&d("m")).unwrap().pushed.len(), index.size(&d("m")).unwrap()), (1, Some(9)));
+        index.forget_blobs(&[d("m")]).unwrap();
+        assert_eq!(index.edges_many(&[d("m")]).unwrap(), vec![None]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::oci::{Digest, RepoName, Tag};
+use crate::oci::{Digest, Edges, ManifestInfo, RepoName, Tag};
 
 use super::error::StoreResult;
 use super::index::RefKind;
@@ -17,9 +17,16 @@ impl Store {
     pub async fn put_manifest(&self, repo: &RepoName, d: &Digest, bytes: Bytes, tag: Option<&Tag>) -> StoreResult<()> {
         let _lease = self.lease(d).await;
         let size = bytes.len() as u64;
+        // What it references, for GC to mark from the index; derived here from
+        // the bytes themselves so the index cannot be told something else.
+        let edges = ManifestInfo::parse_stored(&bytes).ok().map(|info| Edges::of(&info));
         self.put_blob_bytes(d, bytes.clone()).await?;
         let (digest, r) = (d.clone(), repo.clone());
-        self.indexed(move |index| index.add_ref(&digest, RefKind::Manifest, &r, Some(size))).await?;
+        self.indexed(move |index| match edges {
+            Some(edges) => index.add_manifest(&digest, &r, size, &edges),
+            None => index.add_ref(&digest, RefKind::Manifest, &r, Some(size)),
+        })
+        .await?;
         let mut created = Vec::new();
         let result = async {
             if self.write_link(&layout::revision_link(repo, d), d).await? {
