@@ -3,7 +3,8 @@
 //! basic auth, corrupt a blob, hold a blob body half-sent until released,
 //! hold token requests, send blobs without Content-Length, or answer
 //! every registry request (or only manifest GETs, or token requests) with a
-//! fixed status.
+//! fixed status. It answers the referrers API (or, as an older registry
+//! would, 404 to it) from the manifests it holds.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -66,6 +67,9 @@ pub struct State {
     /// Docker Hub's rate limit: (limit, remaining, window seconds). Manifest
     /// responses report it; each manifest GET (not HEAD) spends one.
     pub ratelimit: Option<(i64, i64, u64)>,
+    /// Whether `/v2/<name>/referrers/<digest>` is answered (else 404, as
+    /// Distribution 2.8 does: clients then use the referrers tag schema).
+    pub referrers_api: bool,
     pub url: String,
 }
 
@@ -104,6 +108,7 @@ impl FakeUpstream {
             no_content_length: false,
             gate: None,
             ratelimit: None,
+            referrers_api: true,
             url: String::new(),
         }));
         let data = web::Data::from(state.clone());
@@ -180,6 +185,49 @@ impl FakeUpstream {
             s.manifests.insert((repo.to_string(), reference), (OCI_MANIFEST.to_string(), manifest.clone()));
         }
         Image { digest, manifest, config: config_d, layers: layer_ds }
+    }
+
+    /// Adds an artifact referring to `subject` (by digest only, as a client
+    /// of the referrers API pushes it): one layer, `payload`.
+    pub fn add_artifact(&self, repo: &str, subject: &Digest, artifact_type: &str, payload: &[u8]) -> (Digest, Bytes) {
+        let subject_body = self.state().manifests.get(&(repo.to_string(), subject.to_string())).unwrap().1.clone();
+        let layer = Digest::sha256_of(payload);
+        let manifest = Bytes::from(
+            serde_json::to_vec(&json!({
+                "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
+                "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": Digest::sha256_of(b"{}").to_string(), "size": 2},
+                "layers": [{"mediaType": "application/octet-stream", "digest": layer.to_string(), "size": payload.len()}],
+                "subject": {"mediaType": OCI_MANIFEST, "digest": subject.to_string(), "size": subject_body.len()},
+                "annotations": {"org.example.kind": artifact_type},
+            }))
+            .unwrap(),
+        );
+        let digest = Digest::sha256_of(&manifest);
+        let mut s = self.state();
+        for (d, body) in
+            [(layer, Bytes::copy_from_slice(payload)), (Digest::sha256_of(b"{}"), Bytes::from_static(b"{}"))]
+        {
+            s.blobs.insert(d.to_string(), body);
+            s.blob_repos.entry(d.to_string()).or_default().insert(repo.to_string());
+        }
+        s.manifests.insert((repo.to_string(), digest.to_string()), (OCI_MANIFEST.to_string(), manifest.clone()));
+        (digest, manifest)
+    }
+
+    /// Tags an index of `artifacts` (added with `add_artifact`) as
+    /// `sha256-<hex>` of `subject`: the referrers tag schema.
+    pub fn add_referrers_tag(&self, repo: &str, subject: &Digest, artifacts: &[(Digest, Bytes)]) {
+        let manifests: Vec<_> = artifacts
+            .iter()
+            .map(|(d, body)| {
+                let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+                json!({"mediaType": OCI_MANIFEST, "digest": d.to_string(), "size": body.len(), "artifactType": v["artifactType"]})
+            })
+            .collect();
+        let index =
+            serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests})).unwrap();
+        let tag = subject.to_string().replacen(':', "-", 1);
+        self.state().manifests.insert((repo.to_string(), tag), (OCI_INDEX.to_string(), Bytes::from(index)));
     }
 
     /// Requests served (not answered with an auth challenge) whose method
@@ -269,9 +317,10 @@ async fn handle(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespons
     if rest.is_empty() {
         return HttpResponse::Ok().json(json!({}));
     }
-    let (name, kind, reference) = match (rest.rfind("/manifests/"), rest.rfind("/blobs/")) {
-        (Some(i), _) => (&rest[..i], "manifests", &rest[i + 11..]),
-        (None, Some(i)) => (&rest[..i], "blobs", &rest[i + 7..]),
+    let (name, kind, reference) = match (rest.rfind("/manifests/"), rest.rfind("/blobs/"), rest.rfind("/referrers/")) {
+        (Some(i), _, _) => (&rest[..i], "manifests", &rest[i + 11..]),
+        (None, Some(i), _) => (&rest[..i], "blobs", &rest[i + 7..]),
+        (None, None, Some(i)) => (&rest[..i], "referrers", &rest[i + 11..]),
         _ => return HttpResponse::NotFound().finish(),
     };
     if let Some((status, retry_after)) = s.fail_with.clone() {
@@ -283,6 +332,31 @@ async fn handle(req: HttpRequest, state: web::Data<Mutex<State>>) -> HttpRespons
     }
     let not_found =
         |code: &str| HttpResponse::NotFound().json(json!({"errors": [{"code": code, "message": "unknown"}]}));
+    if kind == "referrers" {
+        if !s.referrers_api {
+            return HttpResponse::NotFound().finish();
+        }
+        let mut found: Vec<serde_json::Value> = s
+            .manifests
+            .iter()
+            .filter(|((repo, r), _)| repo == name && r.starts_with("sha256:"))
+            .filter_map(|((_, r), (mt, body))| {
+                let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+                (v["subject"]["digest"] == reference).then(|| {
+                    let artifact_type = if v["artifactType"].is_null() {
+                        v["config"]["mediaType"].clone()
+                    } else {
+                        v["artifactType"].clone()
+                    };
+                    json!({"mediaType": mt, "digest": r, "size": body.len(), "artifactType": artifact_type})
+                })
+            })
+            .collect();
+        found.sort_by_key(|v| v["digest"].as_str().unwrap().to_string());
+        return HttpResponse::Ok()
+            .content_type(OCI_INDEX)
+            .json(json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": found}));
+    }
     if kind == "manifests" {
         if let (Some((status, retry_after)), "GET") = (s.fail_manifest_gets.clone(), method.as_str()) {
             return failing(status, retry_after);

@@ -378,3 +378,56 @@ async fn a_revoked_token_is_replaced_once() {
     s.stop().await;
     up.stop().await;
 }
+
+/// The referrers of a mirrored image: the upstream's (its referrers API, or
+/// the referrers tag schema where it has none), mirrored and filtered like
+/// local ones, and still listed once the upstream is gone.
+#[actix_rt::test]
+async fn mirrored_referrers_are_listed_filtered_and_kept_offline() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let image = up.add_image("library/app", "1", &[layer(100, 1)]);
+    let (sig, _) = up.add_artifact("library/app", &image.digest, "application/vnd.example.sig", b"signature");
+    let (sbom, _) = up.add_artifact("library/app", &image.digest, "application/spdx+json", b"sbom");
+    let s = mirror(&up, None, |c| set_ttl(c, Duration::ZERO)).await;
+    let c = s.client();
+    let listed = |r: &Resp| -> Vec<(String, String)> {
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let v = r.json();
+        v["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["digest"].as_str().unwrap().to_string(), m["artifactType"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let mut both = vec![
+        (sig.to_string(), "application/vnd.example.sig".to_string()),
+        (sbom.to_string(), "application/spdx+json".to_string()),
+    ];
+    both.sort();
+    let r = c.get(&format!("/v2/app/referrers/{}", image.digest)).await;
+    assert_eq!(listed(&r), both);
+    assert_eq!(r.header("x-berth-stale"), None);
+    let only_sig = format!("/v2/app/referrers/{}?artifactType=application/vnd.example.sig", image.digest);
+    let r = c.get(&only_sig).await;
+    assert_eq!(listed(&r), vec![(sig.to_string(), "application/vnd.example.sig".to_string())]);
+    assert_eq!(r.header("oci-filters-applied"), Some("artifactType"));
+
+    // An upstream without the referrers API (404): the referrers tag schema.
+    up.state().referrers_api = false;
+    let other = up.add_image("library/app", "2", &[layer(100, 2)]);
+    let old_style = up.add_artifact("library/app", &other.digest, "application/vnd.example.sig", b"old style");
+    up.add_referrers_tag("library/app", &other.digest, &[old_style.clone()]);
+    let r = c.get(&format!("/v2/app/referrers/{}", other.digest)).await;
+    assert_eq!(listed(&r), vec![(old_style.0.to_string(), "application/vnd.example.sig".to_string())]);
+
+    // The upstream gone: what was listed is still listed (stale), and pulls.
+    up.stop().await;
+    let r = c.get(&format!("/v2/app/referrers/{}", image.digest)).await;
+    assert_eq!(listed(&r), both);
+    assert!(r.header("x-berth-stale").is_some_and(|w| w.contains("unavailable")), "{:?}", r.header("x-berth-stale"));
+    assert_eq!(listed(&c.get(&only_sig).await).len(), 1);
+    let r = c.get(&format!("/v2/app/manifests/{sig}")).await;
+    assert_eq!(r.status, 200, "the referrer itself was mirrored");
+    s.stop().await;
+}

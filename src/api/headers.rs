@@ -15,6 +15,9 @@ pub const API_VERSION: (&str, &str) = ("Docker-Distribution-API-Version", "regis
 pub const OCI_CHUNK_MIN_LENGTH: &str = "OCI-Chunk-Min-Length";
 pub const OCI_SUBJECT: &str = "OCI-Subject";
 pub const OCI_FILTERS_APPLIED: &str = "OCI-Filters-Applied";
+/// Says that mirrored content (a tag, a referrers list) was served without
+/// asking its upstream, and why.
+pub const STALE: &str = "X-Berth-Stale";
 
 fn get(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty())

@@ -10,12 +10,9 @@ use crate::store::BodyError;
 use crate::oci::{Reference, RepoName};
 use crate::registry::{RegistryError, Route};
 
-use super::headers::{accepts, content_type, DOCKER_CONTENT_DIGEST, DOCKER_CONTENT_DIGEST_NAME, OCI_SUBJECT};
+use super::headers::{accepts, content_type, DOCKER_CONTENT_DIGEST, DOCKER_CONTENT_DIGEST_NAME, OCI_SUBJECT, STALE};
 use super::uploads::Body;
 use super::{ApiError, Reg};
-
-/// Says that a mirrored tag was served without asking its upstream, and why.
-const STALE: &str = "X-Berth-Stale";
 
 pub async fn get(req: &HttpRequest, reg: &Reg, route: &Route, r: &Reference) -> Result<HttpResponse, ApiError> {
     let m = if req.method() == actix_web::http::Method::HEAD {

@@ -22,7 +22,7 @@ pub use upstream::{Health, Upstream};
 use crate::config::MirrorConfig;
 use crate::metrics::Metrics;
 use crate::oci::RepoName;
-use crate::oci::{Digest, MediaType, Reference};
+use crate::oci::{Digest, ManifestInfo, MediaType, Reference};
 use crate::store::Store;
 
 /// A manifest as an upstream sent it, digest verified.
@@ -115,6 +115,38 @@ impl Mirror {
             None => Digest::sha256_of(&bytes),
         };
         Ok(FetchedManifest { digest, bytes })
+    }
+
+    /// What the upstream lists as referring to `subject`: the referrers API,
+    /// or, where the upstream does not have it (404), the referrers tag
+    /// schema (an index tagged `sha256-<hex>`); empty when neither exists.
+    /// Only the list: each manifest is fetched (and verified) by digest.
+    pub async fn fetch_referrers(&self, up: &Upstream, remote: &str, subject: &Digest) -> MirrorResult<Vec<Digest>> {
+        let path = format!("/v2/{remote}/referrers/{subject}");
+        tracing::debug!(upstream = %up.host, %path, "GET referrers upstream");
+        let resp = up.send(Method::GET, &path, Some(MediaType::OCI_INDEX), &scope(remote)).await?;
+        let body = match up.check(resp, || format!("referrers of {subject} in {remote}")) {
+            Ok(mut resp) => resp
+                .body()
+                .limit(self.max_manifest_size)
+                .await
+                .map_err(|e| up.failed(up.protocol(format!("referrers body: {e}"))))?,
+            Err(MirrorError::NotFound { .. }) => {
+                let tag: Reference = match subject.to_string().replacen(':', "-", 1).parse() {
+                    Ok(tag) => tag,
+                    Err(_) => return Ok(vec![]),
+                };
+                match self.fetch_manifest(up, remote, &tag).await {
+                    Ok(index) => index.bytes,
+                    Err(MirrorError::NotFound { .. }) => return Ok(vec![]),
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        let index = ManifestInfo::parse_stored(&body)
+            .map_err(|e| up.protocol(format!("referrers of {subject}: {}", e.message)))?;
+        Ok(index.children().map(|d| d.digest.clone()).collect())
     }
 
     /// HEADs a tag (free of Docker Hub's pull rate limit); the digest it

@@ -86,6 +86,8 @@ pub struct Registry {
     mirror: Option<Arc<Mirror>>,
     /// When a mirrored tag was last fetched or revalidated upstream.
     fresh_tags: Cache<(RepoName, Tag), Instant>,
+    /// When a mirrored subject's referrers were last listed upstream.
+    fresh_referrers: Cache<(RepoName, crate::oci::Digest), Instant>,
     /// Coalesces concurrent upstream fetches of one manifest.
     manifest_fetches: Cache<(RepoName, String), Manifest>,
     delete_enabled: bool,
@@ -123,6 +125,7 @@ impl Registry {
             access,
             mirror,
             fresh_tags: Cache::new(cfg.cache.tags),
+            fresh_referrers: Cache::new(cfg.cache.tags),
             manifest_fetches: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(1)).build(),
             delete_enabled: cfg.storage.delete.enabled,
             max_manifest_size: cfg.storage.max_manifest_size,
