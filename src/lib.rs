@@ -30,6 +30,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod tokens;
 pub mod traffic;
+pub mod trust;
 pub mod ui;
 pub mod warm;
 

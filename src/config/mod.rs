@@ -336,6 +336,47 @@ pub struct MirrorConfig {
     pub warm_interval: Duration,
     /// The upstream registries, by host. A list given in a file replaces this default.
     pub upstreams: Vec<UpstreamConfig>,
+    /// Signature policy (`[[mirror.verify]]`), first matching rule decides;
+    /// none matching: no signature is asked for.
+    pub verify: Vec<VerifyRule>,
+}
+
+/// A signature policy rule: manifests of the repositories it covers must
+/// carry a cosign signature by one of `keys` (see `trust`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifyRule {
+    /// Patterns over repository identities, as in `auth.rules`.
+    pub repositories: Vec<String>,
+    /// PEM files of trusted public keys (ECDSA P-256/P-384, Ed25519, RSA).
+    pub keys: Vec<PathBuf>,
+    pub mode: VerifyMode,
+    pub scope: VerifyScope,
+}
+
+impl Default for VerifyRule {
+    fn default() -> Self {
+        Self { repositories: vec![], keys: vec![], mode: VerifyMode::Enforce, scope: VerifyScope::Mirrored }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyMode {
+    /// Unsigned manifests (and their blobs) are refused with 403.
+    Enforce,
+    /// Served, but logged, counted and shown.
+    Warn,
+    /// The rule matches and asks for nothing (an exception to a later rule).
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyScope {
+    Mirrored,
+    Pushed,
+    All,
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -434,6 +475,7 @@ impl Default for MirrorConfig {
             warm: vec![],
             warm_interval: Duration::from_secs(6 * 3600),
             upstreams: vec![UpstreamConfig::new("docker.io", "https://registry-1.docker.io")],
+            verify: vec![],
         }
     }
 }
