@@ -87,6 +87,9 @@ pub struct Metrics {
     pub ratelimit_remaining: IntGaugeVec,
     /// Tag revalidations skipped to save an upstream's rate-limit budget.
     pub budget_skips: IntCounterVec,
+    /// Signature policy decisions on served manifests, by repository and
+    /// outcome (`signed`, `warned`: unsigned but served, `refused`).
+    pub signature_decisions: IntCounterVec,
     /// Bytes served to and fetched upstream for each client.
     pub client_served_bytes: IntCounterVec,
     pub client_fetched_bytes: IntCounterVec,
@@ -192,6 +195,12 @@ impl Metrics {
                 "berth_upstream_ratelimit_remaining",
                 "The pulls an upstream last reported left (ratelimit-remaining)",
                 &["upstream", "credential"],
+            ),
+            signature_decisions: counter(
+                &r,
+                "berth_signature_decisions_total",
+                "Manifests a signature rule covers, served signed, served unsigned (warn) or refused (enforce)",
+                &["repository", "outcome"],
             ),
             budget_skips: counter(
                 &r,

@@ -19,6 +19,7 @@ pub mod images;
 pub mod mirroring;
 pub mod procs;
 pub mod s3;
+pub mod signing;
 pub mod upstream;
 pub mod webdriver;
 

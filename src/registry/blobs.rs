@@ -76,14 +76,27 @@ impl Registry {
     /// Size of a blob readable through `route`.
     #[tracing::instrument(level = "debug", skip(self, route), fields(repo = %route.storage(), digest = %d))]
     pub async fn stat_blob(&self, route: &Route, d: &Digest) -> RegistryResult<u64> {
+        self.admit_blob(route, d).await?;
         match route {
             Route::Local(repo) => self.local_blob_size(repo, d).await,
             Route::Mirrored(m) => self.mirrored_blob_size(m, d).await,
         }
     }
 
-    /// Opens a blob readable through `route`, whole or a byte range of it.
+    /// Opens a blob readable through `route`, whole or a byte range of it,
+    /// if the signature policy lets it be served.
     pub async fn open_blob(&self, route: &Route, d: &Digest, range: Option<RangeRequest>) -> RegistryResult<BlobRead> {
+        self.admit_blob(route, d).await?;
+        self.read_blob(route, d, range).await
+    }
+
+    /// As `open_blob`, without asking the signature policy.
+    pub(super) async fn read_blob(
+        &self,
+        route: &Route,
+        d: &Digest,
+        range: Option<RangeRequest>,
+    ) -> RegistryResult<BlobRead> {
         match route {
             Route::Local(repo) => {
                 let size = self.local_blob_size(repo, d).await?;

@@ -79,9 +79,18 @@ impl Registry {
         Ok(found)
     }
 
-    /// The manifest `reference` names in the repository `route` serves.
+    /// The manifest `reference` names in the repository `route` serves, if
+    /// the signature policy lets it be served.
     #[tracing::instrument(level = "debug", skip(self, route), fields(repo = %route.storage(), reference = %reference))]
     pub async fn get_manifest(&self, route: &Route, reference: &Reference) -> RegistryResult<Manifest> {
+        let m = self.read_manifest(route, reference).await?;
+        self.admit_manifest(route, &m).await?;
+        Ok(m)
+    }
+
+    /// As `get_manifest`, without asking the signature policy (what the
+    /// policy itself reads: signatures).
+    pub(super) async fn read_manifest(&self, route: &Route, reference: &Reference) -> RegistryResult<Manifest> {
         match route {
             Route::Local(repo) => self.local_manifest(repo, reference).await,
             Route::Mirrored(m) => self.mirrored_manifest(m, reference).await,
@@ -133,6 +142,11 @@ impl Registry {
         let saved = self.core.store.put_manifest(repo, digest, bytes.clone(), tag).await;
         self.core.written(repo);
         saved?;
+        // A signature (its `.sig` tag, or a referrer) may change a verdict.
+        let signs = tag.and_then(|t| crate::trust::cosign::signed_by_tag(t)).or_else(|| info.subject.clone());
+        if let Some(signed) = signs {
+            self.trust.forget(&signed);
+        }
         let now = self.core.caches.generations.current(repo);
         let cached = Arc::new(CachedManifest::new(digest, bytes, info));
         let head = cached.head.clone();

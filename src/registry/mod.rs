@@ -25,6 +25,7 @@ mod mirrored;
 pub mod namespace;
 mod range;
 mod referrers;
+pub mod trust;
 pub mod uses;
 
 use std::sync::Arc;
@@ -70,6 +71,14 @@ pub struct MirroredRepo {
 }
 
 impl Route {
+    /// The repository's identity.
+    pub fn id(&self) -> RepoId {
+        match self {
+            Route::Local(n) => RepoId::Local(n.clone()),
+            Route::Mirrored(m) => RepoId::Mirrored { host: m.upstream.host.clone(), remote: m.remote.clone() },
+        }
+    }
+
     /// The repository in the store that serves this route.
     pub fn storage(&self) -> &RepoName {
         match self {
@@ -86,6 +95,8 @@ pub struct Registry {
     mirror: Option<Arc<Mirror>>,
     /// When a mirrored tag was last fetched or revalidated upstream.
     fresh_tags: Cache<(RepoName, Tag), Instant>,
+    /// The signature policy.
+    trust: Arc<trust::Trust>,
     /// When a mirrored subject's referrers were last listed upstream.
     fresh_referrers: Cache<(RepoName, crate::oci::Digest), Instant>,
     /// Coalesces concurrent upstream fetches of one manifest.
@@ -103,6 +114,7 @@ impl Registry {
         let namespace = Namespace::new(&cfg.mirror);
         let access = Arc::new(Access::new(&cfg.auth, &namespace)?);
         let pins = expiry::Pins::new(&cfg.mirror.pin, &namespace)?;
+        let trust = Arc::new(trust::Trust::new(&cfg.mirror.verify, &namespace)?);
         let store = Arc::new(store);
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mirror = cfg
@@ -125,6 +137,7 @@ impl Registry {
             access,
             mirror,
             fresh_tags: Cache::new(cfg.cache.tags),
+            trust,
             fresh_referrers: Cache::new(cfg.cache.tags),
             manifest_fetches: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(1)).build(),
             delete_enabled: cfg.storage.delete.enabled,
@@ -357,6 +370,7 @@ pub fn describe_patterns(cfg: &Config) -> Result<Vec<String>, String> {
     let mut lines = Access::new(&cfg.auth, &namespace)?.describe();
     let pins = expiry::Pins::new(&cfg.mirror.pin, &namespace)?;
     lines.extend(pins.describe().into_iter().map(|p| format!("mirror.pin {p}")));
+    lines.extend(trust::Trust::new(&cfg.mirror.verify, &namespace)?.describe());
     Ok(lines)
 }
 

@@ -31,6 +31,12 @@ pub fn signature_tag(d: &Digest) -> Tag {
     format!("{}.sig", d.to_string().replacen(':', "-", 1)).parse().expect("a digest makes a valid tag")
 }
 
+/// The manifest a `sha256-<hex>.sig` tag holds signatures of.
+pub fn signed_by_tag(tag: &Tag) -> Option<Digest> {
+    let hex = tag.as_str().strip_prefix("sha256-")?.strip_suffix(".sig")?;
+    format!("sha256:{hex}").parse().ok()
+}
+
 /// One signature: its payload blob and the signature over it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
@@ -166,6 +172,8 @@ mod tests {
             .contains("no application/vnd.dev.cosign"));
         assert!(signatures(b"{").is_err());
         assert_eq!(signature_tag(&payload).as_str(), format!("sha256-{}.sig", payload.hex()));
+        assert_eq!(signed_by_tag(&signature_tag(&payload)), Some(payload));
+        assert_eq!(signed_by_tag(&"latest".parse().unwrap()), None);
     }
 
     #[test]
