@@ -111,6 +111,13 @@ async fn enforce_serves_signed_images_and_refuses_the_rest_before_a_byte() {
     refused(&c, &up, "malformed", &malformed, "has no dev.cosignproject.cosign/signature annotation").await;
     let r = c.get("/v2/unsigned/manifests/1").await;
     assert_eq!(r.status, 403, "by tag as by digest");
+    // The signed image's very bytes in another repository, without a
+    // signature there: a signature counts where cosign looks for it.
+    let copy = add("library/copy", 1);
+    assert_eq!(copy.digest, signed.digest);
+    let r = c.get(&format!("/v2/copy/manifests/{}", copy.digest)).await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    assert_eq!(c.get(&format!("/v2/copy/blobs/{}", copy.layers[0])).await.status, 403);
 
     // The signatures themselves are served, for clients that verify.
     let sig_tag = format!("/v2/signed/manifests/{}", common::signing::signature_tag(&signed.digest));

@@ -295,6 +295,23 @@ impl Client {
         d
     }
 
+    /// Pushes a blob in two steps (POST, then PUT to the upload's Location),
+    /// as registries without single-request uploads (Distribution 2.8) take it.
+    pub async fn push_blob_two_step(&self, repo: &str, data: &[u8]) -> Digest {
+        let d = Digest::sha256_of(data);
+        let r = self.req("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], Bytes::new()).await;
+        assert_eq!(r.status, 202, "start upload: {:?}", r.body);
+        let location = r.header("location").unwrap().to_string();
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let path = match location.find("/v2/") {
+            Some(i) => location[i..].to_string(),
+            None => location,
+        };
+        let r = self.req("PUT", &format!("{path}{sep}digest={d}"), &[], data.to_vec()).await;
+        assert_eq!(r.status, 201, "finish upload: {:?}", r.body);
+        d
+    }
+
     /// Pushes a manifest; returns the response.
     pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Resp {
         self.req("PUT", &format!("/v2/{repo}/manifests/{reference}"), &[("Content-Type", media_type)], body.to_vec())

@@ -13,8 +13,8 @@
 //! runtime could run) need no signature of their own, so clients that
 //! verify for themselves can read them through berth.
 //!
-//! Verdicts are cached per manifest digest, rule and key set (the keys'
-//! fingerprint): a changed key file re-judges. A signature found is trusted
+//! Verdicts are cached per repository, manifest digest, rule and key set
+//! (the keys' fingerprint): a changed key file re-judges. A signature found is trusted
 //! for an hour; the lack of one is asked about again after the upstream's
 //! `tag_ttl` (`UNSIGNED_LOCAL_TTL` for pushed content).
 
@@ -65,7 +65,9 @@ impl Rule {
     }
 }
 
-type VerdictKey = (Digest, usize, [u8; 32]);
+/// (repository storage, manifest, rule, key set): a signature counts in the
+/// repository it is stored in, as cosign looks for it there.
+type VerdictKey = (RepoName, Digest, usize, [u8; 32]);
 
 /// The rules, the verdicts cached, and what signed manifests vouch for.
 pub struct Trust {
@@ -148,7 +150,7 @@ impl Trust {
             return;
         }
         let d = d.clone();
-        if let Err(e) = self.verdicts.invalidate_entries_if(move |k, _| k.0 == d) {
+        if let Err(e) = self.verdicts.invalidate_entries_if(move |k, _| k.1 == d) {
             tracing::warn!(error = %e, "could not forget cached signature verdicts");
         }
     }
@@ -297,7 +299,7 @@ impl Registry {
     /// The verdict on manifest `d` under `rule`, cached.
     async fn verdict(&self, route: &Route, rule: &Rule, d: &Digest) -> Verdict {
         let keys = rule.keys.current();
-        let key = (d.clone(), rule.index, keys.fingerprint);
+        let key = (route.storage().clone(), d.clone(), rule.index, keys.fingerprint);
         if let Some((v, at)) = self.trust.verdicts.get(&key).await {
             let ttl = match (v.as_ref(), route) {
                 (Verdict::Signed { .. }, _) => SIGNED_TTL,
