@@ -242,3 +242,200 @@ fn base64_encode(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+/// A fake scanner behind the admission hook: answers as `mode` says and
+/// records each question.
+struct Scanner {
+    url: String,
+    state: std::sync::Arc<std::sync::Mutex<ScannerState>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+#[derive(Default)]
+struct ScannerState {
+    /// "allow", "deny", "hang" or "fail" (HTTP 500).
+    mode: String,
+    questions: Vec<serde_json::Value>,
+    tokens: Vec<Option<String>>,
+}
+
+impl Scanner {
+    fn start() -> Scanner {
+        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        let state =
+            std::sync::Arc::new(std::sync::Mutex::new(ScannerState { mode: "allow".into(), ..Default::default() }));
+        let data = web::Data::from(state.clone());
+        async fn check(
+            req: HttpRequest,
+            body: web::Json<serde_json::Value>,
+            state: web::Data<std::sync::Mutex<ScannerState>>,
+        ) -> HttpResponse {
+            let mode = {
+                let mut s = state.lock().unwrap();
+                s.questions.push(body.into_inner());
+                s.tokens.push(req.headers().get("authorization").map(|v| v.to_str().unwrap().to_string()));
+                s.mode.clone()
+            };
+            match mode.as_str() {
+                "allow" => HttpResponse::Ok().json(serde_json::json!({"allow": true, "reason": "clean"})),
+                "deny" => {
+                    HttpResponse::Ok().json(serde_json::json!({"allow": false, "reason": "CVE-2099-0001 in layer 1"}))
+                }
+                "hang" => futures::future::pending().await,
+                _ => HttpResponse::InternalServerError().finish(),
+            }
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/check", listener.local_addr().unwrap());
+        let server = HttpServer::new(move || App::new().app_data(data.clone()).route("/check", web::post().to(check)))
+            .workers(1)
+            .shutdown_timeout(0)
+            .listen(listener)
+            .unwrap()
+            .run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Scanner { url, state, handle }
+    }
+
+    fn set(&self, mode: &str) {
+        self.state.lock().unwrap().mode = mode.into();
+    }
+
+    fn asked(&self) -> usize {
+        self.state.lock().unwrap().questions.len()
+    }
+}
+
+fn hook(url: &str, failure: berth::config::AdmissionFailure) -> berth::config::AdmissionConfig {
+    berth::config::AdmissionConfig {
+        url: url.into(),
+        timeout: Duration::from_millis(500),
+        failure,
+        token: Some("hook-secret".into()),
+        ..Default::default()
+    }
+}
+
+#[actix_rt::test]
+async fn the_admission_hook_allows_denies_revokes_and_fails_as_configured() {
+    use berth::config::AdmissionFailure;
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let clean = up.add_image("library/clean", "1", &[layer(3000, 1)]);
+    let bad = up.add_image("library/bad", "1", &[layer(3000, 2)]);
+    let slow = up.add_image("library/slow", "1", &[layer(3000, 3)]);
+    let scanner = Scanner::start();
+    let h = hook(&scanner.url, AdmissionFailure::Closed);
+    let s = mirror(&up, None, move |c| c.mirror.admission = Some(h)).await;
+    let c = s.client();
+
+    pull(&c, "clean", "1", &clean).await;
+    {
+        let st = scanner.state.lock().unwrap();
+        assert_eq!(st.questions.len(), 1, "one question for one image");
+        let q = &st.questions[0];
+        assert_eq!(q["repository"], "docker.io/library/clean");
+        assert_eq!(q["digest"], clean.digest.to_string());
+        assert_eq!(q["layers"][0]["digest"], clean.layers[0].to_string());
+        assert_eq!(q["layers"][0]["size"], 3000);
+        assert!(q["signature"].is_null(), "no signature rule");
+        assert_eq!(st.tokens[0].as_deref(), Some("Bearer hook-secret"));
+    }
+    pull(&c, "clean", "1", &clean).await;
+    assert_eq!(scanner.asked(), 1, "the answer is cached");
+
+    scanner.set("deny");
+    let r = c.get("/v2/bad/manifests/1").await;
+    assert_eq!((r.status, r.code().as_str()), (403, "DENIED"), "{:?}", r.body);
+    assert!(r.text().contains("CVE-2099-0001"), "the hook's reason: {}", r.text());
+    assert_eq!(c.get(&format!("/v2/bad/blobs/{}", bad.layers[0])).await.status, 403);
+    assert_eq!(up.count("GET", &format!("/blobs/{}", bad.layers[0])), 0, "no layer crossed the link");
+
+    // The hook revokes its answer on `clean`: asked again, it now denies.
+    let forget = serde_json::json!({"digest": clean.digest.to_string()}).to_string();
+    let r = c
+        .req(
+            "POST",
+            "/_berth/admission/forget",
+            &[("Authorization", "Bearer guess"), ("Content-Type", "application/json")],
+            forget.clone(),
+        )
+        .await;
+    assert_eq!(r.status, 403, "a wrong token revokes nothing");
+    let r = c
+        .req(
+            "POST",
+            "/_berth/admission/forget",
+            &[("Authorization", "Bearer hook-secret"), ("Content-Type", "application/json")],
+            forget,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(c.get("/v2/clean/manifests/1").await.status, 403, "revoked");
+    assert_eq!(c.get(&format!("/v2/clean/blobs/{}", clean.layers[0])).await.status, 403, "its blobs too");
+
+    // A hook that does not answer in time, or answers 500: refused, 503 (closed).
+    scanner.set("hang");
+    let started = std::time::Instant::now();
+    let r = c.get("/v2/slow/manifests/1").await;
+    assert_eq!((r.status, r.code().as_str()), (503, "UNAVAILABLE"), "{:?}", r.body);
+    assert!(r.text().contains("did not answer"), "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(5), "cut off at the timeout");
+    scanner.set("fail");
+    assert_eq!(c.get("/v2/slow/manifests/1").await.status, 503, "a failure is not cached");
+    scanner.set("allow");
+    pull(&c, "slow", "1", &slow).await;
+    s.stop().await;
+
+    // A hook that is gone, with failure = "open": served, and counted.
+    scanner.handle.stop(false).await;
+    let h = hook(&scanner.url, AdmissionFailure::Open);
+    let s = mirror(&up, None, move |c| c.mirror.admission = Some(h)).await;
+    let c = s.client();
+    pull(&c, "bad", "1", &bad).await;
+    let metrics = c.get("/metrics").await.text();
+    assert!(metrics.contains(r#"berth_admission_decisions_total{outcome="failed_open"}"#), "{metrics}");
+    s.stop().await;
+}
+
+/// `berth verify IMAGE` prints the verdict and its reason.
+#[actix_rt::test]
+async fn berth_verify_prints_the_verdict_and_the_reason() {
+    let keys = tempfile::tempdir().unwrap();
+    let ec = SigningKey::new(keys.path(), "ec", "ec");
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let signed = up.add_image("library/signed", "1", &[layer(100, 1)]);
+    sign(&up, "library/signed", &signed.digest, &ec);
+    up.add_image("library/unsigned", "1", &[layer(100, 2)]);
+    let r = rule(
+        &["docker.io/library/signed", "docker.io/library/unsigned"],
+        &[&ec],
+        VerifyMode::Enforce,
+        VerifyScope::Mirrored,
+    );
+    let s = mirror(&up, None, move |c| c.mirror.verify = vec![r]).await;
+    // The command runs off this thread: the server under test runs on it.
+    let verify = |image: &str| {
+        let (base, image) = (s.base.clone(), image.to_string());
+        actix_rt::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+                .args(["verify", "--server", &base, &image])
+                .output()
+                .unwrap()
+        })
+    };
+    let out = verify("signed:1").await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("docker.io/library/signed@{}: signed by {}", signed.digest, ec.public.display())),
+        "{stdout}"
+    );
+    let out = verify("docker.io/library/unsigned:1").await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(stdout.contains(": unsigned: no signature found") && stdout.contains("mirror.verify[0]"), "{stdout}");
+    let out = verify("team/app:1").await.unwrap();
+    assert!(!out.status.success(), "an image that is not there is an error");
+    s.stop().await;
+}

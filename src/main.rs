@@ -68,6 +68,21 @@ enum Command {
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<String>,
     },
+    /// What the signature policy says of an image: the rule that covers it
+    /// and its verdict with the reason (exit 1 when it is unsigned). The
+    /// server looks signatures up as a pull would (through its upstream for
+    /// mirrored images).
+    Verify {
+        /// The server (berth) to ask.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:5000")]
+        server: String,
+        /// Credentials for the server, if it asks (USER:PASSWORD).
+        #[arg(long, value_name = "USER:PASSWORD")]
+        user: Option<String>,
+        /// The image as a client names it to berth: alpine:3.20, docker.io/library/alpine@sha256:…, team/app:v1
+        #[arg(value_name = "IMAGE")]
+        image: String,
+    },
     /// Exit 0 when the server running on this data directory answers /readyz
     /// with 200 (a container HEALTHCHECK): it finds the server's address in
     /// `<root>/.berth/server.addr`, so it follows whatever port and TLS it serves.
@@ -185,6 +200,7 @@ fn main() -> ExitCode {
             actix_web::rt::System::new().block_on(berth::local_server::ready(&cfg.storage.root))
         }),
         Command::CheckStorage { common } => load(&common).and_then(|cfg| check_storage(&cfg)),
+        Command::Verify { server, user, image } => verify(&server, user.as_deref(), &image),
         Command::Warm { server, platform, user, images } => {
             warm(&server, platform.as_deref(), user.as_deref(), &images)
         }
@@ -253,6 +269,53 @@ fn warm(server: &str, platform: Option<&str>, user: Option<&str>, images: &[Stri
         match failures.as_slice() {
             [] => Ok(()),
             _ => Err(failures.join("\n")),
+        }
+    })
+}
+
+/// `berth verify`: asks the server, prints the verdict.
+fn verify(server: &str, user: Option<&str>, image: &str) -> Result<(), String> {
+    let base = berth::local_server::base_url(server);
+    let local = berth::local_server::is_loopback(&base);
+    actix_web::rt::System::new().block_on(async {
+        let client = berth::local_server::client(local, Some(std::time::Duration::from_secs(120)));
+        let mut request =
+            client.get(format!("{base}/_berth/verify")).query(&[("image", image)]).map_err(|e| e.to_string())?;
+        if let Some(u) = user {
+            let (name, password) = u.split_once(':').ok_or("--user takes USER:PASSWORD")?;
+            request = request.basic_auth(name, password);
+        }
+        let mut resp = request.send().await.map_err(|e| format!("cannot reach {base}: {e}"))?;
+        let body = resp.body().await.map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|_| format!("{base} answered {}: {}", resp.status(), String::from_utf8_lossy(&body)))?;
+        if !resp.status().is_success() {
+            let message = v["errors"][0]["message"].as_str().unwrap_or("unknown error");
+            return Err(format!("{image}: {message}"));
+        }
+        let (repository, digest) = (v["repository"].as_str().unwrap_or(""), v["digest"].as_str().unwrap_or(""));
+        let s = &v["signature"];
+        if s.is_null() {
+            println!("{repository}@{digest}: no signature rule covers {repository}");
+            return Ok(());
+        }
+        let (rule, mode) = (s["rule"].as_str().unwrap_or(""), s["mode"].as_str().unwrap_or(""));
+        match s["verdict"].as_str() {
+            Some("signed") => {
+                println!(
+                    "{repository}@{digest}: signed by {} ({}); {rule}, mode {mode}",
+                    s["key"].as_str().unwrap_or(""),
+                    s["via"].as_str().unwrap_or("")
+                );
+                Ok(())
+            }
+            _ => {
+                println!(
+                    "{repository}@{digest}: unsigned: {}; {rule}, mode {mode}",
+                    s["reason"].as_str().unwrap_or("")
+                );
+                Err(format!("{image} is not signed as {rule} requires"))
+            }
         }
     })
 }

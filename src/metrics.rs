@@ -90,6 +90,8 @@ pub struct Metrics {
     /// Signature policy decisions on served manifests, by repository and
     /// outcome (`signed`, `warned`: unsigned but served, `refused`).
     pub signature_decisions: IntCounterVec,
+    /// Answers of the admission hook (`allowed`, `denied`, `failed_open`, `failed_closed`).
+    pub admission_decisions: IntCounterVec,
     /// Bytes served to and fetched upstream for each client.
     pub client_served_bytes: IntCounterVec,
     pub client_fetched_bytes: IntCounterVec,
@@ -195,6 +197,12 @@ impl Metrics {
                 "berth_upstream_ratelimit_remaining",
                 "The pulls an upstream last reported left (ratelimit-remaining)",
                 &["upstream", "credential"],
+            ),
+            admission_decisions: counter(
+                &r,
+                "berth_admission_decisions_total",
+                "Questions to the admission hook, by outcome (allowed, denied, failed_open, failed_closed)",
+                &["outcome"],
             ),
             signature_decisions: counter(
                 &r,

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod params;
 mod referrers;
 pub mod route;
+mod trust;
 mod uploads;
 
 use actix_web::http::{header, Method};
@@ -72,6 +73,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/metrics", web::get().to(metrics::scrape))
         .route("/_berth/gc", web::post().to(admin::gc))
+        .route("/_berth/verify", web::get().to(trust::verify))
+        .route("/_berth/admission/forget", web::post().to(trust::forget))
         .route("/readyz", web::get().to(health::readyz))
         .route("/v1/search", web::get().to(search))
         .route("/v1/_ping", web::get().to(health::v1_ping))

@@ -339,6 +339,68 @@ pub struct MirrorConfig {
     /// Signature policy (`[[mirror.verify]]`), first matching rule decides;
     /// none matching: no signature is asked for.
     pub verify: Vec<VerifyRule>,
+    /// An admission webhook asked before a mirrored image is first served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission: Option<AdmissionConfig>,
+}
+
+/// The admission webhook (`[mirror.admission]`): a scanner or policy
+/// service that allows or denies each mirrored image (see `registry::admission`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// Where berth POSTs its question (http or https).
+    pub url: String,
+    /// How long berth waits for an answer.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// What a timeout, an error or an unreadable answer means: `closed`
+    /// refuses the image (503, asked again at the next pull), `open` serves it.
+    pub failure: AdmissionFailure,
+    /// How long an answer stands before the hook is asked again.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Patterns over repository identities the hook is asked about (all
+    /// mirrored repositories when empty).
+    pub repositories: Vec<String>,
+    /// A shared secret: sent to the hook (`Authorization: Bearer`), and what
+    /// the hook sends to revoke an answer (`POST /_berth/admission/forget`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            timeout: Duration::from_secs(5),
+            failure: AdmissionFailure::Closed,
+            ttl: Duration::from_secs(3600),
+            repositories: vec![],
+            token: None,
+        }
+    }
+}
+
+/// Shown without its secret, wherever it is printed.
+impl std::fmt::Debug for AdmissionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdmissionConfig")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .field("failure", &self.failure)
+            .field("ttl", &self.ttl)
+            .field("repositories", &self.repositories)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdmissionFailure {
+    Open,
+    Closed,
 }
 
 /// A signature policy rule: manifests of the repositories it covers must
@@ -476,6 +538,7 @@ impl Default for MirrorConfig {
             warm_interval: Duration::from_secs(6 * 3600),
             upstreams: vec![UpstreamConfig::new("docker.io", "https://registry-1.docker.io")],
             verify: vec![],
+            admission: None,
         }
     }
 }
@@ -632,6 +695,9 @@ impl Config {
                 }
             }
         }
+        if let Some(token) = shown.mirror.admission.as_mut().and_then(|a| a.token.as_mut()) {
+            *token = "***".into();
+        }
         toml::to_string_pretty(&shown).expect("config serializes")
     }
 
@@ -679,6 +745,14 @@ impl Config {
                     "mirror.upstreams.url for {}: {:?} is not an http(s) URL",
                     u.host, u.url
                 )));
+            }
+        }
+        if let Some(a) = &m.admission {
+            if !(a.url.starts_with("http://") || a.url.starts_with("https://")) {
+                return Err(ConfigError(format!("mirror.admission.url: {:?} is not an http(s) URL", a.url)));
+            }
+            if a.timeout.is_zero() {
+                return Err(ConfigError("mirror.admission.timeout must be more than 0".into()));
             }
         }
         if m.enabled && !m.upstreams.iter().any(|u| u.host == m.default) {

@@ -43,6 +43,9 @@ pub enum RegistryError {
     Unreadable(String),
     #[error("authentication required to access {0}")]
     Unauthorized(String),
+    /// A service berth must ask first (the admission hook) did not answer (why).
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Mirror(#[from] MirrorError),
 }
@@ -65,6 +68,7 @@ impl RegistryError {
             RegistryError::GcRunning | RegistryError::ReplicaBusy => OciCode::Busy,
             RegistryError::Unreadable(_) => OciCode::Internal,
             RegistryError::Unauthorized(_) => OciCode::Unauthorized,
+            RegistryError::Unavailable(_) => OciCode::Unavailable,
         }
     }
 

@@ -11,6 +11,7 @@
 //! The background loops that drive them start in one place (`crate::background`).
 
 pub mod access;
+pub mod admission;
 mod blobs;
 pub mod browse;
 pub mod cache;
@@ -97,6 +98,8 @@ pub struct Registry {
     fresh_tags: Cache<(RepoName, Tag), Instant>,
     /// The signature policy.
     trust: Arc<trust::Trust>,
+    /// The admission webhook, if configured.
+    admission: Option<Arc<admission::Admission>>,
     /// When a mirrored subject's referrers were last listed upstream.
     fresh_referrers: Cache<(RepoName, crate::oci::Digest), Instant>,
     /// Coalesces concurrent upstream fetches of one manifest.
@@ -115,6 +118,7 @@ impl Registry {
         let access = Arc::new(Access::new(&cfg.auth, &namespace)?);
         let pins = expiry::Pins::new(&cfg.mirror.pin, &namespace)?;
         let trust = Arc::new(trust::Trust::new(&cfg.mirror.verify, &namespace)?);
+        let admission = admission::Admission::new(cfg.mirror.admission.as_ref(), &namespace)?.map(Arc::new);
         let store = Arc::new(store);
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mirror = cfg
@@ -138,6 +142,7 @@ impl Registry {
             mirror,
             fresh_tags: Cache::new(cfg.cache.tags),
             trust,
+            admission,
             fresh_referrers: Cache::new(cfg.cache.tags),
             manifest_fetches: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(1)).build(),
             delete_enabled: cfg.storage.delete.enabled,

@@ -26,10 +26,11 @@ use futures::StreamExt;
 use moka::future::Cache;
 
 use crate::config::{VerifyMode, VerifyRule, VerifyScope};
-use crate::oci::{Digest, Reference, RepoName};
+use crate::oci::{Digest, ManifestInfo, Reference, RepoName};
 use crate::trust::keys::KeyRing;
 use crate::trust::{cosign, judge, Found, Verdict};
 
+use super::admission::{Admission, Outcome};
 use super::identity::{RepoId, RepoPattern};
 use super::namespace::Namespace;
 use super::{Manifest, Registry, RegistryError, RegistryResult, Route};
@@ -73,9 +74,10 @@ type VerdictKey = (RepoName, Digest, usize, [u8; 32]);
 pub struct Trust {
     rules: Vec<Rule>,
     verdicts: Cache<VerdictKey, (Arc<Verdict>, Instant)>,
-    /// (repository storage, digest) of manifests and blobs a signed (or
-    /// warned) manifest listed.
-    covered: Cache<(RepoName, Digest), ()>,
+    /// (repository storage, platform manifest) a signed index lists.
+    signed_by_index: Cache<(RepoName, Digest), ()>,
+    /// (repository storage, blob) → the manifest, let through, that lists it.
+    served: Cache<(RepoName, Digest), Digest>,
     recent: std::sync::Mutex<std::collections::HashMap<RepoId, Decision>>,
 }
 
@@ -120,7 +122,12 @@ impl Trust {
                 .time_to_live(SIGNED_TTL)
                 .support_invalidation_closures()
                 .build(),
-            covered: Cache::builder().max_capacity(1_000_000).time_to_live(SIGNED_TTL).build(),
+            signed_by_index: Cache::builder().max_capacity(100_000).time_to_live(SIGNED_TTL).build(),
+            served: Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(SIGNED_TTL)
+                .support_invalidation_closures()
+                .build(),
             recent: Default::default(),
         })
     }
@@ -173,16 +180,6 @@ impl Trust {
     pub fn latest(&self, id: &RepoId) -> Option<Decision> {
         self.recent.lock().unwrap().get(id).cloned()
     }
-
-    async fn cover(&self, repo: &RepoName, digests: impl Iterator<Item = Digest>) {
-        for d in digests {
-            self.covered.insert((repo.clone(), d), ()).await;
-        }
-    }
-
-    async fn is_covered(&self, repo: &RepoName, d: &Digest) -> bool {
-        self.covered.contains_key(&(repo.clone(), d.clone()))
-    }
 }
 
 /// How a verdict was used, for logs, metrics and `berth verify`.
@@ -195,32 +192,74 @@ pub struct Judged {
 }
 
 impl Registry {
-    /// Applies the signature policy to manifest `m`, about to be served
-    /// through `route`: `Denied` when an `enforce` rule finds it unsigned.
+    /// The gates for `id`: its signature rule and the admission hook, when
+    /// they apply.
+    fn gates(&self, id: &RepoId) -> (Option<&Rule>, Option<&Admission>) {
+        (self.trust.rule(id), self.admission.as_deref().filter(|a| a.covers(id)))
+    }
+
+    /// Applies the signature policy and the admission hook to manifest `m`,
+    /// about to be served through `route`: `Denied` when a rule or the hook
+    /// refuses it, `Unavailable` when the hook failed closed.
     pub(super) async fn admit_manifest(&self, route: &Route, m: &Manifest) -> RegistryResult<()> {
         let id = route.id();
-        let Some(rule) = self.trust.rule(&id) else { return Ok(()) };
-        let storage = route.storage();
-        let info = self.core.load_manifest(&m.digest).await?;
-        if !cosign::is_runnable(&info.info) {
-            self.trust.cover(storage, info.info.blobs().map(|b| b.digest.clone())).await;
+        let (rule, hook) = self.gates(&id);
+        if rule.is_none() && hook.is_none() {
             return Ok(());
         }
-        if self.trust.is_covered(storage, &m.digest).await {
-            self.vouch(storage, &info.info).await;
-            return Ok(());
-        }
-        let verdict = self.verdict(route, rule, &m.digest).await;
-        self.decide(&id, rule, &m.digest, &verdict)?;
-        self.vouch(storage, &info.info).await;
+        let loaded = self.core.load_manifest(&m.digest).await?;
+        let signed = self.pass_gates(route, &id, (rule, hook), &m.digest, &loaded.info).await?;
+        self.vouch(route.storage(), &m.digest, &loaded.info, signed).await;
         Ok(())
     }
 
-    /// Records what a served manifest vouches for.
-    async fn vouch(&self, storage: &RepoName, info: &crate::oci::ManifestInfo) {
-        let children = info.children().map(|c| c.digest.clone());
-        let blobs = info.blobs().map(|b| b.digest.clone());
-        self.trust.cover(storage, children.chain(blobs)).await;
+    /// Runs manifest `d` through the gates; whether it is signed (a signed
+    /// index vouches for its platforms).
+    async fn pass_gates(
+        &self,
+        route: &Route,
+        id: &RepoId,
+        (rule, hook): (Option<&Rule>, Option<&Admission>),
+        d: &Digest,
+        info: &ManifestInfo,
+    ) -> RegistryResult<bool> {
+        // Signatures, SBOMs, attestations: served to clients that verify.
+        if !cosign::is_runnable(info) {
+            return Ok(false);
+        }
+        let storage = route.storage();
+        let signature = match rule {
+            None => None,
+            Some(_) if self.trust.signed_by_index.contains_key(&(storage.clone(), d.clone())) => {
+                Some(Verdict::Signed { key: "(the index's key)".into(), via: "a signed index lists it".into() })
+            }
+            Some(rule) => {
+                let verdict = self.verdict(route, rule, d).await;
+                self.decide(id, rule, d, &verdict)?;
+                Some(verdict)
+            }
+        };
+        if let Some(hook) = hook {
+            match hook.ask(&self.core.metrics, id, storage, d, info, signature.as_ref()).await {
+                Outcome::Allowed => {}
+                Outcome::Denied(why) => return Err(RegistryError::Denied(why)),
+                Outcome::Unavailable(why) => return Err(RegistryError::Unavailable(why)),
+            }
+        }
+        Ok(signature.is_some_and(|v| v.is_signed()))
+    }
+
+    /// Records what manifest `d`, let through, vouches for: its blobs, and
+    /// (when it is a signed index) its platform manifests' signatures.
+    async fn vouch(&self, storage: &RepoName, d: &Digest, info: &ManifestInfo, signed: bool) {
+        if signed {
+            for c in info.children() {
+                self.trust.signed_by_index.insert((storage.clone(), c.digest.clone()), ()).await;
+            }
+        }
+        for b in info.blobs() {
+            self.trust.served.insert((storage.clone(), b.digest.clone()), d.clone()).await;
+        }
     }
 
     /// Counts, logs and applies a verdict.
@@ -246,14 +285,15 @@ impl Registry {
         }
     }
 
-    /// Applies the signature policy to blob `d`, about to be served through
-    /// `route`: under `enforce`, only a blob that a signed (or covered, or
-    /// not runnable) manifest of the repository lists.
+    /// Applies the gates to blob `d`, about to be served through `route`:
+    /// when a rule enforces or the hook is asked, only a blob that a manifest
+    /// let through lists.
     pub(super) async fn admit_blob(&self, route: &Route, d: &Digest) -> RegistryResult<()> {
         let id = route.id();
-        let Some(rule) = self.trust.rule(&id) else { return Ok(()) };
+        let (rule, hook) = self.gates(&id);
+        let enforcing = rule.is_some_and(|r| r.mode == VerifyMode::Enforce) || hook.is_some();
         let storage = route.storage();
-        if rule.mode != VerifyMode::Enforce || self.trust.is_covered(storage, d).await {
+        if !enforcing || self.trust.served.contains_key(&(storage.clone(), d.clone())) {
             return Ok(());
         }
         // Not seen through a manifest since this process started (a client
@@ -264,36 +304,58 @@ impl Registry {
                 listing.push((m, loaded));
             }
         }
-        for (m, loaded) in listing.iter().filter(|(_, l)| l.info.is_index()) {
-            if self.verdict(route, rule, m).await.is_signed() {
-                self.vouch(storage, &loaded.info).await;
+        if let Some(rule) = rule {
+            for (m, loaded) in listing.iter().filter(|(_, l)| l.info.is_index()) {
+                if self.verdict(route, rule, m).await.is_signed() {
+                    self.vouch(storage, m, &loaded.info, true).await;
+                }
             }
         }
+        let mut refused = None;
         for (m, loaded) in listing.iter().filter(|(_, l)| l.info.blobs().any(|b| &b.digest == d)) {
-            let vouched = !cosign::is_runnable(&loaded.info)
-                || self.trust.is_covered(storage, m).await
-                || self.verdict(route, rule, m).await.is_signed();
-            if vouched {
-                self.vouch(storage, &loaded.info).await;
-                return Ok(());
+            match self.pass_gates(route, &id, (rule, hook), m, &loaded.info).await {
+                Ok(signed) => {
+                    self.vouch(storage, m, &loaded.info, signed).await;
+                    return Ok(());
+                }
+                Err(e) => refused = Some(e),
             }
         }
-        Err(RegistryError::Denied(format!(
-            "signature policy {}: blob {d} is not listed by a signed manifest of {id}",
-            rule.name()
-        )))
+        Err(refused.unwrap_or_else(|| {
+            RegistryError::Denied(format!("blob {d} is not listed by a manifest of {id} that may be served"))
+        }))
     }
 
-    /// What the policy says of manifest `d` in `route`'s repository (for
-    /// `berth verify`): `None` when no rule covers it.
-    pub async fn judge(&self, route: &Route, d: &Digest) -> RegistryResult<Option<Judged>> {
-        let Some(rule) = self.trust.rule(&route.id()) else { return Ok(None) };
-        let m = self.read_manifest(route, &Reference::Digest(d.clone())).await?;
-        let verdict = match cosign::is_runnable(&self.core.load_manifest(&m.digest).await?.info) {
-            true => self.verdict(route, rule, d).await,
+    /// Forgets what the admission hook said about `d` (it revoked it), and
+    /// what that answer let through.
+    pub fn forget_admission(&self, d: &Digest) -> bool {
+        let Some(hook) = &self.admission else { return false };
+        hook.forget(d);
+        let d = d.clone();
+        if let Err(e) = self.trust.served.invalidate_entries_if(move |_, by| *by == d) {
+            tracing::warn!(error = %e, "could not forget what a revoked answer let through");
+        }
+        true
+    }
+
+    /// Whether `token` may revoke admission answers.
+    pub fn admission_token_matches(&self, token: &str) -> bool {
+        self.admission.as_ref().is_some_and(|a| a.token_matches(token))
+    }
+
+    /// What the signature policy says of `reference` in `route`'s
+    /// repository (for `berth verify`): its digest, and the verdict (`None`
+    /// when no rule covers the repository). Nothing is refused here.
+    pub async fn verify(&self, route: &Route, reference: &Reference) -> RegistryResult<(Digest, Option<Judged>)> {
+        let m = self.read_manifest(route, reference).await?;
+        let Some(rule) = self.trust.rule(&route.id()) else { return Ok((m.digest, None)) };
+        let info = self.core.load_manifest(&m.digest).await?;
+        let verdict = match cosign::is_runnable(&info.info) {
+            true => self.verdict(route, rule, &m.digest).await,
             false => Verdict::Signed { key: "(none needed)".into(), via: "not a runnable image".into() },
         };
-        Ok(Some(Judged { rule: rule.name(), mode: format!("{:?}", rule.mode).to_lowercase(), verdict }))
+        let judged = Judged { rule: rule.name(), mode: format!("{:?}", rule.mode).to_lowercase(), verdict };
+        Ok((m.digest, Some(judged)))
     }
 
     /// The verdict on manifest `d` under `rule`, cached.
