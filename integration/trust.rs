@@ -170,6 +170,16 @@ async fn warn_serves_unsigned_images_and_counts_them() {
     let metrics = c.get("/metrics").await.text();
     let line = r#"berth_signature_decisions_total{outcome="warned",repository="docker.io/library/unsigned"}"#;
     assert!(metrics.contains(line), "{metrics}");
+    // The web page shows the repository's latest decision.
+    let page = c.get("/ui/repo?name=docker.io/library/unsigned").await;
+    assert_eq!(page.status, 200);
+    let html = scraper::Html::parse_document(&page.text());
+    let shown: Vec<String> = html
+        .select(&scraper::Selector::parse("#signature.warned").unwrap())
+        .map(|e| e.text().collect::<String>())
+        .collect();
+    assert_eq!(shown.len(), 1, "{}", page.text());
+    assert!(shown[0].contains("no signature found"), "{shown:?}");
     s.stop().await;
 }
 

@@ -188,6 +188,8 @@ pub struct Browsing {
     /// Pins, uses and the last runs are the lifecycle's; the page shows them.
     lifecycle: Arc<Lifecycle>,
     catalog: Arc<Catalog>,
+    /// The signature policy's latest decisions, shown per repository.
+    trust: Arc<super::trust::Trust>,
     /// The mirror's traffic over time, for the web page's charts.
     traffic: crate::traffic::Traffic,
 }
@@ -199,8 +201,16 @@ impl Browsing {
         mirror: Option<Arc<Mirror>>,
         lifecycle: Arc<Lifecycle>,
         catalog: Arc<Catalog>,
+        trust: Arc<super::trust::Trust>,
     ) -> Self {
-        Self { core, access, mirror, lifecycle, catalog, traffic: Default::default() }
+        Self { core, access, mirror, lifecycle, catalog, trust, traffic: Default::default() }
+    }
+
+    /// The signature policy's latest decision on an image of `name`
+    /// (`caller` may pull it), if it made one.
+    pub async fn signature_decision(&self, caller: &Caller, name: &str) -> Option<super::trust::Decision> {
+        let id = self.route(caller, name).await.ok()?;
+        self.trust.latest(&id)
     }
 
     /// The repository that pulls as `name`, if the catalog knows it.

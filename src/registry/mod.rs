@@ -134,7 +134,8 @@ impl Registry {
             catalog: catalog.clone(),
         });
         let lifecycle = Arc::new(Lifecycle::new(cfg, core.clone(), mirror.clone(), pins));
-        let browsing = Browsing::new(core.clone(), access.clone(), mirror.clone(), lifecycle.clone(), catalog);
+        let browsing =
+            Browsing::new(core.clone(), access.clone(), mirror.clone(), lifecycle.clone(), catalog, trust.clone());
         Ok(Self {
             core,
             namespace,

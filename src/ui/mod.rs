@@ -215,7 +215,9 @@ async fn repository(req: HttpRequest, reg: web::Data<Registry>, auth: web::Data<
     match reg.browsing().tags(&caller, &query.name, query.page).await {
         Ok(page) => {
             let viewer = viewer_of(&caller, &auth);
-            html(StatusCode::OK, pages::repository(&viewer, &host(&req), &query.name, &page, notice.as_deref()))
+            let signature = reg.browsing().signature_decision(&caller, &query.name).await;
+            let shown = pages::RepoView { host: &host(&req), name: &query.name, notice: notice.as_deref(), signature };
+            html(StatusCode::OK, pages::repository(&viewer, &shown, &page))
         }
         Err(e) => failed(&caller, &auth, e),
     }

@@ -159,12 +159,29 @@ fn pull_commands(host: &str, name: &str, reference: &str) -> Markup {
     }
 }
 
-/// `/ui/repo?name=`: a repository's tags; `notice` says what was just done.
-pub fn repository(viewer: &Viewer, host: &str, name: &str, page: &Page<TagRow>, notice: Option<&str>) -> Markup {
+/// What the repository page shows besides its tags.
+pub struct RepoView<'a> {
+    pub host: &'a str,
+    pub name: &'a str,
+    /// What was just done (a deleted tag).
+    pub notice: Option<&'a str>,
+    /// The signature policy's latest decision on one of its images.
+    pub signature: Option<crate::registry::trust::Decision>,
+}
+
+/// `/ui/repo?name=`: a repository's tags.
+pub fn repository(viewer: &Viewer, view: &RepoView, page: &Page<TagRow>) -> Markup {
+    let (host, name) = (view.host, view.name);
     let body = html! {
         p.crumbs { a href="/ui/" { "Repositories" } " / " }
         h1 { (name) }
-        @if let Some(n) = notice { p #notice.notice role="status" { (n) } }
+        @if let Some(n) = view.notice { p #notice.notice role="status" { (n) } }
+        @if let Some(d) = &view.signature {
+            p #signature class=(format!("signature {}", d.outcome)) {
+                "Signature policy: " strong { (d.outcome) } " " code title=(d.digest) { (short_digest(&d.digest)) }
+                " — " (d.reason) " (" (crate::ui::format::ago(d.at, std::time::SystemTime::now())) ")"
+            }
+        }
         (pull_commands(host, name, ""))
         @if page.items.is_empty() {
             p.empty { "No tags." }
