@@ -317,14 +317,25 @@ impl Scanner {
     }
 }
 
+/// The README's `[mirror.admission]` example, as loaded, pointed at `url`
+/// (with a shorter timeout and this test's token).
 fn hook(url: &str, failure: berth::config::AdmissionFailure) -> berth::config::AdmissionConfig {
-    berth::config::AdmissionConfig {
-        url: url.into(),
-        timeout: Duration::from_millis(500),
-        failure,
-        token: Some("hook-secret".into()),
-        ..Default::default()
-    }
+    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let example = readme
+        .split("```toml\n")
+        .map(|b| b.split("```").next().unwrap())
+        .find(|b| b.starts_with("# berth.toml: ask a scanner"))
+        .expect("the README's [mirror.admission] example");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("berth.toml");
+    std::fs::write(&file, example).unwrap();
+    let mut a = Config::load(Some(&file), vec![]).unwrap().mirror.admission.expect("an admission section");
+    assert_eq!((a.failure, a.timeout), (berth::config::AdmissionFailure::Closed, Duration::from_secs(5)));
+    a.url = url.into();
+    a.timeout = Duration::from_millis(500);
+    a.failure = failure;
+    a.token = Some("hook-secret".into());
+    a
 }
 
 #[actix_rt::test]

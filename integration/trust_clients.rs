@@ -60,13 +60,19 @@ async fn skopeo_containerd_and_dockerd_pull_signed_images_and_are_refused_unsign
     let key = SigningKey::new(w, "release", "ec");
     push_signature(&up, "library/signed", &layout.digest("multi"), &key).await;
 
+    // The README's signature policy example, as shown, with this test's key.
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let example = readme
+        .split("```toml\n")
+        .map(|b| b.split("```").next().unwrap())
+        .find(|b| b.starts_with("# berth.toml: only signed official images"))
+        .expect("the README's [[mirror.verify]] example");
     let cfg = w.join("berth.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[[mirror.upstreams]]\nhost = \"docker.io\"\nurl = \"http://{up}\"\n\n\
-             [[mirror.verify]]\nrepositories = [\"docker.io/library/*\"]\nkeys = [\"{}\"]\nmode = \"enforce\"\n",
-            key.public.display()
+            "[[mirror.upstreams]]\nhost = \"docker.io\"\nurl = \"http://{up}\"\n\n{}",
+            example.replace("/etc/berth/keys/release.pub", &key.public.display().to_string())
         ),
     )
     .unwrap();
