@@ -73,7 +73,7 @@ type VerdictKey = (RepoName, Digest, usize, [u8; 32]);
 /// The rules, the verdicts cached, and what signed manifests vouch for.
 pub struct Trust {
     rules: Vec<Rule>,
-    verdicts: Cache<VerdictKey, (Arc<Verdict>, Instant)>,
+    verdicts: Cache<VerdictKey, Arc<Judgement>>,
     /// (repository storage, platform manifest) a signed index lists.
     signed_by_index: Cache<(RepoName, Digest), ()>,
     /// (repository storage, blob) → the manifest, let through, that lists it.
@@ -182,6 +182,14 @@ impl Trust {
     }
 }
 
+/// A verdict as cached: when it was reached, and the counter each decision
+/// it makes goes to (resolved once, not per request).
+struct Judgement {
+    verdict: Verdict,
+    at: Instant,
+    counter: prometheus::IntCounter,
+}
+
 /// How a verdict was used, for logs, metrics and `berth verify`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Judged {
@@ -228,25 +236,27 @@ impl Registry {
             return Ok(false);
         }
         let storage = route.storage();
+        let (judged, by_index);
         let signature = match rule {
             None => None,
             Some(_) if self.trust.signed_by_index.contains_key(&(storage.clone(), d.clone())) => {
-                Some(Verdict::Signed { key: "(the index's key)".into(), via: "a signed index lists it".into() })
+                by_index = Verdict::Signed { key: "(the index's key)".into(), via: "a signed index lists it".into() };
+                Some(&by_index)
             }
             Some(rule) => {
-                let verdict = self.verdict(route, rule, d).await;
-                self.decide(id, rule, d, &verdict)?;
-                Some(verdict)
+                judged = self.verdict(route, rule, d).await;
+                self.decide(id, rule, d, &judged)?;
+                Some(&judged.verdict)
             }
         };
         if let Some(hook) = hook {
-            match hook.ask(&self.core.metrics, id, storage, d, info, signature.as_ref()).await {
+            match hook.ask(&self.core.metrics, id, storage, d, info, signature).await {
                 Outcome::Allowed => {}
                 Outcome::Denied(why) => return Err(RegistryError::Denied(why)),
                 Outcome::Unavailable(why) => return Err(RegistryError::Unavailable(why)),
             }
         }
-        Ok(signature.is_some_and(|v| v.is_signed()))
+        Ok(signature.is_some_and(Verdict::is_signed))
     }
 
     /// Records what manifest `d`, let through, vouches for: its blobs, and
@@ -263,16 +273,9 @@ impl Registry {
     }
 
     /// Counts, logs and applies a verdict.
-    fn decide(&self, id: &RepoId, rule: &Rule, d: &Digest, verdict: &Verdict) -> RegistryResult<()> {
-        let repository = id.to_string();
-        let outcome = match (verdict, rule.mode) {
-            (Verdict::Signed { .. }, _) => "signed",
-            (Verdict::Unsigned { .. }, VerifyMode::Enforce) => "refused",
-            (Verdict::Unsigned { .. }, _) => "warned",
-        };
-        self.core.metrics.signature_decisions.with_label_values(&[repository.as_str(), outcome]).inc();
-        self.trust.remember(id, d, outcome, verdict);
-        match verdict {
+    fn decide(&self, id: &RepoId, rule: &Rule, d: &Digest, j: &Judgement) -> RegistryResult<()> {
+        j.counter.inc();
+        match &j.verdict {
             Verdict::Signed { .. } => Ok(()),
             Verdict::Unsigned { reason } => {
                 let message = format!("signature policy {}: {d} is not signed as required: {reason}", rule.name());
@@ -306,7 +309,7 @@ impl Registry {
         }
         if let Some(rule) = rule {
             for (m, loaded) in listing.iter().filter(|(_, l)| l.info.is_index()) {
-                if self.verdict(route, rule, m).await.is_signed() {
+                if self.verdict(route, rule, m).await.verdict.is_signed() {
                     self.vouch(storage, m, &loaded.info, true).await;
                 }
             }
@@ -351,31 +354,41 @@ impl Registry {
         let Some(rule) = self.trust.rule(&route.id()) else { return Ok((m.digest, None)) };
         let info = self.core.load_manifest(&m.digest).await?;
         let verdict = match cosign::is_runnable(&info.info) {
-            true => self.verdict(route, rule, &m.digest).await,
+            true => self.verdict(route, rule, &m.digest).await.verdict.clone(),
             false => Verdict::Signed { key: "(none needed)".into(), via: "not a runnable image".into() },
         };
         let judged = Judged { rule: rule.name(), mode: format!("{:?}", rule.mode).to_lowercase(), verdict };
         Ok((m.digest, Some(judged)))
     }
 
-    /// The verdict on manifest `d` under `rule`, cached.
-    async fn verdict(&self, route: &Route, rule: &Rule, d: &Digest) -> Verdict {
+    /// The verdict on manifest `d` under `rule`, cached (a new one is
+    /// remembered for the web page).
+    async fn verdict(&self, route: &Route, rule: &Rule, d: &Digest) -> Arc<Judgement> {
         let keys = rule.keys.current();
         let key = (route.storage().clone(), d.clone(), rule.index, keys.fingerprint);
-        if let Some((v, at)) = self.trust.verdicts.get(&key).await {
-            let ttl = match (v.as_ref(), route) {
+        if let Some(j) = self.trust.verdicts.get(&key).await {
+            let ttl = match (&j.verdict, route) {
                 (Verdict::Signed { .. }, _) => SIGNED_TTL,
                 (Verdict::Unsigned { .. }, Route::Mirrored(m)) => m.upstream.tag_ttl,
                 (Verdict::Unsigned { .. }, Route::Local(_)) => UNSIGNED_LOCAL_TTL,
             };
-            if at.elapsed() < ttl {
-                return (*v).clone();
+            if j.at.elapsed() < ttl {
+                return j;
             }
         }
         let (found, looked) = self.find_signatures(route, d).await;
         let verdict = judge(d, &found, &keys, &looked);
-        self.trust.verdicts.insert(key, (Arc::new(verdict.clone()), Instant::now())).await;
-        verdict
+        let id = route.id();
+        let outcome = match (&verdict, rule.mode) {
+            (Verdict::Signed { .. }, _) => "signed",
+            (Verdict::Unsigned { .. }, VerifyMode::Enforce) => "refused",
+            (Verdict::Unsigned { .. }, _) => "warned",
+        };
+        let counter = self.core.metrics.signature_decisions.with_label_values(&[id.to_string().as_str(), outcome]);
+        self.trust.remember(&id, d, outcome, &verdict);
+        let j = Arc::new(Judgement { verdict, at: Instant::now(), counter });
+        self.trust.verdicts.insert(key, j.clone()).await;
+        j
     }
 
     /// Every signature of `d` in `route`'s repository: those in its `.sig`
