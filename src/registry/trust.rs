@@ -78,6 +78,9 @@ pub struct Trust {
     signed_by_index: Cache<(RepoName, Digest), ()>,
     /// (repository storage, blob) → the manifest, let through, that lists it.
     served: Cache<(RepoName, Digest), Digest>,
+    /// (repository storage, manifest) that passed every gate within the last
+    /// `RECHECK`, with its decision counter: the hot path's one lookup.
+    passed: moka::sync::Cache<(RepoName, Digest), Arc<Option<prometheus::IntCounter>>>,
     recent: std::sync::Mutex<std::collections::HashMap<RepoId, Decision>>,
 }
 
@@ -128,6 +131,11 @@ impl Trust {
                 .time_to_live(SIGNED_TTL)
                 .support_invalidation_closures()
                 .build(),
+            passed: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(crate::trust::keys::RECHECK)
+                .support_invalidation_closures()
+                .build(),
             recent: Default::default(),
         })
     }
@@ -156,9 +164,17 @@ impl Trust {
         if self.rules.is_empty() {
             return;
         }
-        let d = d.clone();
+        let (d, again) = (d.clone(), d.clone());
         if let Err(e) = self.verdicts.invalidate_entries_if(move |k, _| k.1 == d) {
             tracing::warn!(error = %e, "could not forget cached signature verdicts");
+        }
+        self.forget_passed(again);
+    }
+
+    /// Forgets that manifest `d` passed (in any repository).
+    fn forget_passed(&self, d: Digest) {
+        if let Err(e) = self.passed.invalidate_entries_if(move |k, _| k.1 == d) {
+            tracing::warn!(error = %e, "could not forget passed manifests");
         }
     }
 
@@ -190,6 +206,13 @@ struct Judgement {
     counter: prometheus::IntCounter,
 }
 
+/// A manifest that passed the gates.
+struct Passed {
+    signed: bool,
+    /// Where the signature decisions on it are counted (when a rule applies).
+    counter: Option<prometheus::IntCounter>,
+}
+
 /// How a verdict was used, for logs, metrics and `berth verify`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Judged {
@@ -215,14 +238,25 @@ impl Registry {
         if rule.is_none() && hook.is_none() {
             return Ok(());
         }
+        // The hot path: passed moments ago (a verdict stands longer, but a key
+        // file is looked at every RECHECK).
+        let key = (route.storage().clone(), m.digest.clone());
+        if let Some(counter) = self.trust.passed.get(&key) {
+            if let Some(c) = counter.as_ref() {
+                c.inc();
+            }
+            return Ok(());
+        }
         let loaded = self.core.load_manifest(&m.digest).await?;
-        let signed = self.pass_gates(route, &id, (rule, hook), &m.digest, &loaded.info).await?;
-        self.vouch(route.storage(), &m.digest, &loaded.info, signed).await;
+        let passed = self.pass_gates(route, &id, (rule, hook), &m.digest, &loaded.info).await?;
+        self.vouch(route.storage(), &m.digest, &loaded.info, passed.signed).await;
+        self.trust.passed.insert(key, Arc::new(passed.counter));
         Ok(())
     }
 
-    /// Runs manifest `d` through the gates; whether it is signed (a signed
-    /// index vouches for its platforms).
+    /// Runs manifest `d` through the gates: whether it is signed (a signed
+    /// index vouches for its platforms), and the counter of its signature
+    /// decisions.
     async fn pass_gates(
         &self,
         route: &Route,
@@ -230,13 +264,14 @@ impl Registry {
         (rule, hook): (Option<&Rule>, Option<&Admission>),
         d: &Digest,
         info: &ManifestInfo,
-    ) -> RegistryResult<bool> {
+    ) -> RegistryResult<Passed> {
         // Signatures, SBOMs, attestations: served to clients that verify.
         if !cosign::is_runnable(info) {
-            return Ok(false);
+            return Ok(Passed { signed: false, counter: None });
         }
         let storage = route.storage();
         let (judged, by_index);
+        let mut counter = None;
         let signature = match rule {
             None => None,
             Some(_) if self.trust.signed_by_index.contains_key(&(storage.clone(), d.clone())) => {
@@ -246,6 +281,7 @@ impl Registry {
             Some(rule) => {
                 judged = self.verdict(route, rule, d).await;
                 self.decide(id, rule, d, &judged)?;
+                counter = Some(judged.counter.clone());
                 Some(&judged.verdict)
             }
         };
@@ -256,7 +292,7 @@ impl Registry {
                 Outcome::Unavailable(why) => return Err(RegistryError::Unavailable(why)),
             }
         }
-        Ok(signature.is_some_and(Verdict::is_signed))
+        Ok(Passed { signed: signature.is_some_and(Verdict::is_signed), counter })
     }
 
     /// Records what manifest `d`, let through, vouches for: its blobs, and
@@ -317,8 +353,8 @@ impl Registry {
         let mut refused = None;
         for (m, loaded) in listing.iter().filter(|(_, l)| l.info.blobs().any(|b| &b.digest == d)) {
             match self.pass_gates(route, &id, (rule, hook), m, &loaded.info).await {
-                Ok(signed) => {
-                    self.vouch(storage, m, &loaded.info, signed).await;
+                Ok(passed) => {
+                    self.vouch(storage, m, &loaded.info, passed.signed).await;
                     return Ok(());
                 }
                 Err(e) => refused = Some(e),
@@ -334,6 +370,7 @@ impl Registry {
     pub fn forget_admission(&self, d: &Digest) -> bool {
         let Some(hook) = &self.admission else { return false };
         hook.forget(d);
+        self.trust.forget_passed(d.clone());
         let d = d.clone();
         if let Err(e) = self.trust.served.invalidate_entries_if(move |_, by| *by == d) {
             tracing::warn!(error = %e, "could not forget what a revoked answer let through");

@@ -19,7 +19,7 @@ use sha2::{Digest as _, Sha256};
 use spki::ObjectIdentifier;
 
 /// How often a ring looks at its files' modification times.
-const RECHECK: Duration = Duration::from_secs(2);
+pub const RECHECK: Duration = Duration::from_secs(2);
 
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
