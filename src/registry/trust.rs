@@ -434,12 +434,18 @@ impl Registry {
         let tag = cosign::signature_tag(d);
         let looked = format!("tag {tag}, referrers of type {}", cosign::SIGNATURE_ARTIFACT);
         let mut manifests = Vec::new();
-        match self.read_manifest(route, &Reference::Tag(tag.clone())).await {
+        // Both places at once: on a cold pull each is an upstream round trip.
+        let tag_ref = Reference::Tag(tag.clone());
+        let (by_tag, referrers) = futures::join!(
+            self.read_manifest(route, &tag_ref),
+            self.referrers(route, d, Some(cosign::SIGNATURE_ARTIFACT))
+        );
+        match by_tag {
             Ok(m) => manifests.push((format!("tag {tag}"), Ok(m.bytes))),
             Err(RegistryError::ManifestUnknown(_)) => {}
             Err(e) => manifests.push((format!("tag {tag}"), Err(format!("could not be read: {e}")))),
         }
-        match self.referrers(route, d, Some(cosign::SIGNATURE_ARTIFACT)).await {
+        match referrers {
             Ok(found) => {
                 for r in found.manifests {
                     let via = format!("referrer {}", r.digest);
