@@ -104,6 +104,15 @@ make_certificate() {
   export CA=$WORK/ca.crt CURL_CA_BUNDLE=$WORK/ca.crt
 }
 
+# pull BASE -> seconds a skopeo pull of library/big:1 (start_upstream's image) through BASE took
+pull() {
+  local t0 out="$WORK/pull.$RANDOM"
+  t0=$(now)
+  skopeo copy -q --src-tls-verify=false "docker://${1#http://}/library/big:1" "dir:$out" >/dev/null
+  python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$t0" "$(now)"
+  rm -rf "$out"
+}
+
 # start_upstream: a plain Distribution holding library/big:1, LAYERS layers of LAYER_MIB MiB
 # (sets UP_PORT, UP_PID, UP, UP_LOG)
 start_upstream() {

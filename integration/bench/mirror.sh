@@ -23,13 +23,6 @@ push_image "$UP" library/one 1 "$WORK/one"
 ONE_D="sha256:$(sha256sum "$WORK/one" | cut -d' ' -f1)"
 IMAGE_BYTES=$(( LAYERS * LAYER_MIB * 1024 * 1024 + 2 ))
 
-pull() { # base -> seconds
-  local t0 out="$WORK/pull.$RANDOM"
-  t0=$(now)
-  skopeo copy -q --src-tls-verify=false "docker://${1#http://}/library/big:1" "dir:$out" >/dev/null
-  python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$t0" "$(now)"
-  rm -rf "$out"
-}
 start_mirror() { # kind -> "pid port"
   local port; port=$(free_port)
   if [ "$1" = berth ]; then

@@ -48,13 +48,6 @@ start_mirror() { # off|enforce -> "pid port"
   [ "$1" = enforce ] && extra=(--config "$WORK/enforce.toml")
   echo "$(start_berth "$WORK/m-$1-$port" "$port" "${extra[@]}" --mirror "docker.io=$UP") $port"
 }
-pull() { # base -> seconds
-  local t0 out="$WORK/pull.$RANDOM"
-  t0=$(now)
-  skopeo copy -q --src-tls-verify=false "docker://${1#http://}/library/big:1" "dir:$out" >/dev/null
-  python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$t0" "$(now)"
-  rm -rf "$out"
-}
 
 declare -A COLD
 for _ in $(seq 1 "$RUNS"); do
