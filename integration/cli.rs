@@ -226,3 +226,28 @@ fn unread_settings_are_named_and_the_mirror_flag_is_honoured() {
     p.stop();
     drop(upstream_proc);
 }
+
+/// A client probing for TLS on the plain-HTTP port (docker and skopeo do on
+/// every operation) is said once, plainly, at INFO; no ERROR per probe.
+#[test]
+fn tls_probes_on_a_plain_port_are_said_once_not_logged_as_errors() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (p, addr) = berth(&dir.path().join("data"), dir.path(), &["--no-mirror"]);
+    for _ in 0..3 {
+        // The first bytes of a TLS ClientHello.
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]).unwrap();
+        let _ = s.read_to_end(&mut Vec::new());
+    }
+    assert_eq!(http("GET", &addr, "/v2/").unwrap().0, 200, "still serving");
+    p.stop();
+    let log = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("berth-"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .unwrap();
+    assert_eq!(log.matches("something other than HTTP/1 on this plain-HTTP port").count(), 1, "{log}");
+    assert!(!log.contains("ERROR"), "{log}");
+}

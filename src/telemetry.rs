@@ -14,14 +14,65 @@ use crate::config::{LogConfig, LogFormat};
 /// Installs the global subscriber. `RUST_LOG` wins over the configured level.
 /// Safe to call more than once (tests): later calls are no-ops.
 pub fn init(cfg: &LogConfig) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
     // Colours only for a terminal; log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
-    let _ = match cfg.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr);
+    let fmt = match cfg.format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt.with_filter(tracing_subscriber::filter::filter_fn(|m| !is_connection_error(m))))
+        .with(ConnectionErrors)
+        .try_init();
+}
+
+/// actix-http's "stream error" lines: a client's connection that was not
+/// HTTP/1 (most often a client probing for TLS on a plain-HTTP port, which
+/// skopeo and docker do on every operation) or that broke off. Not the
+/// server's trouble: they are not logged as errors.
+fn is_connection_error(m: &tracing::Metadata<'_>) -> bool {
+    *m.level() == tracing::Level::ERROR && m.target() == "actix_http::h1::dispatcher"
+}
+
+/// Says once, plainly, that clients try TLS on this plain-HTTP port; other
+/// connection errors go to DEBUG.
+struct ConnectionErrors;
+
+static TLS_PROBE_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ConnectionErrors {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if !is_connection_error(event.metadata()) {
+            return;
+        }
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        if message.0.contains("parse error") {
+            if !TLS_PROBE_SAID.swap(true, Ordering::Relaxed) {
+                tracing::info!(
+                    "a client spoke something other than HTTP/1 on this plain-HTTP port (most likely a TLS probe: \
+                     docker and skopeo try TLS first); berth answers HTTP here, set server.tls to serve HTTPS \
+                     (said once)"
+                );
+            }
+            return;
+        }
+        tracing::debug!(target: "berth::connections", "client connection error: {}", message.0);
+    }
 }
 
 /// Request ids: a counter, unique within the process (the log lines of one

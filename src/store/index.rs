@@ -195,9 +195,23 @@ impl Index {
 
     /// Records that `repo` has manifest `d` (before its revision link is
     /// written), with what it references.
+    /// A manifest pushed again (a tag moved back, a re-push) is already
+    /// recorded: no write, so no fsync and no page a full disk cannot give.
     pub fn add_manifest(&self, d: &Digest, repo: &RepoName, size: u64, edges: &Edges) -> StoreResult<()> {
         let (key, value, edges) = (d.to_string(), RefKind::Manifest.value(repo), edges.encode());
         self.with(|db| {
+            let read = db.begin_read()?;
+            let recorded = match (readable_multimap(&read, REFS)?, readable(&read, EDGES)?) {
+                (Some(refs), Some(known)) => {
+                    refs.get(key.as_str())?.any(|v| v.is_ok_and(|v| v.value() == value))
+                        && known.get(key.as_str())?.is_some()
+                }
+                _ => false,
+            };
+            if recorded {
+                return Ok(());
+            }
+            drop(read);
             let txn = db.begin_write()?;
             txn.open_multimap_table(REFS)?.insert(key.as_str(), value.as_str())?;
             txn.open_table(SIZES)?.insert(key.as_str(), size)?;
