@@ -123,6 +123,77 @@ fn a_weak_htpasswd_hash_stops_the_server_with_the_line_named() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 2 (user bob)") && err.contains("bcrypt"), "{err}");
+    // `berth config check` refuses what `serve` refuses.
+    let out = berth_cmd().args(["config", "check"]).env("BERTH_AUTH__HTPASSWD__PATH", &users).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("line 2 (user bob)"), "{err}");
+}
+
+/// `berth config check` checks what `serve` will: files that are missing or
+/// unreadable are named.
+#[test]
+fn config_check_checks_what_serve_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere");
+    for (key, value, says) in [
+        ("BERTH_AUTH__HTPASSWD__PATH", missing.join("htpasswd"), "auth.htpasswd"),
+        ("BERTH_SERVER__TLS__CERTIFICATE", missing.join("tls.crt"), "server.tls"),
+    ] {
+        let mut cmd = berth_cmd();
+        cmd.args(["config", "check"]).env(key, &value);
+        if key.contains("TLS") {
+            cmd.env("BERTH_SERVER__TLS__KEY", missing.join("tls.key"));
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{key}: {err}");
+    }
+}
+
+/// Without a terminal, `berth htpasswd USER` says to use --stdin.
+#[test]
+fn htpasswd_without_a_terminal_says_to_use_stdin() {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = berth_cmd();
+    // A session of its own: no controlling terminal even when the tests run in one.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let out = cmd
+        .args(["htpasswd", "alice"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .env_remove("TERM")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--stdin"), "{err}");
+}
+
+/// The startup log says whether TLS and authentication are on and what is
+/// mirrored, one line each.
+#[test]
+fn the_startup_log_says_tls_auth_and_upstreams() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _) = berth(&dir.path().join("data"), dir.path(), &["--mirror", "ghcr.io=http://127.0.0.1:9"]);
+    p.stop();
+    let log = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("berth-"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .unwrap();
+    for line in [
+        "TLS: off",
+        "authentication: off",
+        "mirroring: docker.io (https://registry-1.docker.io), ghcr.io (http://127.0.0.1:9)",
+    ] {
+        assert!(log.contains(line), "{line}: {log}");
+    }
 }
 
 /// Upstream passwords, htpasswd passwords, Authorization headers and tokens

@@ -54,6 +54,45 @@ pub struct Bound {
     pub registry: Arc<Registry>,
 }
 
+/// What `serve` checks before it binds, for `berth config check` to check
+/// the same: the htpasswd file (readable, bcrypt lines only), the TLS
+/// certificate and key, and the configured patterns and signature keys.
+pub fn preflight(cfg: &Config) -> Result<(), String> {
+    if let Some(h) = &cfg.auth.htpasswd {
+        htpasswd::Htpasswd::load(&h.path).map_err(|e| format!("auth.htpasswd: {e}"))?;
+    }
+    if let Some(t) = &cfg.server.tls {
+        tls::server_config(t).map_err(|e| format!("server.tls: {e}"))?;
+    }
+    registry::describe_patterns(cfg).map(|_| ())
+}
+
+/// One line each, for the startup log: TLS, authentication, what is mirrored.
+pub fn startup_summary(cfg: &Config) -> Vec<String> {
+    let tls = match &cfg.server.tls {
+        Some(t) => format!(
+            "TLS: on ({}){}",
+            t.certificate.display(),
+            if t.client_ca.is_some() { ", client certificates required" } else { "" }
+        ),
+        None => "TLS: off (plain HTTP; set server.tls to serve HTTPS)".into(),
+    };
+    let auth = match &cfg.auth.htpasswd {
+        Some(h) => {
+            format!("authentication: on (users from {}, {} access rules)", h.path.display(), cfg.auth.rules.len())
+        }
+        None => "authentication: off (anyone who reaches the port may pull and push)".into(),
+    };
+    let mirror = match cfg.mirror.enabled {
+        true => {
+            let ups: Vec<String> = cfg.mirror.upstreams.iter().map(|u| format!("{} ({})", u.host, u.url)).collect();
+            format!("mirroring: {}; default {}", ups.join(", "), cfg.mirror.default)
+        }
+        false => "mirroring: off (a private registry only)".into(),
+    };
+    vec![tls, auth, mirror]
+}
+
 /// Binds the listen address and builds the HTTP server over the configured
 /// data directory.
 pub fn bind(cfg: &Config) -> std::io::Result<Bound> {

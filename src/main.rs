@@ -205,6 +205,8 @@ fn main() -> ExitCode {
             warm(&server, platform.as_deref(), user.as_deref(), &images)
         }
         Command::Config { command: ConfigCommand::Check { common } } => load_noted(&common).and_then(|(cfg, notes)| {
+            // What `serve` would refuse to start with, refused here too.
+            berth::preflight(&cfg)?;
             let patterns = berth::registry::describe_patterns(&cfg)?;
             if !notes.is_empty() {
                 print!("{}", berth::config::registry2::describe(&notes));
@@ -235,8 +237,13 @@ fn htpasswd(user: &str, stdin: bool, cost: u32) -> Result<(), String> {
         std::io::stdin().read_line(&mut line).map_err(|e| e.to_string())?;
         line.trim_end_matches(['\n', '\r']).to_string()
     } else {
-        let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
-        if rpassword::prompt_password("Again: ").map_err(|e| e.to_string())? != first {
+        // rpassword reads the terminal itself; without one (a script, a pipe,
+        // `docker exec` without -t) say what to do instead of "os error 6".
+        let no_terminal = |e: std::io::Error| {
+            format!("cannot ask for the password ({e}): no terminal; pipe it in with --stdin, e.g. `echo \"$PASSWORD\" | berth htpasswd {user} --stdin`")
+        };
+        let first = rpassword::prompt_password("Password: ").map_err(no_terminal)?;
+        if rpassword::prompt_password("Again: ").map_err(no_terminal)? != first {
             return Err("the passwords differ".into());
         }
         first
@@ -328,6 +335,9 @@ fn serve(cfg: Config, warnings: Vec<String>) -> Result<(), String> {
     actix_web::rt::System::new().block_on(async move {
         let bound = berth::bind(&cfg).map_err(|e| e.to_string())?;
         tracing::info!(addr = %bound.addr, data = %cfg.storage.root.display(), "berth listening");
+        for line in berth::startup_summary(&cfg) {
+            tracing::info!("{line}");
+        }
         // actix-web stops gracefully on SIGTERM and SIGINT.
         let stopped = bound.server.await.map_err(|e| e.to_string());
         // The last minute's uses of mirrored content outlive the restart.
