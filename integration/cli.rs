@@ -322,3 +322,39 @@ fn tls_probes_on_a_plain_port_are_said_once_not_logged_as_errors() {
     assert_eq!(log.matches("something other than HTTP/1 on this plain-HTTP port").count(), 1, "{log}");
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+/// registry:2's own config.yml (the image's default) starts clean, and its
+/// `log.fields` are on every line, text or JSON.
+#[test]
+fn registry2_s_default_config_starts_clean_with_its_log_fields() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registry2.yml");
+    for json in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = common::procs::berth_with(
+            &dir.path().join("data"),
+            dir.path(),
+            &["--config", file.to_str().unwrap()],
+            |c| {
+                if json {
+                    c.env("BERTH_LOG__FORMAT", "json");
+                }
+            },
+        );
+        p.stop();
+        let log = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("berth-"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .unwrap();
+        assert!(!log.contains("does not support") && !log.contains("WARN"), "{log}");
+        let listening = log.lines().find(|l| l.contains("berth listening")).unwrap();
+        match json {
+            false => assert!(listening.starts_with("service=\"registry\" "), "{listening}"),
+            true => {
+                let v: serde_json::Value = serde_json::from_str(listening).unwrap();
+                assert_eq!(v["service"], "registry", "{listening}");
+            }
+        }
+    }
+}

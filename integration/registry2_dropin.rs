@@ -70,13 +70,16 @@ fn the_tutorial_compose_setup_works_with_only_the_image_changed() {
     }
     let shown = run(&mut check);
     assert!(shown.contains("#   auth.htpasswd.path -> auth.htpasswd.path"), "{shown}");
-    assert!(shown.contains("#   log.fields.service: NOT SUPPORTED, ignored"), "{shown}");
+    assert!(shown.contains("#   log.fields.service -> log.fields.service (on every log line)"), "{shown}");
+    assert!(!shown.contains("NOT SUPPORTED"), "the tutorial's file has nothing berth ignores: {shown}");
     assert!(shown.contains("[server.tls]") && shown.contains("enabled = true"), "{shown}");
     let log = b.log.clone();
-    b.wait_until("the unsupported-keys warning", Duration::from_secs(10), || {
-        std::fs::read_to_string(&log)
-            .is_ok_and(|l| l.contains("registry:2 keys berth does not support (ignored): log.fields.service"))
+    b.wait_until("the startup lines", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("mirroring: off"))
     });
+    let started = std::fs::read_to_string(&log).unwrap();
+    assert!(!started.contains("does not support"), "no warning: {started}");
+    assert!(started.lines().all(|l| l.starts_with("service=\"registry\" ")), "log.fields on every line: {started}");
 
     // docker login, push, pull, delete through a private dockerd that trusts the CA.
     let certs_d = Path::new("/etc/docker/certs.d").join(&addr);

@@ -21,15 +21,64 @@ pub fn init(cfg: &LogConfig) {
     // Colours only for a terminal; log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr);
+    let fields = Fields::of(&cfg.fields);
     let fmt = match cfg.format {
-        LogFormat::Text => fmt.boxed(),
-        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Text => fmt.event_format(WithFields { fields, inner: tracing_subscriber::fmt::format() }).boxed(),
+        LogFormat::Json => {
+            fmt.json().event_format(WithFields { fields, inner: tracing_subscriber::fmt::format().json() }).boxed()
+        }
     };
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(fmt.with_filter(tracing_subscriber::filter::filter_fn(|m| !is_connection_error(m))))
         .with(ConnectionErrors)
         .try_init();
+}
+
+/// `log.fields`, ready to write: `k=v ` before a text line, `"k":"v",`
+/// first in a JSON object.
+#[derive(Clone)]
+struct Fields {
+    text: String,
+    json: String,
+}
+
+impl Fields {
+    fn of(fields: &std::collections::BTreeMap<String, String>) -> Fields {
+        let text = fields.iter().map(|(k, v)| format!("{k}={v:?} ")).collect();
+        let json = fields.iter().map(|(k, v)| format!("{}:{},", serde_json::json!(k), serde_json::json!(v))).collect();
+        Fields { text, json }
+    }
+}
+
+/// An event format with `log.fields` on every line (registry:2's).
+struct WithFields<F> {
+    fields: Fields,
+    inner: F,
+}
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithFields<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if self.fields.text.is_empty() {
+            return self.inner.format_event(ctx, writer, event);
+        }
+        let mut line = String::new();
+        self.inner.format_event(ctx, tracing_subscriber::fmt::format::Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => write!(writer, "{{{}{rest}", self.fields.json),
+            None => write!(writer, "{}{line}", self.fields.text),
+        }
+    }
 }
 
 /// actix-http's "stream error" lines: a client's connection that was not

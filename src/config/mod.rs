@@ -564,6 +564,10 @@ pub struct LogConfig {
     pub level: String,
     /// `text` for people, `json` for log collectors.
     pub format: LogFormat,
+    /// Fields added to every log line (registry:2's `log.fields`), e.g.
+    /// `{ service = "registry", environment = "prod" }`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fields: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -619,7 +623,7 @@ impl Default for CacheConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Text }
+        Self { level: "info".into(), format: LogFormat::Text, fields: Default::default() }
     }
 }
 

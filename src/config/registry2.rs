@@ -253,6 +253,11 @@ pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<No
                 };
                 honour(&mut notes, format!("log.level = {:?}", cfg.log.level));
             }
+            k if k.starts_with("log.fields.") => {
+                let name = k.trim_start_matches("log.fields.").to_string();
+                cfg.log.fields.insert(name, text(key, v)?);
+                honour(&mut notes, format!("{k} (on every log line)"));
+            }
             "log.formatter" => {
                 cfg.log.format = match text(key, v)?.as_str() {
                     "json" | "logstash" => super::LogFormat::Json,
@@ -484,10 +489,8 @@ mod tests {
         assert!(!cfg.mirror.enabled, "no proxy section: no mirroring");
         assert!(!cfg.storage.delete.enabled, "registry:2's default");
         assert_eq!(cfg.server.headers.get("x-content-type-options").map(String::as_str), Some("nosniff"));
-        assert_eq!(
-            unsupported(&notes).unwrap(),
-            "registry:2 keys berth does not support (ignored): log.fields.service"
-        );
+        assert_eq!(unsupported(&notes), None, "the image's own file starts clean");
+        assert_eq!(cfg.log.fields.get("service").map(String::as_str), Some("registry"));
         assert!(describe(&notes).contains("health.storagedriver.enabled: not needed"));
     }
 
