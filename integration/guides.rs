@@ -36,11 +36,20 @@ fn the_readme_guides_run_as_written() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let guides = guides(&readme);
     let names: Vec<&str> = guides.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["docker", "push", "containerd", "podman", "metrics"]);
+    assert_eq!(names, ["docker", "push", "containerd", "containerd-push", "podman", "metrics"]);
 
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     let (_upstream, up) = upstream_with_busybox(w);
+    // Docker Hub's busybox is multi-platform: the layout's two-platform index.
+    let layout = common::images::Layout { dir: w.join("layout") };
+    common::procs::run(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &layout.reference("multi"),
+        &format!("docker://{up}/library/busybox:latest"),
+    ]));
     let users = w.join("htpasswd");
     add_user(&users, "alice", "wonderland");
     let cfg = w.join("berth.toml");
@@ -73,6 +82,9 @@ fn the_readme_guides_run_as_written() {
     }
     assert!(stdout.contains("berth_served_bytes_total{content=\"mirrored\",kind=\"blob\"}"), "{stdout}");
     assert!(w.join("data/docker/registry/v2/repositories/team/busybox/_manifests/tags/1").is_dir(), "pushed");
+    let ctr_tag = w.join("data/docker/registry/v2/repositories/team/busybox/_manifests/tags/ctr/current/link");
+    let pushed = std::fs::read_to_string(ctr_tag).expect("ctr pushed team/busybox:ctr");
+    assert_eq!(pushed, layout.digest("multi").to_string(), "the whole index, every platform");
     assert!(
         w.join("data/docker/registry/v2/repositories/_mirror/docker.io/library/busybox/_manifests/tags/latest")
             .is_dir(),
