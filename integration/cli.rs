@@ -358,3 +358,56 @@ fn registry2_s_default_config_starts_clean_with_its_log_fields() {
         }
     }
 }
+
+/// Read-only mode, as registry:2's maintenance mode answers (405, `Allow:
+/// GET, HEAD`), from the configuration and switched by `berth readonly`
+/// while the server runs; reads go on.
+#[test]
+fn read_only_mode_refuses_writes_and_is_switched_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (p, addr) = berth(&data, dir.path(), &["--no-mirror"]);
+    let readonly = |state: Option<&str>| {
+        let mut cmd = berth_cmd();
+        cmd.args(["readonly", "--data"]).arg(&data);
+        cmd.args(state);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(readonly(None).contains("read-only mode is off"));
+    let (status, _) =
+        common::procs::send("POST", &addr, "/v2/team/app/blobs/uploads/", "application/octet-stream", b"").unwrap();
+    assert_eq!(status, 202);
+
+    assert!(readonly(Some("on")).contains("read-only mode is on"));
+    let (status, headers, body) = http_with("POST", &addr, "/v2/team/app/blobs/uploads/", &[]).unwrap();
+    assert_eq!(status, 405);
+    assert!(headers.iter().any(|(k, v)| k == "allow" && v == "GET, HEAD"), "{headers:?}");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["errors"][0]["code"], "UNSUPPORTED");
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("read-only"));
+    for (method, path) in [
+        ("PUT", "/v2/team/app/manifests/v1"),
+        ("DELETE", "/v2/team/app/manifests/v1"),
+        ("DELETE", "/v2/team/app/blobs/sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+    ] {
+        assert_eq!(http(method, &addr, path).unwrap().0, 405, "{method} {path}");
+    }
+    assert_eq!(http("GET", &addr, "/v2/").unwrap().0, 200, "reads go on");
+    assert_eq!(http("GET", &addr, "/v2/team/app/tags/list").unwrap().0, 404, "and answer as before");
+
+    assert!(readonly(Some("off")).contains("read-only mode is off"));
+    let (status, _) =
+        common::procs::send("POST", &addr, "/v2/team/app/blobs/uploads/", "application/octet-stream", b"").unwrap();
+    assert_eq!(status, 202);
+    p.stop();
+
+    // From the configuration (registry:2's maintenance key is translated to it).
+    let (p, addr) = common::procs::berth_with(&data, dir.path(), &["--no-mirror"], |c| {
+        c.env("BERTH_STORAGE__READ_ONLY", "true");
+    });
+    assert_eq!(http("POST", &addr, "/v2/team/app/blobs/uploads/").unwrap().0, 405);
+    assert!(readonly(None).contains("read-only mode is on"));
+    p.stop();
+}

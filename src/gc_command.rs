@@ -98,16 +98,41 @@ pub fn run(cfg: &Config, opts: GcOptions) -> Result<GcReport, String> {
             lifecycle.gc(opts, &|p| progress.show(p)).await.map_err(|e| e.to_string())
         }),
         Err(StoreError::InUse(_)) => {
-            let addr = std::fs::read_to_string(crate::api::admin::server_addr_file(root))
-                .map_err(|e| format!("a berth server holds {} but left no address: {e}", root.display()))?;
-            let token = std::fs::read_to_string(crate::api::admin::token_file(root))
-                .map_err(|e| format!("cannot read the server's admin token (run as the server's user): {e}"))?;
-            actix_web::rt::System::new().block_on(remote(addr.trim(), token.trim(), opts, &progress))
+            let (addr, token) = crate::api::admin::running_server(root)?;
+            actix_web::rt::System::new().block_on(remote(&addr, &token, opts, &progress))
         }
         Err(e) => Err(e.to_string()),
     };
     progress.finish();
     result
+}
+
+/// `berth readonly [on|off]`: asks the server running on `root` to turn
+/// read-only mode on or off (or only says whether it is on).
+pub fn read_only(root: &std::path::Path, on: Option<bool>) -> Result<bool, String> {
+    let (addr, token) = crate::api::admin::running_server(root).map_err(|e| {
+        format!("{e} (read-only mode is switched on a running server; start it with storage.read_only)")
+    })?;
+    let base = crate::local_server::base_url(&addr);
+    let url = match on {
+        Some(on) => format!("{base}/_berth/readonly?enabled={on}"),
+        None => format!("{base}/_berth/readonly"),
+    };
+    actix_web::rt::System::new().block_on(async {
+        let client = crate::local_server::client(true, Some(Duration::from_secs(30)));
+        let mut resp = client
+            .post(&url)
+            .insert_header((crate::api::admin::TOKEN_HEADER, token))
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the berth server at {addr}: {e}"))?;
+        let body = resp.body().await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("the server answered {}: {}", resp.status(), String::from_utf8_lossy(&body)));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        v["read_only"].as_bool().ok_or_else(|| "the server's answer has no read_only".to_string())
+    })
 }
 
 /// Asks the server at `addr` to run it, and follows its progress.

@@ -83,6 +83,18 @@ enum Command {
         #[arg(value_name = "IMAGE")]
         image: String,
     },
+    /// Turn read-only mode on or off on the server running on this data
+    /// directory, without a restart (registry:2's maintenance read-only mode:
+    /// pushes and deletes answer 405, pulls go on); without on/off, say which.
+    Readonly {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Data directory (overrides storage.root).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        #[arg(value_parser = ["on", "off"])]
+        state: Option<String>,
+    },
     /// Exit 0 when the server running on this data directory answers /readyz
     /// with 200 (a container HEALTHCHECK): it finds the server's address in
     /// `<root>/.berth/server.addr`, so it follows whatever port and TLS it serves.
@@ -201,6 +213,14 @@ fn main() -> ExitCode {
         }),
         Command::CheckStorage { common } => load(&common).and_then(|cfg| check_storage(&cfg)),
         Command::Verify { server, user, image } => verify(&server, user.as_deref(), &image),
+        Command::Readonly { common, data, state } => load(&common).and_then(|mut cfg| {
+            if let Some(data) = data {
+                cfg.storage.root = data;
+            }
+            let on = berth::gc_command::read_only(&cfg.storage.root, state.map(|s| s == "on"))?;
+            println!("read-only mode is {}", if on { "on: pushes and deletes are refused" } else { "off" });
+            Ok(())
+        }),
         Command::Warm { server, platform, user, images } => {
             warm(&server, platform.as_deref(), user.as_deref(), &images)
         }

@@ -48,17 +48,44 @@ pub const TOKEN_HEADER: &str = "X-Berth-Admin-Token";
 #[derive(Debug, Clone)]
 pub struct AdminToken(pub String);
 
+/// Refuses whoever is not `berth` on this machine (see the module comment).
+fn admin_only(req: &HttpRequest, token: &AdminToken) -> Result<(), ApiError> {
+    let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+    let presented = req.headers().get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
+    match loopback && presented == Some(token.0.as_str()) {
+        true => Ok(()),
+        false => Err(ApiError::AdminOnly),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct ReadOnlyQuery {
+    enabled: Option<bool>,
+}
+
+/// `POST /_berth/readonly?enabled=true|false` (`berth readonly on|off`):
+/// turns read-only mode on or off without a restart; without `enabled`,
+/// says whether it is on.
+pub async fn read_only(
+    req: HttpRequest,
+    reg: Reg,
+    token: web::Data<AdminToken>,
+    query: web::Query<ReadOnlyQuery>,
+) -> Result<HttpResponse, ApiError> {
+    admin_only(&req, &token)?;
+    if let Some(on) = query.enabled {
+        reg.set_read_only(on);
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "read_only": reg.is_read_only() })))
+}
+
 pub async fn gc(
     req: HttpRequest,
     reg: Reg,
     token: web::Data<AdminToken>,
     query: web::Query<GcQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
-    let presented = req.headers().get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
-    if !loopback || presented != Some(token.0.as_str()) {
-        return Err(ApiError::AdminOnly);
-    }
+    admin_only(&req, &token)?;
     let grace = match &query.grace {
         Some(g) => humantime::parse_duration(g).map_err(|e| ApiError::Query(format!("grace {g:?}: {e}")))?,
         None => reg.lifecycle().gc_grace(),
@@ -83,6 +110,16 @@ pub async fn gc(
         rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
     });
     Ok(HttpResponse::Ok().content_type("application/x-ndjson").streaming(body))
+}
+
+/// The address and admin token of the server running on data directory
+/// `root` (what `berth gc` and `berth readonly` ask).
+pub fn running_server(root: &std::path::Path) -> Result<(String, String), String> {
+    let addr = std::fs::read_to_string(server_addr_file(root))
+        .map_err(|e| format!("a berth server holds {} but left no address: {e}", root.display()))?;
+    let token = std::fs::read_to_string(token_file(root))
+        .map_err(|e| format!("cannot read the server's admin token (run as the server's user): {e}"))?;
+    Ok((addr.trim().to_string(), token.trim().to_string()))
 }
 
 /// Where a running server can be reached for `berth gc`: `<root>/.berth/server.addr`.

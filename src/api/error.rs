@@ -136,6 +136,10 @@ impl ResponseError for ApiError {
             if let Some(after) = e.retry_after() {
                 resp.insert_header((header::RETRY_AFTER, after.to_string()));
             }
+            // As registry:2's read-only mode answers.
+            if matches!(e, RegistryError::ReadOnly) {
+                resp.insert_header((header::ALLOW, "GET, HEAD"));
+            }
         }
         resp.json(json!({ "errors": [{ "code": code.as_str(), "message": self.client_message(), "detail": null }] }))
     }

@@ -73,6 +73,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/metrics", web::get().to(metrics::scrape))
         .route("/_berth/gc", web::post().to(admin::gc))
+        .route("/_berth/readonly", web::post().to(admin::read_only))
         .route("/_berth/verify", web::get().to(trust::verify))
         .route("/_berth/admission/forget", web::post().to(trust::forget))
         .route("/readyz", web::get().to(health::readyz))
@@ -178,6 +179,10 @@ async fn handle(
     req.extensions_mut().insert(metrics::EndpointLabel(endpoint.label()));
     let action =
         route::action(&endpoint, req.method()).ok_or_else(|| ApiError::MethodNotAllowed(req.method().to_string()))?;
+    // Read-only mode refuses by method, as registry:2's does.
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        reg.check_writes()?;
+    }
     let params = Params::parse(req.query_string())?;
     let caller = auth.caller(req).await?;
     let user = match &caller {

@@ -218,6 +218,10 @@ pub struct StorageConfig {
     /// Keep the registry in an S3-compatible bucket instead of under `root`
     /// (which then holds only berth's local state: its index, spool, token).
     pub s3: Option<S3Config>,
+    /// Read-only mode (registry:2's `storage.maintenance.readonly.enabled`):
+    /// pushes and deletes answer 405; `berth readonly on|off` toggles it
+    /// while the server runs.
+    pub read_only: bool,
 }
 
 /// An S3-compatible bucket (`storage.s3`); registry:2's S3 driver settings
@@ -605,6 +609,7 @@ impl Default for StorageConfig {
             delete: DeleteConfig::default(),
             max_manifest_size: 4 * 1024 * 1024,
             s3: None,
+            read_only: false,
         }
     }
 }

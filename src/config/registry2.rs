@@ -292,10 +292,10 @@ pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<No
                 cfg.uploads.max_age = duration(key, v)?;
                 honour(&mut notes, format!("uploads.max_age = {}", humantime::format_duration(cfg.uploads.max_age)));
             }
-            "storage.maintenance.readonly.enabled" if flag(key, v)? => {
-                return Err(err(format!("{key}: berth has no read-only mode")));
+            "storage.maintenance.readonly.enabled" => {
+                cfg.storage.read_only = flag(key, v)?;
+                honour(&mut notes, format!("storage.read_only = {}", cfg.storage.read_only));
             }
-            "storage.maintenance.readonly.enabled" => not_needed(&mut notes, "off, as berth's"),
             "storage.redirect.disable" => not_needed(&mut notes, "berth serves blobs itself, never by redirect"),
             "storage.tag.concurrencylimit" => not_needed(&mut notes, "berth lists tags without a limit"),
             k if k.starts_with("storage.s3") => s3_key(&mut notes, s3.get_or_insert_with(Default::default), key, v)?,
@@ -540,6 +540,14 @@ mod tests {
     }
 
     #[test]
+    fn read_only_maintenance_mode_is_berth_s_read_only() {
+        let yaml = "version: 0.1\nstorage:\n  maintenance:\n    readonly:\n      enabled: true\n";
+        assert!(translate(yaml, &[]).unwrap().0.storage.read_only);
+        let env = env(&[("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED", "false")]);
+        assert!(!translate(yaml, &env).unwrap().0.storage.read_only);
+    }
+
+    #[test]
     fn what_berth_cannot_honour_is_an_error() {
         for (yaml, says) in [
             ("version: 0.1\nstorage:\n  gcs:\n    bucket: b\n", "gcs storage driver"),
@@ -547,7 +555,6 @@ mod tests {
             ("version: 0.1\nstorage:\n  s3:\n    bucket: b\n    encrypt: true\n", "not supported"),
             ("version: 0.1\nauth:\n  token:\n    realm: x\n", "token authentication"),
             ("version: 0.1\nhttp:\n  prefix: /registry/\n", "/v2/ only"),
-            ("version: 0.1\nstorage:\n  maintenance:\n    readonly:\n      enabled: true\n", "read-only"),
             ("version: 0.2\n", "version 0.1"),
             ("version: 0.1\nhttp:\n  tls:\n    certificate: /a.crt\n", "both certificate and key"),
         ] {

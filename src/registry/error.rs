@@ -30,6 +30,10 @@ pub enum RegistryError {
     ManifestTooLarge { limit: u64 },
     #[error("deletes are disabled on this registry (storage.delete.enabled = false)")]
     DeleteDisabled,
+    #[error(
+        "the registry is in read-only mode (storage.read_only, or `berth readonly on`): pushes and deletes are refused"
+    )]
+    ReadOnly,
     #[error("range not satisfiable: the blob is {size} bytes")]
     RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
@@ -62,7 +66,7 @@ impl RegistryError {
             RegistryError::ManifestBlobUnknown(_) => OciCode::ManifestBlobUnknown,
             RegistryError::ManifestDigestMismatch { .. } => OciCode::DigestInvalid,
             RegistryError::ManifestTooLarge { .. } => OciCode::TooLarge,
-            RegistryError::DeleteDisabled => OciCode::Unsupported,
+            RegistryError::DeleteDisabled | RegistryError::ReadOnly => OciCode::Unsupported,
             RegistryError::RangeNotSatisfiable { .. } => OciCode::RangeInvalid,
             RegistryError::Denied(_) => OciCode::Denied,
             RegistryError::GcRunning | RegistryError::ReplicaBusy => OciCode::Busy,

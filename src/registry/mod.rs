@@ -105,6 +105,8 @@ pub struct Registry {
     /// Coalesces concurrent upstream fetches of one manifest.
     manifest_fetches: Cache<(RepoName, String), Manifest>,
     delete_enabled: bool,
+    /// Read-only mode (`storage.read_only`, toggled by `berth readonly`).
+    read_only: std::sync::atomic::AtomicBool,
     max_manifest_size: u64,
     lifecycle: Arc<Lifecycle>,
     browsing: Browsing,
@@ -147,6 +149,7 @@ impl Registry {
             fresh_referrers: Cache::new(cfg.cache.tags),
             manifest_fetches: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(1)).build(),
             delete_enabled: cfg.storage.delete.enabled,
+            read_only: cfg.storage.read_only.into(),
             max_manifest_size: cfg.storage.max_manifest_size,
             lifecycle,
             browsing,
@@ -189,11 +192,39 @@ impl Registry {
     }
 
     fn check_delete(&self) -> RegistryResult<()> {
+        self.check_writes()?;
         if self.delete_enabled {
             Ok(())
         } else {
             Err(RegistryError::DeleteDisabled)
         }
+    }
+
+    /// `ReadOnly` while the registry is in read-only mode (registry:2's
+    /// `storage.maintenance.readonly`): every push and delete is refused,
+    /// reads (and the mirror filling its cache on them) go on.
+    pub fn check_writes(&self) -> RegistryResult<()> {
+        match self.read_only.load(std::sync::atomic::Ordering::Relaxed) {
+            true => Err(RegistryError::ReadOnly),
+            false => Ok(()),
+        }
+    }
+
+    /// Turns read-only mode on or off, without a restart; whether it was on.
+    pub fn set_read_only(&self, on: bool) -> bool {
+        let was = self.read_only.swap(on, std::sync::atomic::Ordering::Relaxed);
+        if was != on {
+            tracing::info!(
+                read_only = on,
+                "read-only mode {}",
+                if on { "on: pushes and deletes are refused" } else { "off" }
+            );
+        }
+        was
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the repository `name` holds pushed content (cached).
