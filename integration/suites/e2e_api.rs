@@ -493,3 +493,40 @@ async fn restart_keeps_everything_and_resumes_uploads() {
     assert_eq!(c.get(&format!("/v2/a/blobs/{d}")).await.body.as_ref(), b"abcdef");
     s.stop().await;
 }
+
+/// `[validation]` (registry:2's `validation.manifests.urls`): a foreign
+/// layer's URLs must be allowed; a refused push names the URL.
+#[actix_rt::test]
+async fn foreign_layer_urls_are_validated_on_push() {
+    let s = TestServer::start_with(|c| {
+        c.mirror.enabled = false;
+        c.validation.urls_allow = vec!["^https://mcr\\.example\\.com/".into()];
+        c.validation.urls_deny = vec!["/private/".into()];
+    })
+    .await;
+    let c = s.client();
+    let config = c.push_blob("win/app", b"{}").await;
+    let manifest = |url: &str| {
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config.to_string(), "size": 2},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                        "digest": Digest::sha256_of(url.as_bytes()).to_string(), "size": 100, "urls": [url]}]
+        }))
+        .unwrap()
+    };
+    let r = c.put_manifest("win/app", "ok", DOCKER_MANIFEST, &manifest("https://mcr.example.com/layer")).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    for (url, why) in [
+        ("https://evil.example.org/layer", "urls_allow"),
+        ("https://mcr.example.com/private/layer", "urls_deny"),
+        ("file:///etc/passwd", "http(s)"),
+    ] {
+        let r = c.put_manifest("win/app", "no", DOCKER_MANIFEST, &manifest(url)).await;
+        assert_eq!((r.status, r.code().as_str()), (400, "MANIFEST_BLOB_UNKNOWN"), "{url}");
+        let message = r.json()["errors"][0]["message"].as_str().unwrap().to_string();
+        assert!(message.contains(url) && message.contains(why), "{message}");
+    }
+    assert_eq!(c.get("/v2/win/app/manifests/no").await.status, 404, "nothing stored");
+    s.stop().await;
+}

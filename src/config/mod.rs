@@ -26,6 +26,18 @@ pub struct Config {
     pub auth: AuthConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    pub validation: ValidationConfig,
+}
+
+/// Checks of pushed manifests beyond the spec's (registry:2's `validation`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// Foreign (non-distributable) layers name URLs to fetch them from. A
+    /// pushed manifest's URLs must be http(s) without a fragment, match one of
+    /// these regular expressions (when any are given) and none of `urls_deny`.
+    pub urls_allow: Vec<String>,
+    pub urls_deny: Vec<String>,
 }
 
 /// Prometheus metrics at `/metrics`.

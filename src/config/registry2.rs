@@ -253,6 +253,23 @@ pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<No
                 };
                 honour(&mut notes, format!("log.level = {:?}", cfg.log.level));
             }
+            "validation.manifests.urls.allow" | "validation.manifests.urls.deny" => {
+                let list = match v {
+                    Value::Array(a) => a.iter().map(|r| text(key, r)).collect::<Result<Vec<_>, _>>()?,
+                    other => vec![text(key, other)?],
+                };
+                let (target, name) = match key.ends_with(".allow") {
+                    true => (&mut cfg.validation.urls_allow, "validation.urls_allow"),
+                    false => (&mut cfg.validation.urls_deny, "validation.urls_deny"),
+                };
+                *target = list;
+                honour(&mut notes, name.into());
+            }
+            // registry:2 then checks nothing; berth's default checks only
+            // that URLs are http(s), which a client fetching them needs anyway.
+            "validation.disabled" | "validation.enabled" => {
+                not_needed(&mut notes, "berth checks foreign-layer URLs only as validation.urls_* say")
+            }
             k if k.starts_with("log.fields.") => {
                 let name = k.trim_start_matches("log.fields.").to_string();
                 cfg.log.fields.insert(name, text(key, v)?);
@@ -537,6 +554,14 @@ mod tests {
         assert_eq!(cfg.mirror.ttl, std::time::Duration::from_secs(72 * 3600));
         let (cfg, _) = translate("version: 0.1\nproxy:\n  remoteurl: https://ghcr.io\n", &[]).unwrap();
         assert_eq!(cfg.mirror.default, "ghcr.io");
+    }
+
+    #[test]
+    fn manifest_url_validation_is_berth_s() {
+        let yaml = "version: 0.1\nvalidation:\n  manifests:\n    urls:\n      allow:\n        - ^https?://([^/]+\\.)*example\\.com/\n      deny:\n        - ^https?://www\\.example\\.com/\n";
+        let cfg = translate(yaml, &[]).unwrap().0;
+        assert_eq!(cfg.validation.urls_allow, vec!["^https?://([^/]+\\.)*example\\.com/"]);
+        assert_eq!(cfg.validation.urls_deny, vec!["^https?://www\\.example\\.com/"]);
     }
 
     #[test]

@@ -78,6 +78,7 @@ impl Edges {
             digest: d.clone(),
             size: *size,
             platform: None,
+            urls: vec![],
         };
         ManifestInfo {
             media_type: String::new(),

@@ -44,6 +44,8 @@ struct RawDescriptor {
     digest: String,
     size: i64,
     platform: Option<RawPlatform>,
+    #[serde(default)]
+    urls: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +123,8 @@ pub struct Descriptor {
     pub size: u64,
     /// For the entries of an index.
     pub platform: Option<Platform>,
+    /// Where a foreign (non-distributable) layer is fetched from instead.
+    pub urls: Vec<String>,
 }
 
 impl Descriptor {
@@ -219,7 +223,7 @@ fn descriptor(d: RawDescriptor, field: &str) -> Result<Descriptor, ParseError> {
     let size = u64::try_from(d.size).map_err(|_| invalid(format!("{field}: negative size")))?;
     let digest = d.digest.parse().map_err(|e: ParseError| invalid(format!("{field}: {}", e.message)))?;
     let platform = d.platform.map(|p| Platform { os: p.os, architecture: p.architecture, variant: p.variant });
-    Ok(Descriptor { media_type: d.media_type, digest, size, platform })
+    Ok(Descriptor { media_type: d.media_type, digest, size, platform, urls: d.urls })
 }
 
 fn descriptors(list: Option<Vec<RawDescriptor>>, field: &str) -> Result<Vec<Descriptor>, ParseError> {

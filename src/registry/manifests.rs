@@ -172,6 +172,7 @@ impl Registry {
             return Err(RegistryError::ManifestTooLarge { limit: self.max_manifest_size });
         }
         let info = ManifestInfo::parse_push(&bytes, content_type)?;
+        self.validation.check(&info)?;
         let (digest, tag) = match reference {
             Reference::Digest(expected) => {
                 expected

@@ -28,6 +28,7 @@ mod range;
 mod referrers;
 pub mod trust;
 pub mod uses;
+pub mod validation;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -100,6 +101,8 @@ pub struct Registry {
     trust: Arc<trust::Trust>,
     /// The admission webhook, if configured.
     admission: Option<Arc<admission::Admission>>,
+    /// Checks of pushed manifests beyond the spec's.
+    validation: validation::Validation,
     /// When a mirrored subject's referrers were last listed upstream.
     fresh_referrers: Cache<(RepoName, crate::oci::Digest), Instant>,
     /// Coalesces concurrent upstream fetches of one manifest.
@@ -121,6 +124,7 @@ impl Registry {
         let pins = expiry::Pins::new(&cfg.mirror.pin, &namespace)?;
         let trust = Arc::new(trust::Trust::new(&cfg.mirror.verify, &namespace)?);
         let admission = admission::Admission::new(cfg.mirror.admission.as_ref(), &namespace)?.map(Arc::new);
+        let validation = validation::Validation::new(&cfg.validation)?;
         let store = Arc::new(store);
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mirror = cfg
@@ -146,6 +150,7 @@ impl Registry {
             fresh_tags: Cache::new(cfg.cache.tags),
             trust,
             admission,
+            validation,
             fresh_referrers: Cache::new(cfg.cache.tags),
             manifest_fetches: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(1)).build(),
             delete_enabled: cfg.storage.delete.enabled,
@@ -408,6 +413,7 @@ pub fn describe_patterns(cfg: &Config) -> Result<Vec<String>, String> {
     let pins = expiry::Pins::new(&cfg.mirror.pin, &namespace)?;
     lines.extend(pins.describe().into_iter().map(|p| format!("mirror.pin {p}")));
     lines.extend(trust::Trust::new(&cfg.mirror.verify, &namespace)?.describe());
+    validation::Validation::new(&cfg.validation)?;
     Ok(lines)
 }
 
