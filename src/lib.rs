@@ -173,9 +173,12 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     let data = web::Data::from(registry.clone());
     let edge = web::Data::new(api::EdgeConfig::new(cfg));
     let extra_headers = cfg.server.headers.clone();
+    let prefix = web::Data::new(api::prefix::Prefix::parse(&cfg.server.prefix).map_err(std::io::Error::other)?);
+    let prefixed = !prefix.0.is_empty();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(prefix.clone())
             .app_data(edge.clone())
             .app_data(token.clone())
             .app_data(auth.clone())
@@ -188,6 +191,9 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
             )
             .wrap(actix_web::middleware::from_fn(api::metrics::observe))
             .wrap(actix_web::middleware::from_fn(telemetry::request_span))
+            // Outermost: every layer inside sees the path without the prefix
+            // (and without one configured, the hot path pays nothing for it).
+            .wrap(actix_web::middleware::Condition::new(prefixed, actix_web::middleware::from_fn(api::prefix::strip)))
             .configure(api::configure)
             .configure(ui::configure)
     })

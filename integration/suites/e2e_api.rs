@@ -530,3 +530,51 @@ async fn foreign_layer_urls_are_validated_on_push() {
     assert_eq!(c.get("/v2/win/app/manifests/no").await.status, 404, "nothing stored");
     s.stop().await;
 }
+
+/// `server.prefix` (registry:2's `http.prefix`): the API under a path, every
+/// path berth writes back (Location, Link, the token realm) with it; the API
+/// without it is not there.
+#[actix_rt::test]
+async fn the_api_answers_under_a_path_prefix() {
+    let users = tempfile::tempdir().unwrap();
+    let path = users.path().join("htpasswd");
+    std::fs::write(&path, berth::htpasswd::line("alice", "pw", 4).unwrap() + "\n").unwrap();
+    let s = TestServer::start_with(move |c| {
+        c.mirror.enabled = false;
+        c.server.prefix = "/registry/".into();
+        c.auth.htpasswd = Some(berth::config::HtpasswdConfig { path, realm: "berth".into() });
+    })
+    .await;
+    let anonymous = s.client();
+    let r = anonymous.get("/registry/v2/").await;
+    assert_eq!(r.status, 401);
+    let realm = r.header("www-authenticate").unwrap().to_string();
+    assert!(realm.contains("/registry/v2/token\""), "{realm}");
+    assert_eq!(anonymous.get("/v2/").await.status, 404, "not without the prefix");
+    assert_eq!(anonymous.get("/healthz").await.status, 200, "the probes answer at the root");
+
+    use base64::Engine as _;
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("alice:pw"));
+    let c = Client::authorized(&format!("{}/registry", s.base), &basic);
+    let r = c.req("POST", "/v2/team/app/blobs/uploads/", &[], "").await;
+    assert_eq!(r.status, 202);
+    assert!(
+        r.header("location").unwrap().starts_with("/registry/v2/team/app/blobs/uploads/"),
+        "{:?}",
+        r.header("location")
+    );
+    let config = c.push_blob_two_step("team/app", b"{}").await;
+    let layer = c.push_blob_two_step("team/app", b"layer").await;
+    let m = image_manifest(&config, 2, &layer, 5);
+    for tag in ["a", "b"] {
+        let r = c.put_manifest("team/app", tag, OCI_MANIFEST, &m).await;
+        assert_eq!(r.status, 201);
+        assert!(r.header("location").unwrap().starts_with("/registry/v2/team/app/manifests/sha256:"));
+    }
+    let r = c.get("/v2/team/app/tags/list?n=1").await;
+    assert_eq!(r.json()["tags"], json!(["a"]));
+    assert_eq!(r.header("link"), Some("</registry/v2/team/app/tags/list?n=1&last=a>; rel=\"next\""));
+    let r = c.get("/v2/team/app/manifests/b").await;
+    assert_eq!((r.status, r.body.as_ref()), (200, &m[..]));
+    s.stop().await;
+}

@@ -15,6 +15,7 @@ mod listing;
 mod manifests;
 pub mod metrics;
 pub mod params;
+pub mod prefix;
 mod referrers;
 pub mod route;
 mod trust;

@@ -175,6 +175,9 @@ pub struct ServerConfig {
     /// Reverse proxies (networks or addresses) whose `X-Forwarded-For` names
     /// the client, for per-client limits, metrics and logs.
     pub trusted_proxies: Vec<String>,
+    /// Serve the API under this path (`/registry` → `/registry/v2/…`;
+    /// registry:2's `http.prefix`); empty: at `/v2/`.
+    pub prefix: String,
 }
 
 /// The most headers actix-web's HTTP/1 parser takes (it refuses more with a bare 431).
@@ -610,6 +613,7 @@ impl Default for ServerConfig {
             tls: None,
             headers: Default::default(),
             trusted_proxies: vec![],
+            prefix: String::new(),
         }
     }
 }
@@ -743,6 +747,7 @@ impl Config {
         for p in &self.server.trusted_proxies {
             parse_network(p).map_err(|e| ConfigError(format!("server.trusted_proxies: {e}")))?;
         }
+        crate::api::prefix::Prefix::parse(&self.server.prefix).map_err(ConfigError)?;
         for (name, value) in &self.server.headers {
             use actix_web::http::header::{HeaderName, HeaderValue};
             if HeaderName::from_bytes(name.as_bytes()).is_err() || HeaderValue::from_str(value).is_err() {

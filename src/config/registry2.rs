@@ -330,10 +330,10 @@ pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<No
                 return Err(err(format!("{key}: berth listens on TCP only")));
             }
             "http.net" => not_needed(&mut notes, "tcp, as berth's"),
-            "http.prefix" if !matches!(text(key, v)?.as_str(), "" | "/") => {
-                return Err(err(format!("{key}: berth serves the API at /v2/ only")));
+            "http.prefix" => {
+                cfg.server.prefix = text(key, v)?;
+                honour(&mut notes, format!("server.prefix = {:?}", cfg.server.prefix));
             }
-            "http.prefix" => not_needed(&mut notes, "the API is at /v2/"),
             "http.secret" => not_needed(&mut notes, "berth keeps upload state on the server, no signed state to share"),
             "http.host" | "http.relativeurls" => not_needed(
                 &mut notes,
@@ -579,7 +579,6 @@ mod tests {
             ("version: 0.1\nstorage:\n  s3:\n    region: r\n", "bucket is required"),
             ("version: 0.1\nstorage:\n  s3:\n    bucket: b\n    encrypt: true\n", "not supported"),
             ("version: 0.1\nauth:\n  token:\n    realm: x\n", "token authentication"),
-            ("version: 0.1\nhttp:\n  prefix: /registry/\n", "/v2/ only"),
             ("version: 0.2\n", "version 0.1"),
             ("version: 0.1\nhttp:\n  tls:\n    certificate: /a.crt\n", "both certificate and key"),
         ] {
