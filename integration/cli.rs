@@ -411,3 +411,25 @@ fn read_only_mode_refuses_writes_and_is_switched_without_a_restart() {
     assert!(readonly(None).contains("read-only mode is on"));
     p.stop();
 }
+
+/// A registry:2 key berth does not honour is named at startup, by `berth
+/// config check`, and in `/readyz`'s body (where operators look later).
+#[test]
+fn ignored_registry2_keys_are_named_in_readyz_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let yml = dir.path().join("config.yml");
+    std::fs::write(
+        &yml,
+        "version: 0.1\nredis:\n  addr: localhost:6379\nstorage:\n  filesystem:\n    rootdirectory: /tmp/x\n",
+    )
+    .unwrap();
+    let out = berth_cmd().args(["config", "check", "--config"]).arg(&yml).output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("redis.addr"), "{shown}");
+    let (p, addr) = berth(&dir.path().join("data"), dir.path(), &["--config", yml.to_str().unwrap()]);
+    let (status, _, body) = http("GET", &addr, "/readyz").unwrap();
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("configuration: registry:2 keys berth does not support (ignored): redis.addr"), "{body}");
+    p.stop();
+}

@@ -347,11 +347,12 @@ fn verify(server: &str, user: Option<&str>, image: &str) -> Result<(), String> {
     })
 }
 
-fn serve(cfg: Config, warnings: Vec<String>) -> Result<(), String> {
+fn serve(mut cfg: Config, warnings: Vec<String>) -> Result<(), String> {
     berth::telemetry::init(&cfg.log);
-    for warning in warnings {
+    for warning in &warnings {
         tracing::warn!("{warning}");
     }
+    cfg.ignored = warnings;
     actix_web::rt::System::new().block_on(async move {
         let bound = berth::bind(&cfg).map_err(|e| e.to_string())?;
         tracing::info!(addr = %bound.addr, data = %cfg.storage.root.display(), "berth listening");

@@ -26,8 +26,16 @@ pub async fn healthz() -> HttpResponse {
 /// disk, exhausted inodes or a read-only mount make it unready). The body
 /// also says what berth last heard from each upstream; an upstream that is
 /// down does not make berth unready (it serves what it holds).
-pub async fn readyz(reg: Reg) -> HttpResponse {
-    let upstreams = upstream_lines(&reg.browsing().upstream_health(), std::time::SystemTime::now());
+/// What the configuration named that berth does not honour (`Config::ignored`).
+#[derive(Debug, Clone, Default)]
+pub struct Ignored(pub Vec<String>);
+
+pub async fn readyz(reg: Reg, ignored: Option<actix_web::web::Data<Ignored>>) -> HttpResponse {
+    let mut upstreams = upstream_lines(&reg.browsing().upstream_health(), std::time::SystemTime::now());
+    // Not a reason to be unready; said where operators look.
+    for line in ignored.iter().flat_map(|i| i.0.iter()) {
+        upstreams.push_str(&format!("configuration: {line}\n"));
+    }
     match reg.check_ready().await {
         Ok(()) => HttpResponse::Ok().content_type("text/plain").body(format!("ready\n{upstreams}")),
         Err(e) => {

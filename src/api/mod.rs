@@ -9,7 +9,7 @@ mod blobs;
 mod body;
 pub mod error;
 pub mod headers;
-mod health;
+pub mod health;
 pub mod limits;
 mod listing;
 mod manifests;

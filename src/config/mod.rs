@@ -27,6 +27,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub validation: ValidationConfig,
+    /// What the configuration named that berth does not honour (the startup
+    /// warning's lines), repeated in `/readyz`'s body. Not a setting.
+    #[serde(skip)]
+    pub ignored: Vec<String>,
 }
 
 /// Checks of pushed manifests beyond the spec's (registry:2's `validation`).
