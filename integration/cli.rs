@@ -8,6 +8,16 @@ use std::time::Duration;
 
 use common::procs::{berth, free_port, http, http_with, Proc};
 
+/// The log of the (one) berth that `berth()` started with `dir` as its log directory.
+fn berth_log(dir: &std::path::Path) -> String {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("berth-"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .unwrap()
+}
+
 fn berth_cmd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
     c.env_remove("RUST_LOG");
@@ -181,12 +191,7 @@ fn the_startup_log_says_tls_auth_and_upstreams() {
     let dir = tempfile::tempdir().unwrap();
     let (p, _) = berth(&dir.path().join("data"), dir.path(), &["--mirror", "ghcr.io=http://127.0.0.1:9"]);
     p.stop();
-    let log = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("berth-"))
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .unwrap();
+    let log = berth_log(dir.path());
     for line in [
         "TLS: off",
         "authentication: off",
@@ -313,12 +318,7 @@ fn tls_probes_on_a_plain_port_are_said_once_not_logged_as_errors() {
     }
     assert_eq!(http("GET", &addr, "/v2/").unwrap().0, 200, "still serving");
     p.stop();
-    let log = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("berth-"))
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .unwrap();
+    let log = berth_log(dir.path());
     assert_eq!(log.matches("something other than HTTP/1 on this plain-HTTP port").count(), 1, "{log}");
     assert!(!log.contains("ERROR"), "{log}");
 }
@@ -341,12 +341,7 @@ fn registry2_s_default_config_starts_clean_with_its_log_fields() {
             },
         );
         p.stop();
-        let log = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("berth-"))
-            .map(|p| std::fs::read_to_string(p).unwrap())
-            .unwrap();
+        let log = berth_log(dir.path());
         assert!(!log.contains("does not support") && !log.contains("WARN"), "{log}");
         let listening = log.lines().find(|l| l.contains("berth listening")).unwrap();
         match json {

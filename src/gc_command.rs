@@ -113,23 +113,13 @@ pub fn read_only(root: &std::path::Path, on: Option<bool>) -> Result<bool, Strin
     let (addr, token) = crate::api::admin::running_server(root).map_err(|e| {
         format!("{e} (read-only mode is switched on a running server; start it with storage.read_only)")
     })?;
-    let base = crate::local_server::base_url(&addr);
-    let url = match on {
-        Some(on) => format!("{base}/_berth/readonly?enabled={on}"),
-        None => format!("{base}/_berth/readonly"),
+    let path = match on {
+        Some(on) => format!("/_berth/readonly?enabled={on}"),
+        None => "/_berth/readonly".to_string(),
     };
     actix_web::rt::System::new().block_on(async {
-        let client = crate::local_server::client(true, Some(Duration::from_secs(30)));
-        let mut resp = client
-            .post(&url)
-            .insert_header((crate::api::admin::TOKEN_HEADER, token))
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach the berth server at {addr}: {e}"))?;
+        let mut resp = crate::local_server::admin_post(&addr, &token, &path, Duration::from_secs(30)).await?;
         let body = resp.body().await.map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("the server answered {}: {}", resp.status(), String::from_utf8_lossy(&body)));
-        }
         let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
         v["read_only"].as_bool().ok_or_else(|| "the server's answer has no read_only".to_string())
     })
@@ -137,24 +127,13 @@ pub fn read_only(root: &std::path::Path, on: Option<bool>) -> Result<bool, Strin
 
 /// Asks the server at `addr` to run it, and follows its progress.
 async fn remote(addr: &str, token: &str, opts: GcOptions, progress: &Progress) -> Result<GcReport, String> {
-    let base = crate::local_server::base_url(addr);
-    let url = format!(
-        "{base}/_berth/gc?dry_run={}&delete_untagged={}&grace={}s",
+    let path = format!(
+        "/_berth/gc?dry_run={}&delete_untagged={}&grace={}s",
         opts.dry_run,
         opts.delete_untagged,
         opts.grace.as_secs()
     );
-    let client = crate::local_server::client(true, Some(crate::api::admin::REMOTE_IDLE));
-    let mut resp = client
-        .post(&url)
-        .insert_header((crate::api::admin::TOKEN_HEADER, token))
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach the berth server at {addr}: {e}"))?;
-    if !resp.status().is_success() {
-        let body = resp.body().await.unwrap_or_default();
-        return Err(format!("the server answered {}: {}", resp.status(), String::from_utf8_lossy(&body)));
-    }
+    let mut resp = crate::local_server::admin_post(addr, token, &path, crate::api::admin::REMOTE_IDLE).await?;
     let mut buf = Vec::new();
     while let Some(chunk) = resp.next().await {
         buf.extend_from_slice(&chunk.map_err(|e| format!("the server's answer broke off: {e}"))?);

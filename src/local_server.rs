@@ -122,3 +122,26 @@ mod tests {
         assert!(!is_loopback("https://registry.example.com"));
     }
 }
+
+/// POSTs `path` (with its query) to berth's admin endpoints on the server at
+/// `addr`, with its admin `token`; an answer that is not a success is an
+/// error that quotes it.
+pub async fn admin_post(
+    addr: &str,
+    token: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<awc::ClientResponse<impl futures::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>>, String> {
+    let url = format!("{}{path}", base_url(addr));
+    let mut resp = client(true, Some(timeout))
+        .post(&url)
+        .insert_header((crate::api::admin::TOKEN_HEADER, token))
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the berth server at {addr}: {e}"))?;
+    if !resp.status().is_success() {
+        let body = resp.body().await.unwrap_or_default();
+        return Err(format!("the server answered {}: {}", resp.status(), String::from_utf8_lossy(&body)));
+    }
+    Ok(resp)
+}
