@@ -186,3 +186,67 @@ async fn under_the_rate_limit_floor_cached_tags_are_not_revalidated_until_the_wi
     s.stop().await;
     up.stop().await;
 }
+
+/// `[health]` (registry:2's `health` checks): a file that takes the instance
+/// out of rotation, a TCP and an HTTP dependency with failure thresholds,
+/// each named in `/readyz`'s body while it fails.
+#[actix_rt::test]
+async fn readiness_follows_the_configured_health_checks() {
+    let work = tempfile::tempdir().unwrap();
+    let down = work.path().join("down");
+    // A dependency that answers, and an address nothing listens on.
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    up.add_image("library/app", "1", &[layer(10, 1)]);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let (file, up_url, tcp_addr) = (down.clone(), up.url.clone(), up.url.trim_start_matches("http://").to_string());
+    let s = TestServer::start_with(move |c| {
+        c.mirror.enabled = false;
+        c.health.files = vec![file];
+        c.health.tcp =
+            vec![berth::config::TcpCheck { addr: tcp_addr, timeout: std::time::Duration::from_secs(1), threshold: 1 }];
+        c.health.http = vec![berth::config::HttpCheck {
+            uri: format!("{up_url}/v2/library/app/manifests/1"),
+            headers: Default::default(),
+            status: 200,
+            timeout: std::time::Duration::from_secs(1),
+            threshold: 2,
+        }];
+    })
+    .await;
+    let c = s.client();
+    assert_eq!(c.get("/readyz").await.status, 200);
+    std::fs::write(&down, b"").unwrap();
+    let r = c.get("/readyz").await;
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains(&format!("health file {} exists", down.display())), "{}", r.text());
+    std::fs::remove_file(&down).unwrap();
+    assert_eq!(c.get("/readyz").await.status, 200, "back in rotation");
+
+    // The HTTP dependency fails: tolerated once (threshold 2), then named.
+    up.state().fail_with = Some((500, None));
+    assert_eq!(c.get("/readyz").await.status, 200, "one failure is under the threshold");
+    let r = c.get("/readyz").await;
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("answered HTTP 500, not 200"), "{}", r.text());
+    up.state().fail_with = None;
+    assert_eq!(c.get("/readyz").await.status, 200, "a success resets the count");
+    s.stop().await;
+
+    // A TCP dependency nothing listens on.
+    let s = TestServer::start_with(move |c| {
+        c.mirror.enabled = false;
+        c.health.tcp = vec![berth::config::TcpCheck {
+            addr: closed_addr,
+            timeout: std::time::Duration::from_secs(1),
+            threshold: 1,
+        }];
+    })
+    .await;
+    let r = s.client().get("/readyz").await;
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("does not accept connections"), "{}", r.text());
+    s.stop().await;
+    up.stop().await;
+}

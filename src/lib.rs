@@ -176,11 +176,13 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     let prefix = web::Data::new(api::prefix::Prefix::parse(&cfg.server.prefix).map_err(std::io::Error::other)?);
     let prefixed = !prefix.0.is_empty();
     let ignored = web::Data::new(api::health::Ignored(cfg.ignored.clone()));
+    let checks = web::Data::new(api::health::Checks::new(&cfg.health));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(prefix.clone())
             .app_data(ignored.clone())
+            .app_data(checks.clone())
             .app_data(edge.clone())
             .app_data(token.clone())
             .app_data(auth.clone())

@@ -1,6 +1,10 @@
 //! `/v2/` version check and the liveness/readiness probes.
 
-use actix_web::HttpResponse;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use actix_web::{web, HttpResponse};
+
+use crate::config::{HealthConfig, HttpCheck};
 
 use super::Reg;
 
@@ -30,19 +34,100 @@ pub async fn healthz() -> HttpResponse {
 #[derive(Debug, Clone, Default)]
 pub struct Ignored(pub Vec<String>);
 
-pub async fn readyz(reg: Reg, ignored: Option<actix_web::web::Data<Ignored>>) -> HttpResponse {
+/// `[health]`'s checks with their failures in a row (registry:2's health
+/// checks, evaluated on each probe rather than on a timer: a probe is the
+/// timer).
+pub struct Checks {
+    cfg: HealthConfig,
+    storage: AtomicU32,
+    http: Vec<AtomicU32>,
+    tcp: Vec<AtomicU32>,
+}
+
+impl Checks {
+    pub fn new(cfg: &HealthConfig) -> Checks {
+        let counters = |n: usize| (0..n).map(|_| AtomicU32::new(0)).collect();
+        Checks {
+            cfg: cfg.clone(),
+            storage: AtomicU32::new(0),
+            http: counters(cfg.http.len()),
+            tcp: counters(cfg.tcp.len()),
+        }
+    }
+
+    /// Counts one outcome; whether the check now counts as failing.
+    fn failing(counter: &AtomicU32, ok: bool, threshold: u32) -> bool {
+        match ok {
+            true => {
+                counter.store(0, Ordering::Relaxed);
+                false
+            }
+            false => counter.fetch_add(1, Ordering::Relaxed) + 1 >= threshold.max(1),
+        }
+    }
+
+    /// Why the configured checks say not ready (empty: ready).
+    async fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in self.cfg.files.iter().filter(|f| f.exists()) {
+            out.push(format!("health file {} exists", f.display()));
+        }
+        for (check, n) in self.cfg.tcp.iter().zip(&self.tcp) {
+            let connected = tokio::time::timeout(check.timeout, tokio::net::TcpStream::connect(&check.addr)).await;
+            let ok = matches!(connected, Ok(Ok(_)));
+            if Self::failing(n, ok, check.threshold) {
+                out.push(format!("tcp {} does not accept connections", check.addr));
+            }
+        }
+        for (check, n) in self.cfg.http.iter().zip(&self.http) {
+            let status = http_status(check).await;
+            let ok = status.as_ref().is_ok_and(|s| *s == check.status);
+            if Self::failing(n, ok, check.threshold) {
+                let got = match status {
+                    Ok(s) => format!("HTTP {s}"),
+                    Err(e) => e,
+                };
+                out.push(format!("http {} answered {got}, not {}", check.uri, check.status));
+            }
+        }
+        out
+    }
+}
+
+async fn http_status(check: &HttpCheck) -> Result<u16, String> {
+    let mut request = awc::Client::builder().timeout(check.timeout).finish().get(&check.uri);
+    for (k, v) in &check.headers {
+        request = request.insert_header((k.as_str(), v.as_str()));
+    }
+    request.send().await.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+}
+
+pub async fn readyz(reg: Reg, ignored: Option<web::Data<Ignored>>, checks: Option<web::Data<Checks>>) -> HttpResponse {
     let mut upstreams = upstream_lines(&reg.browsing().upstream_health(), std::time::SystemTime::now());
     // Not a reason to be unready; said where operators look.
     for line in ignored.iter().flat_map(|i| i.0.iter()) {
         upstreams.push_str(&format!("configuration: {line}\n"));
     }
-    match reg.check_ready().await {
-        Ok(()) => HttpResponse::Ok().content_type("text/plain").body(format!("ready\n{upstreams}")),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            let why = e.client_message();
-            HttpResponse::ServiceUnavailable().content_type("text/plain").body(format!("not ready: {why}\n{upstreams}"))
+    let stored = reg.check_ready().await;
+    let mut problems = match &checks {
+        Some(c) => c.problems().await,
+        None => vec![],
+    };
+    if let Err(e) = &stored {
+        tracing::warn!(error = %e, "readiness check failed");
+        let threshold = checks.as_ref().map_or(1, |c| c.cfg.storage_threshold);
+        let counted = checks.as_ref().is_none_or(|c| Checks::failing(&c.storage, false, threshold));
+        if counted {
+            problems.insert(0, e.client_message());
         }
+    } else if let Some(c) = &checks {
+        Checks::failing(&c.storage, true, 1);
+    }
+    match problems.is_empty() {
+        true => HttpResponse::Ok().content_type("text/plain").body(format!("ready\n{upstreams}")),
+        false => HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body(format!("not ready: {}\n{upstreams}", problems.join("; "))),
     }
 }
 

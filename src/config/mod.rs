@@ -27,10 +27,67 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub validation: ValidationConfig,
+    pub health: HealthConfig,
     /// What the configuration named that berth does not honour (the startup
     /// warning's lines), repeated in `/readyz`'s body. Not a setting.
     #[serde(skip)]
     pub ignored: Vec<String>,
+}
+
+/// What `/readyz` checks besides the storage (registry:2's `health`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Not ready while any of these files exists (an operator takes an
+    /// instance out of rotation by creating one).
+    pub files: Vec<PathBuf>,
+    /// Ready only while each answers (`status`, 200 by default).
+    pub http: Vec<HttpCheck>,
+    /// Ready only while each accepts a TCP connection.
+    pub tcp: Vec<TcpCheck>,
+    /// Failed storage probes in a row before `/readyz` says not ready.
+    pub storage_threshold: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self { files: vec![], http: vec![], tcp: vec![], storage_threshold: 1 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheck {
+    pub uri: String,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default = "ok_status")]
+    pub status: u16,
+    #[serde(default = "one_second", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Failures in a row before the check counts.
+    #[serde(default = "one")]
+    pub threshold: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpCheck {
+    pub addr: String,
+    #[serde(default = "one_second", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "one")]
+    pub threshold: u32,
+}
+
+fn ok_status() -> u16 {
+    200
+}
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+fn one() -> u32 {
+    1
 }
 
 /// Checks of pushed manifests beyond the spec's (registry:2's `validation`).

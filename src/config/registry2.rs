@@ -371,8 +371,55 @@ pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<No
                 cfg.server.headers.insert(name.to_string(), values.join(", "));
                 honour(&mut notes, format!("server.headers.{name:?}"));
             }
-            "health.storagedriver.enabled" | "health.storagedriver.interval" | "health.storagedriver.threshold" => {
+            "health.storagedriver.threshold" => {
+                cfg.health.storage_threshold =
+                    text(key, v)?.parse().map_err(|_| err(format!("{key}: not a count: {v}")))?;
+                honour(&mut notes, format!("health.storage_threshold = {}", cfg.health.storage_threshold));
+            }
+            "health.storagedriver.enabled" | "health.storagedriver.interval" => {
                 not_needed(&mut notes, "/readyz checks the data directory (write, sync, read back) on every probe")
+            }
+            "health.file" | "health.http" | "health.tcp" => {
+                let Value::Array(checks) = v else { return Err(err(format!("{key}: expected a list, found {v}"))) };
+                for c in checks {
+                    let field = |name: &str| c.get(name).map(|f| text(&format!("{key}.{name}"), f)).transpose();
+                    let threshold = field("threshold")?.map(|t| t.parse().unwrap_or(1)).unwrap_or(1);
+                    let timeout = match c.get("timeout") {
+                        Some(t) => duration(&format!("{key}.timeout"), t)?,
+                        None => std::time::Duration::from_secs(1),
+                    };
+                    let required =
+                        |name: &str| field(name)?.ok_or_else(|| err(format!("{key}: an entry without {name}")));
+                    match key.as_str() {
+                        "health.file" => cfg.health.files.push(PathBuf::from(required("file")?)),
+                        "health.tcp" => {
+                            cfg.health.tcp.push(super::TcpCheck { addr: required("addr")?, timeout, threshold })
+                        }
+                        _ => {
+                            let mut headers = std::collections::BTreeMap::new();
+                            if let Some(Value::Object(h)) = c.get("headers") {
+                                for (name, values) in h {
+                                    let values = match values {
+                                        Value::Array(a) => {
+                                            a.iter().map(|x| text(key, x)).collect::<Result<Vec<_>, _>>()?
+                                        }
+                                        other => vec![text(key, other)?],
+                                    };
+                                    headers.insert(name.clone(), values.join(", "));
+                                }
+                            }
+                            let status = field("statuscode")?.map(|s| s.parse().unwrap_or(200)).unwrap_or(200);
+                            cfg.health.http.push(super::HttpCheck {
+                                uri: required("uri")?,
+                                headers,
+                                status,
+                                timeout,
+                                threshold,
+                            });
+                        }
+                    }
+                }
+                honour(&mut notes, format!("{key} (checked on each /readyz probe; interval not needed)"));
             }
             "auth.htpasswd" => {}
             "auth.htpasswd.path" => {
@@ -554,6 +601,17 @@ mod tests {
         assert_eq!(cfg.mirror.ttl, std::time::Duration::from_secs(72 * 3600));
         let (cfg, _) = translate("version: 0.1\nproxy:\n  remoteurl: https://ghcr.io\n", &[]).unwrap();
         assert_eq!(cfg.mirror.default, "ghcr.io");
+    }
+
+    #[test]
+    fn health_checks_are_berth_s() {
+        let yaml = "version: 0.1\nhealth:\n  storagedriver:\n    enabled: true\n    threshold: 3\n  file:\n    - file: /tmp/down\n      interval: 10s\n  http:\n    - uri: http://127.0.0.1:9/ok\n      headers:\n        Authorization: [Basic eA==]\n      statuscode: 204\n      timeout: 3s\n      threshold: 2\n  tcp:\n    - addr: 127.0.0.1:6379\n";
+        let h = translate(yaml, &[]).unwrap().0.health;
+        assert_eq!(h.storage_threshold, 3);
+        assert_eq!(h.files, vec![PathBuf::from("/tmp/down")]);
+        assert_eq!((h.http[0].status, h.http[0].threshold, h.http[0].timeout.as_secs()), (204, 2, 3));
+        assert_eq!(h.http[0].headers.values().collect::<Vec<_>>(), ["Basic eA=="]);
+        assert_eq!((h.tcp[0].addr.as_str(), h.tcp[0].threshold), ("127.0.0.1:6379", 1));
     }
 
     #[test]
