@@ -460,3 +460,33 @@ async fn berth_verify_prints_the_verdict_and_the_reason() {
     assert!(!out.status.success(), "an image that is not there is an error");
     s.stop().await;
 }
+
+/// A signature rule holds for its repository however the rule and the
+/// request spell it (the identity is resolved once, for both).
+#[actix_rt::test]
+async fn a_signature_rule_holds_under_every_spelling() {
+    let keys = tempfile::tempdir().unwrap();
+    let ec = SigningKey::new(keys.path(), "ec", "ec");
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let image = up.add_image("library/busybox", "1", &[layer(100, 1)]);
+    up.add_image("library/other", "1", &[layer(100, 2)]);
+    for written in ["busybox", "library/busybox", "docker.io/library/busybox", "index.docker.io/library/busybox"] {
+        let r = rule(&[written], &[&ec], VerifyMode::Enforce, VerifyScope::Mirrored);
+        let s = mirror(&up, None, move |c| c.mirror.verify = vec![r]).await;
+        let c = s.client();
+        for asked in [
+            "/v2/busybox/manifests/1",
+            "/v2/library/busybox/manifests/1",
+            "/v2/docker.io/library/busybox/manifests/1",
+            "/v2/library/busybox/manifests/1?ns=docker.io",
+            "/v2/busybox/manifests/1?ns=docker.io",
+        ] {
+            let r = c.get(asked).await;
+            assert_eq!(r.status, 403, "rule {written:?}, asked {asked}: {:?}", r.body);
+        }
+        let r = c.get(&format!("/v2/busybox/blobs/{}", image.layers[0])).await;
+        assert_eq!(r.status, 403, "rule {written:?}: its blobs too");
+        assert_eq!(c.get("/v2/other/manifests/1").await.status, 200, "rule {written:?} covers only busybox");
+        s.stop().await;
+    }
+}
