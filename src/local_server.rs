@@ -109,20 +109,6 @@ pub async fn ready(root: &std::path::Path) -> Result<(), String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_of_this_machine() {
-        assert_eq!(base_url("0.0.0.0:5000"), "http://127.0.0.1:5000");
-        assert_eq!(base_url("https://[::]:5000/"), "https://[::1]:5000");
-        assert_eq!(base_url("https://registry.example.com"), "https://registry.example.com");
-        assert!(is_loopback("http://127.0.0.1:5000") && is_loopback("https://localhost:5000"));
-        assert!(!is_loopback("https://registry.example.com"));
-    }
-}
-
 /// POSTs `path` (with its query) to berth's admin endpoints on the server at
 /// `addr`, with its admin `token`; an answer that is not a success is an
 /// error that quotes it.
@@ -144,4 +130,18 @@ pub async fn admin_post(
         return Err(format!("the server answered {}: {}", resp.status(), String::from_utf8_lossy(&body)));
     }
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_of_this_machine() {
+        assert_eq!(base_url("0.0.0.0:5000"), "http://127.0.0.1:5000");
+        assert_eq!(base_url("https://[::]:5000/"), "https://[::1]:5000");
+        assert_eq!(base_url("https://registry.example.com"), "https://registry.example.com");
+        assert!(is_loopback("http://127.0.0.1:5000") && is_loopback("https://localhost:5000"));
+        assert!(!is_loopback("https://registry.example.com"));
+    }
 }

@@ -57,12 +57,15 @@ pub const OTHER_CLIENT: &str = "other";
 /// The client label of work berth does on its own (scheduled warm-up).
 pub const SERVER_CLIENT: &str = "berth";
 
+/// A static label by where it lives: (pointer, length).
+type LabelKey = (usize, usize);
+
 pub struct Metrics {
     registry: Registry,
     /// (endpoint, method, status) → the request counter and latency histogram.
-    request_handles: Handles<((usize, usize), (usize, usize), u16), (IntCounter, Histogram)>,
+    request_handles: Handles<(LabelKey, LabelKey, u16), (IntCounter, Histogram)>,
     /// (mirrored, kind) → the served-bytes counter.
-    served_handles: Handles<(bool, (usize, usize)), IntCounter>,
+    served_handles: Handles<(bool, LabelKey), IntCounter>,
     /// client → its served-bytes counter.
     client_served_handles: Handles<String, IntCounter>,
     /// Requests by endpoint, method and status.

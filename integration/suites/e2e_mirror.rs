@@ -417,7 +417,7 @@ async fn mirrored_referrers_are_listed_filtered_and_kept_offline() {
     up.state().referrers_api = false;
     let other = up.add_image("library/app", "2", &[layer(100, 2)]);
     let old_style = up.add_artifact("library/app", &other.digest, "application/vnd.example.sig", b"old style");
-    up.add_referrers_tag("library/app", &other.digest, &[old_style.clone()]);
+    up.add_referrers_tag("library/app", &other.digest, std::slice::from_ref(&old_style));
     let r = c.get(&format!("/v2/app/referrers/{}", other.digest)).await;
     assert_eq!(listed(&r), vec![(old_style.0.to_string(), "application/vnd.example.sig".to_string())]);
 

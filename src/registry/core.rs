@@ -130,7 +130,9 @@ impl Core {
             let load = |d: Digest| {
                 let (known, learnt) = (&known, &learnt);
                 async move {
-                    let edges = match known.lock().unwrap().remove(&d) {
+                    // Taken first: the lock is not held across the index read below.
+                    let prefetched = known.lock().unwrap().remove(&d);
+                    let edges = match prefetched {
                         Some(edges) => Some(edges),
                         None => {
                             let one = vec![d.clone()];

@@ -143,7 +143,7 @@ impl Registry {
         self.core.written(repo);
         saved?;
         // A signature (its `.sig` tag, or a referrer) may change a verdict.
-        let signs = tag.and_then(|t| crate::trust::cosign::signed_by_tag(t)).or_else(|| info.subject.clone());
+        let signs = tag.and_then(crate::trust::cosign::signed_by_tag).or_else(|| info.subject.clone());
         if let Some(signed) = signs {
             self.trust.forget(&signed);
         }
