@@ -332,6 +332,43 @@ async fn basic_auth_upstream() {
     up.stop().await;
 }
 
+/// An upstream's login from a docker credential helper (registry:2's
+/// `proxy.exec`): asked with the host, its answer used for its lifetime.
+#[actix_rt::test]
+async fn upstream_credentials_from_a_credential_helper() {
+    let up = FakeUpstream::start(Auth::Basic { user: "robot".into(), password: "from-the-vault".into() }).await;
+    let image = up.add_image("library/app", "1", &[layer(100, 1)]);
+    let dir = tempfile::tempdir().unwrap();
+    let (helper, asked) = (dir.path().join("docker-credential-vault"), dir.path().join("asked"));
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread host\necho \"$1 $host\" >> {}\nprintf '{{\"Username\":\"robot\",\"Secret\":\"from-the-vault\"}}'\n",
+            asked.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = helper.to_str().unwrap().to_string();
+    let s = mirror(&up, None, move |c| c.mirror.upstreams[0].credential_helper = Some(path)).await;
+    pull(&s.client(), "app", "1", &image).await;
+    pull(&s.client(), "app", "1", &image).await;
+    assert_eq!(std::fs::read_to_string(&asked).unwrap(), "get docker.io\n", "asked once, with the host");
+
+    // A helper that fails: a clear error, nothing of its output in it.
+    std::fs::write(&helper, "#!/bin/sh\necho 'secret-ish noise'\nexit 1\n").unwrap();
+    up.add_image("library/other", "1", &[layer(100, 2)]);
+    let path = helper.to_str().unwrap().to_string();
+    let s2 = mirror(&up, None, move |c| c.mirror.upstreams[0].credential_helper = Some(path)).await;
+    let r = s2.client().get("/v2/other/manifests/1").await;
+    assert_eq!(r.status, 502, "{:?}", r.body);
+    let message = r.json()["errors"][0]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("credential helper") && !message.contains("noise"), "{message}");
+    s2.stop().await;
+    s.stop().await;
+    up.stop().await;
+}
+
 #[actix_rt::test]
 async fn credentials_are_not_sent_to_a_realm_on_another_host() {
     let up = FakeUpstream::start(Auth::Token { realm: None }).await;

@@ -537,6 +537,15 @@ pub struct UpstreamConfig {
     /// A bearer token to send as is, instead of username and password.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// A docker credential helper that gives the username and password
+    /// instead (`docker-credential-pass`, or a path): run as `<helper> get`
+    /// with the host on stdin, JSON `{"Username", "Secret"}` on stdout
+    /// (registry:2's `proxy.exec`). Never logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_helper: Option<String>,
+    /// How long the helper's answer is used before it is asked again.
+    #[serde(with = "humantime_serde")]
+    pub credential_lifetime: Duration,
     /// How long a mirrored tag is served without asking the upstream again.
     #[serde(with = "humantime_serde")]
     pub tag_ttl: Duration,
@@ -568,6 +577,8 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("username", &self.username)
             .field("password", &hidden(&self.password))
             .field("token", &hidden(&self.token))
+            .field("credential_helper", &self.credential_helper)
+            .field("credential_lifetime", &self.credential_lifetime)
             .field("tag_ttl", &self.tag_ttl)
             .field("ttl", &self.ttl)
             .field("connect_timeout", &self.connect_timeout)
@@ -586,6 +597,8 @@ impl Default for UpstreamConfig {
             username: None,
             password: None,
             token: None,
+            credential_helper: None,
+            credential_lifetime: Duration::from_secs(3600),
             tag_ttl: Duration::from_secs(300),
             ttl: None,
             connect_timeout: Duration::from_secs(5),

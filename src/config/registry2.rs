@@ -234,6 +234,7 @@ pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<No
     let mut htpasswd = (None::<PathBuf>, None::<String>);
     let mut tls = (None::<PathBuf>, None::<PathBuf>, None::<PathBuf>);
     let mut proxy = (None::<String>, None::<String>, None::<String>);
+    let mut proxy_exec = (None::<String>, None::<std::time::Duration>);
     let mut s3 = None::<super::S3Config>;
     for (key, v) in &all {
         let honour = |notes: &mut Vec<Note>, became: String| notes.push(Note::Honoured { key: key.clone(), became });
@@ -448,6 +449,14 @@ pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<No
                 proxy.2 = Some(text(key, v)?);
                 honour(&mut notes, "the upstream's password".into());
             }
+            "proxy.exec.command" => {
+                proxy_exec.0 = Some(text(key, v)?);
+                honour(&mut notes, "the upstream's credential_helper".into());
+            }
+            "proxy.exec.lifetime" => {
+                proxy_exec.1 = Some(duration(key, v)?);
+                honour(&mut notes, "the upstream's credential_lifetime".into());
+            }
             "proxy.ttl" => {
                 cfg.mirror.ttl = duration(key, v)?;
                 honour(&mut notes, format!("mirror.ttl = {}", humantime::format_duration(cfg.mirror.ttl)));
@@ -483,8 +492,12 @@ pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<No
         let up = cfg.mirror.upstreams.iter_mut().find(|u| u.host == host).expect("set above");
         up.username = username;
         up.password = password;
-    } else if proxy.1.is_some() || proxy.2.is_some() {
-        return Err(err("proxy.username and proxy.password need proxy.remoteurl"));
+        up.credential_helper = proxy_exec.0;
+        if let Some(lifetime) = proxy_exec.1 {
+            up.credential_lifetime = lifetime;
+        }
+    } else if proxy.1.is_some() || proxy.2.is_some() || proxy_exec.0.is_some() {
+        return Err(err("proxy.username, proxy.password and proxy.exec need proxy.remoteurl"));
     }
     Ok((cfg, notes))
 }
@@ -601,6 +614,16 @@ mod tests {
         assert_eq!(cfg.mirror.ttl, std::time::Duration::from_secs(72 * 3600));
         let (cfg, _) = translate("version: 0.1\nproxy:\n  remoteurl: https://ghcr.io\n", &[]).unwrap();
         assert_eq!(cfg.mirror.default, "ghcr.io");
+    }
+
+    #[test]
+    fn proxy_exec_is_the_upstream_s_credential_helper() {
+        let yaml = "version: 0.1\nproxy:\n  remoteurl: https://registry.corp\n  exec:\n    command: docker-credential-corp\n    lifetime: 30m\n";
+        let cfg = translate(yaml, &[]).unwrap().0;
+        let up = cfg.mirror.upstreams.iter().find(|u| u.host == "registry.corp").unwrap();
+        assert_eq!(up.credential_helper.as_deref(), Some("docker-credential-corp"));
+        assert_eq!(up.credential_lifetime, std::time::Duration::from_secs(1800));
+        assert!(translate("version: 0.1\nproxy:\n  exec:\n    command: x\n", &[]).is_err(), "exec without remoteurl");
     }
 
     #[test]

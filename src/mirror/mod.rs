@@ -7,6 +7,7 @@ pub mod auth;
 mod close_delimited;
 pub mod error;
 mod fetch;
+mod helper;
 mod upstream;
 
 use std::collections::HashMap;

@@ -52,6 +52,8 @@ pub struct Upstream {
     cfg: UpstreamConfig,
     /// `Authorization` values by scope (`repository:<name>:pull`), until they expire.
     credentials: Cache<String, Credential>,
+    /// Where the username and password come from, when a helper gives them.
+    helper: Option<super::helper::Helper>,
     metrics: Arc<Metrics>,
     health: Mutex<Health>,
     /// The rate-limit budget the upstream last reported.
@@ -104,6 +106,7 @@ impl Upstream {
             ttl: cfg.ttl,
             cfg: cfg.clone(),
             credentials: Cache::builder().max_capacity(10_000).expire_after(CredentialExpiry).build(),
+            helper: cfg.credential_helper.as_deref().map(|h| super::helper::Helper::new(h, cfg.credential_lifetime)),
             metrics,
             health: Mutex::default(),
             budget: Mutex::default(),
@@ -141,10 +144,11 @@ impl Upstream {
 
     /// The label of the credential rate limits are counted against.
     fn credential_label(&self) -> &str {
-        match (&self.cfg.username, &self.cfg.token) {
-            (Some(u), _) => u,
-            (None, Some(_)) => "token",
-            (None, None) => "anonymous",
+        match (&self.cfg.username, &self.cfg.token, &self.helper) {
+            (Some(u), _, _) => u,
+            (None, Some(_), _) => "token",
+            (None, None, Some(_)) => "helper",
+            (None, None, None) => "anonymous",
         }
     }
 
@@ -193,9 +197,20 @@ impl Upstream {
         })
     }
 
-    fn basic(&self) -> Option<String> {
-        let (u, p) = (self.cfg.username.as_deref()?, self.cfg.password.as_deref().unwrap_or(""));
-        Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))))
+    /// Our basic credentials: configured, or from the credential helper.
+    async fn basic(&self) -> MirrorResult<Option<String>> {
+        let encode = |u: &str, p: &str| {
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")))
+        };
+        if let Some(helper) = &self.helper {
+            let (u, p) = helper
+                .get(&self.host)
+                .await
+                .map_err(|reason| MirrorError::Unauthorized { host: self.host.clone(), reason })?;
+            return Ok(Some(encode(&u, &p)));
+        }
+        let Some(u) = self.cfg.username.as_deref() else { return Ok(None) };
+        Ok(Some(encode(u, self.cfg.password.as_deref().unwrap_or(""))))
     }
 
     fn transport_error(&self, e: awc::error::SendRequestError) -> MirrorError {
@@ -315,6 +330,7 @@ impl Upstream {
             Challenge::Basic => Ok(Credential {
                 header: self
                     .basic()
+                    .await?
                     .ok_or_else(|| MirrorError::Unauthorized {
                         host: self.host.clone(),
                         reason: "it asks for basic auth and no username is configured".into(),
@@ -336,7 +352,7 @@ impl Upstream {
         }
         let mut req = self.client().get(realm);
         req = req.query(&query).map_err(|e| self.protocol(format!("bad token realm {realm}: {e}")))?;
-        match self.basic() {
+        match self.basic().await? {
             Some(basic) if realm_allowed(&self.url, realm) => req = req.insert_header((header::AUTHORIZATION, basic)),
             Some(_) => {
                 tracing::warn!(host = %self.host, realm, "token realm is on another site; asking it anonymously")
