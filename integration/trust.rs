@@ -480,6 +480,7 @@ async fn a_signature_rule_holds_under_every_spelling() {
             "/v2/docker.io/library/busybox/manifests/1",
             "/v2/library/busybox/manifests/1?ns=docker.io",
             "/v2/busybox/manifests/1?ns=docker.io",
+            "/v2/index.docker.io/library/busybox/manifests/1",
         ] {
             let r = c.get(asked).await;
             assert_eq!(r.status, 403, "rule {written:?}, asked {asked}: {:?}", r.body);
