@@ -4,13 +4,13 @@
 //! algorithm is the `spki` crate's. Keys only: no certificates, no
 //! transparency log, nothing fetched.
 //!
-//! A `KeyRing` re-reads its files when they change (checked at most every
-//! `RECHECK`), and names what it holds by a fingerprint of their bytes, so a
+//! A `KeyRing` re-reads its files every `RECHECK` and takes them when their
+//! bytes changed, and names what it holds by a fingerprint of their bytes, so a
 //! verdict cached for one set of keys is never taken for another.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use ring::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 use rustls::pki_types::pem::PemObject;
@@ -115,7 +115,6 @@ impl Keys {
 
 struct Loaded {
     keys: Arc<Keys>,
-    stamps: Vec<Option<SystemTime>>,
     checked: Instant,
 }
 
@@ -125,56 +124,55 @@ pub struct KeyRing {
     loaded: Mutex<Loaded>,
 }
 
-fn stamps(paths: &[PathBuf]) -> Vec<Option<SystemTime>> {
-    paths.iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
-}
-
 impl KeyRing {
     /// Reads the files now: a missing or unreadable key is an error at load.
     pub fn load(paths: Vec<PathBuf>) -> Result<KeyRing, String> {
         if paths.is_empty() {
             return Err("no key files".into());
         }
-        let stamps = stamps(&paths);
         let keys = Arc::new(Keys::read(&paths)?);
-        Ok(KeyRing { paths, loaded: Mutex::new(Loaded { keys, stamps, checked: Instant::now() }) })
+        Ok(KeyRing { paths, loaded: Mutex::new(Loaded { keys, checked: Instant::now() }) })
     }
 
     /// A ring of no keys (a rule that asks for nothing).
     pub fn empty() -> KeyRing {
         let keys = Arc::new(Keys { keys: vec![], fingerprint: [0; 32] });
-        KeyRing { paths: vec![], loaded: Mutex::new(Loaded { keys, stamps: vec![], checked: Instant::now() }) }
+        KeyRing { paths: vec![], loaded: Mutex::new(Loaded { keys, checked: Instant::now() }) }
     }
 
-    /// The keys as they are now. A file that changed is read again; if it no
-    /// longer reads, the last good keys stay (and the error is logged), so a
+    /// The keys as they are now: every `RECHECK` the files are read again
+    /// (by content, not modification time: a file rewritten within the same
+    /// clock tick still counts) outside the lock. A set that no longer reads
+    /// leaves the last good keys in place (the error is logged), so a
     /// half-written key file never opens or closes the gate by itself.
     pub fn current(&self) -> Arc<Keys> {
-        let mut loaded = self.loaded.lock().unwrap();
-        if loaded.checked.elapsed() >= RECHECK {
+        let current = {
+            let mut loaded = self.loaded.lock().unwrap();
+            if self.paths.is_empty() || loaded.checked.elapsed() < RECHECK {
+                return loaded.keys.clone();
+            }
+            // This caller reads; the others go on with the keys they have.
             loaded.checked = Instant::now();
-            let now = stamps(&self.paths);
-            if now != loaded.stamps {
-                match Keys::read(&self.paths) {
-                    Ok(keys) => {
-                        tracing::info!(files = ?self.paths, "signature keys changed; verdicts are judged again");
-                        loaded.keys = Arc::new(keys);
-                        loaded.stamps = now;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "a changed key file does not read; keeping the keys read before")
-                    }
-                }
+            loaded.keys.clone()
+        };
+        match Keys::read(&self.paths) {
+            Ok(keys) if keys.fingerprint != current.fingerprint => {
+                tracing::info!(files = ?self.paths, "signature keys changed; verdicts are judged again");
+                let keys = Arc::new(keys);
+                self.loaded.lock().unwrap().keys = keys.clone();
+                keys
+            }
+            Ok(_) => current,
+            Err(e) => {
+                tracing::error!(error = %e, "a key file does not read; keeping the keys read before");
+                current
             }
         }
-        loaded.keys.clone()
     }
 
     /// Reads the files again at the next `current` (tests, and a reload).
     pub fn recheck_now(&self) {
-        let mut loaded = self.loaded.lock().unwrap();
-        loaded.checked = Instant::now() - RECHECK;
-        loaded.stamps.iter_mut().for_each(|s| *s = None);
+        self.loaded.lock().unwrap().checked = Instant::now() - RECHECK;
     }
 }
 
