@@ -320,12 +320,7 @@ impl Scanner {
 /// The README's `[mirror.admission]` example, as loaded, pointed at `url`
 /// (with a shorter timeout and this test's token).
 fn hook(url: &str, failure: berth::config::AdmissionFailure) -> berth::config::AdmissionConfig {
-    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let example = readme
-        .split("```toml\n")
-        .map(|b| b.split("```").next().unwrap())
-        .find(|b| b.starts_with("# berth.toml: ask a scanner"))
-        .expect("the README's [mirror.admission] example");
+    let example = readme_toml("# berth.toml: ask a scanner");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("berth.toml");
     std::fs::write(&file, example).unwrap();

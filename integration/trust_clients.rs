@@ -89,12 +89,7 @@ async fn skopeo_containerd_and_dockerd_pull_signed_images_and_are_refused_unsign
     let sbom = push_sbom_with_tag_schema(&up, "library/signed", &layout.digest("multi")).await;
 
     // The README's signature policy example, as shown, with this test's key.
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let example = readme
-        .split("```toml\n")
-        .map(|b| b.split("```").next().unwrap())
-        .find(|b| b.starts_with("# berth.toml: only signed official images"))
-        .expect("the README's [[mirror.verify]] example");
+    let example = common::readme_toml("# berth.toml: only signed official images");
     let cfg = w.join("berth.toml");
     std::fs::write(
         &cfg,

@@ -365,6 +365,17 @@ fn raw_get(addr: &str, path: &str) -> (u16, Vec<u8>, bool) {
     }
 }
 
+/// The README's ```toml example whose first line starts with `heading`, as shown.
+pub fn readme_toml(heading: &str) -> String {
+    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    readme
+        .split("```toml\n")
+        .map(|b| b.split("```").next().unwrap())
+        .find(|b| b.starts_with(heading))
+        .unwrap_or_else(|| panic!("the README's example {heading:?}"))
+        .to_string()
+}
+
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
