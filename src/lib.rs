@@ -17,6 +17,7 @@
 pub mod api;
 mod background;
 pub mod config;
+pub mod events;
 pub mod gc_command;
 pub mod htpasswd;
 pub mod limits;
@@ -159,6 +160,7 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
         images: cfg.mirror.warm.iter().filter_map(|i| warm::parse_image(i).ok()).collect(),
         interval: cfg.mirror.warm_interval,
     });
+    registry.events().start(addr.port());
     background::start(&registry, warm, htpasswd.as_ref(), tls.as_ref().map(|t| &t.1));
     let token = web::Data::new(token);
     let auth = web::Data::new(api::auth::Auth(match (htpasswd, &cfg.auth.htpasswd) {

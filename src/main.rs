@@ -361,6 +361,8 @@ fn serve(mut cfg: Config, warnings: Vec<String>) -> Result<(), String> {
         }
         // actix-web stops gracefully on SIGTERM and SIGINT.
         let stopped = bound.server.await.map_err(|e| e.to_string());
+        // Events emitted until the end are queued; the envelopes in flight finish.
+        bound.registry.events().close().await;
         // The last minute's uses of mirrored content outlive the restart.
         if let Err(e) = bound.registry.lifecycle().flush_uses().await {
             tracing::warn!(error = %e, "could not record the last uses of mirrored content");

@@ -95,6 +95,12 @@ pub struct Metrics {
     pub signature_decisions: IntCounterVec,
     /// Answers of the admission hook (`allowed`, `denied`, `failed_open`, `failed_closed`).
     pub admission_decisions: IntCounterVec,
+    /// Notification events delivered to each endpoint, delivery attempts
+    /// that failed, and events waiting for it (registry:2's
+    /// `registry_notifications_*`, by endpoint name).
+    pub notifications_sent: IntCounterVec,
+    pub notifications_failed: IntCounterVec,
+    pub notifications_pending: IntGaugeVec,
     /// Bytes served to and fetched upstream for each client.
     pub client_served_bytes: IntCounterVec,
     pub client_fetched_bytes: IntCounterVec,
@@ -200,6 +206,24 @@ impl Metrics {
                 "berth_upstream_ratelimit_remaining",
                 "The pulls an upstream last reported left (ratelimit-remaining)",
                 &["upstream", "credential"],
+            ),
+            notifications_sent: counter(
+                &r,
+                "berth_notifications_sent_total",
+                "Notification events an endpoint accepted",
+                &["endpoint"],
+            ),
+            notifications_failed: counter(
+                &r,
+                "berth_notifications_failed_total",
+                "Deliveries of notification events that failed (each retried)",
+                &["endpoint"],
+            ),
+            notifications_pending: gauge(
+                &r,
+                "berth_notifications_pending",
+                "Notification events queued on disk for an endpoint, not yet delivered",
+                &["endpoint"],
             ),
             admission_decisions: counter(
                 &r,

@@ -18,6 +18,7 @@ pub mod faults;
 pub mod images;
 pub mod mirroring;
 pub mod procs;
+pub mod receiver;
 pub mod s3;
 pub mod signing;
 pub mod upstream;

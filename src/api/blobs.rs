@@ -8,7 +8,8 @@ use crate::oci::{Digest, RepoName};
 use crate::registry::Route;
 
 use super::headers::{byte_range, DOCKER_CONTENT_DIGEST};
-use super::{ApiError, Reg};
+use super::{notify, ApiError, Reg};
+use crate::events::Target;
 
 pub async fn get(req: &HttpRequest, reg: &Reg, route: &Route, d: &Digest) -> Result<HttpResponse, ApiError> {
     let mut resp = HttpResponse::Ok();
@@ -18,10 +19,14 @@ pub async fn get(req: &HttpRequest, reg: &Reg, route: &Route, d: &Digest) -> Res
         .insert_header((header::ACCEPT_RANGES, "bytes"));
     if req.method() == Method::HEAD {
         let size = reg.stat_blob(route, d).await?;
+        notify::note(req, reg, "pull", Some(route), || Target::blob(&notify::repository(route), d, size));
         let empty = futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>();
         return Ok(resp.body(SizedStream::new(size, empty)));
     }
     let blob = reg.open_blob(route, d, byte_range(req.headers())).await?;
+    notify::note(req, reg, "pull", Some(route), || {
+        Target::blob(&notify::repository(route), d, blob.size.unwrap_or_default())
+    });
     match (blob.range, blob.size) {
         (Some(r), Some(size)) => {
             resp.status(StatusCode::PARTIAL_CONTENT)
@@ -35,7 +40,8 @@ pub async fn get(req: &HttpRequest, reg: &Reg, route: &Route, d: &Digest) -> Res
     }
 }
 
-pub async fn delete(reg: &Reg, name: &RepoName, d: &Digest) -> Result<HttpResponse, ApiError> {
+pub async fn delete(req: &HttpRequest, reg: &Reg, name: &RepoName, d: &Digest) -> Result<HttpResponse, ApiError> {
     reg.delete_blob(name, d).await?;
+    notify::note(req, reg, "delete", None, || Target::deleted(name.as_str(), Some(d), None));
     Ok(HttpResponse::Accepted().insert_header((DOCKER_CONTENT_DIGEST, d.to_string())).finish())
 }

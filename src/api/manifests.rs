@@ -11,8 +11,10 @@ use crate::oci::{Reference, RepoName};
 use crate::registry::{RegistryError, Route};
 
 use super::headers::{accepts, content_type, DOCKER_CONTENT_DIGEST, DOCKER_CONTENT_DIGEST_NAME, OCI_SUBJECT, STALE};
+use super::notify;
 use super::uploads::Body;
 use super::{ApiError, Reg};
+use crate::events::Target;
 
 pub async fn get(req: &HttpRequest, reg: &Reg, route: &Route, r: &Reference) -> Result<HttpResponse, ApiError> {
     let m = if req.method() == actix_web::http::Method::HEAD {
@@ -23,6 +25,16 @@ pub async fn get(req: &HttpRequest, reg: &Reg, route: &Route, r: &Reference) -> 
     if !accepts(req.headers(), &m.media_type) {
         return Err(ApiError::NotAcceptable(m.media_type));
     }
+    notify::note(req, reg, "pull", Some(route), || {
+        let mut t =
+            Target::manifest(&notify::repository(route), &m.digest, &m.media_type, m.bytes.len() as u64, r.tag());
+        if reg.events().include_references() {
+            if let Ok(info) = crate::oci::ManifestInfo::parse_stored(&m.bytes) {
+                t.references = crate::events::references(&info);
+            }
+        }
+        t
+    });
     // actix sends Content-Length but no body for HEAD.
     let mut resp = HttpResponse::Ok();
     match &m.head.content_type {
@@ -66,7 +78,12 @@ pub async fn put(
         return Err(RegistryError::ManifestTooLarge { limit }.into());
     }
     let bytes = read_limited(body, limit).await?;
+    let size = bytes.len() as u64;
     let pushed = reg.put_manifest(name, r, content_type(req.headers()), bytes).await?;
+    notify::note(req, reg, "push", None, || Target {
+        references: pushed.references.clone(),
+        ..Target::manifest(name.as_str(), &pushed.digest, &pushed.media_type, size, r.tag())
+    });
     let mut resp = HttpResponse::Created();
     resp.insert_header((header::LOCATION, format!("/v2/{name}/manifests/{}", pushed.digest)))
         .insert_header((DOCKER_CONTENT_DIGEST, pushed.digest.to_string()));
@@ -76,7 +93,15 @@ pub async fn put(
     Ok(resp.finish())
 }
 
-pub async fn delete(reg: &Reg, name: &RepoName, r: &Reference) -> Result<HttpResponse, ApiError> {
-    reg.delete_manifest(name, r).await?;
+pub async fn delete(req: &HttpRequest, reg: &Reg, name: &RepoName, r: &Reference) -> Result<HttpResponse, ApiError> {
+    let tags = reg.delete_manifest(name, r).await?;
+    notify::note(req, reg, "delete", None, || match r {
+        Reference::Digest(d) => Target::deleted(name.as_str(), Some(d), None),
+        Reference::Tag(t) => Target::deleted(name.as_str(), None, Some(t.as_str())),
+    });
+    // As registry:2: a delete by digest untags, and says so for each tag.
+    for t in &tags {
+        notify::note(req, reg, "delete", None, || Target::deleted(name.as_str(), None, Some(t.as_str())));
+    }
     Ok(HttpResponse::Accepted().finish())
 }

@@ -14,6 +14,7 @@ pub mod limits;
 mod listing;
 mod manifests;
 pub mod metrics;
+mod notify;
 pub mod params;
 pub mod prefix;
 mod referrers;
@@ -198,9 +199,12 @@ async fn handle(
         _ => None,
     };
     let mut mirrored = false;
+    // The name the client used, for the URL in a notification event.
+    let name = reg.events().enabled().then(|| endpoint.name().cloned()).flatten();
     let served = crate::metrics::CLIENT
         .scope(client.clone(), serve(req, payload, &reg, &edge, endpoint, action, &params, &caller, &mut mirrored))
         .await?;
+    notify::emit(req, &reg, &caller, name.as_ref());
     let Some(kind) = kind.filter(|_| served.status().is_success()) else { return Ok(served) };
     match actix_web::body::MessageBody::size(served.body()) {
         actix_web::body::BodySize::Sized(n) => reg.metrics().served(&client, mirrored, kind, n),
@@ -262,11 +266,13 @@ async fn serve(
             let repo = reg.writable(&name, ns, action, who).await?;
             manifests::put(req, body, &reg, &repo, &r).await
         }
-        Endpoint::Manifest(name, r) => manifests::delete(&reg, &reg.writable(&name, ns, action, who).await?, &r).await,
-        Endpoint::Blob(name, d) => blobs::delete(&reg, &reg.writable(&name, ns, action, who).await?, &d).await,
+        Endpoint::Manifest(name, r) => {
+            manifests::delete(req, &reg, &reg.writable(&name, ns, action, who).await?, &r).await
+        }
+        Endpoint::Blob(name, d) => blobs::delete(req, &reg, &reg.writable(&name, ns, action, who).await?, &d).await,
         Endpoint::Uploads(name) => {
             let repo = reg.writable(&name, ns, action, who).await?;
-            uploads::start(body, &reg, &repo, params, owner, who).await
+            uploads::start(req, body, &reg, &repo, params, owner, who).await
         }
         Endpoint::Upload(name, id) => {
             let repo = reg.writable(&name, ns, action, who).await?;

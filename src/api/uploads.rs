@@ -13,7 +13,8 @@ use crate::registry::UploadStart;
 use crate::store::{BodyError, UploadStatus};
 
 use super::headers::{chunk_range, content_length, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, OCI_CHUNK_MIN_LENGTH};
-use super::{ApiError, Params, Reg};
+use super::{notify, ApiError, Params, Reg};
+use crate::events::Target;
 
 /// The smallest chunk berth asks for: none, any size is accepted.
 const CHUNK_MIN_LENGTH: u64 = 0;
@@ -44,7 +45,21 @@ fn digest_param(p: &Params) -> Result<Digest, ApiError> {
 pub trait Body: Stream<Item = Result<Bytes, BodyError>> {}
 impl<S: Stream<Item = Result<Bytes, BodyError>>> Body for S {}
 
+/// Notes the push (or mount) of `d` into `name`, with its size.
+async fn note_stored(req: &HttpRequest, reg: &Reg, name: &RepoName, d: &Digest, from: Option<&RepoName>) {
+    if !reg.events().enabled() {
+        return;
+    }
+    let size = reg.stat_blob(&crate::registry::Route::Local(name.clone()), d).await.unwrap_or_default();
+    let action = if from.is_some() { "mount" } else { "push" };
+    notify::note(req, reg, action, None, || Target {
+        from_repository: from.map(ToString::to_string).unwrap_or_default(),
+        ..Target::blob(name.as_str(), d, size)
+    });
+}
+
 pub async fn start(
+    req: &HttpRequest,
     body: impl Body,
     reg: &Reg,
     name: &RepoName,
@@ -55,14 +70,19 @@ pub async fn start(
     if p.digest.is_some() {
         let d = digest_param(p)?;
         reg.upload_blob(name, body, &d, owner).await?;
+        note_stored(req, reg, name, &d, None).await;
         return Ok(created(name, &d));
     }
     let mount = match &p.mount {
         Some(m) => Some((m.parse::<Digest>()?, p.from.as_deref().map(str::parse::<RepoName>).transpose()?)),
         None => None,
     };
+    let from = mount.as_ref().and_then(|m| m.1.clone());
     match reg.start_upload(name, mount, owner, caller).await? {
-        UploadStart::Mounted(d) => Ok(created(name, &d)),
+        UploadStart::Mounted(d) => {
+            note_stored(req, reg, name, &d, from.as_ref()).await;
+            Ok(created(name, &d))
+        }
         UploadStart::Session(s) => {
             Ok(session(StatusCode::ACCEPTED, name, &s).insert_header((OCI_CHUNK_MIN_LENGTH, CHUNK_MIN_LENGTH)).finish())
         }
@@ -97,6 +117,7 @@ pub async fn put(
     let d = digest_param(p)?;
     let start = chunk_range(req.headers())?.map(|r| r.0);
     reg.finish_upload(name, id, start, body, &d).await?;
+    note_stored(req, reg, name, &d, None).await;
     Ok(created(name, &d))
 }
 

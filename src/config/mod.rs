@@ -28,6 +28,7 @@ pub struct Config {
     pub log: LogConfig,
     pub validation: ValidationConfig,
     pub health: HealthConfig,
+    pub notifications: NotificationsConfig,
     /// What the configuration named that berth does not honour (the startup
     /// warning's lines), repeated in `/readyz`'s body. Not a setting.
     #[serde(skip)]
@@ -99,6 +100,55 @@ pub struct ValidationConfig {
     /// these regular expressions (when any are given) and none of `urls_deny`.
     pub urls_allow: Vec<String>,
     pub urls_deny: Vec<String>,
+}
+
+/// Webhooks told of pushes, pulls, deletes and the mirror's fetches and
+/// evictions (registry:2's `notifications`, in its event envelope).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsConfig {
+    pub endpoints: Vec<NotifyEndpoint>,
+    /// Each manifest event lists the manifest's references (registry:2's
+    /// `events.includereferences`).
+    pub include_references: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyEndpoint {
+    /// Names the endpoint in metrics, logs and the queue's bookkeeping (its
+    /// place in the queue is kept under this name across restarts).
+    pub name: String,
+    pub url: String,
+    /// Sent with every delivery (e.g. `Authorization`).
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Failures in a row before deliveries wait `backoff` between attempts.
+    pub threshold: u32,
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Events whose target has one of these media types are not sent.
+    pub ignore_media_types: Vec<String>,
+    /// Events of these actions (push, pull, mount, delete, fetch, evict) are not sent.
+    pub ignore_actions: Vec<String>,
+    pub disabled: bool,
+}
+
+impl Default for NotifyEndpoint {
+    fn default() -> Self {
+        NotifyEndpoint {
+            name: String::new(),
+            url: String::new(),
+            headers: Default::default(),
+            timeout: Duration::from_secs(1),
+            threshold: 10,
+            backoff: Duration::from_secs(1),
+            ignore_media_types: Vec::new(),
+            ignore_actions: Vec::new(),
+            disabled: false,
+        }
+    }
 }
 
 /// Prometheus metrics at `/metrics`.
@@ -845,6 +895,42 @@ impl Config {
                     "mirror.upstreams.url for {}: {:?} is not an http(s) URL",
                     u.host, u.url
                 )));
+            }
+        }
+        let endpoints = &self.notifications.endpoints;
+        for (i, e) in endpoints.iter().enumerate() {
+            if e.name.is_empty() || endpoints[..i].iter().any(|o| o.name == e.name) {
+                return Err(ConfigError(format!(
+                    "notifications.endpoints: each needs a name of its own ({:?})",
+                    e.name
+                )));
+            }
+            if !(e.url.starts_with("http://") || e.url.starts_with("https://")) {
+                return Err(ConfigError(format!(
+                    "notifications.endpoints {:?}: url {:?} is not http(s)",
+                    e.name, e.url
+                )));
+            }
+            if e.timeout.is_zero() {
+                return Err(ConfigError(format!("notifications.endpoints {:?}: timeout must be more than 0", e.name)));
+            }
+            for (name, value) in &e.headers {
+                use actix_web::http::header::{HeaderName, HeaderValue};
+                if HeaderName::from_bytes(name.as_bytes()).is_err() || HeaderValue::from_str(value).is_err() {
+                    return Err(ConfigError(format!(
+                        "notifications.endpoints {:?}: {name:?} is not a valid header",
+                        e.name
+                    )));
+                }
+            }
+            for a in &e.ignore_actions {
+                if !crate::events::ACTIONS.contains(&a.as_str()) {
+                    return Err(ConfigError(format!(
+                        "notifications.endpoints {:?}: unknown action {a:?} (one of {})",
+                        e.name,
+                        crate::events::ACTIONS.join(", ")
+                    )));
+                }
             }
         }
         if let Some(a) = &m.admission {

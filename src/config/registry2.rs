@@ -218,6 +218,48 @@ fn s3_key(notes: &mut Vec<Note>, s3: &mut super::S3Config, key: &str, v: &Value)
     Ok(())
 }
 
+/// One of registry:2's `notifications.endpoints`.
+fn notify_endpoint(key: &str, e: &Value) -> Result<super::NotifyEndpoint, ConfigError> {
+    let Value::Object(fields) = e else { return Err(err(format!("{key}: an entry that is not a map: {e}"))) };
+    let mut out = super::NotifyEndpoint::default();
+    let list = |k: &str, v: &Value| -> Result<Vec<String>, ConfigError> {
+        match v {
+            Value::Array(a) => a.iter().map(|x| text(k, x)).collect(),
+            other => Ok(vec![text(k, other)?]),
+        }
+    };
+    for (name, v) in fields {
+        let k = format!("{key}.{name}");
+        match name.to_ascii_lowercase().as_str() {
+            "name" => out.name = text(&k, v)?,
+            "url" => out.url = text(&k, v)?,
+            "disabled" => out.disabled = flag(&k, v)?,
+            "timeout" => out.timeout = duration(&k, v)?,
+            "backoff" => out.backoff = duration(&k, v)?,
+            "threshold" => out.threshold = text(&k, v)?.parse().map_err(|_| err(format!("{k}: not a count: {v}")))?,
+            "ignoredmediatypes" => out.ignore_media_types.extend(list(&k, v)?),
+            "ignore" => {
+                let Value::Object(ignore) = v else { return Err(err(format!("{k}: expected a map, found {v}"))) };
+                for (what, v) in ignore {
+                    match what.to_ascii_lowercase().as_str() {
+                        "mediatypes" => out.ignore_media_types.extend(list(&k, v)?),
+                        "actions" => out.ignore_actions.extend(list(&k, v)?),
+                        other => return Err(err(format!("{k}.{other}: unknown (mediatypes or actions)"))),
+                    }
+                }
+            }
+            "headers" => {
+                let Value::Object(h) = v else { return Err(err(format!("{k}: expected a map, found {v}"))) };
+                for (header, values) in h {
+                    out.headers.insert(header.clone(), list(&k, values)?.join(", "));
+                }
+            }
+            other => return Err(err(format!("{key}: unknown endpoint key {other:?}"))),
+        }
+    }
+    Ok(out)
+}
+
 /// Translates registry:2's configuration `yaml` with `env` applied over it.
 pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<Note>), ConfigError> {
     let mut root = lowercase_keys(parse_yaml(yaml, "registry:2 configuration")?);
@@ -421,6 +463,17 @@ pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<No
                     }
                 }
                 honour(&mut notes, format!("{key} (checked on each /readyz probe; interval not needed)"));
+            }
+            "notifications.events.includereferences" => {
+                cfg.notifications.include_references = flag(key, v)?;
+                honour(&mut notes, "notifications.include_references".into());
+            }
+            "notifications.endpoints" => {
+                let Value::Array(list) = v else { return Err(err(format!("{key}: expected a list, found {v}"))) };
+                for e in list {
+                    cfg.notifications.endpoints.push(notify_endpoint(key, e)?);
+                }
+                honour(&mut notes, "notifications.endpoints (queued on disk, retried, sent once)".into());
             }
             "auth.htpasswd" => {}
             "auth.htpasswd.path" => {
@@ -635,6 +688,25 @@ mod tests {
         assert_eq!((h.http[0].status, h.http[0].threshold, h.http[0].timeout.as_secs()), (204, 2, 3));
         assert_eq!(h.http[0].headers.values().collect::<Vec<_>>(), ["Basic eA=="]);
         assert_eq!((h.tcp[0].addr.as_str(), h.tcp[0].threshold), ("127.0.0.1:6379", 1));
+    }
+
+    #[test]
+    fn notifications_are_berth_s_with_every_endpoint_key() {
+        let yaml = "version: 0.1\nnotifications:\n  events:\n    includereferences: true\n  endpoints:\n    - name: alistener\n      disabled: false\n      url: https://my.listener.com/event\n      headers:\n        Authorization: [Bearer x]\n      timeout: 500ms\n      threshold: 5\n      backoff: 2s\n      ignoredmediatypes:\n        - application/octet-stream\n      ignore:\n        mediatypes:\n          - application/vnd.oci.image.config.v1+json\n        actions:\n          - pull\n";
+        let (cfg, notes) = translate(yaml, &[]).unwrap();
+        assert!(unsupported(&notes).is_none(), "{notes:?}");
+        let n = cfg.notifications;
+        assert!(n.include_references);
+        let e = &n.endpoints[0];
+        assert_eq!((e.name.as_str(), e.url.as_str(), e.disabled), ("alistener", "https://my.listener.com/event", false));
+        assert_eq!((e.timeout.as_millis(), e.threshold, e.backoff.as_secs()), (500, 5, 2));
+        assert_eq!(e.headers.get("Authorization").map(String::as_str), Some("Bearer x"));
+        let mut types = e.ignore_media_types.clone();
+        types.sort();
+        assert_eq!(types, ["application/octet-stream", "application/vnd.oci.image.config.v1+json"]);
+        assert_eq!(e.ignore_actions, ["pull"]);
+        let bad = "version: 0.1\nnotifications:\n  endpoints:\n    - name: a\n      url: http://x\n      queue: 3\n";
+        assert!(translate(bad, &[]).unwrap_err().to_string().contains("queue"));
     }
 
     #[test]

@@ -122,6 +122,16 @@ pub enum Reference {
     Digest(Digest),
 }
 
+impl Reference {
+    /// The tag, for a reference by tag.
+    pub fn tag(&self) -> Option<&str> {
+        match self {
+            Reference::Tag(t) => Some(t.as_str()),
+            Reference::Digest(_) => None,
+        }
+    }
+}
+
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

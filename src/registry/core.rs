@@ -60,6 +60,8 @@ pub struct Core {
     pub(super) metrics: Arc<Metrics>,
     /// The repository names (browsing's), told of every write.
     pub(super) catalog: Arc<Catalog>,
+    /// Notifications: every path that pushes, serves, fetches or removes emits here.
+    pub(super) events: crate::events::Notifier,
 }
 
 impl Core {

@@ -103,6 +103,21 @@ struct Repo {
     ttl: Duration,
 }
 
+impl Repo {
+    /// The `evict` event of a tag, a manifest or (`blob`) a blob link of this repository.
+    fn evicted(&self, tag: Option<&str>, digest: Option<&Digest>, blob: bool) -> crate::events::Event {
+        let mut target = crate::events::Target::deleted(&self.id.to_string(), digest, tag);
+        if blob {
+            target.media_type = "application/octet-stream".into();
+        }
+        let upstream = match &self.id {
+            RepoId::Mirrored { host, .. } => host.as_str(),
+            RepoId::Local(_) => "",
+        };
+        crate::events::Event::new("evict", target).mirrored(upstream)
+    }
+}
+
 impl Lifecycle {
     /// Writes the uses gathered since the last flush to the index (on
     /// shared storage, to the storage, for whichever replica takes the next
@@ -241,6 +256,7 @@ impl Lifecycle {
                 kept_tags.push(t);
             } else if self.core.store.delete_tag(r, &t).await? {
                 report.tags += 1;
+                self.core.events.emit(repo.evicted(Some(tag), None, false));
             }
         }
         // Manifests: roots are what remaining tags point at and what was used lately.
@@ -260,6 +276,7 @@ impl Lifecycle {
         for m in manifests.iter().filter(|m| !kept.manifests.contains_key(*m)) {
             if self.core.store.delete_manifest(r, m).await?.is_some() {
                 report.manifests += 1;
+                self.core.events.emit(repo.evicted(None, Some(m), false));
                 candidates.push(m.clone());
                 gone_uses.push(crate::store::index::use_key(UseKind::Manifest, r, &m.to_string()));
             }
@@ -275,6 +292,7 @@ impl Lifecycle {
             .collect();
         for b in self.core.store.unlink_blobs(r, &expired).await? {
             report.blob_links += 1;
+            self.core.events.emit(repo.evicted(None, Some(&b), true));
             gone_uses.push(crate::store::index::use_key(UseKind::Blob, r, &b.to_string()));
             candidates.push(b);
         }
@@ -354,6 +372,10 @@ impl Lifecycle {
                     let Some(removed_tags) = self.core.store.delete_manifest(r, &d).await? else { continue };
                     report.tags += removed_tags.len();
                     report.manifests += 1;
+                    for t in &removed_tags {
+                        self.core.events.emit(repo.evicted(Some(t.as_str()), None, false));
+                    }
+                    self.core.events.emit(repo.evicted(None, Some(&d), false));
                     candidates.push(d.clone());
                     // Blob links of this repository that no remaining manifest references.
                     let remaining = self.core.reach(self.core.store.list_manifests(r).await?).await;
@@ -367,10 +389,12 @@ impl Lifecycle {
                         .collect();
                     let gone = self.core.store.unlink_blobs(r, &blobs).await?;
                     report.blob_links += gone.len();
+                    gone.iter().for_each(|b| self.core.events.emit(repo.evicted(None, Some(b), true)));
                     candidates.extend(gone);
                 } else {
                     let gone = self.core.store.unlink_blobs(r, std::slice::from_ref(&d)).await?;
                     report.blob_links += gone.len();
+                    gone.iter().for_each(|b| self.core.events.emit(repo.evicted(None, Some(b), true)));
                     candidates.extend(gone);
                 }
                 self.core.written(r);

@@ -47,6 +47,10 @@ impl ManifestHead {
 pub struct PushedManifest {
     pub digest: Digest,
     pub subject: Option<Digest>,
+    pub media_type: String,
+    /// What it references, for its notification event (only when they list
+    /// references: `notifications.include_references`).
+    pub references: Vec<crate::events::Reference>,
 }
 
 impl Registry {
@@ -204,6 +208,11 @@ impl Registry {
             }
         }
         let subject = info.subject.clone();
+        let media_type = info.media_type.clone();
+        let references = match self.core.events.include_references() {
+            true => crate::events::references(&info),
+            false => Vec::new(),
+        };
         self.save_manifest(repo, &digest, bytes, info, tag).await?;
         self.lifecycle.gc_keep(referenced.iter().cloned());
         // Another replica's lifecycle work may have deleted a referenced blob
@@ -212,19 +221,20 @@ impl Registry {
         if let Some(gone) = self.core.store.confirm_data(&referenced[1..]).await?.into_iter().next() {
             return Err(crate::store::StoreError::LifecycleRace(gone).into());
         }
-        Ok(PushedManifest { digest, subject })
+        Ok(PushedManifest { digest, subject, media_type, references })
     }
 
     /// Deletes a tag, or a manifest by digest together with the tags that
     /// point at it when the delete runs. Ordered with every other write to
     /// `repo`: a tag PUT that answered before is seen, one that comes after
-    /// is kept. Once this returns, no read returns what it removed.
-    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> RegistryResult<()> {
+    /// is kept. Once this returns, no read returns what it removed. The
+    /// tags a delete by digest removed with it.
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> RegistryResult<Vec<Tag>> {
         self.check_delete()?;
         let _writing = self.core.locks.lock(repo).await;
         let result = match reference {
-            Reference::Tag(tag) => self.core.store.delete_tag(repo, tag).await.map(|existed| existed.then_some(())),
-            Reference::Digest(d) => self.core.store.delete_manifest(repo, d).await.map(|removed| removed.map(|_| ())),
+            Reference::Tag(tag) => self.core.store.delete_tag(repo, tag).await.map(|existed| existed.then(Vec::new)),
+            Reference::Digest(d) => self.core.store.delete_manifest(repo, d).await,
         };
         // Whatever happened (a failure may have removed part), reads made before stop counting.
         self.core.written(repo);

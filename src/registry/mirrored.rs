@@ -4,6 +4,7 @@
 //! revalidated with a HEAD and fetched again only if its digest changed; when
 //! the upstream is down or rate limiting, the stored copy is served stale.
 
+use crate::events::{Event, Target};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,19 @@ impl Registry {
                         RegistryError::Store(s) => MirrorError::from(s),
                         other => MirrorError::Protocol { host: m.upstream.host.clone(), reason: other.to_string() },
                     })?;
+                self.core.events.emit(
+                    Event::new(
+                        "fetch",
+                        Target::manifest(
+                            &format!("{}/{}", m.upstream.host, m.remote),
+                            &fetched.digest,
+                            &media_type,
+                            fetched.bytes.len() as u64,
+                            reference.tag(),
+                        ),
+                    )
+                    .mirrored(&m.upstream.host),
+                );
                 Ok::<_, MirrorError>(Manifest {
                     digest: fetched.digest,
                     media_type,
@@ -213,6 +227,16 @@ impl Registry {
     /// repository's fetch), or a new one.
     async fn join_fetch(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<(Arc<Fetch>, bool)> {
         let (fetch, joined) = self.mirror().fetch_blob(m.upstream.clone(), m.remote.as_str(), &m.storage, d);
+        if !joined && self.core.events.enabled() {
+            // The fetch's event once its bytes verified and were stored.
+            let (core, fetch, d) = (self.core.clone(), fetch.clone(), d.clone());
+            let (repository, host) = (format!("{}/{}", m.upstream.host, m.remote), m.upstream.host.clone());
+            actix_web::rt::spawn(async move {
+                if let Ok((size, _)) = fetch.verified().await {
+                    core.events.emit(Event::new("fetch", Target::blob(&repository, &d, size)).mirrored(&host));
+                }
+            });
+        }
         if joined && (fetch.host != m.upstream.host || fetch.remote != m.remote.as_str()) {
             self.confirm_upstream_has(m, d, None).await?;
             if !fetch.also_link(m.storage.clone()) {

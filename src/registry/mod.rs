@@ -132,7 +132,9 @@ impl Registry {
             .enabled
             .then(|| Arc::new(Mirror::new(&cfg.mirror, store.clone(), cfg.storage.max_manifest_size, metrics.clone())));
         let catalog = Arc::new(browse::Catalog::default());
+        let events = crate::events::Notifier::open(&cfg.notifications, &cfg.storage.root, metrics.clone())?;
         let core = Arc::new(core::Core {
+            events,
             caches: Caches::new(&cfg.cache, store.shared()),
             store,
             locks: RepoLocks::default(),
@@ -169,6 +171,11 @@ impl Registry {
     /// The browsing part: the catalog and what the web page reads.
     pub fn browsing(&self) -> &Browsing {
         &self.browsing
+    }
+
+    /// Notifications (inert without endpoints).
+    pub fn events(&self) -> &crate::events::Notifier {
+        &self.core.events
     }
 
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
@@ -385,7 +392,18 @@ impl Registry {
         let repo_name: RepoName = name.parse().map_err(|_| unknown())?;
         let tag: Tag = tag.parse().map_err(|_| unknown())?;
         let repo = self.writable(&repo_name, None, Action::Delete, caller).await?;
-        self.delete_manifest(&repo, &crate::oci::Reference::Tag(tag)).await
+        self.delete_manifest(&repo, &crate::oci::Reference::Tag(tag.clone())).await?;
+        // The web page's delete: an event as the API's, its request the page's.
+        let mut event = crate::events::Event::new(
+            "delete",
+            crate::events::Target::deleted(repo.as_str(), None, Some(tag.as_str())),
+        );
+        event.request.method = "POST".into();
+        if let Caller::User(user) = caller {
+            event.actor.name = user.to_string();
+        }
+        self.core.events.emit(event);
+        Ok(())
     }
 
     /// Ready when the store answers a listing and can take a write.

@@ -27,6 +27,7 @@
 //! ```text
 //! <root>/.berth
 //! ├── index.redb              references, sizes and uses (store::index; local disk)
+//! ├── events.redb             notification events not yet delivered (events::queue; local disk)
 //! ├── tmp/<instance>.<id>     files on their way in (renamed into place; emptied at start)
 //! ├── spool/                  a blob's bytes kept while it goes to object storage
 //! ├── token.key  admin.token  server.addr   the running server's secrets and address
@@ -202,6 +203,8 @@ pub const TMP_DIR: &str = ".berth/tmp";
 pub const LEGACY_SWEPT: &str = ".berth/legacy-temp-swept";
 /// Blob bytes kept locally while they go to object storage.
 pub const SPOOL_DIR: &str = ".berth/spool";
+/// The notification events not yet delivered, and each endpoint's place (`events::queue`).
+pub const EVENTS: &str = ".berth/events.redb";
 /// The key berth's own bearer tokens are signed with (0600).
 pub const TOKEN_KEY: &str = ".berth/token.key";
 /// The running server's admin token, for `berth gc` on this machine (0600).
