@@ -20,6 +20,7 @@ pub mod config;
 pub mod events;
 pub mod gc_command;
 pub mod htpasswd;
+pub mod jwt;
 pub mod limits;
 pub mod local_server;
 pub mod metrics;
@@ -65,7 +66,16 @@ pub fn preflight(cfg: &Config) -> Result<(), String> {
     if let Some(t) = &cfg.server.tls {
         tls::server_config(t).map_err(|e| format!("server.tls: {e}"))?;
     }
+    if let Some(t) = &cfg.auth.token {
+        token_verifier(t)?;
+    }
     registry::describe_patterns(cfg).map(|_| ())
+}
+
+/// The external token issuer's keys (`auth.token`).
+fn token_verifier(t: &config::TokenAuthConfig) -> Result<jwt::Verifier, String> {
+    jwt::Verifier::load(&t.issuer, &t.service, t.rootcertbundle.as_deref(), t.jwks.as_deref())
+        .map_err(|e| format!("auth.token: {e}"))
 }
 
 /// One line each, for the startup log: TLS, authentication, what is mirrored.
@@ -78,11 +88,17 @@ pub fn startup_summary(cfg: &Config) -> Vec<String> {
         ),
         None => "TLS: off (plain HTTP; set server.tls to serve HTTPS)".into(),
     };
-    let auth = match &cfg.auth.htpasswd {
-        Some(h) => {
+    let auth = match (&cfg.auth.htpasswd, &cfg.auth.token) {
+        (Some(h), _) => {
             format!("authentication: on (users from {}, {} access rules)", h.path.display(), cfg.auth.rules.len())
         }
-        None => "authentication: off (anyone who reaches the port may pull and push)".into(),
+        (None, Some(t)) => format!(
+            "authentication: tokens from {} (issuer {:?}, service {:?}); their access claims decide",
+            if t.autoredirect { t.autoredirect_path.as_str() } else { t.realm.as_str() },
+            t.issuer,
+            t.service
+        ),
+        (None, None) => "authentication: off (anyone who reaches the port may pull and push)".into(),
     };
     let mirror = match cfg.mirror.enabled {
         true => {
@@ -163,15 +179,23 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     registry.events().start(addr.port());
     background::start(&registry, warm, htpasswd.as_ref(), tls.as_ref().map(|t| &t.1));
     let token = web::Data::new(token);
-    let auth = web::Data::new(api::auth::Auth(match (htpasswd, &cfg.auth.htpasswd) {
-        (Some(users), Some(h)) => Some(api::auth::AuthOn {
-            users,
-            key: tokens::TokenKey::load_or_create(&cfg.storage.root)?,
-            scheme: cfg.auth.challenge,
-            realm: h.realm.clone(),
-        }),
-        _ => None,
-    }));
+    let auth = web::Data::new(api::auth::Auth {
+        htpasswd: match (htpasswd, &cfg.auth.htpasswd) {
+            (Some(users), Some(h)) => Some(api::auth::AuthOn {
+                users,
+                key: tokens::TokenKey::load_or_create(&cfg.storage.root)?,
+                scheme: cfg.auth.challenge,
+                realm: h.realm.clone(),
+            }),
+            _ => None,
+        },
+        token: match &cfg.auth.token {
+            Some(t) => {
+                Some(api::auth::TokenOn { verifier: token_verifier(t).map_err(std::io::Error::other)?, cfg: t.clone() })
+            }
+            None => None,
+        },
+    });
     let data = web::Data::from(registry.clone());
     let edge = web::Data::new(api::EdgeConfig::new(cfg));
     let extra_headers = cfg.server.headers.clone();

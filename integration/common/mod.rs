@@ -21,6 +21,7 @@ pub mod procs;
 pub mod receiver;
 pub mod s3;
 pub mod signing;
+pub mod tokens;
 pub mod upstream;
 pub mod webdriver;
 

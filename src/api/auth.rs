@@ -5,11 +5,16 @@
 //! token from `/v2/token`, see `crate::tokens`). No header is an anonymous
 //! caller; a header that does not check out is a 401 at once, logged with the
 //! client's address and user name, never the password.
+//!
+//! With an external issuer (`auth.token`), only its Bearer tokens count
+//! (`crate::jwt` verifies them), and a 401's challenge is registry:2's:
+//! the realm, the service, the scope the request needs, and whether the token
+//! was invalid or its scope insufficient.
 
 use std::sync::Arc;
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use base64::Engine as _;
 
 use crate::config::ChallengeScheme;
@@ -19,8 +24,98 @@ use crate::tokens::{TokenKey, LIFETIME};
 
 use super::ApiError;
 
-/// Authentication, when it is on (`auth.htpasswd`).
-pub struct Auth(pub Option<AuthOn>);
+/// Authentication: off, htpasswd users (`auth.htpasswd`), or an external
+/// token issuer (`auth.token`).
+#[derive(Default)]
+pub struct Auth {
+    pub htpasswd: Option<AuthOn>,
+    pub token: Option<TokenOn>,
+}
+
+/// An external token issuer's keys and where clients get its tokens.
+pub struct TokenOn {
+    pub verifier: crate::jwt::Verifier,
+    pub cfg: crate::config::TokenAuthConfig,
+}
+
+/// Set on a request whose Bearer token the issuer's keys refused (its
+/// challenge then says `error="invalid_token"`).
+struct InvalidToken;
+/// Set on a request that came with a valid external token (a 401 then means
+/// `error="insufficient_scope"`).
+struct ValidToken;
+
+impl TokenOn {
+    fn caller(&self, req: &HttpRequest) -> Result<Caller, ApiError> {
+        let value = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+        // Anything but a Bearer token is no token (registry:2: 401, asking for one).
+        let Some(token) = bearer(value) else { return Ok(Caller::Anonymous) };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        match self.verifier.verify(token, now) {
+            Ok(claims) => {
+                let Some(reg) = req.app_data::<web::Data<crate::registry::Registry>>() else {
+                    return Ok(Caller::Anonymous);
+                };
+                req.extensions_mut().insert(ValidToken);
+                let key = token.rsplit('.').next().unwrap_or(token);
+                Ok(reg.token_caller(claims, key))
+            }
+            Err(e) => {
+                tracing::info!(client = %client(req), problem = %e, "refused an external token");
+                req.extensions_mut().insert(InvalidToken);
+                Err(refused(&format!("the token was refused: {e}")))
+            }
+        }
+    }
+
+    /// registry:2's challenge: realm, service, the scope `req` needs, and the error.
+    fn challenge(&self, req: &HttpRequest) -> String {
+        let realm = match self.cfg.autoredirect {
+            true => {
+                let info = req.connection_info();
+                format!("{}://{}{}", info.scheme(), info.host(), self.cfg.autoredirect_path)
+            }
+            false => self.cfg.realm.clone(),
+        };
+        let mut out =
+            format!("Bearer realm=\"{}\",service=\"{}\"", realm.replace('"', ""), self.cfg.service.replace('"', ""));
+        if let Some(scope) = scope(req) {
+            out.push_str(&format!(",scope=\"{scope}\""));
+        }
+        let ext = req.extensions();
+        if ext.get::<InvalidToken>().is_some() {
+            out.push_str(",error=\"invalid_token\"");
+        } else if ext.get::<ValidToken>().is_some() {
+            out.push_str(",error=\"insufficient_scope\"");
+        }
+        out
+    }
+}
+
+/// The scope a request needs, as registry:2 names it: `repository:<name>:pull`
+/// for reads, `pull,push` for writes, `delete` for deletes (and `pull` on a
+/// mount's source), `registry:catalog:*` for the catalog; none for `/v2/`.
+fn scope(req: &HttpRequest) -> Option<String> {
+    use super::route::Endpoint;
+    use actix_web::http::Method;
+    let endpoint = Endpoint::parse(&super::tail(req)).ok()?;
+    if matches!(endpoint, Endpoint::Catalog) {
+        return Some("registry:catalog:*".into());
+    }
+    let name = endpoint.name()?;
+    let actions = match *req.method() {
+        Method::GET | Method::HEAD => "pull",
+        Method::DELETE => "delete",
+        _ => "pull,push",
+    };
+    let mut scope = format!("repository:{name}:{actions}");
+    if let (Endpoint::Uploads(_), Ok(p)) = (&endpoint, super::Params::parse(req.query_string())) {
+        if let (Some(_), Some(from)) = (&p.mount, &p.from) {
+            scope.push_str(&format!(" repository:{from}:pull"));
+        }
+    }
+    Some(scope)
+}
 
 pub struct AuthOn {
     pub users: Arc<Htpasswd>,
@@ -97,9 +192,21 @@ impl AuthOn {
 }
 
 impl Auth {
+    /// The `WWW-Authenticate` value of a 401 to `req` (none with authentication off).
+    pub fn challenge(&self, req: &HttpRequest) -> Option<String> {
+        match (&self.token, &self.htpasswd) {
+            (Some(t), _) => Some(t.challenge(req)),
+            (None, Some(on)) => Some(on.challenge(req)),
+            (None, None) => None,
+        }
+    }
+
     /// The caller of `req`.
     pub async fn caller(&self, req: &HttpRequest) -> Result<Caller, ApiError> {
-        let Some(on) = &self.0 else { return Ok(Caller::Anonymous) };
+        if let Some(t) = &self.token {
+            return t.caller(req);
+        }
+        let Some(on) = &self.htpasswd else { return Ok(Caller::Anonymous) };
         let Some(value) = req.headers().get(header::AUTHORIZATION) else { return Ok(Caller::Anonymous) };
         match parse_authorization(value.to_str().unwrap_or("")) {
             Some(Presented::Bearer(token)) => match on.key.verify(token, |u| on.users.hash_of(u)) {
@@ -174,7 +281,7 @@ fn url_pairs(s: &str) -> Vec<(String, String)> {
 /// login is still logged). `docker login` asks for no scope, so a wrong
 /// password there is always refused.
 pub async fn token(req: HttpRequest, body: web::Bytes, auth: web::Data<Auth>) -> Result<HttpResponse, ApiError> {
-    let Some(on) = &auth.0 else { return Err(ApiError::NotFound) };
+    let Some(on) = &auth.htpasswd else { return Err(ApiError::NotFound) };
     let mut ask = TokenRequest::parse(req.query_string());
     if req.method() == actix_web::http::Method::POST {
         let form = TokenRequest::parse(std::str::from_utf8(&body).unwrap_or(""));

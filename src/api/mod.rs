@@ -152,8 +152,8 @@ async fn dispatch(
         Ok(resp) => resp,
         Err(e) => {
             let mut resp = e.error_response();
-            if let (401, Some(on)) = (e.code().status(), &auth.0) {
-                if let Ok(v) = header::HeaderValue::from_str(&on.challenge(&req)) {
+            if e.code().status() == 401 {
+                if let Some(v) = auth.challenge(&req).and_then(|c| header::HeaderValue::from_str(&c).ok()) {
                     resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
                 }
             }
@@ -187,10 +187,7 @@ async fn handle(
     }
     let params = Params::parse(req.query_string())?;
     let caller = auth.caller(req).await?;
-    let user = match &caller {
-        crate::registry::Caller::User(u) => Some(u.as_str()),
-        crate::registry::Caller::Anonymous => None,
-    };
+    let user = caller.user();
     let client: std::sync::Arc<str> = edge.teams.label(user, client_ip(req)).into();
     // Bytes fetched upstream on this request's behalf are counted against its client.
     let kind = match (&endpoint, req.method()) {

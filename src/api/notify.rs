@@ -93,7 +93,7 @@ fn emit_one(
         method: req.method().to_string(),
         useragent: header("user-agent"),
     };
-    if let Caller::User(user) = caller {
+    if let Some(user) = caller.user() {
         event.actor = Actor { name: user.to_string() };
     }
     if let Some(upstream) = upstream {

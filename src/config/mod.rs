@@ -177,6 +177,10 @@ pub struct AuthConfig {
     /// `htpasswd -B` or `berth htpasswd` write them). Unset: no authentication.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub htpasswd: Option<HtpasswdConfig>,
+    /// Tokens from an external issuer instead (registry:2's `auth.token`):
+    /// what a token's `access` claim grants is what its bearer may do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenAuthConfig>,
     /// How a 401 asks clients to log in: `token` (a Bearer challenge pointing
     /// at berth's `/v2/token`, which takes the htpasswd users' passwords or
     /// none) lets dockerd pull anonymously through `registry-mirrors` and still
@@ -186,6 +190,43 @@ pub struct AuthConfig {
     /// Rules by repository name, first match wins; with none matching,
     /// mirrored content is everyone's to pull and pushed content needs a user.
     pub rules: Vec<AccessRule>,
+}
+
+/// An external token server (docker_auth, an SSO's registry endpoint, …).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenAuthConfig {
+    /// Where clients get tokens (the challenge's `realm`).
+    pub realm: String,
+    /// This registry's name at the issuer (the challenge's `service`, the tokens' audience).
+    pub service: String,
+    /// The tokens' `iss`.
+    pub issuer: String,
+    /// PEM certificates whose keys sign tokens (by libtrust `kid`, or roots of an `x5c` chain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rootcertbundle: Option<PathBuf>,
+    /// A JSON Web Key Set file of signing keys (by `kid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<PathBuf>,
+    /// Name the realm by the request's own host and `autoredirect_path`
+    /// instead of `realm` (registry:2's `autoredirect`, for a token server
+    /// behind the same host name).
+    pub autoredirect: bool,
+    pub autoredirect_path: String,
+}
+
+impl Default for TokenAuthConfig {
+    fn default() -> Self {
+        TokenAuthConfig {
+            realm: String::new(),
+            service: String::new(),
+            issuer: String::new(),
+            rootcertbundle: None,
+            jwks: None,
+            autoredirect: false,
+            autoredirect_path: "/auth/token/".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -931,6 +972,22 @@ impl Config {
                         crate::events::ACTIONS.join(", ")
                     )));
                 }
+            }
+        }
+        if let Some(t) = &self.auth.token {
+            if self.auth.htpasswd.is_some() {
+                return Err(ConfigError("auth.token and auth.htpasswd: choose one".into()));
+            }
+            if (t.realm.is_empty() && !t.autoredirect) || t.service.is_empty() || t.issuer.is_empty() {
+                return Err(ConfigError("auth.token needs realm, service and issuer".into()));
+            }
+            if t.rootcertbundle.is_none() && t.jwks.is_none() {
+                return Err(ConfigError("auth.token needs rootcertbundle or jwks (the issuer's keys)".into()));
+            }
+            if !self.auth.rules.is_empty() {
+                return Err(ConfigError(
+                    "auth.rules apply to htpasswd users; with auth.token the tokens' access claims decide".into(),
+                ));
             }
         }
         if let Some(a) = &m.admission {

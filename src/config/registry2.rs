@@ -484,6 +484,33 @@ pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<No
                 htpasswd.1 = Some(text(key, v)?);
                 honour(&mut notes, "auth.htpasswd.realm".into());
             }
+            "auth.token" => {}
+            k if k.starts_with("auth.token.") => {
+                let t = cfg.auth.token.get_or_insert_with(Default::default);
+                let name = &k["auth.token.".len()..];
+                match name {
+                    "realm" => t.realm = text(key, v)?,
+                    "service" => t.service = text(key, v)?,
+                    "issuer" => t.issuer = text(key, v)?,
+                    "rootcertbundle" => t.rootcertbundle = Some(PathBuf::from(text(key, v)?)),
+                    "jwks" => t.jwks = Some(PathBuf::from(text(key, v)?)),
+                    "autoredirect" => t.autoredirect = flag(key, v)?,
+                    "autoredirectpath" => t.autoredirect_path = text(key, v)?,
+                    // Signing algorithms are the keys' own (RS256/384/512, ES256/384).
+                    "signingalgorithms" => {
+                        not_needed(&mut notes, "berth takes RS256/384/512 and ES256/384 by the key's type");
+                        continue;
+                    }
+                    _ => {
+                        notes.push(Note::Unsupported { key: key.clone() });
+                        continue;
+                    }
+                }
+                honour(
+                    &mut notes,
+                    format!("auth.token.{}", if name == "autoredirectpath" { "autoredirect_path" } else { name }),
+                );
+            }
             k if k.starts_with("auth.") => {
                 let kind = k.split('.').nth(1).unwrap_or("");
                 return Err(err(format!(
@@ -698,7 +725,10 @@ mod tests {
         let n = cfg.notifications;
         assert!(n.include_references);
         let e = &n.endpoints[0];
-        assert_eq!((e.name.as_str(), e.url.as_str(), e.disabled), ("alistener", "https://my.listener.com/event", false));
+        assert_eq!(
+            (e.name.as_str(), e.url.as_str(), e.disabled),
+            ("alistener", "https://my.listener.com/event", false)
+        );
         assert_eq!((e.timeout.as_millis(), e.threshold, e.backoff.as_secs()), (500, 5, 2));
         assert_eq!(e.headers.get("Authorization").map(String::as_str), Some("Bearer x"));
         let mut types = e.ignore_media_types.clone();
@@ -707,6 +737,20 @@ mod tests {
         assert_eq!(e.ignore_actions, ["pull"]);
         let bad = "version: 0.1\nnotifications:\n  endpoints:\n    - name: a\n      url: http://x\n      queue: 3\n";
         assert!(translate(bad, &[]).unwrap_err().to_string().contains("queue"));
+    }
+
+    #[test]
+    fn token_auth_is_berth_s_auth_token() {
+        let yaml = "version: 0.1\nauth:\n  token:\n    realm: https://auth.example.com/token\n    service: registry.example.com\n    issuer: auth.example.com\n    rootcertbundle: /certs/bundle.pem\n    jwks: /certs/jwks.json\n    autoredirect: false\n";
+        let (cfg, notes) = translate(yaml, &[]).unwrap();
+        assert!(unsupported(&notes).is_none(), "{notes:?}");
+        let t = cfg.auth.token.unwrap();
+        assert_eq!((t.realm.as_str(), t.service.as_str()), ("https://auth.example.com/token", "registry.example.com"));
+        assert_eq!(t.issuer, "auth.example.com");
+        assert_eq!(t.rootcertbundle, Some(PathBuf::from("/certs/bundle.pem")));
+        assert_eq!(t.jwks, Some(PathBuf::from("/certs/jwks.json")));
+        let env = env(&[("REGISTRY_AUTH_TOKEN_SERVICE", "other")]);
+        assert_eq!(translate(yaml, &env).unwrap().0.auth.token.unwrap().service, "other");
     }
 
     #[test]
@@ -731,7 +775,7 @@ mod tests {
             ("version: 0.1\nstorage:\n  gcs:\n    bucket: b\n", "gcs storage driver"),
             ("version: 0.1\nstorage:\n  s3:\n    region: r\n", "bucket is required"),
             ("version: 0.1\nstorage:\n  s3:\n    bucket: b\n    encrypt: true\n", "not supported"),
-            ("version: 0.1\nauth:\n  token:\n    realm: x\n", "token authentication"),
+            ("version: 0.1\nauth:\n  silly:\n    realm: x\n", "silly authentication"),
             ("version: 0.2\n", "version 0.1"),
             ("version: 0.1\nhttp:\n  tls:\n    certificate: /a.crt\n", "both certificate and key"),
         ] {

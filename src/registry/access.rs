@@ -16,6 +16,13 @@
 //!
 //! Not allowed: an anonymous caller is asked to log in (401 with the
 //! challenge); a logged-in one is refused (403 `DENIED`).
+//!
+//! With an external token issuer instead (`auth.token`), the token's
+//! `access` claim is the whole policy, as in registry:2: its repository names
+//! are resolved by the same name-space policy as everything else (a grant
+//! for `alpine` is one for `docker.io/library/alpine`), a push needs `pull`
+//! and `push`, the catalog needs `registry:catalog:*`, and whatever is not
+//! granted is a 401 whose challenge names the scope to ask the issuer for.
 
 use crate::config::{AccessRule, AuthConfig};
 
@@ -28,6 +35,8 @@ use super::Action;
 pub enum Caller {
     Anonymous,
     User(String),
+    /// The bearer of an external issuer's token, with what it grants.
+    Token(std::sync::Arc<TokenGrants>),
 }
 
 impl Caller {
@@ -35,6 +44,62 @@ impl Caller {
         match self {
             Caller::Anonymous => "anonymous",
             Caller::User(u) => u,
+            Caller::Token(t) => &t.subject,
+        }
+    }
+
+    /// The authenticated name (a user's, or a token's subject); `None` when anonymous.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Caller::Anonymous => None,
+            other => Some(other.name()),
+        }
+    }
+}
+
+/// What an external token grants, its repository names resolved.
+#[derive(Debug)]
+pub struct TokenGrants {
+    pub subject: String,
+    repos: Vec<(Vec<RepoPattern>, Actions)>,
+    catalog: bool,
+    /// The token's signature: two callers are one when their tokens are.
+    key: String,
+}
+
+impl PartialEq for TokenGrants {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for TokenGrants {}
+impl std::hash::Hash for TokenGrants {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Actions {
+    pull: bool,
+    push: bool,
+    delete: bool,
+}
+
+impl TokenGrants {
+    fn allows(&self, action: Action, repo: &RepoId) -> bool {
+        let granted = self.repos.iter().filter(|(patterns, _)| patterns.iter().any(|p| p.matches(repo)));
+        let mut all = Actions::default();
+        for (_, a) in granted {
+            all.pull |= a.pull;
+            all.push |= a.push;
+            all.delete |= a.delete;
+        }
+        match action {
+            Action::Pull => all.pull,
+            // registry:2 asks for both on a push.
+            Action::Push => all.pull && all.push,
+            Action::Delete => all.delete,
         }
     }
 }
@@ -51,6 +116,9 @@ pub enum Verdict {
 
 pub struct Access {
     enabled: bool,
+    /// `auth.token`: tokens' claims decide, and `namespace` resolves their names.
+    tokens: bool,
+    namespace: Namespace,
     rules: Vec<Rule>,
 }
 
@@ -85,7 +153,56 @@ impl Access {
                 Ok(Rule { patterns, who: r.clone() })
             })
             .collect::<Result<_, String>>()?;
-        Ok(Access { enabled: cfg.htpasswd.is_some(), rules })
+        Ok(Access {
+            enabled: cfg.htpasswd.is_some() || cfg.token.is_some(),
+            tokens: cfg.token.is_some(),
+            namespace: namespace.clone(),
+            rules,
+        })
+    }
+
+    /// The caller a verified token makes: its `access` claim, each
+    /// repository name resolved as a request's would be (a name that is no
+    /// repository name grants nothing). `key` tells tokens apart.
+    pub fn token_caller(&self, claims: crate::jwt::Claims, key: &str) -> Caller {
+        let mut grants =
+            TokenGrants { subject: claims.subject, repos: Vec::new(), catalog: false, key: key.to_string() };
+        for g in claims.access {
+            let has = |a: &str| g.actions.iter().any(|x| x == a || x == "*");
+            match g.kind.as_str() {
+                "registry" if g.name == "catalog" && has("*") => grants.catalog = true,
+                // Literal names only: a grant is never a wildcard pattern.
+                "repository" if !g.name.contains(['*', '[', ']']) => {
+                    if let Ok(patterns) = self.namespace.resolve_pattern(&g.name) {
+                        let actions = Actions { pull: has("pull"), push: has("push"), delete: has("delete") };
+                        grants.repos.push((patterns, actions));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Caller::Token(std::sync::Arc::new(grants))
+    }
+
+    /// Whether `caller` sees `repo` in the catalog: what it may pull, or with
+    /// external tokens, everything to a token granting `registry:catalog:*`.
+    pub fn lists(&self, caller: &Caller, repo: &RepoId) -> bool {
+        match (self.tokens, caller) {
+            (true, Caller::Token(t)) => t.catalog,
+            (true, _) => false,
+            (false, _) => self.decide(caller, Action::Pull, repo) == Verdict::Allow,
+        }
+    }
+
+    /// Whether `caller` may ask for the catalog at all (with external
+    /// tokens, only with `registry:catalog:*`; otherwise anyone, who then sees
+    /// what they may pull).
+    pub fn may_list(&self, caller: &Caller) -> Verdict {
+        match (self.tokens, caller) {
+            (true, Caller::Token(t)) if t.catalog => Verdict::Allow,
+            (true, _) => Verdict::Unauthorized,
+            (false, _) => Verdict::Allow,
+        }
     }
 
     /// Each rule's patterns in canonical form (what `berth config check` prints).
@@ -109,6 +226,13 @@ impl Access {
         if !self.enabled {
             return Verdict::Allow;
         }
+        if self.tokens {
+            return match caller {
+                Caller::Token(t) if t.allows(action, repo) => Verdict::Allow,
+                // registry:2 answers every refusal 401, so the client asks the issuer for the scope.
+                _ => Verdict::Unauthorized,
+            };
+        }
         let rule = self.rules.iter().find(|r| r.patterns.iter().any(|p| p.matches(repo)));
         let allowed = match rule {
             Some(Rule { who, .. }) => names(
@@ -123,7 +247,7 @@ impl Access {
         };
         match (allowed, caller) {
             (true, _) => Verdict::Allow,
-            (false, Caller::Anonymous) => Verdict::Unauthorized,
+            (false, Caller::Anonymous | Caller::Token(_)) => Verdict::Unauthorized,
             (false, Caller::User(u)) => {
                 let verb = match action {
                     Action::Pull => "pull from",

@@ -356,12 +356,15 @@ impl Registry {
         last: Option<&str>,
         caller: &Caller,
     ) -> RegistryResult<(Vec<String>, bool)> {
+        if self.access.may_list(caller) != Verdict::Allow {
+            return Err(RegistryError::Unauthorized("the catalog".into()));
+        }
         let mut names: Vec<String> = self
             .browsing
             .repository_names()
             .await?
             .into_iter()
-            .filter(|id| self.browsing.may_pull(caller, id))
+            .filter(|id| self.access.lists(caller, id))
             .map(|id| id.to_string())
             .collect();
         names.sort();
@@ -369,11 +372,16 @@ impl Registry {
         Ok(paginate(names, n, last))
     }
 
+    /// The caller a verified external token makes (see `access::Access::token_caller`).
+    pub fn token_caller(&self, claims: crate::jwt::Claims, key: &str) -> Caller {
+        self.access.token_caller(claims, key)
+    }
+
     /// Whether a caller may use the registry at all without logging in
     /// (`GET /v2/`: with authentication on, an anonymous caller is asked to,
     /// so that `docker login` learns the challenge).
     pub fn base_allows(&self, caller: &Caller) -> bool {
-        !self.access.enabled() || matches!(caller, Caller::User(_))
+        !self.access.enabled() || caller.user().is_some()
     }
 
     /// Whether `caller` may delete tags of `name` from the page (deletes
@@ -399,7 +407,7 @@ impl Registry {
             crate::events::Target::deleted(repo.as_str(), None, Some(tag.as_str())),
         );
         event.request.method = "POST".into();
-        if let Caller::User(user) = caller {
+        if let Some(user) = caller.user() {
             event.actor.name = user.to_string();
         }
         self.core.events.emit(event);

@@ -98,6 +98,7 @@ pub enum Decision {
     Invalid(String),
 }
 
+#[derive(Debug, Clone)]
 pub struct Namespace {
     enabled: bool,
     default: String,

@@ -72,7 +72,7 @@ fn html(status: StatusCode, page: Markup) -> HttpResponse {
 async fn viewer(req: &HttpRequest, auth: &Auth) -> Result<Caller, HttpResponse> {
     match auth.caller(req).await {
         Ok(Caller::Anonymous) => {
-            Ok(auth.0.as_ref().and_then(|on| session::user(req, on)).map_or(Caller::Anonymous, Caller::User))
+            Ok(auth.htpasswd.as_ref().and_then(|on| session::user(req, on)).map_or(Caller::Anonymous, Caller::User))
         }
         Ok(caller) => Ok(caller),
         Err(_) => Err(login_challenge(auth, "The user name or password was not accepted. Try again.")),
@@ -80,16 +80,12 @@ async fn viewer(req: &HttpRequest, auth: &Auth) -> Result<Caller, HttpResponse> 
 }
 
 fn viewer_of<'a>(caller: &'a Caller, auth: &Auth) -> Viewer<'a> {
-    let user = match caller {
-        Caller::User(u) => Some(u.as_str()),
-        Caller::Anonymous => None,
-    };
-    Viewer { user, auth: auth.0.is_some() }
+    Viewer { user: caller.user(), auth: auth.htpasswd.is_some() }
 }
 
 /// 401 with a Basic challenge: the browser asks for the user name and password.
 fn login_challenge(auth: &Auth, message: &str) -> HttpResponse {
-    let realm = auth.0.as_ref().map_or("berth".to_string(), |on| on.realm.replace('"', ""));
+    let realm = auth.htpasswd.as_ref().map_or("berth".to_string(), |on| on.realm.replace('"', ""));
     let page = pages::problem(&Viewer { user: None, auth: true }, "Log in", message);
     let mut resp = html(StatusCode::UNAUTHORIZED, page);
     if let Ok(v) = header::HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")) {
@@ -100,7 +96,7 @@ fn login_challenge(auth: &Auth, message: &str) -> HttpResponse {
 
 /// `/ui/login`: the browser's login prompt, then a session and back to the list.
 async fn login(req: HttpRequest, auth: web::Data<Auth>) -> HttpResponse {
-    let Some(on) = &auth.0 else { return see_other("/ui/") };
+    let Some(on) = &auth.htpasswd else { return see_other("/ui/") };
     match viewer(&req, &auth).await {
         Ok(Caller::User(user)) => {
             let mut resp = see_other("/ui/");
@@ -109,7 +105,7 @@ async fn login(req: HttpRequest, auth: web::Data<Auth>) -> HttpResponse {
             }
             resp
         }
-        Ok(Caller::Anonymous) => login_challenge(&auth, "Log in with your registry user name and password."),
+        Ok(_) => login_challenge(&auth, "Log in with your registry user name and password."),
         Err(challenge) => challenge,
     }
 }
@@ -117,7 +113,8 @@ async fn login(req: HttpRequest, auth: web::Data<Auth>) -> HttpResponse {
 /// `/ui/logout`: the session ends (the browser may still remember the
 /// password it was given, and offer it at the next login).
 async fn logout(auth: web::Data<Auth>) -> HttpResponse {
-    let page = pages::problem(&Viewer { user: None, auth: auth.0.is_some() }, "Logged out", "The session has ended.");
+    let page =
+        pages::problem(&Viewer { user: None, auth: auth.htpasswd.is_some() }, "Logged out", "The session has ended.");
     let mut resp = html(StatusCode::OK, page);
     resp.headers_mut().insert(header::SET_COOKIE, session::cleared());
     resp
@@ -265,7 +262,7 @@ async fn confirm_delete(req: HttpRequest, reg: web::Data<Registry>, auth: web::D
     if !reg.may_delete(&caller, &query.name) {
         return forbidden(&caller, &auth, "You may not delete tags of this repository (or deletes are off).");
     }
-    let token = match (&auth.0, &caller) {
+    let token = match (&auth.htpasswd, &caller) {
         (Some(on), Caller::User(user)) => {
             session::form_token(on, user, &delete_purpose(&query.name, &query.tag)).unwrap_or_default()
         }
@@ -305,9 +302,9 @@ async fn delete(
         Err(resp) => return resp,
     };
     let DeleteForm { name, tag, token } = form.into_inner();
-    let genuine = match (&auth.0, &caller) {
+    let genuine = match (&auth.htpasswd, &caller) {
         (Some(on), Caller::User(user)) => session::form_token_ok(on, user, &delete_purpose(&name, &tag), &token),
-        (Some(_), Caller::Anonymous) => false,
+        (Some(_), _) => false,
         (None, _) => true,
     };
     if !same_origin(&req) || !genuine {
@@ -326,7 +323,7 @@ async fn mirror(req: HttpRequest, reg: web::Data<Registry>, auth: web::Data<Auth
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    if auth.0.is_some() && caller == Caller::Anonymous {
+    if auth.htpasswd.is_some() && caller == Caller::Anonymous {
         return login_challenge(&auth, "Log in to see the mirror's traffic and upstreams.");
     }
     match reg.browsing().mirror_overview().await {
