@@ -101,6 +101,8 @@ pub struct Metrics {
     pub notifications_sent: IntCounterVec,
     pub notifications_failed: IntCounterVec,
     pub notifications_pending: IntGaugeVec,
+    /// Blob GETs answered with a redirect to the storage (`storage.redirect`).
+    pub blob_redirects: IntCounter,
     /// Bytes served to and fetched upstream for each client.
     pub client_served_bytes: IntCounterVec,
     pub client_fetched_bytes: IntCounterVec,
@@ -207,6 +209,15 @@ impl Metrics {
                 "The pulls an upstream last reported left (ratelimit-remaining)",
                 &["upstream", "credential"],
             ),
+            blob_redirects: {
+                let c = IntCounter::new(
+                    "berth_blob_redirects_total",
+                    "Blob GETs answered with a redirect to the storage, whose bytes did not pass through berth",
+                )
+                .expect("a valid metric");
+                r.register(Box::new(c.clone())).expect("registered once");
+                c
+            },
             notifications_sent: counter(
                 &r,
                 "berth_notifications_sent_total",

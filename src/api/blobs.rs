@@ -23,6 +23,13 @@ pub async fn get(req: &HttpRequest, reg: &Reg, route: &Route, d: &Digest) -> Res
         let empty = futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>();
         return Ok(resp.body(SizedStream::new(size, empty)));
     }
+    if let Some(url) = reg.redirect_blob(route, d).await? {
+        notify::note(req, reg, "pull", Some(route), || Target::blob(&notify::repository(route), d, 0));
+        return Ok(HttpResponse::TemporaryRedirect()
+            .insert_header((header::LOCATION, url))
+            .insert_header((DOCKER_CONTENT_DIGEST, d.to_string()))
+            .finish());
+    }
     let blob = reg.open_blob(route, d, byte_range(req.headers())).await?;
     notify::note(req, reg, "pull", Some(route), || {
         Target::blob(&notify::repository(route), d, blob.size.unwrap_or_default())

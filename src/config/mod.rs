@@ -389,6 +389,30 @@ pub struct StorageConfig {
     /// pushes and deletes answer 405; `berth readonly on|off` toggles it
     /// while the server runs.
     pub read_only: bool,
+    /// Blob downloads by redirect (registry:2's `storage.redirect` and its
+    /// `redirect` middleware).
+    pub redirect: RedirectConfig,
+}
+
+/// Blob GETs answered with a 307 to a presigned URL of the object store (or
+/// to `base_url`, a CDN in front of the storage), so the bytes do not pass
+/// through berth. Off by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedirectConfig {
+    pub enabled: bool,
+    /// How long a presigned URL is good for (registry:2's 20 minutes).
+    #[serde(with = "humantime_serde")]
+    pub expiry: Duration,
+    /// A CDN (or web server) that serves the tree: the redirect goes to
+    /// `<base_url>/docker/registry/v2/blobs/…/data`, unsigned.
+    pub base_url: String,
+}
+
+impl Default for RedirectConfig {
+    fn default() -> Self {
+        RedirectConfig { enabled: false, expiry: Duration::from_secs(20 * 60), base_url: String::new() }
+    }
 }
 
 /// An S3-compatible bucket (`storage.s3`); registry:2's S3 driver settings
@@ -791,6 +815,7 @@ impl Default for StorageConfig {
             max_manifest_size: 4 * 1024 * 1024,
             s3: None,
             read_only: false,
+            redirect: RedirectConfig::default(),
         }
     }
 }
@@ -973,6 +998,19 @@ impl Config {
                     )));
                 }
             }
+        }
+        let r = &self.storage.redirect;
+        if r.enabled && r.base_url.is_empty() && self.storage.s3.is_none() {
+            return Err(ConfigError(
+                "storage.redirect needs object storage (storage.s3) to presign URLs, or a base_url that serves the tree"
+                    .into(),
+            ));
+        }
+        if !(r.base_url.is_empty() || r.base_url.starts_with("http://") || r.base_url.starts_with("https://")) {
+            return Err(ConfigError(format!("storage.redirect.base_url {:?} is not an http(s) URL", r.base_url)));
+        }
+        if r.enabled && r.expiry.is_zero() {
+            return Err(ConfigError("storage.redirect.expiry must be more than 0".into()));
         }
         if let Some(t) = &self.auth.token {
             if self.auth.htpasswd.is_some() {

@@ -278,6 +278,7 @@ pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<No
     let mut proxy = (None::<String>, None::<String>, None::<String>);
     let mut proxy_exec = (None::<String>, None::<std::time::Duration>);
     let mut s3 = None::<super::S3Config>;
+    let mut redirect_disable = None::<bool>;
     for (key, v) in &all {
         let honour = |notes: &mut Vec<Note>, became: String| notes.push(Note::Honoured { key: key.clone(), became });
         let not_needed =
@@ -356,7 +357,33 @@ pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<No
                 cfg.storage.read_only = flag(key, v)?;
                 honour(&mut notes, format!("storage.read_only = {}", cfg.storage.read_only));
             }
-            "storage.redirect.disable" => not_needed(&mut notes, "berth serves blobs itself, never by redirect"),
+            "storage.redirect.disable" => {
+                redirect_disable = Some(flag(key, v)?);
+                honour(&mut notes, "storage.redirect.enabled (with storage.s3; files are served by berth)".into());
+            }
+            "middleware.storage" => {
+                let Value::Array(list) = v else { return Err(err(format!("{key}: expected a list, found {v}"))) };
+                for m in list {
+                    let name = m.get("name").map(|n| text(key, n)).transpose()?.unwrap_or_default();
+                    match name.as_str() {
+                        "redirect" => {
+                            let base = m.get("options").and_then(|o| o.get("baseurl"));
+                            let base = base
+                                .ok_or_else(|| err(format!("{key}: the redirect middleware needs options.baseurl")))?;
+                            cfg.storage.redirect.base_url = text(key, base)?;
+                            cfg.storage.redirect.enabled = true;
+                        }
+                        "cloudfront" => {
+                            return Err(err(format!(
+                                "{key}: the cloudfront middleware signs URLs with RSA-SHA1, which berth does not; \
+                                 use storage.redirect (presigned S3 URLs) or a CDN with origin access and base_url"
+                            )))
+                        }
+                        other => return Err(err(format!("{key}: the {other:?} storage middleware is not supported"))),
+                    }
+                }
+                honour(&mut notes, "storage.redirect.base_url".into());
+            }
             "storage.tag.concurrencylimit" => not_needed(&mut notes, "berth lists tags without a limit"),
             k if k.starts_with("storage.s3") => s3_key(&mut notes, s3.get_or_insert_with(Default::default), key, v)?,
             k if k.starts_with("storage.") => {
@@ -550,6 +577,10 @@ pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<No
         }
         // The local directory keeps only berth's own state beside a bucket.
         cfg.storage.s3 = Some(s3);
+        // registry:2 redirects from S3 unless told not to; berth only when asked.
+        if redirect_disable == Some(false) {
+            cfg.storage.redirect.enabled = true;
+        }
     }
     match htpasswd {
         (Some(path), realm) => {
@@ -751,6 +782,23 @@ mod tests {
         assert_eq!(t.jwks, Some(PathBuf::from("/certs/jwks.json")));
         let env = env(&[("REGISTRY_AUTH_TOKEN_SERVICE", "other")]);
         assert_eq!(translate(yaml, &env).unwrap().0.auth.token.unwrap().service, "other");
+    }
+
+    #[test]
+    fn redirects_are_berth_s_storage_redirect() {
+        let s3 = "version: 0.1\nstorage:\n  s3:\n    bucket: b\n    region: r\n  redirect:\n    disable: false\n";
+        let r = translate(s3, &[]).unwrap().0.storage.redirect;
+        assert!(r.enabled && r.base_url.is_empty());
+        let off = "version: 0.1\nstorage:\n  s3:\n    bucket: b\n  redirect:\n    disable: true\n";
+        assert!(!translate(off, &[]).unwrap().0.storage.redirect.enabled);
+        let files = "version: 0.1\nstorage:\n  redirect:\n    disable: false\n";
+        assert!(!translate(files, &[]).unwrap().0.storage.redirect.enabled, "files are served by berth, as registry:2");
+        let cdn = "version: 0.1\nmiddleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: https://cdn.example.com/\n";
+        let r = translate(cdn, &[]).unwrap().0.storage.redirect;
+        assert!(r.enabled);
+        assert_eq!(r.base_url, "https://cdn.example.com/");
+        let cf = "version: 0.1\nmiddleware:\n  storage:\n    - name: cloudfront\n      options:\n        baseurl: x\n";
+        assert!(translate(cf, &[]).unwrap_err().to_string().contains("RSA-SHA1"));
     }
 
     #[test]

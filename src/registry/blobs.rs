@@ -90,6 +90,34 @@ impl Registry {
         self.read_blob(route, d, range).await
     }
 
+    /// Where the client may GET the blob from the storage itself
+    /// (`storage.redirect`), once the same checks as `open_blob` passed; `None`
+    /// when redirects are off, the backend makes no URLs, or the blob is not
+    /// stored whole for `route` yet (a mirrored blob still being fetched is
+    /// served by its fetch, verified as it streams).
+    pub async fn redirect_blob(&self, route: &Route, d: &Digest) -> RegistryResult<Option<String>> {
+        let Some(r) = &self.redirect else { return Ok(None) };
+        self.admit_blob(route, d).await?;
+        let linked = match route {
+            Route::Local(repo) => self.linked_size(repo, d).await?,
+            Route::Mirrored(m) => match self.mirror.as_ref().is_some_and(|mi| mi.inflight_blob(d).is_some()) {
+                true => None,
+                false => self.linked_size(&m.storage, d).await?,
+            },
+        };
+        if linked.is_none() {
+            return Ok(None);
+        }
+        let url = self.core.store.blob_url(d, r.expiry, &r.base_url).await?;
+        if url.is_some() {
+            if let Route::Mirrored(m) = route {
+                self.lifecycle.uses.record(crate::store::index::UseKind::Blob, &m.storage, &d.to_string());
+            }
+            self.core.metrics.blob_redirects.inc();
+        }
+        Ok(url)
+    }
+
     /// As `open_blob`, without asking the signature policy.
     pub(super) async fn read_blob(
         &self,

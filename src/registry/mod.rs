@@ -111,6 +111,8 @@ pub struct Registry {
     /// Read-only mode (`storage.read_only`, toggled by `berth readonly`).
     read_only: std::sync::atomic::AtomicBool,
     max_manifest_size: u64,
+    /// `storage.redirect`, when on: blob GETs go to the storage itself.
+    redirect: Option<crate::config::RedirectConfig>,
     lifecycle: Arc<Lifecycle>,
     browsing: Browsing,
 }
@@ -158,6 +160,7 @@ impl Registry {
             delete_enabled: cfg.storage.delete.enabled,
             read_only: cfg.storage.read_only.into(),
             max_manifest_size: cfg.storage.max_manifest_size,
+            redirect: cfg.storage.redirect.enabled.then(|| cfg.storage.redirect.clone()),
             lifecycle,
             browsing,
         })

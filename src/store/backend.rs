@@ -113,6 +113,12 @@ pub trait Backend: Send + Sync + 'static {
     async fn prune_empty_dirs(&self, _dir: &str, _up_to: &str) -> StoreResult<bool> {
         Ok(true)
     }
+    /// A URL that lets anyone holding it GET `path` for `expires`, signed by
+    /// the storage itself (an object store's presigned URL); `None` where the
+    /// backend cannot make one (files).
+    async fn presigned_get(&self, _path: &str, _expires: std::time::Duration) -> StoreResult<Option<String>> {
+        Ok(None)
+    }
     /// Removes a file and everything under it as a directory; absent is not an error.
     async fn delete(&self, path: &str) -> StoreResult<()>;
     /// Streams `len` bytes (or to the end) from `offset`: only that range is

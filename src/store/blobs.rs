@@ -41,6 +41,21 @@ impl Store {
         self.backend.reader(&layout::blob_data(d), offset, len).await
     }
 
+    /// Where a client may GET the blob's bytes itself: `base_url` and the
+    /// blob's path in the tree, or the backend's presigned URL good for `expires`.
+    pub async fn blob_url(
+        &self,
+        d: &Digest,
+        expires: std::time::Duration,
+        base_url: &str,
+    ) -> StoreResult<Option<String>> {
+        let path = layout::blob_data(d);
+        match base_url {
+            "" => self.backend.presigned_get(&path, expires).await,
+            base => Ok(Some(format!("{}/{path}", base.trim_end_matches('/')))),
+        }
+    }
+
     /// Takes a lease on `d`: its data is not deleted while the lease is held
     /// (see `leases`).
     pub async fn lease(&self, d: &Digest) -> Lease {

@@ -27,6 +27,8 @@ const PARTS_IN_FLIGHT: usize = 2;
 
 pub struct ObjectBackend {
     store: Arc<dyn ObjectStore>,
+    /// The same store's URL signer (S3, GCS and Azure have one).
+    signer: Option<Arc<dyn object_store::signer::Signer>>,
     /// Key prefix of the tree, without slashes at either end ("" for none).
     prefix: String,
 }
@@ -34,7 +36,13 @@ pub struct ObjectBackend {
 impl ObjectBackend {
     /// A backend keeping the registry tree under `prefix` of `store`.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Self {
-        Self { store, prefix: prefix.trim_matches('/').to_string() }
+        Self { store, signer: None, prefix: prefix.trim_matches('/').to_string() }
+    }
+
+    /// As `new`, with the store's URL signer (for `presigned_get`).
+    pub fn with_signer(mut self, signer: Arc<dyn object_store::signer::Signer>) -> Self {
+        self.signer = Some(signer);
+        self
     }
 
     /// The key of a layout path.
@@ -95,7 +103,8 @@ pub fn s3(cfg: &crate::config::S3Config) -> Result<ObjectBackend, String> {
         };
         format!("storage.s3: {e}{hint}")
     })?;
-    Ok(ObjectBackend::new(Arc::new(store), &cfg.prefix))
+    let store = Arc::new(store);
+    Ok(ObjectBackend::new(store.clone(), &cfg.prefix).with_signer(store))
 }
 
 fn not_found(e: &object_store::Error) -> bool {
@@ -118,6 +127,15 @@ fn update_version(v: &Version) -> UpdateVersion {
 
 #[async_trait::async_trait]
 impl Backend for ObjectBackend {
+    async fn presigned_get(&self, path: &str, expires: std::time::Duration) -> StoreResult<Option<String>> {
+        let Some(signer) = &self.signer else { return Ok(None) };
+        let url = signer
+            .signed_url(object_store::signer::Method::GET, &self.key(path)?, expires)
+            .await
+            .map_err(StoreError::remote(path))?;
+        Ok(Some(url.to_string()))
+    }
+
     async fn get(&self, path: &str) -> StoreResult<Option<Bytes>> {
         Ok(self.get_versioned(path).await?.map(|(b, _)| b))
     }
