@@ -1,4 +1,4 @@
-//! The `lifecycle` suite (integration/suites/lifecycle.rs) over the object backend (SeaweedFS; `common::on_s3`).
+//! The `lifecycle` suite (integration/suites/lifecycle.rs) over the object backend (SeaweedFS; `common::object_store`).
 
 mod common;
 #[path = "suites/lifecycle.rs"]

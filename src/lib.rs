@@ -122,8 +122,15 @@ pub fn bind(cfg: &Config) -> std::io::Result<Bound> {
 /// The storage backend the configuration names: a bucket (`storage.s3`) or
 /// the data directory.
 pub fn backend(cfg: &Config) -> std::io::Result<Arc<dyn Backend>> {
-    Ok(match &cfg.storage.s3 {
-        Some(s3) => Arc::new(store::object::s3(s3).map_err(std::io::Error::other)?),
+    let st = &cfg.storage;
+    let object = match (&st.s3, &st.azure, &st.gcs) {
+        (Some(s3), _, _) => Some(store::object::s3(s3)),
+        (_, Some(azure), _) => Some(store::object::azure(azure)),
+        (_, _, Some(gcs)) => Some(store::object::gcs(gcs)),
+        _ => None,
+    };
+    Ok(match object {
+        Some(backend) => Arc::new(backend.map_err(std::io::Error::other)?),
         None => Arc::new(store::fs::FsBackend::new(&cfg.storage.root)),
     })
 }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 pub use berth::config::Config;
 pub use berth::oci::Digest;
 
+pub mod azure;
 pub mod browser;
 pub mod certs;
 pub mod faults;
@@ -33,27 +34,38 @@ pub struct TestServer {
     storage: std::sync::Arc<dyn berth::store::Backend>,
 }
 
-/// Whether this test binary runs its suite over the object backend: the
-/// `*_s3` targets in Cargo.toml are the same files under another name.
-pub fn on_s3() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+/// The object store this test binary runs its suite over, if any: the
+/// `*_s3` (SeaweedFS) and `*_azure` (Azurite) targets in Cargo.toml are the
+/// suites' files under other names.
+pub fn object_store() -> Option<&'static str> {
+    static ON: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
         let exe = std::env::current_exe().unwrap();
         let name = exe.file_name().unwrap().to_string_lossy().into_owned();
-        name.split_once('-').map_or(name.as_str(), |(stem, _)| stem).ends_with("_s3")
+        let stem = name.split_once('-').map_or(name.as_str(), |(stem, _)| stem).to_string();
+        ["s3", "azure"].into_iter().find(|kind| stem.ends_with(&format!("_{kind}")))
     })
 }
 
-/// On the object backend, each data directory has its own prefix in the
-/// shared SeaweedFS bucket, kept in the directory so a restart finds it.
-fn s3_storage(dir: &Path) -> berth::config::S3Config {
-    let file = dir.join(".test-s3-prefix");
+/// Whether this test binary runs its suite over an object store.
+pub fn on_object_store() -> bool {
+    object_store().is_some()
+}
+
+/// On an object store, each data directory has its own prefix in the shared
+/// bucket (or container), kept in the directory so a restart finds it.
+fn object_storage(dir: &Path, cfg: &mut berth::config::StorageConfig) {
+    let file = dir.join(".test-object-prefix");
     let prefix = std::fs::read_to_string(&file).unwrap_or_else(|_| {
         let p = format!("t-{}", uuid::Uuid::new_v4().simple());
         std::fs::write(&file, &p).unwrap();
         p
     });
-    s3::shared().config("berth", &prefix)
+    match object_store() {
+        Some("s3") => cfg.s3 = Some(s3::shared().config("berth", &prefix)),
+        Some(_) => cfg.azure = Some(azure::shared().config("berth", &prefix)),
+        None => {}
+    }
 }
 
 impl TestServer {
@@ -96,8 +108,8 @@ impl TestServer {
         cfg.server.workers = 2;
         cfg.server.shutdown_timeout = std::time::Duration::from_secs(1);
         cfg.storage.root = dir.path().to_path_buf();
-        if on_s3() && backend.is_none() {
-            cfg.storage.s3 = Some(s3_storage(dir.path()));
+        if backend.is_none() {
+            object_storage(dir.path(), &mut cfg.storage);
         }
         tweak(&mut cfg);
         let storage = match &backend {

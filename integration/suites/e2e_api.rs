@@ -471,7 +471,7 @@ async fn writes_registry2_layout_exactly() {
     // No temp files or upload directories are left behind.
     assert!(s.entries(&format!("{v2}/repositories/team/app/_uploads")).await.is_empty());
     // The tree is in the bucket on the object backend, and only there.
-    assert_eq!(s.path("docker").exists(), !common::on_s3());
+    assert_eq!(s.path("docker").exists(), !common::on_object_store());
     s.stop().await;
 }
 

@@ -385,6 +385,10 @@ pub struct StorageConfig {
     /// Keep the registry in an S3-compatible bucket instead of under `root`
     /// (which then holds only berth's local state: its index, spool, token).
     pub s3: Option<S3Config>,
+    /// Or an Azure Blob Storage container (registry:2's `storage.azure`).
+    pub azure: Option<AzureConfig>,
+    /// Or a Google Cloud Storage bucket (registry:2's `storage.gcs`).
+    pub gcs: Option<GcsConfig>,
     /// Read-only mode (registry:2's `storage.maintenance.readonly.enabled`):
     /// pushes and deletes answer 405; `berth readonly on|off` toggles it
     /// while the server runs.
@@ -413,6 +417,63 @@ impl Default for RedirectConfig {
     fn default() -> Self {
         RedirectConfig { enabled: false, expiry: Duration::from_secs(20 * 60), base_url: String::new() }
     }
+}
+
+/// An Azure Blob Storage container (`storage.azure`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AzureConfig {
+    pub account_name: String,
+    /// The storage account's shared key (base64), or `account_key_file`.
+    pub account_key: String,
+    pub account_key_file: Option<PathBuf>,
+    pub container: String,
+    /// The cloud's domain (`core.windows.net`; `core.chinacloudapi.cn`, …).
+    pub realm: String,
+    /// The blob service's URL, overriding `https://<account>.blob.<realm>`
+    /// (Azurite: `http://127.0.0.1:10000/devstoreaccount1`).
+    pub endpoint: String,
+    /// Key prefix of the tree (registry:2's `rootdirectory`).
+    pub prefix: String,
+}
+
+impl Default for AzureConfig {
+    fn default() -> Self {
+        AzureConfig {
+            account_name: String::new(),
+            account_key: String::new(),
+            account_key_file: None,
+            container: String::new(),
+            realm: "core.windows.net".into(),
+            endpoint: String::new(),
+            prefix: String::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for AzureConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureConfig")
+            .field("account_name", &self.account_name)
+            .field("account_key", &if self.account_key.is_empty() { "" } else { "***" })
+            .field("container", &self.container)
+            .field("realm", &self.realm)
+            .field("endpoint", &self.endpoint)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// A Google Cloud Storage bucket (`storage.gcs`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcsConfig {
+    pub bucket: String,
+    /// A service account's JSON key file; unset: the environment's
+    /// (`GOOGLE_APPLICATION_CREDENTIALS`, or the metadata server on GCE/GKE).
+    pub keyfile: Option<PathBuf>,
+    /// Key prefix of the tree (registry:2's `rootdirectory`).
+    pub prefix: String,
 }
 
 /// An S3-compatible bucket (`storage.s3`); registry:2's S3 driver settings
@@ -814,6 +875,8 @@ impl Default for StorageConfig {
             delete: DeleteConfig::default(),
             max_manifest_size: 4 * 1024 * 1024,
             s3: None,
+            azure: None,
+            gcs: None,
             read_only: false,
             redirect: RedirectConfig::default(),
         }
@@ -913,6 +976,13 @@ impl Config {
         if let Some(token) = shown.mirror.admission.as_mut().and_then(|a| a.token.as_mut()) {
             *token = "***".into();
         }
+        if let Some(a) = shown.storage.azure.as_mut().filter(|a| !a.account_key.is_empty()) {
+            a.account_key = "***".into();
+        }
+        // Webhook headers carry credentials (Authorization, API keys).
+        for e in &mut shown.notifications.endpoints {
+            e.headers.values_mut().for_each(|v| *v = "***".into());
+        }
         toml::to_string_pretty(&shown).expect("config serializes")
     }
 
@@ -1000,11 +1070,27 @@ impl Config {
             }
         }
         let r = &self.storage.redirect;
-        if r.enabled && r.base_url.is_empty() && self.storage.s3.is_none() {
+        let st = &self.storage;
+        let buckets = [st.s3.is_some(), st.azure.is_some(), st.gcs.is_some()].iter().filter(|b| **b).count();
+        if buckets > 1 {
+            return Err(ConfigError("storage: one of s3, azure and gcs, not several".into()));
+        }
+        if r.enabled && r.base_url.is_empty() && buckets == 0 {
             return Err(ConfigError(
-                "storage.redirect needs object storage (storage.s3) to presign URLs, or a base_url that serves the tree"
+                "storage.redirect needs object storage (storage.s3, azure or gcs) to presign URLs, or a base_url that serves the tree"
                     .into(),
             ));
+        }
+        if let Some(a) = &st.azure {
+            if a.account_name.is_empty() || a.container.is_empty() {
+                return Err(ConfigError("storage.azure needs account_name and container".into()));
+            }
+            if !(a.endpoint.is_empty() || a.endpoint.starts_with("http://") || a.endpoint.starts_with("https://")) {
+                return Err(ConfigError("storage.azure.endpoint must start with http:// or https://".into()));
+            }
+        }
+        if st.gcs.as_ref().is_some_and(|g| g.bucket.is_empty()) {
+            return Err(ConfigError("storage.gcs.bucket is required".into()));
         }
         if !(r.base_url.is_empty() || r.base_url.starts_with("http://") || r.base_url.starts_with("https://")) {
             return Err(ConfigError(format!("storage.redirect.base_url {:?} is not an http(s) URL", r.base_url)));

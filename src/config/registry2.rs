@@ -386,10 +386,50 @@ pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<No
             }
             "storage.tag.concurrencylimit" => not_needed(&mut notes, "berth lists tags without a limit"),
             k if k.starts_with("storage.s3") => s3_key(&mut notes, s3.get_or_insert_with(Default::default), key, v)?,
+            k if k.starts_with("storage.azure") => {
+                let a = cfg.storage.azure.get_or_insert_with(Default::default);
+                let field = match k.trim_start_matches("storage.azure").trim_start_matches('.') {
+                    "" => continue,
+                    "accountname" => &mut a.account_name,
+                    "accountkey" => &mut a.account_key,
+                    "container" => &mut a.container,
+                    "realm" => &mut a.realm,
+                    "rootdirectory" => &mut a.prefix,
+                    _ => {
+                        notes.push(Note::Unsupported { key: key.clone() });
+                        continue;
+                    }
+                };
+                *field = text(key, v)?.trim_matches('/').to_string();
+                honour(
+                    &mut notes,
+                    key.replace("accountname", "account_name")
+                        .replace("accountkey", "account_key")
+                        .replace("rootdirectory", "prefix"),
+                );
+            }
+            k if k.starts_with("storage.gcs") => {
+                let g = cfg.storage.gcs.get_or_insert_with(Default::default);
+                match k.trim_start_matches("storage.gcs").trim_start_matches('.') {
+                    "" => {}
+                    "bucket" => g.bucket = text(key, v)?,
+                    "keyfile" => g.keyfile = Some(PathBuf::from(text(key, v)?)),
+                    "rootdirectory" => g.prefix = text(key, v)?.trim_matches('/').to_string(),
+                    "chunksize" => {
+                        not_needed(&mut notes, "berth sizes its own uploads");
+                        continue;
+                    }
+                    _ => {
+                        notes.push(Note::Unsupported { key: key.clone() });
+                        continue;
+                    }
+                }
+                honour(&mut notes, key.replace("rootdirectory", "prefix"));
+            }
             k if k.starts_with("storage.") => {
                 let driver = k.split('.').nth(1).unwrap_or("");
                 return Err(err(format!(
-                    "{k}: the {driver} storage driver is not supported; berth stores on a filesystem or in S3"
+                    "{k}: the {driver} storage driver is not supported; berth stores on a filesystem, in S3, Azure or GCS"
                 )));
             }
             "http.addr" => {
@@ -802,6 +842,26 @@ mod tests {
     }
 
     #[test]
+    fn the_azure_and_gcs_drivers_are_berth_s() {
+        let azure = "version: 0.1\nstorage:\n  azure:\n    accountname: acct\n    accountkey: a2V5\n    container: reg\n    realm: core.chinacloudapi.cn\n    rootdirectory: /dist/\n";
+        let (cfg, notes) = translate(azure, &[]).unwrap();
+        assert!(unsupported(&notes).is_none(), "{notes:?}");
+        let a = cfg.storage.azure.unwrap();
+        assert_eq!((a.account_name.as_str(), a.account_key.as_str(), a.container.as_str()), ("acct", "a2V5", "reg"));
+        assert_eq!((a.realm.as_str(), a.prefix.as_str()), ("core.chinacloudapi.cn", "dist"));
+        let env = env(&[
+            ("REGISTRY_STORAGE", "gcs"),
+            ("REGISTRY_STORAGE_GCS_BUCKET", "b"),
+            ("REGISTRY_STORAGE_GCS_KEYFILE", "/k.json"),
+        ]);
+        let (cfg, notes) = translate("version: 0.1\n", &env).unwrap();
+        assert!(unsupported(&notes).is_none(), "{notes:?}");
+        assert!(cfg.validate().is_ok());
+        let g = cfg.storage.gcs.unwrap();
+        assert_eq!((g.bucket.as_str(), g.keyfile), ("b", Some(PathBuf::from("/k.json"))));
+    }
+
+    #[test]
     fn manifest_url_validation_is_berth_s() {
         let yaml = "version: 0.1\nvalidation:\n  manifests:\n    urls:\n      allow:\n        - ^https?://([^/]+\\.)*example\\.com/\n      deny:\n        - ^https?://www\\.example\\.com/\n";
         let cfg = translate(yaml, &[]).unwrap().0;
@@ -820,7 +880,7 @@ mod tests {
     #[test]
     fn what_berth_cannot_honour_is_an_error() {
         for (yaml, says) in [
-            ("version: 0.1\nstorage:\n  gcs:\n    bucket: b\n", "gcs storage driver"),
+            ("version: 0.1\nstorage:\n  swift:\n    container: b\n", "swift storage driver"),
             ("version: 0.1\nstorage:\n  s3:\n    region: r\n", "bucket is required"),
             ("version: 0.1\nstorage:\n  s3:\n    bucket: b\n    encrypt: true\n", "not supported"),
             ("version: 0.1\nauth:\n  silly:\n    realm: x\n", "silly authentication"),

@@ -1,0 +1,5 @@
+//! The `e2e_api` suite (integration/suites/e2e_api.rs) over Azure Blob Storage (Azurite; `common::object_store`).
+
+mod common;
+#[path = "suites/e2e_api.rs"]
+mod suite;

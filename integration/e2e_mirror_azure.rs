@@ -1,0 +1,5 @@
+//! The `e2e_mirror` suite (integration/suites/e2e_mirror.rs) over Azure Blob Storage (Azurite; `common::object_store`).
+
+mod common;
+#[path = "suites/e2e_mirror.rs"]
+mod suite;
