@@ -149,3 +149,178 @@ fn the_tutorial_compose_setup_works_with_only_the_image_changed() {
     drop(d);
     b.stop();
 }
+
+/// A registry:2 `config.yml` with every key issue 21 named (and the usual
+/// others a deployment carries): `berth config check` accounts for each
+/// without one "NOT SUPPORTED", and the server it starts does what they say:
+/// the prefix, token auth, notifications (filtered, with references), the
+/// health file, the headers, and read-only mode switched on while it runs.
+#[test]
+fn a_config_yml_with_every_key_starts_clean_and_each_works() {
+    use common::tokens::{push_blob, request, Issuer};
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let issuer = Issuer::new(&w.join("pki"));
+    let recv = common::receiver::Receiver::start();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let data = w.join("data");
+    let down = w.join("maintenance");
+    let yaml = format!(
+        r#"version: 0.1
+log:
+  level: info
+  formatter: text
+  fields:
+    service: registry
+    environment: test
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {data}
+    maxthreads: 100
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+  maintenance:
+    uploadpurging:
+      enabled: true
+      age: 168h
+      interval: 24h
+      dryrun: false
+    readonly:
+      enabled: false
+  redirect:
+    disable: false
+  tag:
+    concurrencylimit: 8
+http:
+  addr: {addr}
+  prefix: /registry/
+  secret: a-secret
+  relativeurls: false
+  draintimeout: 5s
+  headers:
+    X-Content-Type-Options: [nosniff]
+  debug:
+    addr: 127.0.0.1:5001
+    prometheus:
+      enabled: true
+      path: /metrics
+  http2:
+    disabled: false
+{auth}notifications:
+  events:
+    includereferences: true
+  endpoints:
+    - name: deploy-bot
+      disabled: false
+      url: {hook}
+      headers:
+        Authorization: [Bearer hook-token]
+      timeout: 2s
+      threshold: 3
+      backoff: 200ms
+      ignoredmediatypes:
+        - application/octet-stream
+      ignore:
+        actions:
+          - pull
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+  file:
+    - file: {down}
+      interval: 10s
+validation:
+  manifests:
+    urls:
+      allow:
+        - ^https?://([^/]+\.)*example\.com/
+redis:
+  addr: localhost:6379
+reporting:
+  bugsnag:
+    apikey: none
+compatibility:
+  schema1:
+    enabled: false
+proxy:
+  remoteurl: http://127.0.0.1:9
+  exec:
+    command: /bin/false
+    lifetime: 1h
+  ttl: 168h
+"#,
+        data = data.display(),
+        auth = issuer.yaml("https://auth.example.com/token"),
+        hook = recv.url("/events"),
+        down = down.display(),
+    );
+    let cfg = w.join("config.yml");
+    std::fs::write(&cfg, &yaml).unwrap();
+    let check =
+        Command::new(env!("CARGO_BIN_EXE_berth")).args(["config", "check", "--config"]).arg(&cfg).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    assert!(check.status.success(), "{said}");
+    assert!(!said.contains("NOT SUPPORTED") && !said.contains("does not support"), "{said}");
+    for key in [
+        "notifications.endpoints",
+        "auth.token.rootcertbundle",
+        "http.prefix",
+        "proxy.exec.command",
+        "storage.redirect.disable",
+    ] {
+        assert!(said.contains(key), "config check does not account for {key}:\n{said}");
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.args(["serve", "--config"]).arg(&cfg).env("RUST_LOG", "info");
+    let mut p = Proc::spawn("berth", &mut cmd, w.join("berth.log"));
+    p.wait_until("listening", Duration::from_secs(30), || std::net::TcpStream::connect(&addr).is_ok());
+    let log = std::fs::read_to_string(w.join("berth.log")).unwrap();
+    assert!(!log.contains("WARN"), "a warning at startup:\n{log}");
+
+    // The prefix, token auth and the headers.
+    let (status, challenge, _) = request(&addr, "GET", "/registry/v2/", None, b"");
+    assert_eq!(status, 401);
+    assert!(challenge.starts_with("Bearer realm=\"https://auth.example.com/token\""), "{challenge}");
+    assert_eq!(request(&addr, "GET", "/v2/", None, b"").0, 404, "the API answers only under the prefix");
+    let (_, headers, _) = common::procs::http("GET", &addr, "/registry/v2/").unwrap();
+    assert!(headers.iter().any(|(k, v)| k == "x-content-type-options" && v == "nosniff"), "{headers:?}");
+    // A push by token: the manifest's event arrives (blobs and pulls are ignored), with its references.
+    let push = issuer.es256.grant(&[("repository", "team/app", &["pull", "push"])]);
+    let (config, layer) = (b"{}".to_vec(), b"a layer".to_vec());
+    for blob in [&config, &layer] {
+        assert_eq!(push_blob(&addr, "/registry", "team/app", &push, blob), 201);
+    }
+    let manifest = common::image_manifest(
+        &common::Digest::sha256_of(&config),
+        config.len(),
+        &common::Digest::sha256_of(&layer),
+        layer.len(),
+    );
+    assert_eq!(request(&addr, "PUT", "/registry/v2/team/app/manifests/v1", Some(&push), &manifest).0, 201);
+    assert_eq!(request(&addr, "GET", "/registry/v2/team/app/manifests/v1", Some(&push), b"").0, 200);
+    let events = recv.wait("/events", "the manifest push's event", |e| e.iter().any(|e| e["action"] == "push"));
+    assert!(
+        events.iter().all(|e| e["action"] == "push" && e["target"]["mediaType"] != "application/octet-stream"),
+        "{events:#?}"
+    );
+    assert_eq!(events[0]["target"]["references"].as_array().map(Vec::len), Some(2), "{events:#?}");
+    assert_eq!(events[0]["actor"]["name"], "alice");
+    assert!(recv.authorizations().iter().all(|a| a == "Bearer hook-token"));
+    // The health file takes the instance out of rotation.
+    assert_eq!(common::procs::http("GET", &addr, "/readyz").unwrap().0, 200);
+    std::fs::write(&down, "").unwrap();
+    assert_eq!(common::procs::http("GET", &addr, "/readyz").unwrap().0, 503);
+    std::fs::remove_file(&down).unwrap();
+    // Read-only, switched on while serving: a push answers 405 as registry:2's.
+    run(Command::new(env!("CARGO_BIN_EXE_berth")).args(["readonly", "on", "--data"]).arg(&data));
+    let (status, _, _) = request(&addr, "PUT", "/registry/v2/team/app/manifests/v2", Some(&push), &manifest);
+    assert_eq!(status, 405);
+    p.stop();
+}

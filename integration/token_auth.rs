@@ -5,56 +5,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use common::procs::{distribution, free_port, run, Proc};
-use common::tokens::{claims, Issuer, Realm, Signer, ISSUER, SERVICE};
+use common::tokens::{claims, push_blob, request, Issuer, Realm, Signer, ISSUER, SERVICE};
 use common::Digest;
-
-/// Status, `WWW-Authenticate` and `Location` of one request.
-fn request(addr: &str, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let auth = match token {
-        Some(t) if t.starts_with("Basic ") => format!("Authorization: {t}\r\n"),
-        Some(t) => format!("Authorization: Bearer {t}\r\n"),
-        None => String::new(),
-    };
-    let ct =
-        if path.contains("/manifests/") { "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n" } else { "" };
-    let accept = "Accept: application/vnd.oci.image.manifest.v1+json\r\n";
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}{ct}{accept}Content-Length: {}\r\n\r\n", body.len())
-        .unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let head = String::from_utf8_lossy(&raw[..raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(raw.len())])
-        .into_owned();
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let header = |name: &str| {
-        head.lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default()
-    };
-    (status, header("www-authenticate"), header("location"))
-}
-
-/// Pushes a blob the two-step way (Distribution 2.8 answers a one-request POST with a session).
-fn push_blob(addr: &str, repo: &str, token: &str, data: &[u8]) -> u16 {
-    let (status, _, location) = request(addr, "POST", &format!("/v2/{repo}/blobs/uploads/"), Some(token), b"");
-    if status != 202 {
-        return status;
-    }
-    let path = location.split_once("://").map_or(location.as_str(), |(_, rest)| &rest[rest.find('/').unwrap()..]);
-    let sep = if path.contains('?') { '&' } else { '?' };
-    request(addr, "PUT", &format!("{path}{sep}digest={}", Digest::sha256_of(data)), Some(token), data).0
-}
 
 /// berth started from registry:2's `config.yml` (the same `auth.token` section).
 fn berth_from_yaml(w: &Path, auth_yaml: &str) -> (Proc, String) {
@@ -177,8 +133,8 @@ fn distribution_and_berth_take_and_refuse_the_same_tokens_the_same_way() {
     ];
     // The blobs first, with the push token (the same on both).
     for addr in [&dist, &berth] {
-        assert_eq!(push_blob(addr, "team/app", &push, &config), 201, "{addr}");
-        assert_eq!(push_blob(addr, "team/app", &push, &layer), 201, "{addr}");
+        assert_eq!(push_blob(addr, "", "team/app", &push, &config), 201, "{addr}");
+        assert_eq!(push_blob(addr, "", "team/app", &push, &layer), 201, "{addr}");
     }
     let mut answers = Vec::new();
     for (what, method, path, token, body) in &steps {

@@ -3,10 +3,12 @@
 //! RSA key), each naming its key by libtrust `kid` or carrying its `x5c`
 //! chain, and a realm that hands them out as a token server does.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use std::time::Duration;
 
 use base64::Engine as _;
 use ring::rand::SystemRandom;
@@ -217,4 +219,45 @@ impl Realm {
         });
         Realm { url, asked }
     }
+}
+
+/// Status, `WWW-Authenticate` and `Location` of one request.
+pub fn request(addr: &str, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = match token {
+        Some(t) if t.starts_with("Basic ") => format!("Authorization: {t}\r\n"),
+        Some(t) => format!("Authorization: Bearer {t}\r\n"),
+        None => String::new(),
+    };
+    let ct =
+        if path.contains("/manifests/") { "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n" } else { "" };
+    let accept = "Accept: application/vnd.oci.image.manifest.v1+json\r\n";
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}{ct}{accept}Content-Length: {}\r\n\r\n", body.len())
+        .unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let head = String::from_utf8_lossy(&raw[..raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(raw.len())])
+        .into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let header = |name: &str| {
+        head.lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    (status, header("www-authenticate"), header("location"))
+}
+
+/// Pushes a blob the two-step way (Distribution 2.8 answers a one-request POST with a session).
+pub fn push_blob(addr: &str, prefix: &str, repo: &str, token: &str, data: &[u8]) -> u16 {
+    let (status, _, location) = request(addr, "POST", &format!("{prefix}/v2/{repo}/blobs/uploads/"), Some(token), b"");
+    if status != 202 {
+        return status;
+    }
+    let path = location.split_once("://").map_or(location.as_str(), |(_, rest)| &rest[rest.find('/').unwrap()..]);
+    let sep = if path.contains('?') { '&' } else { '?' };
+    request(addr, "PUT", &format!("{path}{sep}digest={}", berth::oci::Digest::sha256_of(data)), Some(token), data).0
 }

@@ -445,6 +445,34 @@ pub fn translate(yaml: &str, env: &[(String, String)]) -> Result<(Config, Vec<No
                 honour(&mut notes, format!("server.prefix = {:?}", cfg.server.prefix));
             }
             "http.secret" => not_needed(&mut notes, "berth keeps upload state on the server, no signed state to share"),
+            "http.draintimeout" => {
+                cfg.server.shutdown_timeout = duration(key, v)?;
+                honour(
+                    &mut notes,
+                    format!("server.shutdown_timeout = {}", humantime::format_duration(cfg.server.shutdown_timeout)),
+                );
+            }
+            k if k.starts_with("http.debug") => {
+                not_needed(&mut notes, "/metrics (Prometheus) is served on the registry's own port; no pprof port")
+            }
+            "http.http2.disabled" => {
+                not_needed(&mut notes, "berth speaks HTTP/2 only to clients that ask for it (ALPN on TLS)")
+            }
+            k if k == "redis" || k.starts_with("redis.") => not_needed(
+                &mut notes,
+                "berth caches in memory per process; replicas share the bucket and its leases, not a cache",
+            ),
+            k if k.starts_with("reporting.") => {
+                not_needed(&mut notes, "bugsnag/newrelic: berth reports through /metrics and its logs")
+            }
+            "log.accesslog.disabled" => not_needed(
+                &mut notes,
+                "berth writes no access log; /metrics counts requests by endpoint, method and status",
+            ),
+            k if k.starts_with("compatibility.schema1") => {
+                not_needed(&mut notes, "berth never converts manifests to schema 1 (and refuses schema 1 pushes)")
+            }
+            "catalog.maxentries" => not_needed(&mut notes, "berth pages the catalog (n, last) without an upper bound"),
             "http.host" | "http.relativeurls" => not_needed(
                 &mut notes,
                 "berth's Location headers follow the request's host (and X-Forwarded-* behind a proxy)",
