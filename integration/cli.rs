@@ -415,16 +415,16 @@ fn ignored_registry2_keys_are_named_in_readyz_too() {
     let yml = dir.path().join("config.yml");
     std::fs::write(
         &yml,
-        "version: 0.1\nredis:\n  addr: localhost:6379\nstorage:\n  filesystem:\n    rootdirectory: /tmp/x\n",
+        "version: 0.1\nvalidation:\n  manifests:\n    indexes:\n      platforms: list\nstorage:\n  filesystem:\n    rootdirectory: /tmp/x\n",
     )
     .unwrap();
     let out = berth_cmd().args(["config", "check", "--config"]).arg(&yml).output().unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(shown.contains("redis.addr"), "{shown}");
+    assert!(shown.contains("validation.manifests.indexes.platforms"), "{shown}");
     let (p, addr) = berth(&dir.path().join("data"), dir.path(), &["--config", yml.to_str().unwrap()]);
     let (status, _, body) = http("GET", &addr, "/readyz").unwrap();
     let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("configuration: registry:2 keys berth does not support (ignored): redis.addr"), "{body}");
+    assert!(body.contains("configuration: registry:2 keys berth does not support (ignored): validation.manifests.indexes.platforms"), "{body}");
     p.stop();
 }

@@ -55,6 +55,9 @@ pub fn on_object_store() -> bool {
 /// On an object store, each data directory has its own prefix in the shared
 /// bucket (or container), kept in the directory so a restart finds it.
 fn object_storage(dir: &Path, cfg: &mut berth::config::StorageConfig) {
+    if !on_object_store() {
+        return;
+    }
     let file = dir.join(".test-object-prefix");
     let prefix = std::fs::read_to_string(&file).unwrap_or_else(|_| {
         let p = format!("t-{}", uuid::Uuid::new_v4().simple());

@@ -54,6 +54,9 @@ pub fn note(
 /// Emits what the handler noted, with the request, the actor and the
 /// target's URL (by the name the client used, under the server's prefix).
 pub fn emit(req: &HttpRequest, reg: &Registry, caller: &Caller, name: Option<&crate::oci::RepoName>) {
+    if !reg.events().enabled() {
+        return;
+    }
     let Some(noted) = req.extensions_mut().remove::<Vec<Noted>>() else { return };
     // One request, one request id (registry:2's), whatever the events.
     let request_id = uuid::Uuid::new_v4().to_string();
