@@ -425,6 +425,11 @@ fn ignored_registry2_keys_are_named_in_readyz_too() {
     let (status, _, body) = http("GET", &addr, "/readyz").unwrap();
     let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("configuration: registry:2 keys berth does not support (ignored): validation.manifests.indexes.platforms"), "{body}");
+    assert!(
+        body.contains(
+            "configuration: registry:2 keys berth does not support (ignored): validation.manifests.indexes.platforms"
+        ),
+        "{body}"
+    );
     p.stop();
 }

