@@ -64,9 +64,34 @@ impl Progress {
     }
 }
 
-/// The summary line of a run.
+/// What a run held back and why, for its summary ("" when nothing).
+fn held_back(r: &GcReport) -> String {
+    let mut parts = Vec::new();
+    if r.held_by_grace_blobs + r.held_by_grace_manifests > 0 {
+        let bytes = match r.held_by_grace_bytes {
+            0 => String::new(),
+            b => format!(", {}", bytesize::ByteSize::b(b)),
+        };
+        parts.push(format!(
+            "{} blobs{bytes} and {} manifests written within gc.grace ({}; --grace 0s includes them)",
+            r.held_by_grace_blobs,
+            r.held_by_grace_manifests,
+            humantime::format_duration(Duration::from_secs(r.grace_secs))
+        ));
+    }
+    if r.held_mirrored_blobs > 0 {
+        parts.push(format!("{} blobs only mirrored content uses (expiry removes those)", r.held_mirrored_blobs));
+    }
+    match parts.is_empty() {
+        true => String::new(),
+        false => format!("\nheld back: {}", parts.join("; ")),
+    }
+}
+
+/// The summary line of a run, and what it held back.
 pub fn summary(r: &GcReport) -> String {
     let verb = if r.dry_run { "would remove" } else { "removed" };
+    let held = held_back(r);
     format!(
         "berth gc: {verb} {} manifests and {} blobs, {} {}; scanned {} blobs in {} repositories in {:.1}s \
          (marking {:.1}s, listing {:.1}s, sweeping {:.1}s)",
@@ -80,7 +105,7 @@ pub fn summary(r: &GcReport) -> String {
         r.mark_millis as f64 / 1000.0,
         r.list_millis as f64 / 1000.0,
         r.millis.saturating_sub(r.mark_millis + r.list_millis) as f64 / 1000.0
-    )
+    ) + &held
 }
 
 /// Runs garbage collection of `cfg.storage.root` (see the module comment).

@@ -2,7 +2,8 @@
 # What notifications cost the client, side by side in one run: three berths
 # serve one image (each its own copy), one with no endpoint, one sending every
 # event to a receiver that answers at once (nginx), one whose endpoint is down
-# (a closed port). wrk -t2 -c32 on the manifest GET, ROUNDS times interleaved;
+# (a closed port); and Distribution 2.8 without and with the same live
+# endpoint. wrk -t2 -c32 on the manifest GET, ROUNDS times interleaved;
 # afterwards, how many events the live endpoint got and how many wait for the
 # dead one (none may be lost: each request is one pull event).
 #
@@ -47,11 +48,22 @@ for mode in off live dead; do
   push_image "http://127.0.0.1:$port" bench/img latest "$WORK/layer"
 done
 
+# Distribution, without and with the live endpoint (its queue is in memory).
+for mode in doff dlive; do
+  port=$(free_port); PORT[$mode]=$port
+  extra=""
+  [ "$mode" = dlive ] && extra="notifications: {endpoints: [{name: live, url: \"http://127.0.0.1:$RPORT/events\", timeout: 1s, threshold: 10, backoff: 1s}]}"
+  PID[$mode]=$(start_distribution "$WORK/data-$mode" "$port" "$extra")
+  wait_http "http://127.0.0.1:$port/v2/"
+  push_image "http://127.0.0.1:$port" bench/img latest "$WORK/layer"
+done
+MODES="off live dead doff dlive"
+
 rps() { wrk -t2 -c32 -d"${WRK_SECS}s" -H "Accept: $MT" "$1" | awk '/Requests\/sec/ {print $2}'; }
 declare -A R
-for mode in off live dead; do rps "http://127.0.0.1:${PORT[$mode]}/v2/bench/img/manifests/latest" >/dev/null; done # warm-up
+for mode in $MODES; do rps "http://127.0.0.1:${PORT[$mode]}/v2/bench/img/manifests/latest" >/dev/null; done # warm-up
 for _ in $(seq 1 "$ROUNDS"); do
-  for mode in off live dead; do
+  for mode in $MODES; do
     R[$mode]+=" $(rps "http://127.0.0.1:${PORT[$mode]}/v2/bench/img/manifests/latest")"
   done
 done
@@ -59,10 +71,13 @@ metric() { curl -fsS "http://127.0.0.1:${PORT[$1]}/metrics" | awk -v m="$2{endpo
 # Wait (bounded) for the live endpoint to catch up, then count.
 for _ in $(seq 1 600); do [ "$(metric live berth_notifications_pending)" = 0 ] && break; sleep 0.1; done
 off=$(median ${R[off]}); live=$(median ${R[live]}); dead=$(median ${R[dead]})
+doff=$(median ${R[doff]}); dlive=$(median ${R[dlive]})
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}')" "$1" "$2"; }
 echo "| manifest GET, req/s (median of $ROUNDS) | no endpoint | endpoint up | endpoint down |"
 echo "|---|---|---|---|"
 echo "| berth | $off | $live ($(ratio "$live" "$off")×) | $dead ($(ratio "$dead" "$off")×) |"
+echo "| Distribution 2.8 | $doff | $dlive ($(ratio "$dlive" "$doff")×) | |"
+echo "| berth ÷ Distribution | $(ratio "$off" "$doff")× | $(ratio "$live" "$dlive")× | |"
 echo
 echo "live endpoint: sent $(metric live berth_notifications_sent_total) events, pending $(metric live berth_notifications_pending)," \
   "envelopes received $(wc -l <"$WORK/nginx/access.log")"

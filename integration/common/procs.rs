@@ -391,7 +391,18 @@ impl Containerd {
     }
 
     pub fn ctr(&self, args: &[&str]) -> String {
-        run(Command::new("ctr").arg("-a").arg(&self.sock).args(["-n", "berth-test"]).args(args))
+        run(&mut self.ctr_command(args))
+    }
+
+    /// `ctr` that may fail: its output, for the test to read.
+    pub fn ctr_try(&self, args: &[&str]) -> std::process::Output {
+        self.ctr_command(args).output().unwrap()
+    }
+
+    fn ctr_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("-a").arg(&self.sock).args(["-n", "berth-test"]).args(args);
+        cmd
     }
 }
 

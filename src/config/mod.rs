@@ -29,6 +29,8 @@ pub struct Config {
     pub validation: ValidationConfig,
     pub health: HealthConfig,
     pub notifications: NotificationsConfig,
+    /// Tags that may not move once pushed (`[[immutable]]`).
+    pub immutable: Vec<ImmutableRule>,
     /// What the configuration named that berth does not honour (the startup
     /// warning's lines), repeated in `/readyz`'s body. Not a setting.
     #[serde(skip)]
@@ -100,6 +102,17 @@ pub struct ValidationConfig {
     /// these regular expressions (when any are given) and none of `urls_deny`.
     pub urls_allow: Vec<String>,
     pub urls_deny: Vec<String>,
+}
+
+/// Tags of pushed repositories that, once pushed, keep naming the same
+/// manifest: `repositories` (patterns, as in auth.rules), `tags` (patterns;
+/// `!pattern` is a mutable exception), whether they may be deleted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImmutableRule {
+    pub repositories: Vec<String>,
+    pub tags: Vec<String>,
+    pub allow_delete: bool,
 }
 
 /// Webhooks told of pushes, pulls, deletes and the mirror's fetches and

@@ -34,7 +34,8 @@ impl Queue {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(fail)?;
         }
-        let db = Database::create(path).map_err(fail)?;
+        // A queue is read once, front to back: a small cache (redb's default is 1 GiB).
+        let db = redb::Builder::new().set_cache_size(16 * 1024 * 1024).create(path).map_err(fail)?;
         let tx = db.begin_write().map_err(fail)?;
         tx.open_table(EVENTS).map_err(fail)?;
         tx.open_table(CURSORS).map_err(fail)?;

@@ -43,7 +43,7 @@ pub struct RepoRow {
     pub bytes: u64,
     /// When a tag was last pushed (fetched, for mirrored content).
     pub last_push: Option<SystemTime>,
-    /// When a tag was last pulled (mirrored content records uses).
+    /// When a tag was last pulled.
     pub last_pull: Option<SystemTime>,
     pub pinned: bool,
 }
@@ -285,7 +285,7 @@ impl Browsing {
                 let storage = id.storage();
                 let summary = self.summary(&id).await?;
                 // Pulls do not change the summary: their time is looked up each time.
-                let last_pull = self.last_pull(&storage, &summary.kind).await?;
+                let last_pull = self.last_pull(&storage).await?;
                 Ok::<_, RegistryError>(Arc::new(RepoRow { last_pull, ..(*summary).clone() }))
             })
             .buffered(8)
@@ -294,12 +294,8 @@ impl Browsing {
         Ok(Page { items: rows, total, page, pages })
     }
 
-    /// When a tag of mirrored `storage` was last served (recorded uses,
-    /// flushed or not); pushed content records no uses.
-    async fn last_pull(&self, storage: &RepoName, kind: &Kind) -> RegistryResult<Option<SystemTime>> {
-        if *kind == Kind::Pushed {
-            return Ok(None);
-        }
+    /// When a tag of `storage` was last served (recorded uses, flushed or not).
+    async fn last_pull(&self, storage: &RepoName) -> RegistryResult<Option<SystemTime>> {
         let r = storage.clone();
         let flushed = self.core.store.indexed(move |index| index.uses(UseKind::Tag, &r)).await?;
         let pending = self.lifecycle.uses.latest_pending(&crate::store::index::use_key(UseKind::Tag, storage, ""));

@@ -139,11 +139,12 @@ impl Lifecycle {
     /// the whole tree (a first start indexes it in the background).
     pub async fn evict(&self) -> RegistryResult<EvictionReport> {
         let mut report = EvictionReport::default();
+        // Pushed content's pulls are recorded too: flushed with or without a mirror.
+        self.flush_uses().await?;
         if self.mirror.is_none() {
             return Ok(report);
         }
         let started = std::time::Instant::now();
-        self.flush_uses().await?;
         // On shared storage, one replica's pass at a time (the others skip theirs).
         let turn = match self.core.store.shared() {
             true => match self.core.store.lifecycle_turn(Duration::ZERO).await? {

@@ -66,6 +66,21 @@ pub struct GcReport {
     pub mark_millis: u128,
     #[serde(default)]
     pub list_millis: u128,
+    /// What the run held back and why: blobs and manifests written within
+    /// `grace` (an upload or push may be about to reference them; their bytes
+    /// when a dry run sized them), and blobs only mirrored content uses
+    /// (expiry's to remove, not GC's).
+    #[serde(default)]
+    pub held_by_grace_blobs: usize,
+    #[serde(default)]
+    pub held_by_grace_bytes: u64,
+    #[serde(default)]
+    pub held_by_grace_manifests: usize,
+    #[serde(default)]
+    pub held_mirrored_blobs: usize,
+    /// The grace the run used, in seconds.
+    #[serde(default)]
+    pub grace_secs: u64,
 }
 
 /// Held while a garbage collection runs (see `Registry::gc_slot`).
@@ -146,6 +161,7 @@ impl Lifecycle {
         drop(marked);
         report.list_millis = started.elapsed().as_millis() - report.mark_millis;
         let grace_cutoff = SystemTime::now().checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+        report.grace_secs = opts.grace.as_secs();
         report.blobs_scanned = total;
         let mut scanned = total - unmarked.len();
         for batch in unmarked.chunks(SWEEP_BATCH) {
@@ -162,9 +178,12 @@ impl Lifecycle {
             for (i, (d, refs)) in batch.iter().zip(refs).enumerate() {
                 // Mirrored content is the eviction's business.
                 if !refs.mirrored.is_empty() {
+                    report.held_mirrored_blobs += 1;
                     continue;
                 }
                 if newest[i].is_some_and(|t| t > grace_cutoff) {
+                    report.held_by_grace_blobs += 1;
+                    report.held_by_grace_bytes += sizes.get(i).copied().flatten().unwrap_or(0);
                     continue;
                 }
                 if opts.dry_run {
@@ -227,6 +246,7 @@ impl Lifecycle {
             // tag or its index (skopeo pushes platform manifests first).
             if self.core.store.revision_modified(repo, m).await?.is_some_and(|t| t > grace_cutoff) {
                 self.core.mark([m.clone()], &mut marks, false).await?;
+                report.held_by_grace_manifests += 1;
                 continue;
             }
             report.manifests_removed += 1;

@@ -20,7 +20,7 @@ use super::{gc, uses, RegistryResult};
 pub struct Lifecycle {
     pub(super) core: Arc<Core>,
     pub(super) mirror: Option<Arc<Mirror>>,
-    /// Uses of mirrored content not yet written to the index.
+    /// Uses (pulls) not yet written to the index.
     pub(super) uses: uses::Uses,
     pub(super) pins: Pins,
     /// `mirror.ttl`, `mirror.max_size` (bytes), `mirror.eviction_interval`.

@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::cache::CachedManifest;
 use crate::oci::{Digest, ManifestInfo, Reference, RepoName, Tag};
+use crate::store::index::UseKind;
 
 use super::{Registry, RegistryError, RegistryResult, Route};
 
@@ -89,6 +90,15 @@ impl Registry {
     pub async fn get_manifest(&self, route: &Route, reference: &Reference) -> RegistryResult<Manifest> {
         let m = self.read_manifest(route, reference).await?;
         self.admit_manifest(route, &m).await?;
+        // Pulls of pushed content are recorded as mirrored ones are (in
+        // memory, flushed with the lifecycle pass): the last pull of each tag
+        // and manifest, for the web page and retention's `unpulled_for`.
+        if let Route::Local(repo) = route {
+            if let Reference::Tag(t) = reference {
+                self.lifecycle.uses.record(UseKind::Tag, repo, t.as_str());
+            }
+            self.lifecycle.uses.record(UseKind::Manifest, repo, &m.digest.to_string());
+        }
         Ok(m)
     }
 
@@ -192,6 +202,13 @@ impl Registry {
         // deletes it meanwhile; a running GC is told it is live before the
         // leases go).
         let _writing = self.core.locks.lock(repo).await;
+        if let (Some(t), false) = (tag, self.immutable.is_empty()) {
+            let current = self.core.store.resolve_tag(repo, t).await?.map(|d| d.to_string());
+            let id = super::identity::RepoId::Local(repo.clone());
+            if let Some(why) = self.immutable.refuses_move(&id, t.as_str(), current.as_deref(), &digest.to_string()) {
+                return Err(RegistryError::Denied(why));
+            }
+        }
         let referenced: Vec<Digest> = std::iter::once(digest.clone()).chain(info.references().cloned()).collect();
         let mut _leases = Vec::with_capacity(referenced.len());
         for d in &referenced {
@@ -224,6 +241,32 @@ impl Registry {
         Ok(PushedManifest { digest, subject, media_type, references })
     }
 
+    /// Refuses a delete that would remove an immutable tag (the tag itself,
+    /// or the manifest it names, which takes its tags with it).
+    async fn check_immutable_delete(&self, repo: &RepoName, reference: &Reference) -> RegistryResult<()> {
+        if self.immutable.is_empty() {
+            return Ok(());
+        }
+        let id = super::identity::RepoId::Local(repo.clone());
+        let tags: Vec<String> = match reference {
+            Reference::Tag(t) => vec![t.to_string()],
+            Reference::Digest(d) => {
+                let mut naming = Vec::new();
+                for t in self.core.store.list_tags(repo).await? {
+                    let Ok(tag) = t.parse::<Tag>() else { continue };
+                    if self.core.store.resolve_tag(repo, &tag).await?.as_ref() == Some(d) {
+                        naming.push(t);
+                    }
+                }
+                naming
+            }
+        };
+        match tags.iter().find_map(|t| self.immutable.refuses_delete(&id, t)) {
+            Some(why) => Err(RegistryError::Denied(why)),
+            None => Ok(()),
+        }
+    }
+
     /// Deletes a tag, or a manifest by digest together with the tags that
     /// point at it when the delete runs. Ordered with every other write to
     /// `repo`: a tag PUT that answered before is seen, one that comes after
@@ -232,6 +275,7 @@ impl Registry {
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> RegistryResult<Vec<Tag>> {
         self.check_delete()?;
         let _writing = self.core.locks.lock(repo).await;
+        self.check_immutable_delete(repo, reference).await?;
         let result = match reference {
             Reference::Tag(tag) => self.core.store.delete_tag(repo, tag).await.map(|existed| existed.then(Vec::new)),
             Reference::Digest(d) => self.core.store.delete_manifest(repo, d).await,

@@ -20,6 +20,7 @@ mod error;
 pub mod expiry;
 pub mod gc;
 pub mod identity;
+mod immutable;
 pub mod lifecycle;
 mod manifests;
 mod mirrored;
@@ -111,6 +112,8 @@ pub struct Registry {
     /// Read-only mode (`storage.read_only`, toggled by `berth readonly`).
     read_only: std::sync::atomic::AtomicBool,
     max_manifest_size: u64,
+    /// Which tags may not move (`[[immutable]]`).
+    immutable: immutable::Immutable,
     /// `storage.redirect`, when on: blob GETs go to the storage itself.
     redirect: Option<crate::config::RedirectConfig>,
     lifecycle: Arc<Lifecycle>,
@@ -127,6 +130,7 @@ impl Registry {
         let trust = Arc::new(trust::Trust::new(&cfg.mirror.verify, &namespace)?);
         let admission = admission::Admission::new(cfg.mirror.admission.as_ref(), &namespace)?.map(Arc::new);
         let validation = validation::Validation::new(&cfg.validation)?;
+        let immutable = immutable::Immutable::new(&cfg.immutable, &namespace)?;
         let store = Arc::new(store);
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mirror = cfg
@@ -161,6 +165,7 @@ impl Registry {
             read_only: cfg.storage.read_only.into(),
             max_manifest_size: cfg.storage.max_manifest_size,
             redirect: cfg.storage.redirect.enabled.then(|| cfg.storage.redirect.clone()),
+            immutable,
             lifecycle,
             browsing,
         })
@@ -443,6 +448,7 @@ pub fn describe_patterns(cfg: &Config) -> Result<Vec<String>, String> {
     lines.extend(pins.describe().into_iter().map(|p| format!("mirror.pin {p}")));
     lines.extend(trust::Trust::new(&cfg.mirror.verify, &namespace)?.describe());
     validation::Validation::new(&cfg.validation)?;
+    lines.extend(immutable::Immutable::new(&cfg.immutable, &namespace)?.describe());
     Ok(lines)
 }
 

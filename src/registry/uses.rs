@@ -1,4 +1,5 @@
-//! What mirrored content is being used: the hot path records a use in memory
+//! What content is being used (mirrored, for expiry; pushed, for the web page
+//! and retention): the hot path records a use in memory
 //! (one map insert, into a map of the calling thread's own, so that workers
 //! never wait for each other); `take` gathers them for one index transaction,
 //! so each object costs at most one index write per flush (every eviction
@@ -44,7 +45,7 @@ impl Default for Uses {
 }
 
 impl Uses {
-    /// Records that `key` (a tag, or a digest) of `kind` in mirrored `repo` was served now.
+    /// Records that `key` (a tag, or a digest) of `kind` in `repo` was served now.
     pub fn record(&self, kind: UseKind, repo: &RepoName, key: &str) {
         if !self.enabled {
             return;
