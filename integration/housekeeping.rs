@@ -152,3 +152,169 @@ fn a_dry_run_says_what_gc_grace_held_back() {
     let text = gc(&["--grace", "0s"]);
     assert!(text.contains("would remove 0 manifests and 3 blobs") && !text.contains("held back"), "{text}");
 }
+
+/// Pushes `body` to `path` with `content_type`; the status.
+fn put(addr: &str, path: &str, content_type: &str, body: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "PUT {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+fn post_blob(addr: &str, repo: &str, blob: &[u8]) -> common::Digest {
+    use std::io::{Read, Write};
+    let d = common::Digest::sha256_of(blob);
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /v2/{repo}/blobs/uploads/?digest={d} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+        blob.len()
+    )
+    .unwrap();
+    s.write_all(blob).unwrap();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    assert!(reply.split_whitespace().nth(1) == Some("201"), "{reply}");
+    d
+}
+
+/// Sets when a link file was written (the push time retention reads).
+fn age(data: &std::path::Path, link: &str, secs_ago: u64) {
+    let path = data.join(link);
+    let f = std::fs::File::options().write(true).open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(secs_ago)).unwrap();
+}
+
+/// A month of CI pushes, an hour apart (the push times set on the tag links:
+/// the fake clock), and a release index whose platform manifests are
+/// untagged. With the README's rule (keep the 10 newest and `v*`, untagged
+/// manifests after an hour) exactly those tags remain and pull, the dry run
+/// listed exactly what the real run removed, the release index keeps its
+/// platforms, and GC frees the removed manifests.
+#[test]
+fn a_month_of_ci_tags_is_kept_to_the_ten_newest_and_the_releases() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let data = w.join("data");
+    std::fs::write(w.join("berth.toml"), common::readme_toml("# berth.toml: CI images, kept to what matters")).unwrap();
+    let (_server, addr) = berth(&data, w, &["--no-mirror", "--config", w.join("berth.toml").to_str().unwrap()]);
+    let repo = "ci/app";
+    let (config, layer) = (post_blob(&addr, repo, b"{}"), post_blob(&addr, repo, b"a layer"));
+    let manifest = |n: &str| {
+        serde_json::json!({"schemaVersion": 2, "mediaType": common::OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.to_string(), "size": 7}],
+            "annotations": {"build": n}})
+        .to_string()
+        .into_bytes()
+    };
+    const BUILDS: usize = 720;
+    let hour = 3600;
+    let mut digests = Vec::new();
+    for i in 0..BUILDS {
+        let tag = format!("build-{i:04}");
+        let m = manifest(&tag);
+        assert_eq!(put(&addr, &format!("/v2/{repo}/manifests/{tag}"), common::OCI_MANIFEST, &m), 201);
+        let d = common::Digest::sha256_of(&m);
+        let ago = ((BUILDS - i) * hour) as u64;
+        age(&data, &format!("docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/current/link"), ago);
+        age(
+            &data,
+            &format!("docker/registry/v2/repositories/{repo}/_manifests/revisions/sha256/{}/link", d.hex()),
+            ago,
+        );
+        digests.push(d);
+    }
+    // A release: an index over two platform manifests pushed by digest, a month old.
+    let platforms: Vec<(common::Digest, usize)> = ["amd64", "arm64"]
+        .iter()
+        .map(|arch| {
+            let m = manifest(&format!("release-{arch}"));
+            let d = common::Digest::sha256_of(&m);
+            assert_eq!(put(&addr, &format!("/v2/{repo}/manifests/{d}"), common::OCI_MANIFEST, &m), 201);
+            age(
+                &data,
+                &format!("docker/registry/v2/repositories/{repo}/_manifests/revisions/sha256/{}/link", d.hex()),
+                31 * 86400,
+            );
+            (d, m.len())
+        })
+        .collect();
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": common::OCI_INDEX, "manifests": platforms.iter().zip(["amd64", "arm64"]).map(|((d, size), arch)| serde_json::json!({
+        "mediaType": common::OCI_MANIFEST, "digest": d.to_string(), "size": size, "platform": {"os": "linux", "architecture": arch}})).collect::<Vec<_>>()})
+    .to_string()
+    .into_bytes();
+    assert_eq!(put(&addr, &format!("/v2/{repo}/manifests/v1.0"), common::OCI_INDEX, &index), 201);
+    age(&data, &format!("docker/registry/v2/repositories/{repo}/_manifests/tags/v1.0/current/link"), 31 * 86400);
+
+    let retention = |dry: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.args(["retention", "--json", "--data"]).arg(&data);
+        if dry {
+            cmd.arg("--dry-run");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", said(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let removals = |r: &serde_json::Value| {
+        let mut v: Vec<String> = r["removals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| format!("{} {} {}", x["tag"].as_str().unwrap_or("-"), x["digest"], x["rule"]))
+            .collect();
+        v.sort();
+        v
+    };
+    let dry = retention(true);
+    let planned = removals(&dry);
+    // Every build tag but the 10 newest, and then their manifests (untagged, older than an hour).
+    assert_eq!(planned.len(), 2 * (BUILDS - 10), "{:#?}", &planned[..5]);
+    assert_eq!(
+        http("GET", &addr, &format!("/v2/{repo}/manifests/build-0000")).unwrap().0,
+        200,
+        "a dry run removes nothing"
+    );
+    let real = retention(false);
+    assert_eq!(removals(&real), planned, "the dry run listed exactly what the real run removed");
+    let (_, _, body) = http("GET", &addr, &format!("/v2/{repo}/tags/list")).unwrap();
+    let mut tags: Vec<String> = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    tags.sort();
+    let mut expected: Vec<String> = (BUILDS - 10..BUILDS).map(|i| format!("build-{i:04}")).collect();
+    expected.push("v1.0".into());
+    assert_eq!(tags, expected);
+    for t in &tags {
+        assert_eq!(http("GET", &addr, &format!("/v2/{repo}/manifests/{t}")).unwrap().0, 200, "{t} pulls");
+    }
+    for (d, _) in &platforms {
+        assert_eq!(
+            http("GET", &addr, &format!("/v2/{repo}/manifests/{d}")).unwrap().0,
+            200,
+            "the release's platforms stay"
+        );
+    }
+    assert_eq!(http("GET", &addr, &format!("/v2/{repo}/manifests/{}", digests[0])).unwrap().0, 404);
+    // GC frees the removed manifests' blobs (the shared layer and config stay).
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_berth")).args(["gc", "--grace", "0s", "--data"]).arg(&data).output().unwrap();
+    let text = said(&out);
+    assert!(text.contains(&format!("removed 0 manifests and {} blobs", BUILDS - 10)), "{text}");
+    for (d, _) in &platforms {
+        assert_eq!(http("GET", &addr, &format!("/v2/{repo}/manifests/{d}")).unwrap().0, 200);
+    }
+    assert_eq!(http("GET", &addr, &format!("/v2/{repo}/blobs/{layer}")).unwrap().0, 200);
+}

@@ -29,6 +29,7 @@ pub fn start(
     actix_web::rt::spawn(housekeeping(weak()));
     actix_web::rt::spawn(eviction(weak()));
     actix_web::rt::spawn(scheduled_gc(weak()));
+    actix_web::rt::spawn(scheduled_retention(weak()));
     actix_web::rt::spawn(traffic_sampler(weak()));
     if let Some(w) = warm {
         actix_web::rt::spawn(scheduled_warm(weak(), w));
@@ -65,6 +66,21 @@ async fn housekeeping(registry: Weak<Registry>) {
         let interval = reg.lifecycle().purge_interval();
         drop(reg);
         actix_web::rt::time::sleep(interval).await;
+    }
+}
+
+/// `[[retention]]`, hourly while the server runs (nothing without rules).
+async fn scheduled_retention(registry: Weak<Registry>) {
+    loop {
+        actix_web::rt::time::sleep(crate::registry::retention::INTERVAL).await;
+        let Some(reg) = registry.upgrade() else { return };
+        match reg.retention(false).await {
+            Ok(r) if !r.removals.is_empty() => {
+                tracing::info!(removed = r.removals.len(), held = r.held.len(), "retention pass")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+        }
     }
 }
 

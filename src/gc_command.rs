@@ -132,6 +132,58 @@ pub fn run(cfg: &Config, opts: GcOptions) -> Result<GcReport, String> {
     result
 }
 
+/// `berth retention [--dry-run]`: one retention run of `cfg.storage.root`,
+/// inside the server that holds it if one does, else here.
+pub fn retention(cfg: &Config, dry_run: bool) -> Result<crate::registry::retention::RetentionReport, String> {
+    let root = &cfg.storage.root;
+    match Index::open_waiting(&crate::store::index_path(root), Duration::ZERO) {
+        Ok(index) => actix_web::rt::System::new().block_on(async {
+            let backend = crate::backend(cfg).map_err(|e| e.to_string())?;
+            let store = crate::store::Store::new(backend, index, cfg.uploads.max_per_client);
+            let registry = Registry::with_store(cfg, store)?;
+            registry.lifecycle().ensure_indexed().await.map_err(|e| e.to_string())?;
+            registry.retention(dry_run).await.map_err(|e| e.to_string())
+        }),
+        Err(StoreError::InUse(_)) => {
+            let (addr, token) = crate::api::admin::running_server(root)?;
+            actix_web::rt::System::new().block_on(async {
+                let path = format!("/_berth/retention?dry_run={dry_run}");
+                let mut resp =
+                    crate::local_server::admin_post(&addr, &token, &path, crate::api::admin::REMOTE_IDLE).await?;
+                let body = resp.body().limit(256 * 1024 * 1024).await.map_err(|e| e.to_string())?;
+                serde_json::from_slice(&body).map_err(|e| format!("the server's report: {e}"))
+            })
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A retention report for people: one line per removal, with its rule and why.
+pub fn retention_summary(r: &crate::registry::retention::RetentionReport) -> String {
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    let mut out = String::new();
+    for x in &r.removals {
+        let what = match &x.tag {
+            Some(t) => format!("{}:{t} ({})", x.repository, x.digest),
+            None => format!("{}@{} (untagged)", x.repository, x.digest),
+        };
+        out.push_str(&format!("{verb} {what}: {} ({})\n", x.rule, x.why));
+    }
+    for h in &r.held {
+        out.push_str(&format!("held back {h}\n"));
+    }
+    let tags = r.removals.iter().filter(|x| x.tag.is_some()).count();
+    out.push_str(&format!(
+        "berth retention: {verb} {tags} tags and {} untagged manifests of {} tags in {} repositories in {:.1}s{}",
+        r.removals.len() - tags,
+        r.tags_scanned,
+        r.repositories,
+        r.millis as f64 / 1000.0,
+        if r.dry_run { "" } else { "; `berth gc` frees their blobs" }
+    ));
+    out
+}
+
 /// `berth readonly [on|off]`: asks the server running on `root` to turn
 /// read-only mode on or off (or only says whether it is on).
 pub fn read_only(root: &std::path::Path, on: Option<bool>) -> Result<bool, String> {

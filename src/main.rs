@@ -52,6 +52,22 @@ enum Command {
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         grace: Option<std::time::Duration>,
     },
+    /// Apply the [[retention]] rules to pushed repositories: remove the tags
+    /// (and untagged manifests) they say go, each with the rule that decided.
+    /// Safe while a server serves the directory: the run happens inside it.
+    Retention {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Data directory (overrides storage.root).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Say what would go; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The report as JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Fill a running server's mirror with images before anyone pulls them
     /// (pulled through the server: coalesced, verified, counted as use).
     Warm {
@@ -202,6 +218,17 @@ fn main() -> ExitCode {
                 berth::registry::gc::GcOptions { dry_run, delete_untagged, grace: grace.unwrap_or(cfg.gc.grace) };
             let report = berth::gc_command::run(&cfg, opts)?;
             println!("{}", berth::gc_command::summary(&report));
+            Ok(())
+        }),
+        Command::Retention { common, data, dry_run, json } => load(&common).and_then(|mut cfg| {
+            if let Some(data) = data {
+                cfg.storage.root = data;
+            }
+            let report = berth::gc_command::retention(&cfg, dry_run)?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?),
+                false => println!("{}", berth::gc_command::retention_summary(&report)),
+            }
             Ok(())
         }),
         Command::Htpasswd { user, stdin, cost } => htpasswd(&user, stdin, cost),

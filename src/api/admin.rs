@@ -112,6 +112,25 @@ pub async fn gc(
     Ok(HttpResponse::Ok().content_type("application/x-ndjson").streaming(body))
 }
 
+#[derive(Debug, Deserialize)]
+pub struct RetentionQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /_berth/retention?dry_run=` (`berth retention`): one retention run
+/// inside the serving process; its report as JSON.
+pub async fn retention(
+    req: HttpRequest,
+    reg: Reg,
+    token: web::Data<AdminToken>,
+    query: web::Query<RetentionQuery>,
+) -> Result<HttpResponse, ApiError> {
+    admin_only(&req, &token)?;
+    let report = reg.retention(query.dry_run).await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
 /// The address and admin token of the server running on data directory
 /// `root` (what `berth gc` and `berth readonly` ask).
 pub fn running_server(root: &std::path::Path) -> Result<(String, String), String> {

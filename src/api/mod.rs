@@ -76,6 +76,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics::scrape))
         .route("/_berth/gc", web::post().to(admin::gc))
         .route("/_berth/readonly", web::post().to(admin::read_only))
+        .route("/_berth/retention", web::post().to(admin::retention))
         .route("/_berth/verify", web::get().to(trust::verify))
         .route("/_berth/admission/forget", web::post().to(trust::forget))
         .route("/readyz", web::get().to(health::readyz))

@@ -31,6 +31,8 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     /// Tags that may not move once pushed (`[[immutable]]`).
     pub immutable: Vec<ImmutableRule>,
+    /// Which pushed tags and untagged manifests go (`[[retention]]`).
+    pub retention: Vec<RetentionRule>,
     /// What the configuration named that berth does not honour (the startup
     /// warning's lines), repeated in `/readyz`'s body. Not a setting.
     #[serde(skip)]
@@ -113,6 +115,27 @@ pub struct ImmutableRule {
     pub repositories: Vec<String>,
     pub tags: Vec<String>,
     pub allow_delete: bool,
+}
+
+/// A retention rule over pushed repositories (see `registry::retention`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionRule {
+    pub repositories: Vec<String>,
+    /// Keep the N newest tags by push time (the rest: removable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<usize>,
+    /// Keep tags matching these patterns (`v*`, `latest`).
+    pub keep_tags: Vec<String>,
+    /// Removable once pushed longer ago than this.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub remove_older_than: Option<Duration>,
+    /// Removable once not pulled (nor pushed) for this long.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub unpulled_for: Option<Duration>,
+    /// Untagged manifests go once this old (unless a remaining tag reaches them).
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub untagged_after: Option<Duration>,
 }
 
 /// Webhooks told of pushes, pulls, deletes and the mirror's fetches and

@@ -27,6 +27,7 @@ mod mirrored;
 pub mod namespace;
 mod range;
 mod referrers;
+pub mod retention;
 pub mod trust;
 pub mod uses;
 pub mod validation;
@@ -114,6 +115,8 @@ pub struct Registry {
     max_manifest_size: u64,
     /// Which tags may not move (`[[immutable]]`).
     immutable: immutable::Immutable,
+    /// Which pushed tags go (`[[retention]]`).
+    retention: retention::Retention,
     /// `storage.redirect`, when on: blob GETs go to the storage itself.
     redirect: Option<crate::config::RedirectConfig>,
     lifecycle: Arc<Lifecycle>,
@@ -131,6 +134,7 @@ impl Registry {
         let admission = admission::Admission::new(cfg.mirror.admission.as_ref(), &namespace)?.map(Arc::new);
         let validation = validation::Validation::new(&cfg.validation)?;
         let immutable = immutable::Immutable::new(&cfg.immutable, &namespace)?;
+        let retention = retention::Retention::new(&cfg.retention, &namespace)?;
         let store = Arc::new(store);
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mirror = cfg
@@ -166,6 +170,7 @@ impl Registry {
             max_manifest_size: cfg.storage.max_manifest_size,
             redirect: cfg.storage.redirect.enabled.then(|| cfg.storage.redirect.clone()),
             immutable,
+            retention,
             lifecycle,
             browsing,
         })
