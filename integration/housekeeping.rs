@@ -318,3 +318,81 @@ fn a_month_of_ci_tags_is_kept_to_the_ten_newest_and_the_releases() {
     }
     assert_eq!(http("GET", &addr, &format!("/v2/{repo}/blobs/{layer}")).unwrap().0, 200);
 }
+
+/// A quota over `team/*` just larger than one image: the image pushes to two
+/// repositories (its blobs counted once), a bigger one is refused through
+/// skopeo and dockerd with "quota exceeded: used X of Y", and its manifest is
+/// not there; `berth usage` and `/metrics` say the same use.
+#[test]
+fn a_quota_counts_shared_blobs_once_and_refuses_past_its_limit() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let layout = busybox_layout(w);
+    // The single-platform image's bytes: every blob in its manifest, and the manifest.
+    let single: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(layout.dir.join("blobs/sha256").join(layout.digest("single").hex())).unwrap(),
+    )
+    .unwrap();
+    let size = |v: &serde_json::Value| v["size"].as_u64().unwrap();
+    let image_bytes = size(&single["config"])
+        + single["layers"].as_array().unwrap().iter().map(size).sum::<u64>()
+        + layout.descriptor("single")["size"].as_u64().unwrap();
+    let example = common::readme_toml("# berth.toml: each team within its share");
+    let toml = example.replace("max_size = \"50GiB\"", &format!("max_size = {}", image_bytes + 4096));
+    std::fs::write(w.join("berth.toml"), toml).unwrap();
+    let (_server, addr) =
+        berth(&w.join("data"), w, &["--no-mirror", "--config", w.join("berth.toml").to_str().unwrap()]);
+    let push = |tag: &str, repo: &str| {
+        skopeo_try(&[
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            &layout.reference(tag),
+            &format!("docker://{addr}/{repo}"),
+        ])
+    };
+    for repo in ["team/a:1", "team/b:1"] {
+        let out = push("single", repo);
+        assert!(out.status.success(), "{}", said(&out));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_berth")).args(["usage", "--data"]).arg(w.join("data")).output().unwrap();
+    let text = said(&out);
+    assert!(
+        text.contains(&format!("quota[0]: {} of", bytesize::ByteSize::b(image_bytes))),
+        "shared blobs once: {text}"
+    );
+    let (_, _, metrics) = http("GET", &addr, "/metrics").unwrap();
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(metrics.contains(&format!("berth_quota_used_bytes{{quota=\"quota[0]\"}} {image_bytes}")), "{metrics}");
+    // The two-platform image does not fit: refused, and said so.
+    let out = push("multi", "team/c:1");
+    assert!(!out.status.success(), "a push past the quota");
+    let text = said(&out);
+    assert!(text.contains("quota exceeded: used"), "{text}");
+    assert_eq!(http("GET", &addr, "/v2/team/c/manifests/1").unwrap().0, 404, "no manifest half-pushed");
+    // The refusal came at the blob that did not fit: the quota is still within its limit.
+    let (_, _, metrics) = http("GET", &addr, "/metrics").unwrap();
+    let metrics = String::from_utf8(metrics).unwrap();
+    let used: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("berth_quota_used_bytes{quota=\"quota[0]\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(used <= image_bytes + 4096, "a refused blob stayed linked: {used} bytes used");
+    // dockerd's user reads the same.
+    let archive = w.join("busybox.tar");
+    let out = skopeo_try(&[
+        "copy",
+        &layout.reference("multi"),
+        &format!("docker-archive:{}:other/busybox:1", archive.display()),
+    ]);
+    assert!(out.status.success(), "{}", said(&out));
+    let d = Dockerd::start(&w.join("docker"), &format!(r#"{{"insecure-registries": ["{addr}"]}}"#));
+    d.docker(&["load", "-i", archive.to_str().unwrap()]);
+    d.docker(&["tag", "other/busybox:1", &format!("{addr}/team/d:1")]);
+    let out = d.docker_try(&["push", &format!("{addr}/team/d:1")], "");
+    let text = said(&out);
+    assert!(!out.status.success() && text.contains("quota exceeded"), "{text}");
+    // Outside the quota, anything goes.
+    assert!(push("multi", "other/e:1").status.success());
+}

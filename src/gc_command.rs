@@ -158,6 +158,31 @@ pub fn retention(cfg: &Config, dry_run: bool) -> Result<crate::registry::retenti
     }
 }
 
+/// `berth usage`: each quota's use and limit, from the server that holds
+/// the data directory if one does, else from its index here.
+pub fn usage(cfg: &Config) -> Result<Vec<crate::registry::quota::Usage>, String> {
+    let root = &cfg.storage.root;
+    match Index::open_waiting(&crate::store::index_path(root), Duration::ZERO) {
+        Ok(index) => actix_web::rt::System::new().block_on(async {
+            let backend = crate::backend(cfg).map_err(|e| e.to_string())?;
+            let store = crate::store::Store::new(backend, index, cfg.uploads.max_per_client);
+            let registry = Registry::with_store(cfg, store)?;
+            registry.lifecycle().ensure_indexed().await.map_err(|e| e.to_string())?;
+            registry.quota_usage().await.map_err(|e| e.to_string())
+        }),
+        Err(StoreError::InUse(_)) => {
+            let (addr, token) = crate::api::admin::running_server(root)?;
+            actix_web::rt::System::new().block_on(async {
+                let mut resp =
+                    crate::local_server::admin_post(&addr, &token, "/_berth/usage", Duration::from_secs(60)).await?;
+                let body = resp.body().await.map_err(|e| e.to_string())?;
+                serde_json::from_slice(&body).map_err(|e| format!("the server's answer: {e}"))
+            })
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A retention report for people: one line per removal, with its rule and why.
 pub fn retention_summary(r: &crate::registry::retention::RetentionReport) -> String {
     let verb = if r.dry_run { "would remove" } else { "removed" };

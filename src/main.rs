@@ -68,6 +68,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Each [[quota]]'s use (every blob counted once per quota) and limit.
+    Usage {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Data directory (overrides storage.root).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+    },
     /// Fill a running server's mirror with images before anyone pulls them
     /// (pulled through the server: coalesced, verified, counted as use).
     Warm {
@@ -228,6 +236,26 @@ fn main() -> ExitCode {
             match json {
                 true => println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?),
                 false => println!("{}", berth::gc_command::retention_summary(&report)),
+            }
+            Ok(())
+        }),
+        Command::Usage { common, data } => load(&common).and_then(|mut cfg| {
+            if let Some(data) = data {
+                cfg.storage.root = data;
+            }
+            let usage = berth::gc_command::usage(&cfg)?;
+            if usage.is_empty() {
+                println!("no quotas configured ([[quota]])");
+            }
+            for u in usage {
+                let pct = if u.max == 0 { 100.0 } else { u.used as f64 * 100.0 / u.max as f64 };
+                println!(
+                    "{}: {} of {} ({pct:.0}%) for {}",
+                    u.quota,
+                    bytesize::ByteSize::b(u.used),
+                    bytesize::ByteSize::b(u.max),
+                    u.repositories.join(", ")
+                );
             }
             Ok(())
         }),

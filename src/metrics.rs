@@ -101,6 +101,9 @@ pub struct Metrics {
     pub notifications_sent: IntCounterVec,
     pub notifications_failed: IntCounterVec,
     pub notifications_pending: IntGaugeVec,
+    /// Each `[[quota]]`'s use and limit, in bytes (read at scrape time).
+    pub quota_used: IntGaugeVec,
+    pub quota_limit: IntGaugeVec,
     /// Blob GETs answered with a redirect to the storage (`storage.redirect`).
     pub blob_redirects: IntCounter,
     /// Bytes served to and fetched upstream for each client.
@@ -218,6 +221,13 @@ impl Metrics {
                 r.register(Box::new(c.clone())).expect("registered once");
                 c
             },
+            quota_used: gauge(
+                &r,
+                "berth_quota_used_bytes",
+                "Bytes a quota's repositories hold (each blob once)",
+                &["quota"],
+            ),
+            quota_limit: gauge(&r, "berth_quota_limit_bytes", "A quota's limit in bytes", &["quota"]),
             notifications_sent: counter(
                 &r,
                 "berth_notifications_sent_total",

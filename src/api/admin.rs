@@ -131,6 +131,12 @@ pub async fn retention(
     Ok(HttpResponse::Ok().json(report))
 }
 
+/// `POST /_berth/usage` (`berth usage`): each quota's use and limit.
+pub async fn usage(req: HttpRequest, reg: Reg, token: web::Data<AdminToken>) -> Result<HttpResponse, ApiError> {
+    admin_only(&req, &token)?;
+    Ok(HttpResponse::Ok().json(reg.quota_usage().await?))
+}
+
 /// The address and admin token of the server running on data directory
 /// `root` (what `berth gc` and `berth readonly` ask).
 pub fn running_server(root: &std::path::Path) -> Result<(String, String), String> {

@@ -77,6 +77,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/_berth/gc", web::post().to(admin::gc))
         .route("/_berth/readonly", web::post().to(admin::read_only))
         .route("/_berth/retention", web::post().to(admin::retention))
+        .route("/_berth/usage", web::post().to(admin::usage))
         .route("/_berth/verify", web::get().to(trust::verify))
         .route("/_berth/admission/forget", web::post().to(trust::forget))
         .route("/readyz", web::get().to(health::readyz))

@@ -33,6 +33,8 @@ pub struct Config {
     pub immutable: Vec<ImmutableRule>,
     /// Which pushed tags and untagged manifests go (`[[retention]]`).
     pub retention: Vec<RetentionRule>,
+    /// Byte limits on pushed repositories (`[[quota]]`).
+    pub quota: Vec<QuotaRule>,
     /// What the configuration named that berth does not honour (the startup
     /// warning's lines), repeated in `/readyz`'s body. Not a setting.
     #[serde(skip)]
@@ -115,6 +117,14 @@ pub struct ImmutableRule {
     pub repositories: Vec<String>,
     pub tags: Vec<String>,
     pub allow_delete: bool,
+}
+
+/// A byte limit over pushed repositories (see `registry::quota`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaRule {
+    pub repositories: Vec<String>,
+    pub max_size: bytesize::ByteSize,
 }
 
 /// A retention rule over pushed repositories (see `registry::retention`).

@@ -168,11 +168,13 @@ impl Registry {
                 Err(_) => None,
             };
             if let Some(from) = from {
-                if self.core.store.linked_blob_size(&from, &d).await?.is_some()
-                    && self.core.store.link_existing(repo, &d).await?
-                {
-                    self.core.written(repo);
-                    return Ok(UploadStart::Mounted(d));
+                let before = self.quota_refs(&d).await?;
+                if let Some(size) = self.core.store.linked_blob_size(&from, &d).await? {
+                    if self.core.store.link_existing(repo, &d).await? {
+                        self.core.written(repo);
+                        self.quota_after_link(repo, &d, size, before).await?;
+                        return Ok(UploadStart::Mounted(d));
+                    }
                 }
             }
         }
@@ -210,9 +212,14 @@ impl Registry {
     where
         S: Stream<Item = Result<Bytes, BodyError>>,
     {
+        let before = self.quota_refs(digest).await?;
         let finished = self.core.store.finish_upload(repo, id, start, body, digest).await;
         self.core.written(repo);
         finished?;
+        if before.is_some() {
+            let size = self.core.store.blob_size(digest).await?.unwrap_or(0);
+            self.quota_after_link(repo, digest, size, before).await?;
+        }
         Ok(())
     }
 

@@ -201,6 +201,7 @@ impl Registry {
         // leases on everything referenced (no garbage collection or eviction
         // deletes it meanwhile; a running GC is told it is live before the
         // leases go).
+        self.quota_for_manifest(repo, &digest, bytes.len() as u64).await?;
         let _writing = self.core.locks.lock(repo).await;
         if let (Some(t), false) = (tag, self.immutable.is_empty()) {
             let current = self.core.store.resolve_tag(repo, t).await?.map(|d| d.to_string());

@@ -25,6 +25,7 @@ pub mod lifecycle;
 mod manifests;
 mod mirrored;
 pub mod namespace;
+pub mod quota;
 mod range;
 mod referrers;
 pub mod retention;
@@ -117,6 +118,8 @@ pub struct Registry {
     immutable: immutable::Immutable,
     /// Which pushed tags go (`[[retention]]`).
     retention: retention::Retention,
+    /// Byte limits on pushed repositories (`[[quota]]`).
+    quotas: quota::Quotas,
     /// `storage.redirect`, when on: blob GETs go to the storage itself.
     redirect: Option<crate::config::RedirectConfig>,
     lifecycle: Arc<Lifecycle>,
@@ -135,6 +138,7 @@ impl Registry {
         let validation = validation::Validation::new(&cfg.validation)?;
         let immutable = immutable::Immutable::new(&cfg.immutable, &namespace)?;
         let retention = retention::Retention::new(&cfg.retention, &namespace)?;
+        let quotas = quota::Quotas::new(&cfg.quota, &namespace)?;
         let store = Arc::new(store);
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mirror = cfg
@@ -171,6 +175,7 @@ impl Registry {
             redirect: cfg.storage.redirect.enabled.then(|| cfg.storage.redirect.clone()),
             immutable,
             retention,
+            quotas,
             lifecycle,
             browsing,
         })
@@ -208,6 +213,15 @@ impl Registry {
                 m.store_bytes.with_label_values(&["pushed"]).set(pushed as i64);
             }
             Err(e) => tracing::warn!(error = %e, "cannot count the store's bytes for the metrics"),
+        }
+        match self.quota_usage().await {
+            Ok(usage) => {
+                for u in usage {
+                    m.quota_used.with_label_values(&[u.quota.as_str()]).set(u.used as i64);
+                    m.quota_limit.with_label_values(&[u.quota.as_str()]).set(u.max as i64);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot count the quotas' use for the metrics"),
         }
         m.render()
     }
@@ -454,6 +468,8 @@ pub fn describe_patterns(cfg: &Config) -> Result<Vec<String>, String> {
     lines.extend(trust::Trust::new(&cfg.mirror.verify, &namespace)?.describe());
     validation::Validation::new(&cfg.validation)?;
     lines.extend(immutable::Immutable::new(&cfg.immutable, &namespace)?.describe());
+    lines.extend(retention::Retention::new(&cfg.retention, &namespace)?.describe());
+    lines.extend(quota::Quotas::new(&cfg.quota, &namespace)?.describe());
     Ok(lines)
 }
 
