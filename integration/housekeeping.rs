@@ -396,3 +396,79 @@ fn a_quota_counts_shared_blobs_once_and_refuses_past_its_limit() {
     // Outside the quota, anything goes.
     assert!(push("multi", "other/e:1").status.success());
 }
+
+/// Retention while clients push and pull: no tag pushed again during the run,
+/// and no tag whose pull succeeded during it, is lost (the judgement is
+/// re-checked under the repository's lock before each removal).
+#[test]
+fn retention_loses_no_tag_pushed_or_pulled_during_its_run() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let data = w.join("data");
+    std::fs::write(
+        w.join("berth.toml"),
+        "[[retention]]\nrepositories = [\"race/*\"]\nremove_older_than = \"1h\"\nunpulled_for = \"1h\"\n",
+    )
+    .unwrap();
+    let (_server, addr) = berth(&data, w, &["--no-mirror", "--config", w.join("berth.toml").to_str().unwrap()]);
+    let repo = "race/app";
+    let config = post_blob(&addr, repo, b"{}").to_string();
+    let manifest = move |n: &str| {
+        serde_json::json!({"schemaVersion": 2, "mediaType": common::OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+            "layers": [], "annotations": {"n": n}})
+        .to_string()
+        .into_bytes()
+    };
+    const TAGS: usize = 600;
+    for i in 0..TAGS {
+        let tag = format!("t{i}");
+        assert_eq!(put(&addr, &format!("/v2/{repo}/manifests/{tag}"), common::OCI_MANIFEST, &manifest(&tag)), 201);
+        age(&data, &format!("docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/current/link"), 7200);
+    }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients = {
+        let (addr, done) = (addr.clone(), done.clone());
+        std::thread::spawn(move || {
+            let (mut repushed, mut pulled) = (Vec::new(), Vec::new());
+            let mut i = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) && i < TAGS {
+                let tag = format!("t{i}");
+                match i % 3 {
+                    0 => {
+                        let m = manifest(&format!("{tag}-again"));
+                        if put(&addr, &format!("/v2/{repo}/manifests/{tag}"), common::OCI_MANIFEST, &m) == 201 {
+                            repushed.push((tag, common::Digest::sha256_of(&m)));
+                        }
+                    }
+                    1 if http("GET", &addr, &format!("/v2/{repo}/manifests/{tag}")).unwrap().0 == 200 => {
+                        pulled.push(tag);
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            (repushed, pulled)
+        })
+    };
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_berth")).args(["retention", "--json", "--data"]).arg(&data).output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(out.status.success(), "{}", said(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (repushed, pulled) = clients.join().unwrap();
+    assert!(!report["removals"].as_array().unwrap().is_empty(), "the run removed old tags");
+    assert!(repushed.len() + pulled.len() > 10, "the clients overlapped the run: {} {}", repushed.len(), pulled.len());
+    for (tag, d) in &repushed {
+        let (status, headers, _) = http("HEAD", &addr, &format!("/v2/{repo}/manifests/{tag}")).unwrap();
+        let digest = headers.iter().find(|(k, _)| k == "docker-content-digest").map(|(_, v)| v.clone());
+        assert_eq!((status, digest), (200, Some(d.to_string())), "{tag} was pushed again during the run");
+    }
+    for tag in &pulled {
+        assert_eq!(
+            http("HEAD", &addr, &format!("/v2/{repo}/manifests/{tag}")).unwrap().0,
+            200,
+            "{tag} was pulled during the run"
+        );
+    }
+}

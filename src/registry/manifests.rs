@@ -88,15 +88,18 @@ impl Registry {
     /// the signature policy lets it be served.
     #[tracing::instrument(level = "debug", skip(self, route), fields(repo = %route.storage(), reference = %reference))]
     pub async fn get_manifest(&self, route: &Route, reference: &Reference) -> RegistryResult<Manifest> {
-        let m = self.read_manifest(route, reference).await?;
-        self.admit_manifest(route, &m).await?;
         // Pulls of pushed content are recorded as mirrored ones are (in
         // memory, flushed with the lifecycle pass): the last pull of each tag
-        // and manifest, for the web page and retention's `unpulled_for`.
+        // and manifest, for the web page and retention's `unpulled_for`. A
+        // tag's use is recorded before the tag is read, so retention, which
+        // checks for uses around each removal, never removes a tag a pull is
+        // being served (see `retention`).
+        if let (Route::Local(repo), Reference::Tag(t)) = (route, reference) {
+            self.lifecycle.uses.record(UseKind::Tag, repo, t.as_str());
+        }
+        let m = self.read_manifest(route, reference).await?;
+        self.admit_manifest(route, &m).await?;
         if let Route::Local(repo) = route {
-            if let Reference::Tag(t) = reference {
-                self.lifecycle.uses.record(UseKind::Tag, repo, t.as_str());
-            }
             self.lifecycle.uses.record(UseKind::Manifest, repo, &m.digest.to_string());
         }
         Ok(m)

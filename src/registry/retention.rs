@@ -178,6 +178,7 @@ impl Registry {
     /// `dry_run`, what would go, removing nothing.
     pub async fn retention(&self, dry_run: bool) -> RegistryResult<RetentionReport> {
         let started = std::time::Instant::now();
+        let judged_at = now_secs();
         let mut report = RetentionReport { dry_run, ..Default::default() };
         if self.retention.is_empty() {
             return Ok(report);
@@ -192,7 +193,7 @@ impl Registry {
                 continue;
             }
             report.repositories += 1;
-            self.retain_repo(&repo, &id, &rules, dry_run, &mut report).await?;
+            self.retain_repo(&repo, &id, &rules, dry_run, judged_at, &mut report).await?;
         }
         report.millis = started.elapsed().as_millis();
         Ok(report)
@@ -219,6 +220,7 @@ impl Registry {
         id: &RepoId,
         rules: &[&Rule],
         dry_run: bool,
+        judged_at: u64,
         report: &mut RetentionReport,
     ) -> RegistryResult<()> {
         let now = now_secs();
@@ -233,7 +235,9 @@ impl Registry {
                 continue;
             }
             if !dry_run {
-                match self.remove_tag_if_unchanged(repo, t, d, rules).await? {
+                // Pulls protect a tag only where a rule removes by them.
+                let watch_pulls = rules.iter().any(|r| r.cfg.unpulled_for.is_some()).then_some(judged_at);
+                match self.remove_tag_if_unchanged(repo, t, d, watch_pulls).await? {
                     Ok(()) => {}
                     Err(held) => {
                         report.held.push(format!("{id}:{}: {held}", t.name));
@@ -293,31 +297,47 @@ impl Registry {
         Ok(())
     }
 
-    /// Removes tag `t` if it still names `d`, was not pushed again and was
-    /// not pulled since it was judged; otherwise says why it stays.
+    /// Removes tag `t` if it still names `d`, was not pushed again and (when
+    /// rules remove by pulls: `watch_pulls`, when the run judged) was not
+    /// pulled since; otherwise says why it stays. A pull records its use
+    /// before it reads the tag: one seen before the delete keeps the tag; one
+    /// seen right after it (a pull that read the tag just before it went)
+    /// puts it back as it was.
     async fn remove_tag_if_unchanged(
         &self,
         repo: &RepoName,
         t: &TagFacts,
         d: &Digest,
-        rules: &[&Rule],
+        watch_pulls: Option<u64>,
     ) -> RegistryResult<Result<(), String>> {
         let Ok(tag) = t.name.parse::<Tag>() else { return Ok(Err("not a tag".into())) };
+        let key = crate::store::index::use_key(UseKind::Tag, repo, &t.name);
+        // In memory, or (a lifecycle pass flushed it meanwhile) in the index.
+        let pulled = async || -> RegistryResult<bool> {
+            let Some(judged_at) = watch_pulls else { return Ok(false) };
+            if self.lifecycle.uses.latest_pending(&key).is_some_and(|at| at >= judged_at) {
+                return Ok(true);
+            }
+            let k = key.clone();
+            Ok(self.core.store.indexed(move |index| index.use_at(&k)).await?.is_some_and(|at| at >= judged_at))
+        };
         let _writing = self.core.locks.lock(repo).await;
         if self.core.store.resolve_tag(repo, &tag).await?.as_ref() != Some(d)
             || self.core.store.tag_modified(repo, &tag).await?.map_or(0, secs) != t.pushed
         {
             return Ok(Err("pushed again during the run".into()));
         }
-        let pulled = self.lifecycle.uses.latest_pending(&crate::store::index::use_key(UseKind::Tag, repo, &t.name));
-        let idle = rules.iter().filter_map(|r| r.cfg.unpulled_for).min();
-        if let (Some(at), Some(idle)) = (pulled, idle) {
-            if now_secs().saturating_sub(at) <= idle.as_secs() {
-                return Ok(Err("pulled during the run".into()));
-            }
+        if pulled().await? {
+            return Ok(Err("pulled during the run".into()));
         }
         self.core.store.delete_tag(repo, &tag).await?;
         self.core.written(repo);
+        if pulled().await? {
+            let m = self.core.load_manifest(d).await?;
+            self.core.store.put_manifest(repo, d, m.bytes.clone(), Some(&tag)).await?;
+            self.core.written(repo);
+            return Ok(Err("pulled during the run (put back)".into()));
+        }
         self.retention_event(repo, Some(&t.name), d);
         Ok(Ok(()))
     }

@@ -435,6 +435,15 @@ impl Index {
         })
     }
 
+    /// The recorded last use of one key (`use_key`), if any.
+    pub fn use_at(&self, key: &str) -> StoreResult<Option<u64>> {
+        self.with(|db| {
+            let txn = db.begin_read()?;
+            let Some(table) = readable(&txn, USES)? else { return Ok(None) };
+            Ok(table.get(key)?.map(|v| v.value()))
+        })
+    }
+
     /// Forgets the uses of objects that were evicted.
     pub fn forget_uses(&self, keys: &[String]) -> StoreResult<()> {
         if keys.is_empty() {
