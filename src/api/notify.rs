@@ -19,10 +19,7 @@ struct Noted {
 /// The repository's name in events: the pushed name, or for mirrored content
 /// its one identity (`docker.io/library/alpine`), whatever the client's spelling.
 pub fn repository(route: &Route) -> String {
-    match route {
-        Route::Local(name) => name.to_string(),
-        Route::Mirrored(m) => format!("{}/{}", m.upstream.host, m.remote),
-    }
+    route.id().to_string()
 }
 
 /// Notes an event of `action` about `target()` (built only if anyone listens).

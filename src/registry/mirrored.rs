@@ -86,7 +86,7 @@ impl Registry {
                     Event::new(
                         "fetch",
                         Target::manifest(
-                            &format!("{}/{}", m.upstream.host, m.remote),
+                            &m.id().to_string(),
                             &fetched.digest,
                             &media_type,
                             fetched.bytes.len() as u64,
@@ -230,7 +230,7 @@ impl Registry {
         if !joined && self.core.events.enabled() {
             // The fetch's event once its bytes verified and were stored.
             let (core, fetch, d) = (self.core.clone(), fetch.clone(), d.clone());
-            let (repository, host) = (format!("{}/{}", m.upstream.host, m.remote), m.upstream.host.clone());
+            let (repository, host) = (m.id().to_string(), m.upstream.host.clone());
             actix_web::rt::spawn(async move {
                 if let Ok((size, _)) = fetch.verified().await {
                     core.events.emit(Event::new("fetch", Target::blob(&repository, &d, size)).mirrored(&host));

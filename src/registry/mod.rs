@@ -65,6 +65,13 @@ pub enum Route {
     Mirrored(MirroredRepo),
 }
 
+impl MirroredRepo {
+    /// Its one identity (`docker.io/library/alpine`).
+    pub fn id(&self) -> RepoId {
+        RepoId::Mirrored { host: self.upstream.host.clone(), remote: self.remote.clone() }
+    }
+}
+
 pub struct MirroredRepo {
     pub upstream: Arc<Upstream>,
     /// The repository's name upstream (`library/alpine`).
@@ -80,7 +87,7 @@ impl Route {
     pub fn id(&self) -> RepoId {
         match self {
             Route::Local(n) => RepoId::Local(n.clone()),
-            Route::Mirrored(m) => RepoId::Mirrored { host: m.upstream.host.clone(), remote: m.remote.clone() },
+            Route::Mirrored(m) => m.id(),
         }
     }
 
