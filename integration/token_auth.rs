@@ -211,3 +211,47 @@ fn skopeo_pushes_and_pulls_with_a_token_servers_tokens_and_a_pull_only_grant_can
         &format!("docker://{addr}/team/app:v1"),
     ]));
 }
+
+/// A token's grant names a repository however the token server spelled it,
+/// and a request reaches it however the client spells it: every spelling of
+/// Docker Hub's `library/alpine` in a grant lets every spelling of a request
+/// through (the upstream here is dead: past access control, the answer is
+/// the mirror's error, not a 401), and a grant for another repository lets
+/// none through.
+#[test]
+fn a_grant_covers_its_repository_in_every_spelling() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let issuer = Issuer::new(&w.join("pki"));
+    let toml = format!(
+        "[auth.token]\nrealm = \"http://127.0.0.1:9/token\"\nservice = \"{SERVICE}\"\nissuer = \"{ISSUER}\"\nrootcertbundle = {:?}\n",
+        issuer.bundle
+    );
+    std::fs::write(w.join("berth.toml"), toml).unwrap();
+    let dead = format!("http://127.0.0.1:{}", common::procs::free_port());
+    let (_berth, addr) = common::procs::berth(
+        &w.join("data"),
+        w,
+        &["--config", w.join("berth.toml").to_str().unwrap(), "--mirror", &format!("docker.io={dead}")],
+    );
+    let requests = [
+        "/v2/alpine/manifests/1",
+        "/v2/library/alpine/manifests/1",
+        "/v2/docker.io/library/alpine/manifests/1",
+        "/v2/alpine/manifests/1?ns=docker.io",
+        "/v2/index.docker.io/library/alpine/manifests/1",
+    ];
+    for grant in ["alpine", "library/alpine", "docker.io/library/alpine", "index.docker.io/library/alpine"] {
+        let token = issuer.es256.grant(&[("repository", grant, &["pull"])]);
+        for path in requests {
+            let (status, challenge, _) = request(&addr, "GET", path, Some(&token), b"");
+            assert_ne!(status, 401, "a grant for {grant} refused {path}: {challenge}");
+        }
+    }
+    let other = issuer.es256.grant(&[("repository", "library/busybox", &["pull"])]);
+    for path in requests {
+        let (status, challenge, _) = request(&addr, "GET", path, Some(&other), b"");
+        assert_eq!(status, 401, "a grant for library/busybox let {path} through");
+        assert!(challenge.contains("insufficient_scope"), "{challenge}");
+    }
+}
