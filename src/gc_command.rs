@@ -132,9 +132,14 @@ pub fn run(cfg: &Config, opts: GcOptions) -> Result<GcReport, String> {
     result
 }
 
-/// `berth retention [--dry-run]`: one retention run of `cfg.storage.root`,
-/// inside the server that holds it if one does, else here.
-pub fn retention(cfg: &Config, dry_run: bool) -> Result<crate::registry::retention::RetentionReport, String> {
+/// Runs `local` over `cfg`'s data directory here when no server holds it;
+/// else asks the server that does (`POST path` with its admin token) and
+/// reads its JSON answer: the same work, done where the index is.
+fn here_or_in_the_server<T: serde::de::DeserializeOwned>(
+    cfg: &Config,
+    path: &str,
+    local: impl AsyncFnOnce(&Registry) -> crate::registry::RegistryResult<T>,
+) -> Result<T, String> {
     let root = &cfg.storage.root;
     match Index::open_waiting(&crate::store::index_path(root), Duration::ZERO) {
         Ok(index) => actix_web::rt::System::new().block_on(async {
@@ -142,45 +147,33 @@ pub fn retention(cfg: &Config, dry_run: bool) -> Result<crate::registry::retenti
             let store = crate::store::Store::new(backend, index, cfg.uploads.max_per_client);
             let registry = Registry::with_store(cfg, store)?;
             registry.lifecycle().ensure_indexed().await.map_err(|e| e.to_string())?;
-            registry.retention(dry_run).await.map_err(|e| e.to_string())
+            local(&registry).await.map_err(|e| e.to_string())
         }),
         Err(StoreError::InUse(_)) => {
             let (addr, token) = crate::api::admin::running_server(root)?;
             actix_web::rt::System::new().block_on(async {
-                let path = format!("/_berth/retention?dry_run={dry_run}");
                 let mut resp =
-                    crate::local_server::admin_post(&addr, &token, &path, crate::api::admin::REMOTE_IDLE).await?;
+                    crate::local_server::admin_post(&addr, &token, path, crate::api::admin::REMOTE_IDLE).await?;
                 let body = resp.body().limit(256 * 1024 * 1024).await.map_err(|e| e.to_string())?;
-                serde_json::from_slice(&body).map_err(|e| format!("the server's report: {e}"))
+                serde_json::from_slice(&body).map_err(|e| format!("the server's answer: {e}"))
             })
         }
         Err(e) => Err(e.to_string()),
     }
 }
 
+/// `berth retention [--dry-run]`: one retention run of `cfg.storage.root`,
+/// inside the server that holds it if one does, else here.
+pub fn retention(cfg: &Config, dry_run: bool) -> Result<crate::registry::retention::RetentionReport, String> {
+    here_or_in_the_server(cfg, &format!("/_berth/retention?dry_run={dry_run}"), async |r: &Registry| {
+        r.retention(dry_run).await
+    })
+}
+
 /// `berth usage`: each quota's use and limit, from the server that holds
 /// the data directory if one does, else from its index here.
 pub fn usage(cfg: &Config) -> Result<Vec<crate::registry::quota::Usage>, String> {
-    let root = &cfg.storage.root;
-    match Index::open_waiting(&crate::store::index_path(root), Duration::ZERO) {
-        Ok(index) => actix_web::rt::System::new().block_on(async {
-            let backend = crate::backend(cfg).map_err(|e| e.to_string())?;
-            let store = crate::store::Store::new(backend, index, cfg.uploads.max_per_client);
-            let registry = Registry::with_store(cfg, store)?;
-            registry.lifecycle().ensure_indexed().await.map_err(|e| e.to_string())?;
-            registry.quota_usage().await.map_err(|e| e.to_string())
-        }),
-        Err(StoreError::InUse(_)) => {
-            let (addr, token) = crate::api::admin::running_server(root)?;
-            actix_web::rt::System::new().block_on(async {
-                let mut resp =
-                    crate::local_server::admin_post(&addr, &token, "/_berth/usage", Duration::from_secs(60)).await?;
-                let body = resp.body().await.map_err(|e| e.to_string())?;
-                serde_json::from_slice(&body).map_err(|e| format!("the server's answer: {e}"))
-            })
-        }
-        Err(e) => Err(e.to_string()),
-    }
+    here_or_in_the_server(cfg, "/_berth/usage", async |r: &Registry| r.quota_usage().await)
 }
 
 /// A retention report for people: one line per removal, with its rule and why.
