@@ -24,6 +24,8 @@ pub(super) struct Delivery {
     pub written: watch::Receiver<u64>,
     pub closing: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
+    /// One client for the loop's life: its connections to the receiver are kept alive between envelopes.
+    pub client: awc::Client,
 }
 
 /// Why an event is not sent to an endpoint (registry:2's `ignoredmediatypes`
@@ -148,8 +150,8 @@ impl Delivery {
             body.extend_from_slice(e);
         }
         body.extend_from_slice(b"]}");
-        let client = awc::Client::builder().timeout(self.endpoint.timeout).finish();
-        let mut request = client
+        let mut request = self
+            .client
             .post(&self.endpoint.url)
             .insert_header(("Content-Type", super::ENVELOPE))
             .insert_header(("User-Agent", concat!("berth/", env!("CARGO_PKG_VERSION"))));

@@ -265,6 +265,7 @@ impl Notifier {
                 written: s.written.subscribe(),
                 closing: s.closing.subscribe(),
                 metrics: s.metrics.clone(),
+                client: awc::Client::builder().timeout(e.timeout).finish(),
             };
             tasks.push(actix_web::rt::spawn(d.run()));
         }
