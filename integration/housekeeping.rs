@@ -205,7 +205,8 @@ fn a_month_of_ci_tags_is_kept_to_the_ten_newest_and_the_releases() {
     let w = work.path();
     let data = w.join("data");
     std::fs::write(w.join("berth.toml"), common::readme_toml("# berth.toml: CI images, kept to what matters")).unwrap();
-    let (_server, addr) = berth(&data, w, &["--no-mirror", "--config", w.join("berth.toml").to_str().unwrap()]);
+    let (server, addr) = berth(&data, w, &["--no-mirror", "--config", w.join("berth.toml").to_str().unwrap()]);
+    let removals_logged = || std::fs::read_to_string(&server.log).unwrap().matches("retention removed").count();
     let repo = "ci/app";
     let (config, layer) = (post_blob(&addr, repo, b"{}"), post_blob(&addr, repo, b"a layer"));
     let manifest = |n: &str| {
@@ -284,7 +285,9 @@ fn a_month_of_ci_tags_is_kept_to_the_ten_newest_and_the_releases() {
         200,
         "a dry run removes nothing"
     );
+    assert_eq!(removals_logged(), 0, "a dry run logs (and sends) no removal");
     let real = retention(false);
+    assert_eq!(removals_logged(), planned.len(), "each removal logged once");
     assert_eq!(removals(&real), planned, "the dry run listed exactly what the real run removed");
     let (_, _, body) = http("GET", &addr, &format!("/v2/{repo}/tags/list")).unwrap();
     let mut tags: Vec<String> = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["tags"]

@@ -284,8 +284,8 @@ impl Registry {
                 }
                 self.core.store.delete_manifest(repo, &m).await?;
                 self.core.written(repo);
+                self.retention_event(repo, None, &m);
             }
-            self.retention_event(repo, None, &m);
             report.removals.push(Removal {
                 repository: id.to_string(),
                 tag: None,
