@@ -475,3 +475,48 @@ fn retention_loses_no_tag_pushed_or_pulled_during_its_run() {
         );
     }
 }
+
+/// `berth retention` on a directory no server holds runs here: its delete
+/// events are queued on disk and the next server sends them.
+#[test]
+fn a_local_retention_run_queues_its_delete_events_for_the_next_server() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let data = w.join("data");
+    let recv = common::receiver::Receiver::start();
+    std::fs::write(
+        w.join("berth.toml"),
+        format!(
+            "[[retention]]\nrepositories = [\"ci/*\"]\nkeep_last = 1\n\n[[notifications.endpoints]]\nname = \"hook\"\nurl = {:?}\n",
+            recv.url("/events")
+        ),
+    )
+    .unwrap();
+    let config = w.join("berth.toml");
+    let (server, addr) = berth(&data, w, &["--no-mirror", "--config", config.to_str().unwrap()]);
+    let cfg = post_blob(&addr, "ci/app", b"{}");
+    for tag in ["old", "new"] {
+        let m = serde_json::json!({"schemaVersion": 2, "mediaType": common::OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": 2},
+            "layers": [], "annotations": {"t": tag}})
+        .to_string();
+        assert_eq!(put(&addr, &format!("/v2/ci/app/manifests/{tag}"), common::OCI_MANIFEST, m.as_bytes()), 201);
+        if tag == "old" {
+            age(&data, "docker/registry/v2/repositories/ci/app/_manifests/tags/old/current/link", 3600);
+        }
+    }
+    server.stop();
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["retention", "--config"])
+        .arg(&config)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success() && said(&out).contains("removed 1 tags"), "{}", said(&out));
+    let (_server, _) = berth(&data, w, &["--no-mirror", "--config", config.to_str().unwrap()]);
+    let events = recv.wait("/events", "the local run's delete event", |e| {
+        e.iter().any(|e| e["action"] == "delete" && e["target"]["tag"] == "old")
+    });
+    assert!(events.iter().any(|e| e["actor"]["name"] == "berth retention"), "{events:#?}");
+}

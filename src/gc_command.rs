@@ -147,7 +147,13 @@ fn here_or_in_the_server<T: serde::de::DeserializeOwned>(
             let store = crate::store::Store::new(backend, index, cfg.uploads.max_per_client);
             let registry = Registry::with_store(cfg, store)?;
             registry.lifecycle().ensure_indexed().await.map_err(|e| e.to_string())?;
-            local(&registry).await.map_err(|e| e.to_string())
+            // What the work emits (retention's deletes) is queued for the
+            // notification endpoints; what is not sent before the end is sent
+            // by the next server.
+            registry.events().start(0);
+            let result = local(&registry).await.map_err(|e| e.to_string());
+            registry.events().close().await;
+            result
         }),
         Err(StoreError::InUse(_)) => {
             let (addr, token) = crate::api::admin::running_server(root)?;
