@@ -286,6 +286,12 @@ fn a_month_of_ci_tags_is_kept_to_the_ten_newest_and_the_releases() {
         "a dry run removes nothing"
     );
     assert_eq!(removals_logged(), 0, "a dry run logs (and sends) no removal");
+    // The web page shows the same plan, row by row.
+    let (status, _, page) = http("GET", &addr, "/ui/housekeeping").unwrap();
+    let page = String::from_utf8(page).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(page.matches("<tr class=\"removal\">").count(), planned.len(), "the page lists the dry run");
+    assert!(page.contains("build-0000") && page.contains("not among the 10 newest"));
     let real = retention(false);
     assert_eq!(removals_logged(), planned.len(), "each removal logged once");
     assert_eq!(removals(&real), planned, "the dry run listed exactly what the real run removed");
@@ -367,6 +373,12 @@ fn a_quota_counts_shared_blobs_once_and_refuses_past_its_limit() {
     let (_, _, metrics) = http("GET", &addr, "/metrics").unwrap();
     let metrics = String::from_utf8(metrics).unwrap();
     assert!(metrics.contains(&format!("berth_quota_used_bytes{{quota=\"quota[0]\"}} {image_bytes}")), "{metrics}");
+    let (_, _, page) = http("GET", &addr, "/ui/housekeeping").unwrap();
+    let page = String::from_utf8(page).unwrap();
+    assert!(
+        page.contains(&format!("class=\"num used\" data-bytes=\"{image_bytes}\"")),
+        "the page shows the use: {page}"
+    );
     // The two-platform image does not fit: refused, and said so.
     let out = push("multi", "team/c:1");
     assert!(!out.status.success(), "a push past the quota");

@@ -249,6 +249,11 @@ impl Browsing {
     }
 
     /// Whether `caller` may pull `repo`, by the access policy.
+    /// Whether `caller` may see pushed repository `name` (pull it) on the page.
+    pub fn visible(&self, caller: &Caller, name: &str) -> bool {
+        RepoId::listed_local(name).is_some_and(|id| self.may_pull(caller, &id))
+    }
+
     pub(super) fn may_pull(&self, caller: &Caller, repo: &RepoId) -> bool {
         self.access.decide(caller, Action::Pull, repo) == Verdict::Allow
     }

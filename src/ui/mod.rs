@@ -32,6 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/ui/login", web::get().to(login))
         .route("/ui/logout", web::get().to(logout))
         .route("/ui/mirror", web::get().to(mirror))
+        .route("/ui/housekeeping", web::get().to(housekeeping))
         .route("/ui/delete", web::get().to(confirm_delete))
         .route("/ui/delete", web::post().to(delete))
         .route("/ui/static/style.css", web::get().to(style));
@@ -318,6 +319,24 @@ async fn delete(
 
 /// `/ui/mirror`: the mirror at a glance. Its numbers name no repository, but
 /// upstream errors may: with authentication on, for logged-in users only.
+/// `/ui/housekeeping`: each quota's use, and what retention would remove now
+/// (its dry run), for the repositories the viewer may pull.
+async fn housekeeping(req: HttpRequest, reg: web::Data<Registry>, auth: web::Data<Auth>) -> HttpResponse {
+    let caller = match viewer(&req, &auth).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    if auth.htpasswd.is_some() && caller == Caller::Anonymous {
+        return login_challenge(&auth, "Log in to see quotas and what retention would remove.");
+    }
+    let (usage, mut plan) = match (reg.quota_usage().await, reg.retention(true).await) {
+        (Ok(u), Ok(p)) => (u, p),
+        (Err(e), _) | (_, Err(e)) => return failed(&caller, &auth, e),
+    };
+    plan.removals.retain(|r| reg.browsing().visible(&caller, &r.repository));
+    html(StatusCode::OK, pages::housekeeping(&viewer_of(&caller, &auth), &usage, &plan))
+}
+
 async fn mirror(req: HttpRequest, reg: web::Data<Registry>, auth: web::Data<Auth>) -> HttpResponse {
     let caller = match viewer(&req, &auth).await {
         Ok(c) => c,

@@ -36,7 +36,7 @@ pub fn layout(title: &str, viewer: &Viewer, body: Markup) -> Markup {
             body {
                 header {
                     a.brand href="/ui/" { "berth" }
-                    nav { a href="/ui/" { "Repositories" } " " a href="/ui/mirror" { "Mirror" } }
+                    nav { a href="/ui/" { "Repositories" } " " a href="/ui/mirror" { "Mirror" } " " a href="/ui/housekeeping" { "Housekeeping" } }
                     span.viewer {
                         @if let Some(user) = viewer.user {
                             "Signed in as " strong { (user) }
@@ -364,6 +364,47 @@ fn day_label(start: u64) -> String {
 }
 
 /// `/ui/mirror`: the mirror at a glance.
+/// Quotas and retention's dry run.
+pub fn housekeeping(
+    viewer: &Viewer,
+    usage: &[crate::registry::quota::Usage],
+    plan: &crate::registry::retention::RetentionReport,
+) -> Markup {
+    let body = html! {
+        h1 { "Housekeeping" }
+        h2 { "Quotas" }
+        @if usage.is_empty() {
+            p.empty { "No quotas ([[quota]] in the configuration)." }
+        } @else {
+            table #quotas {
+                thead { tr { th { "Quota" } th { "Repositories" } th.num { "Used" } th.num { "Limit" } } }
+                tbody {
+                    @for u in usage {
+                        tr.quota { td { (u.quota) } td { (u.repositories.join(", ")) }
+                            td.num.used data-bytes=(u.used) { (bytes(u.used)) } td.num.limit data-bytes=(u.max) { (bytes(u.max)) } }
+                    }
+                }
+            }
+        }
+        h2 { "Retention" }
+        p.meta { "What `berth retention` would remove now (a dry run; nothing is removed from this page)." }
+        @if plan.removals.is_empty() {
+            p.empty #retention-none { "Nothing." }
+        } @else {
+            table #retention {
+                thead { tr { th { "Repository" } th { "Tag" } th { "Digest" } th { "Rule" } th { "Why" } } }
+                tbody {
+                    @for r in &plan.removals {
+                        tr.removal { td { (r.repository) } td.tag { @match &r.tag { Some(t) => (t), None => span.none { "untagged" } } }
+                            td.digest { (r.digest) } td { (r.rule) } td { (r.why) } }
+                    }
+                }
+            }
+        }
+    };
+    layout("Housekeeping", viewer, body)
+}
+
 pub fn mirror(viewer: &Viewer, m: &MirrorOverview) -> Markup {
     let now = SystemTime::now();
     let t = &m.totals;
