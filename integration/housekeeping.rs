@@ -410,6 +410,15 @@ fn a_quota_counts_shared_blobs_once_and_refuses_past_its_limit() {
     assert!(!out.status.success() && text.contains("quota exceeded"), "{text}");
     // Outside the quota, anything goes.
     assert!(push("multi", "other/e:1").status.success());
+    // containerd: the two-platform image pulled from there, pushed into the quota: refused.
+    let c = Containerd::start(&w.join("containerd"));
+    let src = format!("{addr}/other/e:1");
+    c.ctr(&["images", "pull", "--plain-http", "--all-platforms", "--snapshotter", "native", &src]);
+    c.ctr(&["images", "tag", &src, &format!("{addr}/team/f:1")]);
+    let out = c.ctr_try(&["images", "push", "--plain-http", &format!("{addr}/team/f:1")]);
+    let text = said(&out);
+    assert!(!out.status.success() && (text.contains("quota exceeded") || text.contains("403")), "{text}");
+    assert_eq!(http("GET", &addr, "/v2/team/f/manifests/1").unwrap().0, 404);
 }
 
 /// Retention while clients push and pull: no tag pushed again during the run,
