@@ -13,37 +13,7 @@ REPOS=${REPOS:-100}
 source integration/bench/lib.sh
 command -v /usr/bin/time >/dev/null || { apt-get update -qq; apt-get install -y -qq time >/dev/null; }
 
-python3 - "$WORK/store" "$TAGS" "$REPOS" <<'PY'
-import hashlib, json, os, sys, time
-root, n, repos = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-v2 = os.path.join(root, "docker/registry/v2")
-def put_blob(data):
-    h = hashlib.sha256(data).hexdigest()
-    d = os.path.join(v2, "blobs/sha256", h[:2], h)
-    os.makedirs(d, exist_ok=True)
-    open(os.path.join(d, "data"), "wb").write(data)
-    return h
-def link(path, h, mtime):
-    os.makedirs(path, exist_ok=True)
-    p = os.path.join(path, "link")
-    open(p, "w").write("sha256:" + h)
-    os.utime(p, (mtime, mtime))
-config = put_blob(b"{}")
-now = time.time()
-for r in range(repos):
-    repo = os.path.join(v2, "repositories", f"ci/app{r}")
-    link(os.path.join(repo, "_layers/sha256", config), config, now)
-    per = n // repos
-    for i in range(per):
-        m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + config, "size": 2},
-            "layers": [], "annotations": {"build": f"{r}-{i}"}}).encode()
-        h = put_blob(m)
-        pushed = now - (per - i) * (100 * 86400 / per)
-        link(os.path.join(repo, "_manifests/revisions/sha256", h), h, pushed)
-        link(os.path.join(repo, "_manifests/tags", f"build-{i}", "current"), h, pushed)
-        link(os.path.join(repo, "_manifests/tags", f"build-{i}", "index/sha256", h), h, pushed)
-PY
+python3 integration/bench/make_store.py "$WORK/store" "$TAGS" "$REPOS" --spread-days 100
 cat >"$WORK/berth.toml" <<TOML
 [[retention]]
 repositories = ["ci/*"]
