@@ -92,44 +92,10 @@ fn a_dry_run_says_what_gc_grace_held_back() {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
     let (server, addr) = berth(&data, work.path(), &["--no-mirror"]);
-    let (config, layer) = (b"{}".to_vec(), b"a layer".to_vec());
-    for blob in [&config, &layer] {
-        let d = common::Digest::sha256_of(blob);
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        use std::io::{Read, Write};
-        write!(
-            s,
-            "POST /v2/team/app/blobs/uploads/?digest={d} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
-            blob.len()
-        )
-        .unwrap();
-        s.write_all(blob).unwrap();
-        let mut reply = String::new();
-        let _ = s.read_to_string(&mut reply);
-        assert!(reply.starts_with("HTTP/1.1 201") || reply.starts_with("HTTP/1.0 201"), "{reply}");
-    }
-    let manifest = common::image_manifest(
-        &common::Digest::sha256_of(&config),
-        config.len(),
-        &common::Digest::sha256_of(&layer),
-        layer.len(),
-    );
+    let (config, layer) = (post_blob(&addr, "team/app", b"{}"), post_blob(&addr, "team/app", b"a layer"));
+    let manifest = common::image_manifest(&config, 2, &layer, 7);
     let md = common::Digest::sha256_of(&manifest);
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    {
-        use std::io::{Read, Write};
-        write!(
-            s,
-            "PUT /v2/team/app/manifests/{md} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
-            common::OCI_MANIFEST,
-            manifest.len()
-        )
-        .unwrap();
-        s.write_all(&manifest).unwrap();
-        let mut reply = String::new();
-        let _ = s.read_to_string(&mut reply);
-        assert!(reply.contains(" 201 "), "{reply}");
-    }
+    assert_eq!(put(&addr, &format!("/v2/team/app/manifests/{md}"), common::OCI_MANIFEST, &manifest), 201);
     assert_eq!(http("DELETE", &addr, &format!("/v2/team/app/manifests/{md}")).unwrap().0, 202);
     server.stop();
     let gc = |extra: &[&str]| {
