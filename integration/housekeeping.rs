@@ -136,6 +136,13 @@ fn put(addr: &str, path: &str, content_type: &str, body: &[u8]) -> u16 {
 }
 
 fn post_blob(addr: &str, repo: &str, blob: &[u8]) -> common::Digest {
+    let (status, d) = post_blob_try(addr, repo, blob);
+    assert_eq!(status, 201);
+    d
+}
+
+/// A monolithic blob upload: its status and the blob's digest.
+fn post_blob_try(addr: &str, repo: &str, blob: &[u8]) -> (u16, common::Digest) {
     use std::io::{Read, Write};
     let d = common::Digest::sha256_of(blob);
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -148,8 +155,7 @@ fn post_blob(addr: &str, repo: &str, blob: &[u8]) -> common::Digest {
     s.write_all(blob).unwrap();
     let mut reply = String::new();
     let _ = s.read_to_string(&mut reply);
-    assert!(reply.split_whitespace().nth(1) == Some("201"), "{reply}");
-    d
+    (reply.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), d)
 }
 
 /// Sets when a link file was written (the push time retention reads).
@@ -385,6 +391,67 @@ fn a_quota_counts_shared_blobs_once_and_refuses_past_its_limit() {
     let text = said(&out);
     assert!(!out.status.success() && (text.contains("quota exceeded") || text.contains("403")), "{text}");
     assert_eq!(http("GET", &addr, "/v2/team/f/manifests/1").unwrap().0, 404);
+}
+
+/// The quota's running count: eight clients upload 2,000-byte blobs at once
+/// into a 10,000-byte quota; at most five fit and the use never passes the
+/// limit. `/metrics` (the running count) says what `berth usage` (a count of
+/// the index) says, also right after a delete and after blobs shared with a
+/// repository the quota does not cover.
+#[test]
+fn the_quota_count_follows_concurrent_uploads_and_deletes() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    std::fs::write(w.join("berth.toml"), "[[quota]]\nrepositories = [\"team/*\"]\nmax_size = 10000\n").unwrap();
+    let (_server, addr) =
+        berth(&w.join("data"), w, &["--no-mirror", "--config", w.join("berth.toml").to_str().unwrap()]);
+    let counted = || -> u64 {
+        let (_, _, metrics) = http("GET", &addr, "/metrics").unwrap();
+        let metrics = String::from_utf8(metrics).unwrap();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("berth_quota_used_bytes{quota=\"quota[0]\"} "))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    let usage = || -> u64 {
+        let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["usage", "--json", "--data"])
+            .arg(w.join("data"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", said(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["used"].as_u64().unwrap()
+    };
+    let blob = |i: u8| vec![i; 2000];
+    // A blob another repository already has counts in full; one the quota has, not again.
+    post_blob(&addr, "other/x", &blob(200));
+    let results: Vec<(u16, common::Digest)> = std::thread::scope(|s| {
+        let (addr, blob) = (&addr, &blob);
+        let tasks: Vec<_> = (0..8u8).map(|i| s.spawn(move || post_blob_try(addr, "team/a", &blob(i)))).collect();
+        tasks.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let fitted: Vec<&common::Digest> = results.iter().filter(|(s, _)| *s == 201).map(|(_, d)| d).collect();
+    assert!(results.iter().all(|(s, _)| *s == 201 || *s == 403), "{results:?}");
+    assert!((1..=5).contains(&fitted.len()), "{results:?}");
+    assert_eq!(usage(), 2000 * fitted.len() as u64, "what fitted, and nothing refused left linked");
+    assert_eq!(counted(), usage());
+    // Room made by a delete is seen at once.
+    let (status, _, _) = http("DELETE", &addr, &format!("/v2/team/a/blobs/{}", fitted[0])).unwrap();
+    assert_eq!(status, 202);
+    assert_eq!(counted(), 2000 * (fitted.len() as u64 - 1));
+    assert_eq!(counted(), usage());
+    // Fill it exactly: a blob the quota already has is free, one more is refused.
+    for i in 0..8u8 {
+        if counted() + 2000 <= 10000 {
+            assert_eq!(post_blob_try(&addr, "team/b", &blob(100 + i)).0, 201);
+        }
+    }
+    assert_eq!(counted(), 10000);
+    assert_eq!(post_blob_try(&addr, "team/c", &blob(100)).0, 201, "counted once per quota");
+    assert_eq!(post_blob_try(&addr, "team/c", &blob(200)).0, 403, "other/x's blob is new to the quota");
+    assert_eq!((counted(), usage()), (10000, 10000));
 }
 
 /// Retention while clients push and pull: no tag pushed again during the run,

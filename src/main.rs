@@ -75,6 +75,9 @@ enum Command {
         /// Data directory (overrides storage.root).
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
+        /// The use as JSON (for scripts).
+        #[arg(long)]
+        json: bool,
     },
     /// Fill a running server's mirror with images before anyone pulls them
     /// (pulled through the server: coalesced, verified, counted as use).
@@ -239,11 +242,15 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
-        Command::Usage { common, data } => load(&common).and_then(|mut cfg| {
+        Command::Usage { common, data, json } => load(&common).and_then(|mut cfg| {
             if let Some(data) = data {
                 cfg.storage.root = data;
             }
             let usage = berth::gc_command::usage(&cfg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&usage).map_err(|e| e.to_string())?);
+                return Ok(());
+            }
             if usage.is_empty() {
                 println!("no quotas configured ([[quota]])");
             }

@@ -221,7 +221,7 @@ impl Registry {
             }
             Err(e) => tracing::warn!(error = %e, "cannot count the store's bytes for the metrics"),
         }
-        match self.quota_usage().await {
+        match self.quota_usage_counted().await {
             Ok(usage) => {
                 for u in usage {
                     m.quota_used.with_label_values(&[u.quota.as_str()]).set(u.used as i64);

@@ -6,9 +6,18 @@
 //! manifest push that would take a quota past its limit is refused with 403
 //! `DENIED` ("quota exceeded: used X of Y") and leaves nothing linked.
 //!
-//! Usage is computed from the index (one pass over its blobs), not kept as a
-//! running count that a crash or another replica could skew: always right,
-//! at a cost that grows with the store (measured in BENCHMARKS.md).
+//! Usage is a running count in memory: counted from the index (one pass over
+//! its blobs) at the first check, after anything took references away or
+//! replaced them (a delete, GC, eviction, a lifecycle turn's rebuild; the
+//! index's `rewrites`), and before any refusal; between those, each link a
+//! check lets through adds its size. Races can only make it count a blob
+//! twice, never miss one, and a refusal is always confirmed by a full count,
+//! so a push is refused only by the index's truth. Nothing is kept on disk
+//! that a crash could skew. (BENCHMARKS.md: the cost per check.)
+//!
+//! On storage several replicas share, each replica's index holds the bucket
+//! as of its last lifecycle turn plus what it linked since: a quota is
+//! enforced per replica on that view.
 
 use bytesize::ByteSize;
 use serde::Serialize;
@@ -29,6 +38,16 @@ struct Quota {
 #[derive(Default)]
 pub struct Quotas {
     quotas: Vec<Quota>,
+    /// The running count (`None` until the first check).
+    count: tokio::sync::Mutex<Option<Count>>,
+}
+
+/// Each quota's use (in `quotas`' order) as of the index's `rewrites` = the
+/// value here, plus what was linked since. One lock for reading and adding,
+/// so two links cannot both fit in the room for one.
+struct Count {
+    rewrites: u64,
+    used: Vec<u64>,
 }
 
 /// One quota's limit and use (`berth usage`, `/metrics`).
@@ -53,7 +72,7 @@ impl Quotas {
             }
             quotas.push(Quota { patterns, max: q.max_size.as_u64(), name: format!("quota[{i}]") });
         }
-        Ok(Quotas { quotas })
+        Ok(Quotas { quotas, count: Default::default() })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -78,6 +97,20 @@ impl Quotas {
                     .filter(|(_, _, refs)| refs.pushed.iter().any(|r| Self::covers(q, r)))
                     .map(|(_, size, _)| size)
                     .sum(),
+                max: q.max,
+            })
+            .collect()
+    }
+
+    /// Each quota with its use from `used` (in the quotas' order).
+    fn usage_of(&self, used: &[u64]) -> Vec<Usage> {
+        self.quotas
+            .iter()
+            .zip(used)
+            .map(|(q, u)| Usage {
+                quota: q.name.clone(),
+                repositories: q.patterns.iter().map(ToString::to_string).collect(),
+                used: *u,
                 max: q.max,
             })
             .collect()
@@ -113,13 +146,42 @@ impl Quotas {
 }
 
 impl super::Registry {
-    /// Each quota's use now (`berth usage`, `/metrics`).
+    /// Each quota's use now, counted from the index (`berth usage`); the
+    /// running count starts again from it.
     pub async fn quota_usage(&self) -> super::RegistryResult<Vec<Usage>> {
         if self.quotas.is_empty() {
             return Ok(Vec::new());
         }
-        let blobs = self.core.store.indexed(|index| index.blobs()).await?;
-        Ok(self.quotas.usage(&blobs))
+        let mut count = self.quotas.count.lock().await;
+        Ok(self.quotas.usage_of(self.recount(&mut count).await?))
+    }
+
+    /// Each quota's use by the running count (`/metrics`, the web page).
+    pub async fn quota_usage_counted(&self) -> super::RegistryResult<Vec<Usage>> {
+        if self.quotas.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut count = self.quotas.count.lock().await;
+        let (used, _) = self.current(&mut count).await?;
+        Ok(self.quotas.usage_of(used))
+    }
+
+    /// Counts every quota's use from the index into `count`.
+    async fn recount<'a>(&self, count: &'a mut Option<Count>) -> super::RegistryResult<&'a [u64]> {
+        let (rewrites, blobs) = self.core.store.indexed(|index| Ok((index.rewrites(), index.blobs()?))).await?;
+        let used = self.quotas.usage(&blobs).into_iter().map(|u| u.used).collect();
+        Ok(&count.insert(Count { rewrites, used }).used)
+    }
+
+    /// The running count, counted again first if references were taken away
+    /// or replaced since (`true`: it was, so it includes every link made so far).
+    async fn current<'a>(&self, count: &'a mut Option<Count>) -> super::RegistryResult<(&'a mut [u64], bool)> {
+        let rewrites = self.core.store.indexed(|index| Ok(index.rewrites())).await?;
+        let fresh = count.as_ref().is_none_or(|c| c.rewrites != rewrites);
+        if fresh {
+            self.recount(count).await?;
+        }
+        Ok((&mut count.as_mut().expect("counted above").used, fresh))
     }
 
     /// The pushed repositories that link `d` now (taken before a link, for `quota_after_link`).
@@ -134,6 +196,10 @@ impl super::Registry {
     /// After `d` (of `size` bytes) was linked into `repo`: if that took a
     /// quota past its limit (the blob was not counted in it before: `before`
     /// were its repositories then), the link is undone and the push refused.
+    ///
+    /// The running count gains `size` in each quota that did not count `d`
+    /// yet. A count that raced with this link can only have counted it twice
+    /// (over, never under), so a refusal is confirmed by counting again.
     pub(super) async fn quota_after_link(
         &self,
         repo: &RepoName,
@@ -145,39 +211,54 @@ impl super::Registry {
         if before.iter().any(|r| r == repo.as_str()) {
             return Ok(());
         }
-        let usage = self.quota_usage().await?;
-        let over = self.quotas.quotas.iter().zip(&usage).find(|(q, u)| {
-            Quotas::covers(q, repo.as_str()) && u.used > q.max && !before.iter().any(|r| Quotas::covers(q, r))
-        });
-        let Some((_, u)) = over else { return Ok(()) };
+        let new_in = |q: &Quota| Quotas::covers(q, repo.as_str()) && !before.iter().any(|r| Quotas::covers(q, r));
+        let mut count = self.quotas.count.lock().await;
+        let (used, fresh) = self.current(&mut count).await?;
+        if !fresh {
+            // Counted before this link: it adds to each quota it is new in.
+            for (q, u) in self.quotas.quotas.iter().zip(used.iter_mut()) {
+                if new_in(q) {
+                    *u += size;
+                }
+            }
+        }
+        let over = |used: &[u64]| self.quotas.quotas.iter().zip(used).any(|(q, u)| new_in(q) && *u > q.max);
+        if !over(used) || (!fresh && !over(self.recount(&mut count).await?)) {
+            return Ok(());
+        }
+        let usage = self.quotas.usage_of(count.as_ref().expect("counted above").used.as_slice());
         let before_use: Vec<Usage> =
             usage.iter().map(|x| Usage { used: x.used.saturating_sub(size), ..x.clone() }).collect();
-        let why =
-            self.quotas.refuses(&before_use, repo, size).unwrap_or_else(|| format!("quota exceeded: {}", u.quota));
+        let why = self.quotas.refuses(&before_use, repo, size).unwrap_or_else(|| "quota exceeded".into());
+        drop(count);
         let _writing = self.core.locks.lock(repo).await;
+        // The unlink moves the index's `rewrites`: the next check counts again.
         self.core.store.unlink_blob(repo, d).await?;
         self.core.written(repo);
         Err(super::RegistryError::Denied(why))
     }
 
     /// Before a manifest of `size` bytes is stored in `repo`: refused if it
-    /// would take a quota past its limit.
+    /// would take a quota past its limit; otherwise the running count gains it.
     pub(super) async fn quota_for_manifest(&self, repo: &RepoName, d: &Digest, size: u64) -> super::RegistryResult<()> {
         let Some(before) = self.quota_refs(d).await? else { return Ok(()) };
-        let usage = self.quota_usage().await?;
-        let counted = |q: &Quota| before.iter().any(|r| Quotas::covers(q, r));
-        let fits = self
-            .quotas
-            .quotas
-            .iter()
-            .zip(&usage)
-            .all(|(q, u)| !Quotas::covers(q, repo.as_str()) || counted(q) || u.used + size <= q.max);
-        match fits {
-            true => Ok(()),
-            false => Err(super::RegistryError::Denied(
-                self.quotas.refuses(&usage, repo, size).unwrap_or_else(|| "quota exceeded".into()),
-            )),
+        let new_in = |q: &Quota| Quotas::covers(q, repo.as_str()) && !before.iter().any(|r| Quotas::covers(q, r));
+        let fits = |used: &[u64]| self.quotas.quotas.iter().zip(used).all(|(q, u)| !new_in(q) || u + size <= q.max);
+        let mut count = self.quotas.count.lock().await;
+        let (used, fresh) = self.current(&mut count).await?;
+        if !fits(used) && (fresh || !fits(self.recount(&mut count).await?)) {
+            let usage = self.quotas.usage_of(count.as_ref().expect("counted above").used.as_slice());
+            let why = self.quotas.refuses(&usage, repo, size).unwrap_or_else(|| "quota exceeded".into());
+            return Err(super::RegistryError::Denied(why));
         }
+        // Stored next: counted now (a failed store only over-counts until the next count).
+        let used = &mut count.as_mut().expect("counted above").used;
+        for (q, u) in self.quotas.quotas.iter().zip(used.iter_mut()) {
+            if new_in(q) {
+                *u += size;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -19,6 +19,7 @@
 //! Calls block on disk: the `Store` runs them on the blocking pool.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -123,6 +124,11 @@ pub struct Index {
     path: PathBuf,
     /// `None` after an i/o error: redb must be reopened before it is used again.
     db: Mutex<Option<Database>>,
+    /// Bumped after every write that takes references away or replaces them
+    /// wholesale (never by `add_ref`/`add_manifest`): a running count of what
+    /// the references add up to (a quota's use) stays right while this stays
+    /// the same, and is counted again from the index when it moves.
+    rewrites: AtomicU64,
 }
 
 fn index_error(e: impl Into<redb::Error>) -> StoreError {
@@ -146,7 +152,7 @@ impl Index {
             std::fs::create_dir_all(dir).map_err(StoreError::io(dir.display().to_string()))?;
         }
         let db = Self::open_db(path, wait)?;
-        Ok(Index { path: path.to_path_buf(), db: Mutex::new(Some(db)) })
+        Ok(Index { path: path.to_path_buf(), db: Mutex::new(Some(db)), rewrites: AtomicU64::new(0) })
     }
 
     fn open_db(path: &Path, wait: Duration) -> StoreResult<Database> {
@@ -177,6 +183,20 @@ impl Index {
             *guard = None;
         }
         result.map_err(index_error)
+    }
+
+    /// `with` for a write that takes references away or replaces them: bumps
+    /// `rewrites` after it (failed or not: a count taken meanwhile is redone).
+    fn rewrite<T>(&self, op: impl FnOnce(&Database) -> Result<T, redb::Error>) -> StoreResult<T> {
+        let result = self.with(op);
+        self.rewrites.fetch_add(1, Ordering::SeqCst);
+        result
+    }
+
+    /// How many writes took references away or replaced them so far (read
+    /// before a count of the index: a count is current while this is unchanged).
+    pub fn rewrites(&self) -> u64 {
+        self.rewrites.load(Ordering::SeqCst)
     }
 
     /// Records that `repo` links `d` (before the link is written).
@@ -255,7 +275,7 @@ impl Index {
     /// Records that `repo` no longer links `d` (after the link was deleted).
     pub fn remove_ref(&self, d: &Digest, kind: RefKind, repo: &RepoName) -> StoreResult<()> {
         let (key, value) = (d.to_string(), kind.value(repo));
-        self.with(|db| {
+        self.rewrite(|db| {
             let txn = db.begin_write()?;
             txn.open_multimap_table(REFS)?.remove(key.as_str(), value.as_str())?;
             txn.commit()?;
@@ -268,7 +288,7 @@ impl Index {
         if gone.is_empty() {
             return Ok(());
         }
-        self.with(|db| {
+        self.rewrite(|db| {
             let txn = db.begin_write()?;
             {
                 let mut refs = txn.open_multimap_table(REFS)?;
@@ -332,7 +352,7 @@ impl Index {
         if ds.is_empty() {
             return Ok(());
         }
-        self.with(|db| {
+        self.rewrite(|db| {
             let txn = db.begin_write()?;
             {
                 let mut refs = txn.open_multimap_table(REFS)?;
@@ -510,7 +530,7 @@ impl Index {
     /// found, and marks the tree indexed: on storage other replicas write,
     /// the walk is the truth and this index only its copy for one pass.
     pub fn replace_found(&self, found: &[(Digest, RefKind, RepoName, Option<u64>)]) -> StoreResult<()> {
-        self.with(|db| {
+        self.rewrite(|db| {
             let txn = db.begin_write()?;
             txn.delete_multimap_table(REFS)?;
             txn.delete_table(SIZES)?;
@@ -553,7 +573,7 @@ impl Index {
     /// Adds what a walk of the tree found (references and sizes) and, when
     /// `complete`, marks the tree as indexed.
     pub fn add_found(&self, found: &[(Digest, RefKind, RepoName, Option<u64>)], complete: bool) -> StoreResult<()> {
-        self.with(|db| {
+        self.rewrite(|db| {
             let txn = db.begin_write()?;
             insert_found(&txn, found, complete)?;
             txn.commit()?;
