@@ -245,3 +245,96 @@ async fn uses_through_one_replica_keep_an_image_in_another_replicas_turn() {
     up.stop().await;
     drop((weed, work));
 }
+
+/// Retention over one bucket: pulls of pushed tags through one replica keep
+/// them in another replica's retention run. Two tags are pushed through A;
+/// only `kept` is pulled, through B, while A's runs (`berth retention`, in
+/// A's lifecycle turn) wait for `idle` to go, unpulled for longer than the
+/// rule's `unpulled_for`. `kept`, last pulled through A never, must still be
+/// there: only B's pulls, published to the bucket, keep it. Once nobody pulls
+/// it, it goes too, never sooner than `unpulled_for` after B's last pull.
+#[actix_rt::test]
+async fn pulls_through_one_replica_keep_a_pushed_tag_in_another_replicas_retention() {
+    let (weed, work, a, b) = actix_rt::task::spawn_blocking(move || {
+        let weed = common::s3::Weed::start();
+        weed.bucket("reg");
+        let work = tempfile::tempdir().unwrap();
+        let config = work.path().join("berth.toml");
+        std::fs::write(&config, "[[retention]]\nrepositories = [\"team/*\"]\nunpulled_for = \"6s\"\n").unwrap();
+        let start = |name: &str| {
+            let s3 = weed.config("reg", "registry");
+            berth_with(
+                &work.path().join(name),
+                work.path(),
+                &["--no-mirror", "--config", config.to_str().unwrap()],
+                |cmd| {
+                    cmd.env("BERTH_STORAGE__S3__ENDPOINT", &s3.endpoint)
+                        .env("BERTH_STORAGE__S3__BUCKET", &s3.bucket)
+                        .env("BERTH_STORAGE__S3__PREFIX", &s3.prefix)
+                        .env("BERTH_STORAGE__S3__ACCESS_KEY", &s3.access_key)
+                        .env("BERTH_STORAGE__S3__SECRET_KEY", &s3.secret_key)
+                        .env("BERTH_MIRROR__EVICTION_INTERVAL", "300ms")
+                        // How stale another replica's tag may be here (README: "Several replicas").
+                        .env("BERTH_CACHE__TAG_TTL", "1s");
+                },
+            )
+        };
+        let (a, b) = (start("a"), start("b"));
+        (weed, work, a, b)
+    })
+    .await
+    .unwrap();
+    let (ca, cb) = (Client::new(&format!("http://{}", a.1)), Client::new(&format!("http://{}", b.1)));
+    ca.push_image("team/app", "kept", b"kept layer").await;
+    ca.push_image("team/app", "idle", b"idle layer").await;
+    let data_a = work.path().join("a");
+    let retention_in_a = move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["retention", "--json", "--data"])
+            .arg(&data_a)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        report["removals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["tag"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let run = async || actix_rt::task::spawn_blocking(retention_in_a.clone()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert_eq!(cb.get("/v2/team/app/manifests/kept").await.status, 200);
+        let removed = run().await;
+        if !removed.is_empty() {
+            assert_eq!(removed, ["idle"], "pulls through B did not reach A's run");
+            break;
+        }
+        assert!(Instant::now() < deadline, "idle never went");
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    }
+    let last_pull_through_b = Instant::now();
+    assert_eq!(ca.get("/v2/team/app/manifests/idle").await.status, 404);
+    assert_eq!(ca.get("/v2/team/app/manifests/kept").await.status, 200, "kept pulls through A");
+    loop {
+        if run().await == ["kept"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "kept never went once unpulled");
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Pulls are kept in whole seconds: never gone sooner than a second short of `unpulled_for`.
+    assert!(
+        last_pull_through_b.elapsed() >= Duration::from_secs(5),
+        "kept went before unpulled_for after B's last pull"
+    );
+    // B sees it gone once its tag cache (`cache.tag_ttl`, 1 s here) lapses.
+    while cb.get("/v2/team/app/manifests/kept").await.status != 404 {
+        assert!(Instant::now() < deadline, "B still serves the removed tag");
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop((a, b));
+    drop((weed, work));
+}

@@ -28,8 +28,8 @@ use super::{Lifecycle, RegistryError, RegistryResult};
 /// write per batch, and the file work of a batch spread over threads.
 const SWEEP_BATCH: usize = 2048;
 
-/// How long a run waits for another replica's lifecycle turn to end.
-const GC_TURN_WAIT: Duration = Duration::from_secs(300);
+/// How long a run (GC, retention) waits for another replica's lifecycle turn to end.
+pub(super) const GC_TURN_WAIT: Duration = Duration::from_secs(300);
 
 /// How a run is made.
 #[derive(Debug, Clone, Copy)]

@@ -177,6 +177,13 @@ impl Registry {
     /// One retention run over every pushed repository a rule covers; with
     /// `dry_run`, what would go, removing nothing.
     pub async fn retention(&self, dry_run: bool) -> RegistryResult<RetentionReport> {
+        self.retention_within(dry_run, super::gc::GC_TURN_WAIT).await
+    }
+
+    /// `retention`, waiting at most `wait` for another replica's lifecycle
+    /// turn on shared storage (then `ReplicaBusy`; the web page's preview
+    /// does not keep its viewer waiting).
+    pub async fn retention_within(&self, dry_run: bool, wait: std::time::Duration) -> RegistryResult<RetentionReport> {
         let started = std::time::Instant::now();
         let judged_at = now_secs();
         let mut report = RetentionReport { dry_run, ..Default::default() };
@@ -185,6 +192,27 @@ impl Registry {
         }
         // Pulls recorded so far count (the index and what is still in memory).
         self.lifecycle.flush_uses().await?;
+        // On shared storage, in this replica's lifecycle turn: the turn merges
+        // every replica's published pulls into the index this run reads (a
+        // pull through another replica counts once that replica published
+        // it, every `mirror.eviction_interval`), and one run at a time.
+        let turn = match self.core.store.shared() {
+            true => match self.core.store.lifecycle_turn(wait).await? {
+                Some(turn) => Some(turn),
+                None => return Err(super::RegistryError::ReplicaBusy),
+            },
+            false => None,
+        };
+        let result = self.retain_all(dry_run, judged_at, &mut report).await;
+        if let Some(turn) = turn {
+            self.core.store.end_turn_logged(turn).await;
+        }
+        result?;
+        report.millis = started.elapsed().as_millis();
+        Ok(report)
+    }
+
+    async fn retain_all(&self, dry_run: bool, judged_at: u64, report: &mut RetentionReport) -> RegistryResult<()> {
         for name in self.core.store.list_pushed_repositories().await? {
             let Ok(repo) = name.parse::<RepoName>() else { continue };
             let id = RepoId::Local(repo.clone());
@@ -193,10 +221,9 @@ impl Registry {
                 continue;
             }
             report.repositories += 1;
-            self.retain_repo(&repo, &id, &rules, dry_run, judged_at, &mut report).await?;
+            self.retain_repo(&repo, &id, &rules, dry_run, judged_at, report).await?;
         }
-        report.millis = started.elapsed().as_millis();
-        Ok(report)
+        Ok(())
     }
 
     async fn tag_facts(&self, repo: &RepoName) -> RegistryResult<Vec<(TagFacts, Digest)>> {

@@ -329,7 +329,9 @@ async fn housekeeping(req: HttpRequest, reg: web::Data<Registry>, auth: web::Dat
     if auth.htpasswd.is_some() && caller == Caller::Anonymous {
         return login_challenge(&auth, "Log in to see quotas and what retention would remove.");
     }
-    let (usage, mut plan) = match (reg.quota_usage().await, reg.retention(true).await) {
+    // On shared storage the preview takes a lifecycle turn: a page waits briefly, then says busy (503).
+    let preview = reg.retention_within(true, std::time::Duration::from_secs(5));
+    let (usage, mut plan) = match (reg.quota_usage().await, preview.await) {
         (Ok(u), Ok(p)) => (u, p),
         (Err(e), _) | (_, Err(e)) => return failed(&caller, &auth, e),
     };
