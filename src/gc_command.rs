@@ -182,6 +182,36 @@ pub fn usage(cfg: &Config) -> Result<Vec<crate::registry::quota::Usage>, String>
     here_or_in_the_server(cfg, "/_berth/usage", async |r: &Registry| r.quota_usage().await)
 }
 
+/// `berth import BUNDLE`: into `cfg.storage.root`'s mirror, inside the
+/// server that holds it if one does (it reads the bundle from this machine's
+/// disk), else here with a progress bar.
+pub fn import(cfg: &Config, bundle: &std::path::Path) -> Result<crate::registry::import::ImportReport, String> {
+    let bundle = std::path::absolute(bundle).map_err(|e| format!("{}: {e}", bundle.display()))?;
+    let query = percent_encoding::utf8_percent_encode(&bundle.to_string_lossy(), percent_encoding::NON_ALPHANUMERIC)
+        .to_string();
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("import {bar:40} {bytes:>10}/{total_bytes:10} {bytes_per_sec}")
+                .expect("a valid template"),
+        );
+        bar
+    });
+    let result = here_or_in_the_server(cfg, &format!("/_berth/import?path={query}"), async |r: &Registry| {
+        r.import_bundle(&bundle, &|p| {
+            if let Some(b) = &bar {
+                b.set_length(p.total);
+                b.set_position(p.bytes);
+            }
+        })
+        .await
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    result
+}
+
 /// A retention report for people: one line per removal, with its rule and why.
 pub fn retention_summary(r: &crate::registry::retention::RetentionReport) -> String {
     let verb = if r.dry_run { "would remove" } else { "removed" };

@@ -16,6 +16,7 @@
 
 pub mod api;
 mod background;
+pub mod bundle;
 pub mod config;
 pub mod events;
 pub mod gc_command;

@@ -95,6 +95,49 @@ enum Command {
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<String>,
     },
+    /// Write images with all their platforms, referrers and signatures into
+    /// one bundle (an OCI image layout directory, or a tar) that `berth
+    /// import` reads into a berth with no way to its upstreams. Reads from a
+    /// running berth (mirrored images not cached yet are fetched through it).
+    /// Resumable: run it again after an interruption.
+    Export {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The bundle: a directory, or FILE.tar.
+        #[arg(long, short, value_name = "DIR|FILE.tar")]
+        output: PathBuf,
+        /// The server (berth) to read from.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:5000")]
+        server: String,
+        /// Credentials for the server, if it asks (USER:PASSWORD).
+        #[arg(long, value_name = "USER:PASSWORD")]
+        user: Option<String>,
+        /// Also every image the configuration's mirror.pin patterns name.
+        #[arg(long)]
+        pinned: bool,
+        /// Also every cached tag of everything mirrored from HOST (repeatable).
+        #[arg(long, value_name = "HOST")]
+        upstream: Vec<String>,
+        /// Leave out the blobs an earlier bundle holds (an incremental bundle).
+        #[arg(long, value_name = "BUNDLE")]
+        since: Option<PathBuf>,
+        /// Images: alpine:3.20, ghcr.io/org/app:v1, quay.io/x/y@sha256:…
+        #[arg(value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+    /// Read a bundle from `berth export` into the mirror of this data
+    /// directory (inside the server that serves it, if one does), verified:
+    /// clients then pull its images by their upstream names, upstream or not.
+    Import {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Data directory (overrides storage.root).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// The bundle: a directory or a tar.
+        #[arg(value_name = "DIR|FILE.tar")]
+        bundle: PathBuf,
+    },
     /// What the signature policy says of an image: the rule that covers it
     /// and its verdict with the reason (exit 1 when it is unsigned). The
     /// server looks signatures up as a pull would (through its upstream for
@@ -283,6 +326,31 @@ fn main() -> ExitCode {
             println!("read-only mode is {}", if on { "on: pushes and deletes are refused" } else { "off" });
             Ok(())
         }),
+        Command::Export { common, output, server, user, pinned, upstream, since, images } => {
+            load(&common).and_then(|cfg| {
+                let pins = if pinned { cfg.mirror.pin.clone() } else { vec![] };
+                export(&server, user.as_deref(), &images, &pins, &upstream, &output, since.as_deref())
+            })
+        }
+        Command::Import { common, data, bundle } => load(&common).and_then(|mut cfg| {
+            if let Some(data) = data {
+                cfg.storage.root = data;
+            }
+            let r = berth::gc_command::import(&cfg, &bundle)?;
+            println!(
+                "imported {} images and {} signature tags: {} manifests, {} blobs written ({}), {} already here",
+                r.images,
+                r.signatures,
+                r.manifests,
+                r.blobs_written,
+                bytesize::ByteSize::b(r.bytes_written),
+                r.blobs_present
+            );
+            for host in r.unserved_hosts {
+                println!("warning: no upstream for {host} in mirror.upstreams: its images are stored but not served");
+            }
+            Ok(())
+        }),
         Command::Warm { server, platform, user, images } => {
             warm(&server, platform.as_deref(), user.as_deref(), &images)
         }
@@ -359,6 +427,46 @@ fn warm(server: &str, platform: Option<&str>, user: Option<&str>, images: &[Stri
             [] => Ok(()),
             _ => Err(failures.join("\n")),
         }
+    })
+}
+
+/// `berth export`: the images named, pinned or mirrored from the upstreams given, into one bundle.
+fn export(
+    server: &str,
+    user: Option<&str>,
+    images: &[String],
+    pins: &[String],
+    upstreams: &[String],
+    output: &std::path::Path,
+    since: Option<&std::path::Path>,
+) -> Result<(), String> {
+    use berth::warm;
+    let mut refs = images.iter().map(|i| warm::parse_image(i)).collect::<Result<Vec<_>, _>>()?;
+    let user = user
+        .map(|u| u.split_once(':').map(|(a, b)| (a.to_string(), b.to_string())).ok_or("--user takes USER:PASSWORD"))
+        .transpose()?;
+    actix_web::rt::System::new().block_on(async {
+        let e = berth::bundle::export::Exporter::new(server, user, true);
+        for image in e.expand(upstreams, pins).await? {
+            if !refs.contains(&image) {
+                refs.push(image);
+            }
+        }
+        if refs.is_empty() {
+            return Err("nothing to export: name images, or use --pinned or --upstream HOST".into());
+        }
+        let r = e.export(&refs, output, since).await?;
+        println!(
+            "exported {} images to {}: {} manifests, {} blobs written ({}), {} resumed, {} left to the earlier bundle",
+            r.images,
+            output.display(),
+            r.manifests,
+            r.blobs_written,
+            bytesize::ByteSize::b(r.bytes_written),
+            r.blobs_resumed,
+            r.blobs_in_earlier
+        );
+        Ok(())
     })
 }
 

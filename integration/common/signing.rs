@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::upstream::{FakeUpstream, OCI_MANIFEST};
-use super::Digest;
+use super::{Client, Digest, OCI_INDEX};
 
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const SIGNATURE_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
@@ -137,4 +137,49 @@ impl FakeUpstream {
             (OCI_MANIFEST.to_string(), Bytes::copy_from_slice(body)),
         );
     }
+}
+
+/// Pushes cosign's signature of `signed` (in `repo` of the registry at `addr`) made with `key`.
+pub async fn push_signature(addr: &str, repo: &str, signed: &Digest, key: &SigningKey) {
+    let c = Client::new(&format!("http://{addr}"));
+    let p = payload(&format!("docker.io/{repo}"), signed);
+    let payload_digest = c.push_blob_two_step(repo, &p).await;
+    c.push_blob_two_step(repo, b"{}").await;
+    let sig = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": Digest::sha256_of(b"{}").to_string(), "size": 2},
+        "layers": [{"mediaType": SIMPLE_SIGNING, "digest": payload_digest.to_string(), "size": p.len(),
+                    "annotations": {"dev.cosignproject.cosign/signature":
+                        base64::engine::general_purpose::STANDARD.encode(key.sign(&p))}}]
+    }))
+    .unwrap();
+    let r = c.put_manifest(repo, &signature_tag(signed), OCI_MANIFEST, &sig).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+}
+
+/// Pushes an SBOM artifact whose subject is `subject`, and (Distribution 2.8
+/// has no referrers API) the referrers tag schema's index that lists it, as
+/// oras and cosign do against such registries.
+pub async fn push_sbom_with_tag_schema(addr: &str, repo: &str, subject: &Digest) -> Digest {
+    let c = Client::new(&format!("http://{addr}"));
+    let body = b"{\"spdxVersion\":\"SPDX-2.3\"}";
+    let layer = c.push_blob_two_step(repo, body).await;
+    let empty = c.push_blob_two_step(repo, b"{}").await;
+    let subject_size = c.req("HEAD", &format!("/v2/{repo}/manifests/{subject}"), &[("Accept", OCI_INDEX)], "").await;
+    let size: u64 = subject_size.header("content-length").unwrap().parse().unwrap();
+    let sbom = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/spdx+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty.to_string(), "size": 2},
+        "layers": [{"mediaType": "application/spdx+json", "digest": layer.to_string(), "size": body.len()}],
+        "subject": {"mediaType": OCI_INDEX, "digest": subject.to_string(), "size": size}
+    }))
+    .unwrap();
+    let d = Digest::sha256_of(&sbom);
+    assert_eq!(c.put_manifest(repo, &d.to_string(), OCI_MANIFEST, &sbom).await.status, 201);
+    let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": d.to_string(), "size": sbom.len(), "artifactType": "application/spdx+json"}]}))
+    .unwrap();
+    let tag = subject.to_string().replacen(':', "-", 1);
+    assert_eq!(c.put_manifest(repo, &tag, OCI_INDEX, &index).await.status, 201);
+    d
 }

@@ -131,6 +131,25 @@ pub async fn retention(
     Ok(HttpResponse::Ok().json(report))
 }
 
+#[derive(Debug, Deserialize)]
+pub struct ImportQuery {
+    /// The bundle's absolute path on this machine.
+    path: String,
+}
+
+/// `POST /_berth/import?path=` (`berth import`): reads a bundle from this
+/// machine's disk into the mirror; the report as JSON.
+pub async fn import(
+    req: HttpRequest,
+    reg: Reg,
+    token: web::Data<AdminToken>,
+    query: web::Query<ImportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    admin_only(&req, &token)?;
+    let report = reg.import_bundle(std::path::Path::new(&query.path), &|_| {}).await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
 /// `POST /_berth/usage` (`berth usage`): each quota's use and limit.
 pub async fn usage(req: HttpRequest, reg: Reg, token: web::Data<AdminToken>) -> Result<HttpResponse, ApiError> {
     admin_only(&req, &token)?;

@@ -78,6 +78,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/_berth/readonly", web::post().to(admin::read_only))
         .route("/_berth/retention", web::post().to(admin::retention))
         .route("/_berth/usage", web::post().to(admin::usage))
+        .route("/_berth/import", web::post().to(admin::import))
         .route("/_berth/verify", web::get().to(trust::verify))
         .route("/_berth/admission/forget", web::post().to(trust::forget))
         .route("/readyz", web::get().to(health::readyz))

@@ -787,6 +787,10 @@ pub struct UpstreamConfig {
     /// `ratelimit-remaining`), cached tags are served without revalidation
     /// until its window has passed; cold pulls still go through. 0: never.
     pub ratelimit_floor: u64,
+    /// `url` is another mirror (a berth, or any registry that reads
+    /// containerd's `?ns=`) that mirrors `host` among others: every request
+    /// to it names `host` with `?ns=<host>` (edge → central → Docker Hub).
+    pub chain: bool,
 }
 
 /// Shown without its secrets, wherever it is printed.
@@ -807,6 +811,7 @@ impl std::fmt::Debug for UpstreamConfig {
             .field("response_timeout", &self.response_timeout)
             .field("read_timeout", &self.read_timeout)
             .field("ratelimit_floor", &self.ratelimit_floor)
+            .field("chain", &self.chain)
             .finish()
     }
 }
@@ -827,6 +832,7 @@ impl Default for UpstreamConfig {
             response_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
             ratelimit_floor: 10,
+            chain: false,
         }
     }
 }

@@ -278,7 +278,11 @@ impl Upstream {
     /// cached token is dropped and a fresh one fetched. However many requests
     /// meet the challenge at once, the token for a scope is fetched once.
     pub async fn send(&self, method: Method, path: &str, accept: Option<&str>, scope: &str) -> MirrorResult<Response> {
-        let url = format!("{}{path}", self.url);
+        let url = match self.cfg.chain {
+            // A mirror of several registries: which one is meant travels as `?ns=`.
+            true => format!("{}{path}{}ns={}", self.url, if path.contains('?') { '&' } else { '?' }, self.host),
+            false => format!("{}{path}", self.url),
+        };
         if let Some(t) = &self.cfg.token {
             return self.send_once(&method, &url, accept, Some(&format!("Bearer {t}"))).await;
         }

@@ -50,6 +50,10 @@ pub enum RegistryError {
     /// A service berth must ask first (the admission hook) did not answer (why).
     #[error("{0}")]
     Unavailable(String),
+    /// A bundle to import that cannot be read as one, or whose content is
+    /// not what it says (why).
+    #[error("{0}")]
+    Bundle(String),
     #[error(transparent)]
     Mirror(#[from] MirrorError),
 }
@@ -73,6 +77,7 @@ impl RegistryError {
             RegistryError::Unreadable(_) => OciCode::Internal,
             RegistryError::Unauthorized(_) => OciCode::Unauthorized,
             RegistryError::Unavailable(_) => OciCode::Unavailable,
+            RegistryError::Bundle(_) => OciCode::QueryInvalid,
         }
     }
 

@@ -21,6 +21,7 @@ pub mod expiry;
 pub mod gc;
 pub mod identity;
 mod immutable;
+pub mod import;
 pub mod lifecycle;
 mod manifests;
 mod mirrored;
