@@ -122,6 +122,8 @@ pub struct Metrics {
     pub fetches_in_flight: IntGauge,
     pub requests_in_progress: IntGauge,
     pub fetch_waits: IntCounter,
+    pub peer_bytes: IntCounter,
+    pub peer_failures: IntCounter,
     pub fetch_clients: IntGauge,
     pub store_bytes: IntGaugeVec,
 }
@@ -287,6 +289,14 @@ impl Metrics {
             fetch_waits: single(
                 "berth_mirror_fetch_waits_total",
                 "Cold blob fetches left to another replica sharing the storage (which held the fetch lease)",
+            ),
+            peer_bytes: single(
+                "berth_peer_received_bytes_total",
+                "Bytes of blobs and manifests sibling mirrors sent (verified) instead of the upstream",
+            ),
+            peer_failures: single(
+                "berth_peer_failures_total",
+                "Sibling mirrors skipped for a while: no answer in time, a failed transfer, or bytes that did not verify",
             ),
             requests_in_progress: one(
                 "berth_http_requests_in_progress",

@@ -204,7 +204,18 @@ pub fn berth(data: &Path, log_dir: &Path, extra: &[&str]) -> (Proc, String) {
 
 /// As `berth`, with the command adjusted first (environment, limits).
 pub fn berth_with(data: &Path, log_dir: &Path, extra: &[&str], tweak: impl FnOnce(&mut Command)) -> (Proc, String) {
-    let addr = format!("127.0.0.1:{}", free_port());
+    berth_at(&format!("127.0.0.1:{}", free_port()), data, log_dir, extra, tweak)
+}
+
+/// As `berth_with`, listening on `addr` (known before the start: siblings name each other).
+pub fn berth_at(
+    addr: &str,
+    data: &Path,
+    log_dir: &Path,
+    extra: &[&str],
+    tweak: impl FnOnce(&mut Command),
+) -> (Proc, String) {
+    let addr = addr.to_string();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
     cmd.args(["serve", "--listen", &addr, "--data"]).arg(data).args(extra).env("RUST_LOG", "info");
     tweak(&mut cmd);

@@ -16,6 +16,7 @@ mod manifests;
 pub mod metrics;
 mod notify;
 pub mod params;
+mod peer;
 pub mod prefix;
 mod referrers;
 pub mod route;
@@ -70,6 +71,10 @@ impl EdgeConfig {
     }
 }
 
+fn get_or_head() -> impl actix_web::guard::Guard {
+    actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head())
+}
+
 /// Registers every route of the server.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
@@ -79,6 +84,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/_berth/retention", web::post().to(admin::retention))
         .route("/_berth/usage", web::post().to(admin::usage))
         .route("/_berth/import", web::post().to(admin::import))
+        .route("/_berth/peer/blobs/{digest}", web::route().guard(get_or_head()).to(peer::blob))
+        .route("/_berth/peer/manifests/{digest}", web::route().guard(get_or_head()).to(peer::manifest))
+        .route("/_berth/peer/fetch/{digest}", web::get().to(peer::fetch))
+        .route("/_berth/peer/tag", web::get().to(peer::tag))
         .route("/_berth/verify", web::get().to(trust::verify))
         .route("/_berth/admission/forget", web::post().to(trust::forget))
         .route("/readyz", web::get().to(health::readyz))

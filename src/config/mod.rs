@@ -644,6 +644,23 @@ pub struct MirrorConfig {
     /// An admission webhook asked before a mirrored image is first served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admission: Option<AdmissionConfig>,
+    /// Sibling berths asked before the upstream for a cold blob or manifest
+    /// by digest: `http://host:port`, `dns://name:port` for every address
+    /// the name resolves to (A/AAAA), or `srv://name` for every target and
+    /// port of the name's SRV records. The same list may go to every
+    /// sibling: each one knows itself among them.
+    pub peers: Vec<String>,
+    /// The name server `srv://` peers are looked up at (`host:port`, e.g.
+    /// Consul's DNS on 127.0.0.1:8600); the system's resolver without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_dns: Option<std::net::SocketAddr>,
+    /// The secret siblings present to each other (required with `peers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_token: Option<String>,
+    /// How long a sibling may take to answer, or stay silent mid-transfer,
+    /// before it is skipped (for a while) and the next source asked.
+    #[serde(with = "humantime_serde")]
+    pub peer_timeout: Duration,
 }
 
 /// The admission webhook (`[mirror.admission]`): a scanner or policy
@@ -860,6 +877,10 @@ impl Default for MirrorConfig {
             upstreams: vec![UpstreamConfig::new("docker.io", "https://registry-1.docker.io")],
             verify: vec![],
             admission: None,
+            peers: vec![],
+            peer_token: None,
+            peer_dns: None,
+            peer_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -1025,6 +1046,9 @@ impl Config {
                 }
             }
         }
+        if let Some(token) = shown.mirror.peer_token.as_mut() {
+            *token = "***".into();
+        }
         if let Some(token) = shown.mirror.admission.as_mut().and_then(|a| a.token.as_mut()) {
             *token = "***".into();
         }
@@ -1084,6 +1108,19 @@ impl Config {
                     u.host, u.url
                 )));
             }
+        }
+        for p in &m.peers {
+            let rest = ["http://", "https://", "dns://", "srv://"].iter().find_map(|s| p.strip_prefix(s));
+            if rest.is_none_or(|r| r.is_empty() || r.contains('/')) {
+                return Err(ConfigError(format!(
+                    "mirror.peers: {p:?} is not http://host:port, https://host:port, dns://name:port or srv://name"
+                )));
+            }
+        }
+        if !m.peers.is_empty() && m.peer_token.as_deref().is_none_or(|t| t.len() < 16) {
+            return Err(ConfigError(
+                "mirror.peers needs mirror.peer_token (the same secret on every sibling, 16 characters or more)".into(),
+            ));
         }
         let endpoints = &self.notifications.endpoints;
         for (i, e) in endpoints.iter().enumerate() {
@@ -1317,6 +1354,27 @@ mod tests {
         assert!(Config::load(Some(&f), vec![]).unwrap_err().to_string().contains("ftp://x"));
         std::fs::write(&f, "[mirror]\ndefault = \"quay.io\"\n").unwrap();
         assert!(Config::load(Some(&f), vec![]).unwrap_err().to_string().contains("quay.io"));
+    }
+
+    #[test]
+    fn peers_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("p.toml");
+        let token = "peer_token = \"0123456789abcdef\"\n";
+        std::fs::write(
+            &f,
+            format!("[mirror]\npeers = [\"srv://berth.service.consul\"]\npeer_dns = \"127.0.0.1:8600\"\n{token}"),
+        )
+        .unwrap();
+        let c = Config::load(Some(&f), vec![]).unwrap();
+        assert_eq!(c.mirror.peer_dns, Some("127.0.0.1:8600".parse().unwrap()));
+        assert!(!c.to_toml().contains("0123456789abcdef"), "the token is redacted");
+        std::fs::write(&f, "[mirror]\npeers = [\"http://a:5000\"]\npeer_token = \"short\"\n").unwrap();
+        assert!(Config::load(Some(&f), vec![]).unwrap_err().to_string().contains("16 characters"));
+        std::fs::write(&f, format!("[mirror]\npeers = [\"ftp://a:5000\"]\n{token}")).unwrap();
+        assert!(Config::load(Some(&f), vec![]).unwrap_err().to_string().contains("ftp://a:5000"));
+        std::fs::write(&f, format!("[mirror]\npeer_dns = \"consul\"\n{token}")).unwrap();
+        assert!(Config::load(Some(&f), vec![]).is_err(), "peer_dns is host:port");
     }
 
     #[test]

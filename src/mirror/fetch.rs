@@ -94,6 +94,8 @@ pub struct FetchJob {
     /// Whom the bytes are fetched for (counted in the metrics).
     pub client: Arc<str>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Sibling mirrors to ask before the upstream (`None`: ask none).
+    pub peers: Option<Arc<super::peers::Peers>>,
 }
 
 /// The task's hold on its map entry and its channel: dropped when the task
@@ -219,6 +221,15 @@ async fn run(job: FetchJob, tx: &watch::Sender<Phase>) -> MirrorResult<()> {
             }
         },
     };
+    // A sibling that has it, or the one whose turn it is to fetch it.
+    if let Some(peers) = job.peers.clone() {
+        if let Some((verified, file)) = from_peers(&job, &peers).await? {
+            let size = verified.size();
+            tx.send_replace(Phase::Done { total: size, file });
+            job.store.commit_ingest(verified).await?;
+            return Ok(());
+        }
+    }
     let up = &job.upstream;
     let path = format!("/v2/{}/blobs/{}", job.remote, job.digest);
     tracing::debug!(upstream = %up.host, %path, "GET blob upstream");
@@ -268,6 +279,101 @@ async fn run(job: FetchJob, tx: &watch::Sender<Phase>) -> MirrorResult<()> {
     job.store.commit_ingest(verified).await?;
     tracing::debug!(upstream = %up.host, digest = %job.digest, size, "blob fetched and stored");
     Ok(())
+}
+
+/// The blob from a sibling (see `peers`): from one that holds it, else from
+/// the one whose turn it is to fetch it upstream. Its bytes are released to
+/// no client before they verified (the fetch stays `Connecting`), so a
+/// sibling that fails or lies costs time, never a wrong byte; it is then
+/// penalized and the next source asked. `None`: the upstream, by this berth.
+async fn from_peers(
+    job: &FetchJob,
+    peers: &super::peers::Peers,
+) -> MirrorResult<Option<(crate::store::Verified, Arc<dyn RandomRead>)>> {
+    let probes = peers.probe("blobs", &job.digest).await;
+    for holder in probes.iter().filter(|p| p.size.is_some()) {
+        let path = format!("/_berth/peer/blobs/{}", job.digest);
+        if let Some(got) = from_peer(job, peers, &holder.base, &path, peers.timeout, peers.timeout).await? {
+            return Ok(Some(got));
+        }
+    }
+    // Holders that just failed are out of the running.
+    let live: Vec<_> = probes.into_iter().filter(|p| !peers.is_penalized(&p.base)).collect();
+    let Some(owner) = peers.owner(&job.digest, &live) else { return Ok(None) };
+    // The owner fetches it upstream (or joins its fetch in flight): wait as
+    // long as the upstream may take, and its silences as long as the upstream's.
+    let up = &job.upstream;
+    let path = format!(
+        "/_berth/peer/fetch/{}?ns={}&remote={}",
+        job.digest,
+        percent_encoding::utf8_percent_encode(&up.host, percent_encoding::NON_ALPHANUMERIC),
+        percent_encoding::utf8_percent_encode(&job.remote, percent_encoding::NON_ALPHANUMERIC),
+    );
+    let headers_within = peers.timeout + up.response_timeout();
+    let silence = peers.timeout.max(up.read_timeout());
+    tracing::debug!(peer = %owner.base, digest = %job.digest, "asking the sibling whose turn it is to fetch");
+    from_peer(job, peers, &owner.base, &path, headers_within, silence).await
+}
+
+/// One transfer from a sibling into a verified ingest; `None` (the sibling
+/// penalized) when it failed, timed out or sent the wrong bytes.
+async fn from_peer(
+    job: &FetchJob,
+    peers: &super::peers::Peers,
+    base: &str,
+    path: &str,
+    headers_within: Duration,
+    silence: Duration,
+) -> MirrorResult<Option<(crate::store::Verified, Arc<dyn RandomRead>)>> {
+    let req = peers.request(Method::GET, base, path);
+    let resp = match tokio::time::timeout(headers_within, req.send()).await {
+        Ok(Ok(resp)) if resp.status().is_success() => resp,
+        Ok(Ok(resp)) => {
+            peers.penalize(base, &format!("GET {path}: {}", resp.status()));
+            return Ok(None);
+        }
+        Ok(Err(e)) => {
+            peers.penalize(base, &format!("GET {path}: {e}"));
+            return Ok(None);
+        }
+        Err(_) => {
+            peers.penalize(base, &format!("GET {path}: no answer within {}s", headers_within.as_secs()));
+            return Ok(None);
+        }
+    };
+    let total = super::content_length(&resp);
+    let (mut ingest, file) = job.store.begin_ingest(&job.storage, &job.digest).await?;
+    let mut body = std::pin::pin!(crate::store::gather(resp, WRITE_BATCH));
+    let failed: Option<String> = loop {
+        match tokio::time::timeout(silence, body.next()).await {
+            Err(_) => break Some(format!("silent for {}s mid-transfer", silence.as_secs())),
+            Ok(None) => break None,
+            Ok(Some(Err(e))) => break Some(format!("transfer: {e}")),
+            Ok(Some(Ok(chunk))) => {
+                peers.received(chunk.len() as u64);
+                // Our own storage failing is no sibling's fault: the fetch fails.
+                if let Err(e) = ingest.write(chunk).await {
+                    job.store.abort_ingest(ingest).await;
+                    return Err(e.into());
+                }
+                if total.is_some_and(|t| ingest.size() > t) {
+                    break Some("more bytes than announced".into());
+                }
+            }
+        }
+    };
+    let verified = match failed {
+        Some(why) => Err((ingest, why)),
+        None => ingest.verify(&job.digest, total).map_err(|(ingest, e)| (ingest, e.to_string())),
+    };
+    match verified {
+        Ok(v) => Ok(Some((v, file))),
+        Err((ingest, why)) => {
+            job.store.abort_ingest(ingest).await;
+            peers.penalize(base, &format!("blob {}: {why}", job.digest));
+            Ok(None)
+        }
+    }
 }
 
 /// An ingest's store error, as the upstream's fault when the content did not match.

@@ -8,6 +8,7 @@ mod close_delimited;
 pub mod error;
 mod fetch;
 mod helper;
+pub mod peers;
 mod upstream;
 
 use std::collections::HashMap;
@@ -34,6 +35,8 @@ pub struct FetchedManifest {
 
 pub struct Mirror {
     upstreams: HashMap<String, Arc<Upstream>>,
+    /// Sibling mirrors (`mirror.peers`), when a `peer_token` is set.
+    peers: Option<Arc<peers::Peers>>,
     store: Arc<Store>,
     inflight: fetch::Inflight,
     max_manifest_size: usize,
@@ -61,7 +64,18 @@ impl Mirror {
         let upstreams =
             cfg.upstreams.iter().map(|u| (u.host.clone(), Arc::new(Upstream::new(u, metrics.clone())))).collect();
         let max_manifest_size = max_manifest_size as usize;
-        Self { upstreams, store, inflight: Default::default(), max_manifest_size, metrics }
+        let peers = peers::Peers::new(cfg, store.instance().to_string(), metrics.clone());
+        Self { upstreams, peers, store, inflight: Default::default(), max_manifest_size, metrics }
+    }
+
+    /// The siblings, if peering is on (their endpoints answer with the token).
+    pub fn peers(&self) -> Option<&Arc<peers::Peers>> {
+        self.peers.as_ref()
+    }
+
+    /// The siblings to ask now: none while serving a sibling's own fetch.
+    fn peers_to_ask(&self) -> Option<Arc<peers::Peers>> {
+        self.peers.clone().filter(|p| p.any() && !peers::in_hop())
     }
 
     /// (fetches in flight, client responses reading them).
@@ -87,6 +101,12 @@ impl Mirror {
         remote: &str,
         reference: &Reference,
     ) -> MirrorResult<FetchedManifest> {
+        // A manifest by digest is the same wherever it comes from: a sibling first.
+        if let (Reference::Digest(d), Some(peers)) = (reference, self.peers_to_ask()) {
+            if let Some(fetched) = self.manifest_from_peers(&peers, d).await {
+                return Ok(fetched);
+            }
+        }
         let path = format!("/v2/{remote}/manifests/{reference}");
         tracing::debug!(upstream = %up.host, %path, "GET manifest upstream");
         let resp = up.send(Method::GET, &path, Some(&accept_all()), &scope(remote)).await?;
@@ -116,6 +136,40 @@ impl Mirror {
             None => Digest::sha256_of(&bytes),
         };
         Ok(FetchedManifest { digest, bytes })
+    }
+
+    /// What the siblings say tag `tag` of `remote` points to, for when the
+    /// upstream is down (served as stale; `None`: no sibling has it).
+    pub async fn tag_from_peers(&self, up: &Upstream, remote: &str, tag: &str) -> Option<FetchedManifest> {
+        let peers = self.peers_to_ask()?;
+        let (digest, bytes) = peers.stale_tag(&up.host, remote, tag, self.max_manifest_size).await?;
+        Some(FetchedManifest { digest, bytes })
+    }
+
+    /// Manifest `d` from the first sibling that holds it, checked against
+    /// its digest (a sibling that fails or lies is penalized; `None`: ask the upstream).
+    async fn manifest_from_peers(&self, peers: &peers::Peers, d: &Digest) -> Option<FetchedManifest> {
+        for p in peers.probe("manifests", d).await.into_iter().filter(|p| p.size.is_some()) {
+            let req = peers.request(Method::GET, &p.base, &format!("/_berth/peer/manifests/{d}"));
+            let got = tokio::time::timeout(peers.timeout, async {
+                let mut resp = req.send().await.map_err(|e| e.to_string())?;
+                if !resp.status().is_success() {
+                    return Err(format!("GET answered {}", resp.status()));
+                }
+                resp.body().limit(self.max_manifest_size).await.map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|_| Err("no answer within peer_timeout".into()));
+            match got {
+                Ok(bytes) if d.check(&bytes).is_ok() => {
+                    peers.received(bytes.len() as u64);
+                    return Some(FetchedManifest { digest: d.clone(), bytes });
+                }
+                Ok(_) => peers.penalize(&p.base, &format!("manifest {d}: bytes that do not match the digest")),
+                Err(e) => peers.penalize(&p.base, &format!("manifest {d}: {e}")),
+            }
+        }
+        None
     }
 
     /// What the upstream lists as referring to `subject`: the referrers API,
@@ -187,6 +241,7 @@ impl Mirror {
                 digest: d.clone(),
                 client: crate::metrics::current_client(),
                 metrics: self.metrics.clone(),
+                peers: self.peers_to_ask(),
             },
         )
     }

@@ -181,6 +181,10 @@ impl Upstream {
         self.cfg.read_timeout
     }
 
+    pub fn response_timeout(&self) -> Duration {
+        self.cfg.response_timeout
+    }
+
     fn client(&self) -> awc::Client {
         CLIENTS.with(|clients| {
             clients

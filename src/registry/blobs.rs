@@ -111,7 +111,7 @@ impl Registry {
         let url = self.core.store.blob_url(d, r.expiry, &r.base_url).await?;
         if url.is_some() {
             if let Route::Mirrored(m) = route {
-                self.lifecycle.uses.record(crate::store::index::UseKind::Blob, &m.storage, &d.to_string());
+                self.lifecycle.uses.record(crate::store::index::UseKind::Blob, &m.storage, d);
             }
             self.core.metrics.blob_redirects.inc();
         }

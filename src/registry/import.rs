@@ -130,7 +130,7 @@ impl Registry {
                     report.blobs_written += 1;
                     report.bytes_written += size;
                 }
-                self.lifecycle.uses.record(UseKind::Blob, &storage, &d.to_string());
+                self.lifecycle.uses.record(UseKind::Blob, &storage, d);
                 done += size;
                 progress(ImportProgress { bytes: done, total });
             }
@@ -140,7 +140,7 @@ impl Registry {
                 let info =
                     ManifestInfo::parse_stored(bytes).map_err(|e| bad(format!("manifest {d}: {}", e.message)))?;
                 self.save_manifest(&storage, d, bytes.clone(), info, None).await?;
-                self.lifecycle.uses.record(UseKind::Manifest, &storage, &d.to_string());
+                self.lifecycle.uses.record(UseKind::Manifest, &storage, d);
                 report.manifests += 1;
             }
             for (d, tag) in &part.tagged {

@@ -100,7 +100,7 @@ impl Registry {
         let m = self.read_manifest(route, reference).await?;
         self.admit_manifest(route, &m).await?;
         if let Route::Local(repo) = route {
-            self.lifecycle.uses.record(UseKind::Manifest, repo, &m.digest.to_string());
+            self.lifecycle.uses.record(UseKind::Manifest, repo, &m.digest);
         }
         Ok(m)
     }

@@ -2,7 +2,8 @@
 //! immutable: once stored they are served from the store. A tag is served
 //! from the store while younger than its upstream's `tag_ttl`, then
 //! revalidated with a HEAD and fetched again only if its digest changed; when
-//! the upstream is down or rate limiting, the stored copy is served stale.
+//! the upstream is down or rate limiting, the stored copy is served stale
+//! (a tag never stored here: a sibling's copy, when a sibling has one).
 
 use crate::events::{Event, Target};
 use std::sync::Arc;
@@ -126,7 +127,7 @@ impl Registry {
         if let Reference::Tag(t) = reference {
             self.lifecycle.uses.record(UseKind::Tag, &m.storage, t.as_str());
         }
-        self.lifecycle.uses.record(UseKind::Manifest, &m.storage, &served.digest.to_string());
+        self.lifecycle.uses.record(UseKind::Manifest, &m.storage, &served.digest);
         Ok(served)
     }
 
@@ -145,7 +146,10 @@ impl Registry {
         };
         let Some(cached) = cached else {
             self.looked_up(m, reference, "manifest", "miss");
-            let fetched = self.fetch_and_store_manifest(m, reference).await?;
+            let fetched = match self.fetch_and_store_manifest(m, reference).await {
+                Err(RegistryError::Mirror(e)) if e.is_unavailable() => return self.stale_from_peers(m, tag, e).await,
+                fetched => fetched?,
+            };
             self.mark_tag_fresh(m, tag, None).await;
             return Ok(fetched);
         };
@@ -188,6 +192,37 @@ impl Registry {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Tag `tag`, never stored here, while the upstream is down (`down`):
+    /// what a sibling holds for it, stored and served as stale, or `down`
+    /// itself when no sibling has it.
+    async fn stale_from_peers(&self, m: &MirroredRepo, tag: &Tag, down: MirrorError) -> RegistryResult<Manifest> {
+        let Some(fetched) = self.mirror().tag_from_peers(&m.upstream, m.remote.as_str(), tag.as_str()).await else {
+            return Err(RegistryError::Mirror(down));
+        };
+        let info = match ManifestInfo::parse_stored(&fetched.bytes) {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::warn!(repo = %m.storage, %tag, error = %e.message, "a sibling's manifest for the tag does not parse");
+                return Err(RegistryError::Mirror(down));
+            }
+        };
+        let media_type = info.media_type.clone();
+        let head = {
+            let _writing = self.core.locks.lock(&m.storage).await;
+            self.save_manifest(&m.storage, &fetched.digest, fetched.bytes.clone(), info, Some(tag)).await?
+        };
+        self.looked_up(m, tag, "manifest", "stale");
+        tracing::info!(repo = %m.storage, %tag, digest = %fetched.digest, error = %down, "upstream unavailable; the tag as a sibling has it");
+        self.mark_tag_fresh(m, tag, Some(STALE_RETRY)).await;
+        Ok(Manifest {
+            digest: fetched.digest,
+            media_type,
+            bytes: fetched.bytes,
+            stale: Some(format!("upstream unavailable: {down}; the tag as a sibling mirror has it")),
+            head,
+        })
     }
 
     /// Asks the upstream whether `m`'s repository has blob `d`, of `size`
@@ -266,7 +301,7 @@ impl Registry {
 
     pub(super) async fn mirrored_blob_size(&self, m: &MirroredRepo, d: &Digest) -> RegistryResult<u64> {
         let size = self.mirrored_blob_size_inner(m, d).await?;
-        self.lifecycle.uses.record(UseKind::Blob, &m.storage, &d.to_string());
+        self.lifecycle.uses.record(UseKind::Blob, &m.storage, d);
         Ok(size)
     }
 
@@ -310,7 +345,7 @@ impl Registry {
         d: &Digest,
         range: Option<RangeRequest>,
     ) -> RegistryResult<BlobRead> {
-        self.lifecycle.uses.record(UseKind::Blob, &m.storage, &d.to_string());
+        self.lifecycle.uses.record(UseKind::Blob, &m.storage, d);
         {
             // Held from the link check until the file is open (an open file
             // keeps its bytes): eviction cannot delete the data in between.

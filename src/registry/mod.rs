@@ -26,6 +26,7 @@ pub mod lifecycle;
 mod manifests;
 mod mirrored;
 pub mod namespace;
+mod peering;
 pub mod quota;
 mod range;
 mod referrers;

@@ -77,7 +77,7 @@ pub enum UseKind {
 }
 
 impl UseKind {
-    fn letter(self) -> char {
+    pub fn letter(self) -> char {
         match self {
             UseKind::Tag => 't',
             UseKind::Manifest => 'm',

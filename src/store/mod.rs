@@ -121,6 +121,12 @@ impl Store {
         self.backend.recover().await
     }
 
+    /// This process's instance id (random per start): how leases, use
+    /// batches and sibling mirrors tell it from others.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
     /// Whether other replicas share this store's storage.
     pub fn shared(&self) -> bool {
         self.backend.shared()

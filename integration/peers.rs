@@ -1,0 +1,388 @@
+//! Sibling mirrors (README: "Sibling mirrors"): three berths on loopback,
+//! each with its own data directory, siblings of each other (the README's
+//! example), their upstream behind a simulated 1 Gbit/s, 20 ms link
+//! (`integration/bench/wan_link.py`). Cold pulls through one, then the
+//! others, and concurrent cold pulls spread over all three, fetch each blob
+//! over the link once; siblings that lie, stall or die mid-transfer cost
+//! their timeout and every pull completes with the right digests.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::mirroring::{layer, pull};
+use common::procs::{berth_at, free_port, Proc};
+use common::upstream::{Auth, FakeUpstream, Image};
+use common::{Client, Digest};
+
+const TOKEN: &str = "change-me-to-a-long-random-secret";
+
+/// The simulated WAN link in front of `target`; its address.
+fn wan(work: &Path, target: &str) -> (Proc, String) {
+    let port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/bench/wan_link.py");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(script).args([&port.to_string(), target, "1000", "20"]);
+    let mut p = Proc::spawn("wan", &mut cmd, work.join(format!("wan-{port}.log")));
+    let addr = format!("127.0.0.1:{port}");
+    p.wait_http(&addr);
+    (p, addr)
+}
+
+/// Berths siblings of each other (the README's example), each with its own
+/// data directory, mirroring docker.io from `upstream`.
+fn siblings(work: &Path, upstream: &str, n: usize, extra_peers: &[String]) -> Vec<(Proc, String)> {
+    let addrs: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    let example = common::readme_toml("# berth.toml: one of three sites that share what they fetch");
+    let peers: Vec<String> =
+        addrs.iter().map(|a| format!("\"http://{a}\"")).chain(extra_peers.iter().map(|p| format!("\"{p}\""))).collect();
+    let cfg = example
+        .replace(
+            r#"peers = ["http://berth-a.lan:5000", "http://berth-b.lan:5000", "http://berth-c.lan:5000"]"#,
+            &format!("peers = [{}]", peers.join(", ")),
+        )
+        .replace("https://registry-1.docker.io", &format!("http://{upstream}"));
+    assert!(cfg.contains(TOKEN) && cfg.contains(upstream), "{cfg}");
+    start_sites(work, &addrs, &cfg)
+}
+
+/// A berth on each of `addrs` with configuration `cfg`, each with its own data directory.
+fn start_sites(work: &Path, addrs: &[String], cfg: &str) -> Vec<(Proc, String)> {
+    let path = work.join(format!("siblings-{}.toml", addrs[0]));
+    std::fs::write(&path, cfg).unwrap();
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            berth_at(a, &work.join(format!("site{i}-{a}")), work, &["--config", path.to_str().unwrap()], |_| {})
+        })
+        .collect()
+}
+
+fn upstream_gets(up: &FakeUpstream, image: &Image) -> Vec<usize> {
+    std::iter::once(&image.config).chain(&image.layers).map(|d| up.count("GET", &format!("/blobs/{d}"))).collect()
+}
+
+#[actix_rt::test]
+async fn a_cold_image_crosses_the_link_once_for_three_sites() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let first = up.add_image("library/first", "1", &[layer(3 << 20, 1), layer(3 << 20, 2), layer(2 << 20, 3)]);
+    let spread = up.add_image("library/spread", "1", &[layer(4 << 20, 4), layer(4 << 20, 5)]);
+    let up_addr = up.url.trim_start_matches("http://").to_string();
+    let (work, _wan, sites) = actix_rt::task::spawn_blocking(move || {
+        let work = tempfile::tempdir().unwrap();
+        let (wan, wan_addr) = wan(work.path(), &up_addr);
+        let sites = siblings(work.path(), &wan_addr, 3, &[]);
+        (work, wan, sites)
+    })
+    .await
+    .unwrap();
+    let clients: Vec<Client> = sites.iter().map(|(_, a)| Client::new(&format!("http://{a}"))).collect();
+
+    // One site after the other: each blob crosses the link once.
+    for c in &clients {
+        pull(c, "first", "1", &first).await;
+    }
+    assert_eq!(upstream_gets(&up, &first), vec![1; 4], "config and layers once over the link each");
+    // Each blob was fetched upstream by one site (the one asked, or the one whose turn it
+    // was); the other two got it from a sibling.
+    let mut received = 0;
+    for c in &clients {
+        received += peer_received(c).await;
+    }
+    assert!(received >= 2 * (8 << 20), "two of three sites got the layers from a sibling: {received}");
+
+    // Eight cold pulls at once, spread over the three sites.
+    let pulls = (0..8).map(|i| {
+        let c = &clients[i % 3];
+        let spread = &spread;
+        async move { pull(c, "spread", "1", spread).await }
+    });
+    futures::future::join_all(pulls).await;
+    assert_eq!(upstream_gets(&up, &spread), vec![1; 3], "each blob once over the link for 8 concurrent pulls");
+    drop(sites);
+    drop(work);
+    up.stop().await;
+}
+
+/// Bytes a site received from its siblings, from its /metrics.
+async fn peer_received(c: &Client) -> u64 {
+    let metrics = c.get("/metrics").await;
+    let text = String::from_utf8(metrics.body.to_vec()).unwrap();
+    text.lines().find_map(|l| l.strip_prefix("berth_peer_received_bytes_total ")).and_then(|v| v.parse().ok()).unwrap()
+}
+
+/// How a fake sibling misbehaves once asked for a blob's bytes.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// The right length, wrong bytes.
+    Lies,
+    /// Half the bytes, then silence.
+    Stalls,
+    /// Half the bytes, then the connection closes (a sibling killed mid-transfer).
+    Dies,
+}
+
+/// A sibling that says it has every blob of `sizes` and then misbehaves.
+fn bad_sibling(fault: Fault, sizes: Vec<(Digest, usize)>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let sizes = sizes.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    return;
+                }
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                        break;
+                    }
+                }
+                let mut parts = line.split_whitespace();
+                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let d = path.rsplit('/').next().unwrap_or("").split('?').next().unwrap_or("");
+                let Some(&(_, size)) = sizes.iter().find(|(x, _)| x.to_string() == d) else {
+                    let _ = write!(s, "HTTP/1.1 404 Not Found\r\nX-Berth-Peer-Id: bad-{addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    return;
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nX-Berth-Peer-Id: bad-{addr}\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+                );
+                if method == "HEAD" {
+                    return;
+                }
+                match fault {
+                    Fault::Lies => {
+                        let _ = s.write_all(&vec![0x5a; size]);
+                    }
+                    Fault::Stalls => {
+                        let _ = s.write_all(&vec![0x5a; size / 2]);
+                        std::thread::sleep(Duration::from_secs(60));
+                    }
+                    Fault::Dies => {
+                        let _ = s.write_all(&vec![0x5a; size / 2]);
+                    }
+                }
+                let _ = r.read(&mut [0u8; 1]);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[actix_rt::test]
+async fn siblings_that_lie_stall_or_die_cost_their_timeout_and_every_pull_completes() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let image = up.add_image("library/app", "1", &[layer(2 << 20, 7), layer(1 << 20, 8)]);
+    let sizes: Vec<(Digest, usize)> = [(image.config.clone(), 0usize)]
+        .into_iter()
+        .chain(image.layers.iter().cloned().zip([2usize << 20, 1 << 20]))
+        .filter(|(_, s)| *s > 0)
+        .collect();
+    let bad: Vec<String> =
+        [Fault::Lies, Fault::Stalls, Fault::Dies].into_iter().map(|f| bad_sibling(f, sizes.clone())).collect();
+    let up_addr = up.url.trim_start_matches("http://").to_string();
+    let (work, sites) = actix_rt::task::spawn_blocking(move || {
+        let work = tempfile::tempdir().unwrap();
+        let sites = siblings(work.path(), &up_addr, 1, &bad);
+        (work, sites)
+    })
+    .await
+    .unwrap();
+    let c = Client::new(&format!("http://{}", sites[0].1));
+    let started = Instant::now();
+    pull(&c, "app", "1", &image).await;
+    let took = started.elapsed();
+    // Each bad sibling costs at most its timeout (1 s in the example) a time it is asked; it is
+    // asked at most twice (as a holder, then as the owner) before it is skipped.
+    assert!(took < Duration::from_secs(12), "{took:?}");
+    assert_eq!(upstream_gets(&up, &image), vec![1; 3], "the upstream served what no sibling could");
+    let metrics = String::from_utf8(c.get("/metrics").await.body.to_vec()).unwrap();
+    let failures: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("berth_peer_failures_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(failures >= 3, "each bad sibling was caught: {failures}");
+    // Skipped for a while: the next cold pull asks none of them.
+    let again = up.add_image("library/again", "1", &[layer(1 << 20, 9)]);
+    let started = Instant::now();
+    pull(&c, "again", "1", &again).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "penalized siblings were asked again");
+    drop(sites);
+    drop(work);
+    up.stop().await;
+}
+
+#[actix_rt::test]
+async fn siblings_get_mirrored_content_only_and_only_with_the_token() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let image = up.add_image("library/shared", "1", &[layer(1 << 20, 11)]);
+    let up_addr = up.url.trim_start_matches("http://").to_string();
+    let (work, sites) = actix_rt::task::spawn_blocking(move || {
+        let work = tempfile::tempdir().unwrap();
+        let sites = siblings(work.path(), &up_addr, 1, &[]);
+        (work, sites)
+    })
+    .await
+    .unwrap();
+    let base = format!("http://{}", sites[0].1);
+    let c = Client::new(&base);
+    pull(&c, "shared", "1", &image).await;
+    let (_, pushed) = c.push_image("team/private", "1", b"pushed layer, not for siblings").await;
+    let pushed_layer = Digest::sha256_of(b"pushed layer, not for siblings");
+
+    let sibling = |path: String, token: Option<&'static str>| {
+        let c = Client::new(&base);
+        async move {
+            let headers: Vec<(&str, &str)> = token.map(|t| ("X-Berth-Peer-Token", t)).into_iter().collect();
+            c.req("GET", &path, &headers, Vec::new()).await
+        }
+    };
+    let mirrored = format!("/_berth/peer/blobs/{}", image.layers[0]);
+    let r = sibling(mirrored.clone(), Some(TOKEN)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(Digest::sha256_of(&r.body), image.layers[0]);
+    assert!(r.header("x-berth-peer-id").is_some(), "a sibling names itself");
+    // Without the token, or with another, nothing is here at all.
+    for token in [None, Some("change-me-to-a-long-random-secreT")] {
+        let r = sibling(mirrored.clone(), token).await;
+        assert_eq!((r.status, r.header("x-berth-peer-id")), (404, None), "token {token:?}");
+    }
+    // Pushed content is not for siblings, even with the token.
+    for path in [format!("/_berth/peer/blobs/{pushed_layer}"), format!("/_berth/peer/manifests/{pushed}")] {
+        assert_eq!(sibling(path.clone(), Some(TOKEN)).await.status, 404, "{path}");
+    }
+    assert_eq!(c.get(&format!("/v2/team/private/blobs/{pushed_layer}")).await.status, 200, "pushed and there");
+    drop(sites);
+    drop(work);
+    up.stop().await;
+}
+
+#[actix_rt::test]
+async fn with_the_upstream_down_a_tag_resolves_at_a_sibling_as_stale() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let image = up.add_image("library/tool", "1", &[layer(1 << 20, 12)]);
+    let up_addr = up.url.trim_start_matches("http://").to_string();
+    let (work, sites) = actix_rt::task::spawn_blocking(move || {
+        let work = tempfile::tempdir().unwrap();
+        let sites = siblings(work.path(), &up_addr, 2, &[]);
+        (work, sites)
+    })
+    .await
+    .unwrap();
+    let a = Client::new(&format!("http://{}", sites[0].1));
+    let b = Client::new(&format!("http://{}", sites[1].1));
+    pull(&a, "tool", "1", &image).await;
+    up.stop().await;
+    // B never saw the tag; its upstream is gone; A has it.
+    let r = b.get("/v2/tool/manifests/1").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let stale = r.header("x-berth-stale").map(str::to_string);
+    assert!(stale.as_deref().is_some_and(|w| w.contains("sibling")), "served as stale: {stale:?}");
+    pull(&b, "tool", "1", &image).await;
+    // What no sibling has is still the upstream's failure.
+    let r = b.get("/v2/other/manifests/1").await;
+    assert!(r.status >= 500, "{}", r.status);
+    drop(sites);
+    drop(work);
+}
+
+/// A name server on loopback (UDP) answering the SRV query for `name` with
+/// one record per address of `addrs` (target `siteN.consul.`, its port),
+/// and the A query for each target with 127.0.0.1; its address.
+fn fake_dns(name: &str, addrs: &[String]) -> String {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let at = socket.local_addr().unwrap().to_string();
+    let name = name.to_ascii_lowercase();
+    let ports: Vec<u16> = addrs.iter().map(|a| a.rsplit(':').next().unwrap().parse().unwrap()).collect();
+    let encode = |n: &str| -> Vec<u8> {
+        let mut out = Vec::new();
+        for label in n.trim_end_matches('.').split('.') {
+            out.push(label.len() as u8);
+            out.extend_from_slice(label.as_bytes());
+        }
+        out.push(0);
+        out
+    };
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        loop {
+            let Ok((n, from)) = socket.recv_from(&mut buf) else { return };
+            let q = &buf[..n];
+            // The question: labels up to a zero, then type and class.
+            let (mut i, mut labels) = (12, Vec::new());
+            while i < q.len() && q[i] != 0 {
+                let len = q[i] as usize;
+                labels.push(String::from_utf8_lossy(&q[i + 1..i + 1 + len]).to_ascii_lowercase());
+                i += 1 + len;
+            }
+            let qname = labels.join(".");
+            let qtype = u16::from_be_bytes([q[i + 1], q[i + 2]]);
+            let question = &q[12..i + 5];
+            let mut answers: Vec<(u16, Vec<u8>)> = Vec::new();
+            if qtype == 33 && qname == name {
+                for (k, port) in ports.iter().enumerate() {
+                    let mut rdata = vec![0, 10, 0, 10];
+                    rdata.extend_from_slice(&port.to_be_bytes());
+                    rdata.extend(encode(&format!("site{k}.consul")));
+                    answers.push((33, rdata));
+                }
+            } else if qtype == 1 && qname.starts_with("site") && qname.ends_with(".consul") {
+                answers.push((1, vec![127, 0, 0, 1]));
+            }
+            let mut r = vec![q[0], q[1], 0x85, 0x80, 0, 1];
+            r.extend_from_slice(&(answers.len() as u16).to_be_bytes());
+            r.extend_from_slice(&[0, 0, 0, 0]);
+            r.extend_from_slice(question);
+            for (t, rdata) in answers {
+                r.extend_from_slice(&[0xc0, 0x0c]);
+                r.extend_from_slice(&t.to_be_bytes());
+                r.extend_from_slice(&[0, 1, 0, 0, 0, 5]);
+                r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+                r.extend(rdata);
+            }
+            let _ = socket.send_to(&r, from);
+        }
+    });
+    at
+}
+
+#[actix_rt::test]
+async fn siblings_listed_by_a_dns_srv_record_find_each_other() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let image = up.add_image("library/found", "1", &[layer(1 << 20, 13), layer(1 << 20, 14)]);
+    let up_url = up.url.clone();
+    let (work, sites) = actix_rt::task::spawn_blocking(move || {
+        let work = tempfile::tempdir().unwrap();
+        let addrs: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let dns = fake_dns("berth.service.consul", &addrs);
+        let example = common::readme_toml("# berth.toml: siblings listed by Consul's DNS");
+        assert!(example.contains("127.0.0.1:8600"), "{example}");
+        let cfg = example.replace("127.0.0.1:8600", &dns)
+            + &format!("\n[[mirror.upstreams]]\nhost = \"docker.io\"\nurl = \"{up_url}\"\n");
+        let sites = start_sites(work.path(), &addrs, &cfg);
+        (work, sites)
+    })
+    .await
+    .unwrap();
+    let a = Client::new(&format!("http://{}", sites[0].1));
+    let b = Client::new(&format!("http://{}", sites[1].1));
+    pull(&a, "found", "1", &image).await;
+    pull(&b, "found", "1", &image).await;
+    assert_eq!(upstream_gets(&up, &image), vec![1; 3], "the second site found the first by its SRV record");
+    // One of the two fetched each layer; the other got it from its sibling.
+    assert!(peer_received(&a).await + peer_received(&b).await >= 2 << 20);
+    drop(sites);
+    drop(work);
+    up.stop().await;
+}

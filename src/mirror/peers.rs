@@ -1,0 +1,362 @@
+//! Sibling mirrors (`mirror.peers`): other berths asked before the upstream
+//! for what is immutable (a blob, a manifest by digest). The protocol, over
+//! each sibling's `/_berth/peer/` endpoints with the shared `peer_token`:
+//!
+//! - **Who has it**: a HEAD to every sibling at once (`peer_timeout` each);
+//!   the first that holds the content verified in its store serves it.
+//! - **Who fetches it**: when none has it, the sibling first in a stable hash
+//!   of (its id, the digest) among those that answered, this berth included
+//!   (rendezvous hashing), fetches it upstream; the others ask it for the
+//!   blob (`/_berth/peer/fetch/…`), joining its one fetch. Two siblings that
+//!   miss at once agree on the owner without talking, so the upstream link
+//!   carries the blob once. The owner's own fetch asks no sibling (`HOP`).
+//! - **Trust nothing sent**: what a sibling sends is written through the
+//!   store's verified ingest and released only once its digest matched; a
+//!   sibling that times out, fails, or sends bytes that do not verify is
+//!   skipped for `PENALTY` and the next source is asked.
+//!
+//! A sibling serves only mirrored content (never pushed images) and only to
+//! a caller with the token.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use awc::http::Method;
+
+use crate::config::MirrorConfig;
+use crate::oci::Digest;
+
+/// The header a sibling's token travels in.
+pub const TOKEN_HEADER: &str = "X-Berth-Peer-Token";
+/// The header a sibling names itself with (its instance id).
+pub const ID_HEADER: &str = "X-Berth-Peer-Id";
+/// A sibling that failed is not asked again for this long.
+pub const PENALTY: Duration = Duration::from_secs(30);
+/// How long a `dns://` entry's addresses are used before it is resolved again.
+const DNS_TTL: Duration = Duration::from_secs(30);
+
+tokio::task_local! {
+    /// Set while serving a sibling's request to fetch: that fetch goes to the
+    /// upstream, never back to the siblings.
+    pub static HOP: ();
+}
+
+/// Whether this task serves a sibling's fetch (see `HOP`).
+pub fn in_hop() -> bool {
+    HOP.try_with(|_| ()).is_ok()
+}
+
+/// A sibling's answer to "do you have it".
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// `http://host:port`.
+    pub base: String,
+    /// Its instance id.
+    pub id: String,
+    /// The content's size, when it has it.
+    pub size: Option<u64>,
+}
+
+pub struct Peers {
+    entries: Vec<String>,
+    token: String,
+    pub timeout: Duration,
+    /// This berth's id (what it answers with, and how it knows itself in the list).
+    id: String,
+    /// Siblings skipped until the instant, with why.
+    penalized: Mutex<HashMap<String, Instant>>,
+    resolved: Mutex<HashMap<String, (Instant, Vec<String>)>>,
+    /// The name server `srv://` entries are asked of (`peer_dns`), else the system's.
+    dns: Option<std::net::SocketAddr>,
+    /// Built when an `srv://` entry is first resolved.
+    resolver: tokio::sync::OnceCell<hickory_resolver::TokioResolver>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+thread_local! {
+    static CLIENT: RefCell<Option<awc::Client>> = const { RefCell::new(None) };
+}
+
+/// The rendezvous score of sibling `id` for `d`: the highest fetches it.
+fn score(id: &str, d: &Digest) -> Digest {
+    Digest::sha256_of(format!("{id}\n{d}").as_bytes())
+}
+
+impl Peers {
+    /// The siblings of `cfg` (`None` without a `peer_token`: no peering).
+    pub fn new(cfg: &MirrorConfig, id: String, metrics: Arc<crate::metrics::Metrics>) -> Option<Arc<Peers>> {
+        let token = cfg.peer_token.clone()?;
+        Some(Arc::new(Peers {
+            entries: cfg.peers.clone(),
+            token,
+            timeout: cfg.peer_timeout,
+            id,
+            penalized: Default::default(),
+            resolved: Default::default(),
+            dns: cfg.peer_dns,
+            resolver: Default::default(),
+            metrics,
+        }))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether a request presents the siblings' token (compared in constant time).
+    pub fn admits(&self, presented: Option<&str>) -> bool {
+        let Some(p) = presented else { return false };
+        same_secret(p.as_bytes(), self.token.as_bytes())
+    }
+
+    /// Whether any sibling is configured to be asked.
+    pub fn any(&self) -> bool {
+        !self.entries.is_empty()
+    }
+
+    fn client(&self) -> awc::Client {
+        CLIENT.with(|c| {
+            c.borrow_mut()
+                .get_or_insert_with(|| {
+                    awc::Client::builder()
+                        .connector(awc::Connector::new().timeout(self.timeout))
+                        .disable_timeout()
+                        .add_default_header(("User-Agent", concat!("berth/", env!("CARGO_PKG_VERSION"))))
+                        .finish()
+                })
+                .clone()
+        })
+    }
+
+    /// Skips `base` for `PENALTY`, saying why.
+    pub fn penalize(&self, base: &str, why: &str) {
+        tracing::warn!(peer = base, reason = why, "sibling skipped for {}s", PENALTY.as_secs());
+        self.metrics.peer_failures.inc();
+        self.penalized.lock().unwrap().insert(base.to_string(), Instant::now() + PENALTY);
+    }
+
+    pub fn is_penalized(&self, base: &str) -> bool {
+        let mut p = self.penalized.lock().unwrap();
+        match p.get(base) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                p.remove(base);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The siblings' base URLs now: `dns://` and `srv://` entries resolved
+    /// (cached for `DNS_TTL`), penalized ones left out.
+    async fn members(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in &self.entries {
+            if !(e.starts_with("dns://") || e.starts_with("srv://")) {
+                out.push(e.trim_end_matches('/').to_string());
+                continue;
+            }
+            let cached = self.resolved.lock().unwrap().get(e).filter(|(at, _)| at.elapsed() < DNS_TTL).cloned();
+            let bases = match cached {
+                Some((_, bases)) => bases,
+                None => {
+                    let bases = self.resolve(e).await.unwrap_or_else(|why| {
+                        tracing::warn!(peers = %e, error = %why, "cannot resolve the siblings' name");
+                        vec![]
+                    });
+                    self.resolved.lock().unwrap().insert(e.clone(), (Instant::now(), bases.clone()));
+                    bases
+                }
+            };
+            out.extend(bases);
+        }
+        out.sort();
+        out.dedup();
+        out.retain(|b| !self.is_penalized(b));
+        out
+    }
+
+    /// The base URLs `dns://name:port` (every A/AAAA address of the name)
+    /// or `srv://name` (each SRV record's target's addresses, with its port) stands for.
+    async fn resolve(&self, entry: &str) -> Result<Vec<String>, String> {
+        if let Some(name) = entry.strip_prefix("dns://") {
+            let addrs = tokio::net::lookup_host(name).await.map_err(|e| e.to_string())?;
+            return Ok(addrs.map(|a| format!("http://{a}")).collect());
+        }
+        let name = entry.strip_prefix("srv://").unwrap_or(entry);
+        let resolver = self.resolver.get_or_try_init(|| async { self.new_resolver() }).await?;
+        let records = resolver.srv_lookup(name).await.map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for r in records.iter() {
+            let ips = resolver.lookup_ip(r.target().clone()).await.map_err(|e| format!("{}: {e}", r.target()))?;
+            out.extend(ips.iter().map(|ip| format!("http://{}", std::net::SocketAddr::new(ip, r.port()))));
+        }
+        Ok(out)
+    }
+
+    fn new_resolver(&self) -> Result<hickory_resolver::TokioResolver, String> {
+        use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
+        use hickory_resolver::name_server::TokioConnectionProvider;
+        match self.dns {
+            None => Ok(hickory_resolver::Resolver::builder_tokio().map_err(|e| e.to_string())?.build()),
+            Some(server) => {
+                let servers = NameServerConfigGroup::from_ips_clear(&[server.ip()], server.port(), true);
+                let config = ResolverConfig::from_parts(None, vec![], servers);
+                Ok(hickory_resolver::Resolver::builder_with_config(config, TokioConnectionProvider::default()).build())
+            }
+        }
+    }
+
+    /// A request to a sibling, with the token.
+    pub fn request(&self, method: Method, base: &str, path: &str) -> awc::ClientRequest {
+        self.client().request(method, format!("{base}{path}")).insert_header((TOKEN_HEADER, self.token.as_str()))
+    }
+
+    /// Asks every sibling at once whether it holds `kind` (`blobs` or
+    /// `manifests`) `d`; the answers of those that answered, this berth
+    /// left out. One that does not answer within `timeout` is penalized.
+    pub async fn probe(&self, kind: &str, d: &Digest) -> Vec<Probe> {
+        let path = format!("/_berth/peer/{kind}/{d}");
+        let asks = self.members().await.into_iter().map(|base| {
+            let req = self.request(Method::HEAD, &base, &path);
+            async move {
+                let answer = tokio::time::timeout(self.timeout, req.send()).await;
+                let resp = match answer {
+                    Ok(Ok(resp)) => resp,
+                    Ok(Err(e)) => {
+                        self.penalize(&base, &format!("HEAD: {e}"));
+                        return None;
+                    }
+                    Err(_) => {
+                        self.penalize(&base, "HEAD: no answer within peer_timeout");
+                        return None;
+                    }
+                };
+                let id = resp.headers().get(ID_HEADER).and_then(|v| v.to_str().ok())?.to_string();
+                if id == self.id {
+                    return None;
+                }
+                let size = match resp.status().as_u16() {
+                    200 => resp.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse().ok()),
+                    _ => None,
+                };
+                Some(Probe { base, id, size })
+            }
+        });
+        futures::future::join_all(asks).await.into_iter().flatten().collect()
+    }
+
+    /// What tag `tag` of `remote` at upstream `host` points to at the
+    /// siblings (as stored there, fresh or not), for when the upstream is
+    /// down: the manifest of the first that answers with bytes matching the
+    /// digest it names. Asked of all at once, each within `timeout`.
+    pub async fn stale_tag(
+        &self,
+        host: &str,
+        remote: &str,
+        tag: &str,
+        max_size: usize,
+    ) -> Option<(Digest, bytes::Bytes)> {
+        let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let path = format!("/_berth/peer/tag?ns={}&remote={}&tag={}", enc(host), enc(remote), enc(tag));
+        let asks = self.members().await.into_iter().map(|base| {
+            let req = self.request(Method::GET, &base, &path);
+            let path = &path;
+            async move {
+                let got = tokio::time::timeout(self.timeout, async {
+                    let mut resp = req.send().await.map_err(|e| e.to_string())?;
+                    let id = resp.headers().get(ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+                    if id.as_deref() == Some(self.id.as_str()) || resp.status() == 404 {
+                        return Ok(None);
+                    }
+                    if !resp.status().is_success() {
+                        return Err(format!("GET {path}: {}", resp.status()));
+                    }
+                    let named: Option<Digest> =
+                        resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()?.parse().ok());
+                    let bytes = resp.body().limit(max_size).await.map_err(|e| e.to_string())?;
+                    match named {
+                        Some(d) if d.check(&bytes).is_ok() => Ok(Some((d, bytes))),
+                        _ => Err(format!("tag {tag}: a manifest that does not match the digest named")),
+                    }
+                })
+                .await
+                .unwrap_or_else(|_| Err("no answer within peer_timeout".into()));
+                match got {
+                    Ok(found) => found,
+                    Err(why) => {
+                        self.penalize(&base, &why);
+                        None
+                    }
+                }
+            }
+        });
+        let found = futures::future::join_all(asks).await.into_iter().flatten().next()?;
+        self.received(found.1.len() as u64);
+        Some(found)
+    }
+
+    /// Who fetches `d` upstream among `probes` and this berth: `None` for
+    /// this berth, else the sibling (see the module comment).
+    pub fn owner<'a>(&self, d: &Digest, probes: &'a [Probe]) -> Option<&'a Probe> {
+        let best = probes.iter().max_by_key(|p| score(&p.id, d).hex().to_string())?;
+        (score(&best.id, d).hex() > score(&self.id, d).hex()).then_some(best)
+    }
+
+    /// Counts bytes a sibling sent.
+    pub fn received(&self, n: u64) {
+        self.metrics.peer_bytes.inc_by(n);
+    }
+}
+
+/// Equality whose time depends on the lengths only, not on where the bytes first differ,
+/// so a caller cannot guess the token a byte at a time.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers(id: &str) -> Arc<Peers> {
+        let cfg = MirrorConfig { peer_token: Some("s".repeat(16)), ..Default::default() };
+        Peers::new(&cfg, id.into(), Arc::new(crate::metrics::Metrics::new())).unwrap()
+    }
+
+    #[test]
+    fn every_sibling_names_the_same_owner_for_a_digest() {
+        let ids = ["a", "b", "c"];
+        let probe = |id: &str| Probe { base: format!("http://{id}"), id: id.into(), size: None };
+        for i in 0..50u8 {
+            let d = Digest::sha256_of(&[i]);
+            let owners: Vec<String> = ids
+                .iter()
+                .map(|me| {
+                    let p = peers(me);
+                    let others: Vec<Probe> = ids.iter().filter(|o| *o != me).map(|o| probe(o)).collect();
+                    p.owner(&d, &others).map_or(me.to_string(), |o| o.id.clone())
+                })
+                .collect();
+            assert!(owners.iter().all(|o| *o == owners[0]), "{d}: {owners:?}");
+        }
+        // Spread: each sibling owns some of 50 digests.
+        let p = peers("a");
+        let others = [probe("b"), probe("c")];
+        let owned: std::collections::HashSet<String> = (0..50u8)
+            .map(|i| p.owner(&Digest::sha256_of(&[i]), &others).map_or("a".into(), |o| o.id.clone()))
+            .collect();
+        assert_eq!(owned.len(), 3);
+    }
+
+    #[test]
+    fn the_token_is_required() {
+        let p = peers("a");
+        assert!(p.admits(Some(&"s".repeat(16))));
+        assert!(!p.admits(Some("wrong")) && !p.admits(None));
+        assert!(!p.admits(Some(&format!("{}t", "s".repeat(15)))), "same length, last byte differs");
+        assert!(!p.admits(Some(&"s".repeat(17))), "a longer token that starts with it");
+    }
+}
