@@ -110,35 +110,29 @@ pub fn summary(r: &GcReport) -> String {
 
 /// Runs garbage collection of `cfg.storage.root` (see the module comment).
 pub fn run(cfg: &Config, opts: GcOptions) -> Result<GcReport, String> {
-    let root = &cfg.storage.root;
-    let index_path = crate::store::index_path(root);
     let progress = Progress::new();
-    let result = match Index::open_waiting(&index_path, Duration::ZERO) {
-        Ok(index) => actix_web::rt::System::new().block_on(async {
-            let backend = crate::backend(cfg).map_err(|e| e.to_string())?;
-            let store = crate::store::Store::new(backend, index, cfg.uploads.max_per_client);
-            let registry = Registry::with_store(cfg, store)?;
-            let lifecycle = registry.lifecycle();
-            lifecycle.ensure_indexed().await.map_err(|e| e.to_string())?;
-            lifecycle.gc(opts, &|p| progress.show(p)).await.map_err(|e| e.to_string())
-        }),
-        Err(StoreError::InUse(_)) => {
-            let (addr, token) = crate::api::admin::running_server(root)?;
-            actix_web::rt::System::new().block_on(remote(&addr, &token, opts, &progress))
-        }
-        Err(e) => Err(e.to_string()),
-    };
+    let path = format!(
+        "/_berth/gc?dry_run={}&delete_untagged={}&grace={}s",
+        opts.dry_run,
+        opts.delete_untagged,
+        opts.grace.as_secs()
+    );
+    let result = here_or_in_the_server(
+        cfg,
+        async |r: &Registry| r.lifecycle().gc(opts, &|p| progress.show(p)).await,
+        async |addr: &str, token: &str| follow(addr, token, &path, |p| progress.show(p)).await,
+    );
     progress.finish();
     result
 }
 
 /// Runs `local` over `cfg`'s data directory here when no server holds it;
-/// else asks the server that does (`POST path` with its admin token) and
-/// reads its JSON answer: the same work, done where the index is.
-fn here_or_in_the_server<T: serde::de::DeserializeOwned>(
+/// else `remote` asks the server that does, with its address and admin
+/// token: the same work, done where the index is.
+fn here_or_in_the_server<T>(
     cfg: &Config,
-    path: &str,
     local: impl AsyncFnOnce(&Registry) -> crate::registry::RegistryResult<T>,
+    remote: impl AsyncFnOnce(&str, &str) -> Result<T, String>,
 ) -> Result<T, String> {
     let root = &cfg.storage.root;
     match Index::open_waiting(&crate::store::index_path(root), Duration::ZERO) {
@@ -157,29 +151,66 @@ fn here_or_in_the_server<T: serde::de::DeserializeOwned>(
         }),
         Err(StoreError::InUse(_)) => {
             let (addr, token) = crate::api::admin::running_server(root)?;
-            actix_web::rt::System::new().block_on(async {
-                let mut resp =
-                    crate::local_server::admin_post(&addr, &token, path, crate::api::admin::REMOTE_IDLE).await?;
-                let body = resp.body().limit(256 * 1024 * 1024).await.map_err(|e| e.to_string())?;
-                serde_json::from_slice(&body).map_err(|e| format!("the server's answer: {e}"))
-            })
+            actix_web::rt::System::new().block_on(remote(&addr, &token))
         }
         Err(e) => Err(e.to_string()),
     }
 }
 
+/// The server's JSON answer to `POST path`.
+async fn answer<T: serde::de::DeserializeOwned>(addr: &str, token: &str, path: &str) -> Result<T, String> {
+    let mut resp = crate::local_server::admin_post(addr, token, path, crate::api::admin::REMOTE_IDLE).await?;
+    let body = resp.body().limit(256 * 1024 * 1024).await.map_err(|e| e.to_string())?;
+    serde_json::from_slice(&body).map_err(|e| format!("the server's answer: {e}"))
+}
+
+/// `POST path` to a run the server streams (`api::admin::follow_along`):
+/// each progress line shown as it comes, then its report or its error.
+async fn follow<P, R>(addr: &str, token: &str, path: &str, show: impl Fn(P)) -> Result<R, String>
+where
+    P: serde::de::DeserializeOwned,
+    R: serde::de::DeserializeOwned,
+{
+    let mut resp = crate::local_server::admin_post(addr, token, path, crate::api::admin::REMOTE_IDLE).await?;
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.next().await {
+        buf.extend_from_slice(&chunk.map_err(|e| format!("the server's answer broke off: {e}"))?);
+        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            let value: serde_json::Value = serde_json::from_slice(&line).map_err(|e| e.to_string())?;
+            if let Some(p) = value.get("progress") {
+                if let Ok(p) = serde_json::from_value::<P>(p.clone()) {
+                    show(p);
+                }
+            } else if let Some(r) = value.get("report") {
+                return serde_json::from_value(r.clone()).map_err(|e| e.to_string());
+            } else if let Some(e) = value.get("error") {
+                return Err(e.as_str().unwrap_or("the run failed").to_string());
+            }
+        }
+    }
+    Err("the server ended the run without a report".into())
+}
+
 /// `berth retention [--dry-run]`: one retention run of `cfg.storage.root`,
 /// inside the server that holds it if one does, else here.
 pub fn retention(cfg: &Config, dry_run: bool) -> Result<crate::registry::retention::RetentionReport, String> {
-    here_or_in_the_server(cfg, &format!("/_berth/retention?dry_run={dry_run}"), async |r: &Registry| {
-        r.retention(dry_run).await
-    })
+    let path = format!("/_berth/retention?dry_run={dry_run}");
+    here_or_in_the_server(
+        cfg,
+        async |r: &Registry| r.retention(dry_run).await,
+        async |addr: &str, token: &str| answer(addr, token, &path).await,
+    )
 }
 
 /// `berth usage`: each quota's use and limit, from the server that holds
 /// the data directory if one does, else from its index here.
 pub fn usage(cfg: &Config) -> Result<Vec<crate::registry::quota::Usage>, String> {
-    here_or_in_the_server(cfg, "/_berth/usage", async |r: &Registry| r.quota_usage().await)
+    here_or_in_the_server(
+        cfg,
+        async |r: &Registry| r.quota_usage().await,
+        async |addr: &str, token: &str| answer(addr, token, "/_berth/usage").await,
+    )
 }
 
 /// `berth import BUNDLE`: into `cfg.storage.root`'s mirror, inside the
@@ -197,15 +228,18 @@ pub fn import(cfg: &Config, bundle: &std::path::Path) -> Result<crate::registry:
         );
         bar
     });
-    let result = here_or_in_the_server(cfg, &format!("/_berth/import?path={query}"), async |r: &Registry| {
-        r.import_bundle(&bundle, &|p| {
-            if let Some(b) = &bar {
-                b.set_length(p.total);
-                b.set_position(p.bytes);
-            }
-        })
-        .await
-    });
+    let show = |p: crate::registry::import::ImportProgress| {
+        if let Some(b) = &bar {
+            b.set_length(p.total);
+            b.set_position(p.bytes);
+        }
+    };
+    let path = format!("/_berth/import?path={query}");
+    let result = here_or_in_the_server(
+        cfg,
+        async |r: &Registry| r.import_bundle(&bundle, &show).await,
+        async |addr: &str, token: &str| follow(addr, token, &path, show).await,
+    );
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -254,33 +288,4 @@ pub fn read_only(root: &std::path::Path, on: Option<bool>) -> Result<bool, Strin
         let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
         v["read_only"].as_bool().ok_or_else(|| "the server's answer has no read_only".to_string())
     })
-}
-
-/// Asks the server at `addr` to run it, and follows its progress.
-async fn remote(addr: &str, token: &str, opts: GcOptions, progress: &Progress) -> Result<GcReport, String> {
-    let path = format!(
-        "/_berth/gc?dry_run={}&delete_untagged={}&grace={}s",
-        opts.dry_run,
-        opts.delete_untagged,
-        opts.grace.as_secs()
-    );
-    let mut resp = crate::local_server::admin_post(addr, token, &path, crate::api::admin::REMOTE_IDLE).await?;
-    let mut buf = Vec::new();
-    while let Some(chunk) = resp.next().await {
-        buf.extend_from_slice(&chunk.map_err(|e| format!("the server's answer broke off: {e}"))?);
-        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=end).collect();
-            let value: serde_json::Value = serde_json::from_slice(&line).map_err(|e| e.to_string())?;
-            if let Some(p) = value.get("progress") {
-                if let Ok(p) = serde_json::from_value::<GcProgress>(p.clone()) {
-                    progress.show(p);
-                }
-            } else if let Some(r) = value.get("report") {
-                return serde_json::from_value(r.clone()).map_err(|e| e.to_string());
-            } else if let Some(e) = value.get("error") {
-                return Err(e.as_str().unwrap_or("garbage collection failed").to_string());
-            }
-        }
-    }
-    Err("the server ended the run without a report".into())
 }

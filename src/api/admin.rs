@@ -13,6 +13,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::registry::gc::{GcOptions, GcProgress};
+use crate::registry::import::ImportProgress;
 
 use super::{ApiError, Reg};
 
@@ -26,19 +27,47 @@ pub struct GcQuery {
     grace: Option<String>,
 }
 
-/// One line of the stream.
+/// One line of a long run's answer (see `follow_along`).
 #[derive(serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-enum Line<'a> {
-    Progress(GcProgress),
-    Report(&'a crate::registry::gc::GcReport),
+enum Line<P, R> {
+    Progress(P),
+    Report(R),
     Error(String),
 }
 
-fn line(l: Line) -> Bytes {
-    let mut v = serde_json::to_vec(&l).unwrap_or_default();
+fn line<P: serde::Serialize, R: serde::Serialize>(l: &Line<P, R>) -> Bytes {
+    let mut v = serde_json::to_vec(l).unwrap_or_default();
     v.push(b'\n');
     Bytes::from(v)
+}
+
+/// Runs `work` on a task of its own and answers with its progress as it
+/// goes, one JSON line each (`{"progress":…}`), then `{"report":…}` or
+/// `{"error":"…"}`: what `berth gc` and `berth import` follow with a bar.
+fn follow_along<P, R>(
+    work: impl AsyncFnOnce(&(dyn Fn(P) + Send + Sync)) -> crate::registry::RegistryResult<R> + 'static,
+) -> HttpResponse
+where
+    P: serde::Serialize + 'static,
+    R: serde::Serialize + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    actix_web::rt::spawn(async move {
+        let progress_tx = tx.clone();
+        let progress = move |p: P| {
+            let _ = progress_tx.send(line::<P, R>(&Line::Progress(p)));
+        };
+        let last = match work(&progress).await {
+            Ok(report) => line::<P, R>(&Line::Report(report)),
+            Err(e) => line::<P, R>(&Line::Error(e.client_message())),
+        };
+        let _ = tx.send(last);
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    HttpResponse::Ok().content_type("application/x-ndjson").streaming(body)
 }
 
 /// The header that carries the admin token.
@@ -94,22 +123,9 @@ pub async fn gc(
     // A second collection is refused with its status, before the stream starts.
     let lifecycle = reg.lifecycle().clone();
     let slot = lifecycle.gc_slot()?;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-    actix_web::rt::spawn(async move {
-        let progress_tx = tx.clone();
-        let progress = move |p: GcProgress| {
-            let _ = progress_tx.send(line(Line::Progress(p)));
-        };
-        let last = match lifecycle.gc_with(slot, opts, &progress).await {
-            Ok(report) => line(Line::Report(&report)),
-            Err(e) => line(Line::Error(e.client_message())),
-        };
-        let _ = tx.send(last);
-    });
-    let body = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
-    });
-    Ok(HttpResponse::Ok().content_type("application/x-ndjson").streaming(body))
+    Ok(follow_along(async move |progress: &(dyn Fn(GcProgress) + Send + Sync)| {
+        lifecycle.gc_with(slot, opts, progress).await
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,7 +154,8 @@ pub struct ImportQuery {
 }
 
 /// `POST /_berth/import?path=` (`berth import`): reads a bundle from this
-/// machine's disk into the mirror; the report as JSON.
+/// machine's disk into the mirror; its progress, then its report, as JSON
+/// lines (see `follow_along`).
 pub async fn import(
     req: HttpRequest,
     reg: Reg,
@@ -146,8 +163,10 @@ pub async fn import(
     query: web::Query<ImportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     admin_only(&req, &token)?;
-    let report = reg.import_bundle(std::path::Path::new(&query.path), &|_| {}).await?;
-    Ok(HttpResponse::Ok().json(report))
+    let path = std::path::PathBuf::from(&query.path);
+    Ok(follow_along(async move |progress: &(dyn Fn(ImportProgress) + Send + Sync)| {
+        reg.import_bundle(&path, progress).await
+    }))
 }
 
 /// `POST /_berth/usage` (`berth usage`): each quota's use and limit.
