@@ -86,6 +86,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/_berth/import", web::post().to(admin::import))
         .route("/_berth/peer/blobs/{digest}", web::route().guard(get_or_head()).to(peer::blob))
         .route("/_berth/peer/manifests/{digest}", web::route().guard(get_or_head()).to(peer::manifest))
+        .route("/_berth/peer/claim/{digest}", web::post().to(peer::claim))
         .route("/_berth/peer/fetch/{digest}", web::get().to(peer::fetch))
         .route("/_berth/peer/tag", web::get().to(peer::tag))
         .route("/_berth/verify", web::get().to(trust::verify))

@@ -4,9 +4,12 @@
 //!
 //! - `HEAD|GET /_berth/peer/blobs/<digest>`: a blob mirrored content holds;
 //! - `HEAD|GET /_berth/peer/manifests/<digest>`: a manifest it holds;
+//! - `POST /_berth/peer/claim/<digest>` (the asker's id in `X-Berth-Peer-Id`):
+//!   as the blob's owner, grants the asker the fetch (`{}`) or names who
+//!   fetches it (`{"holder": id}`);
 //! - `GET /_berth/peer/fetch/<digest>?ns=<host>&remote=<repository>`: the
 //!   blob, fetched upstream by this berth if need be (joining a fetch in
-//!   flight), for the sibling whose turn it is not;
+//!   flight), for a sibling told this berth fetches it;
 //! - `GET /_berth/peer/tag?ns=<host>&remote=<repository>&tag=<tag>`: the
 //!   manifest a mirrored tag points to here, fresh or not, for a sibling
 //!   whose upstream is down (it serves it as stale).
@@ -67,6 +70,18 @@ pub async fn manifest(req: HttpRequest, reg: Reg, path: web::Path<String>) -> Re
         )),
         false => resp.body(bytes),
     })
+}
+
+pub async fn claim(req: HttpRequest, reg: Reg, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let Some(id) = sibling(&req, &reg) else { return Ok(not_here(None)) };
+    let d = digest(&path)?;
+    let asker = req
+        .headers()
+        .get(ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::Query(format!("a claim names its asker in {ID_HEADER}")))?;
+    let holder = reg.peer_claim(&d, asker);
+    Ok(HttpResponse::Ok().insert_header((ID_HEADER, id)).json(crate::mirror::peers::ClaimAnswer { holder }))
 }
 
 #[derive(Deserialize)]

@@ -282,10 +282,11 @@ async fn run(job: FetchJob, tx: &watch::Sender<Phase>) -> MirrorResult<()> {
 }
 
 /// The blob from a sibling (see `peers`): from one that holds it, else from
-/// the one whose turn it is to fetch it upstream. Its bytes are released to
-/// no client before they verified (the fetch stays `Connecting`), so a
-/// sibling that fails or lies costs time, never a wrong byte; it is then
-/// penalized and the next source asked. `None`: the upstream, by this berth.
+/// the one that fetches it, as the owner of the digest says. Its bytes are
+/// released to no client before they verified (the fetch stays
+/// `Connecting`), so a sibling that fails or lies costs time, never a wrong
+/// byte; it is then penalized and the next source asked. `None`: the
+/// upstream, by this berth (granted the claim, or no sibling could help).
 async fn from_peers(
     job: &FetchJob,
     peers: &super::peers::Peers,
@@ -299,8 +300,19 @@ async fn from_peers(
     }
     // Holders that just failed are out of the running.
     let live: Vec<_> = probes.into_iter().filter(|p| !peers.is_penalized(&p.base)).collect();
-    let Some(owner) = peers.owner(&job.digest, &live) else { return Ok(None) };
-    // The owner fetches it upstream (or joins its fetch in flight): wait as
+    let fetcher = match peers.owner(&job.digest, &live) {
+        // This berth decides: a sibling that claimed it first fetches it.
+        None => peers.claimed(&job.digest),
+        Some(owner) => match peers.ask_claim(&owner.base, &job.digest).await {
+            Ok(fetcher) => fetcher,
+            Err(why) => {
+                peers.penalize(&owner.base, &why);
+                None
+            }
+        },
+    };
+    let Some(fetcher) = fetcher.and_then(|id| live.iter().find(|p| p.id == id)) else { return Ok(None) };
+    // It fetches it upstream (this request joins its fetch in flight): wait as
     // long as the upstream may take, and its silences as long as the upstream's.
     let up = &job.upstream;
     let path = format!(
@@ -311,8 +323,8 @@ async fn from_peers(
     );
     let headers_within = peers.timeout + up.response_timeout();
     let silence = peers.timeout.max(up.read_timeout());
-    tracing::debug!(peer = %owner.base, digest = %job.digest, "asking the sibling whose turn it is to fetch");
-    from_peer(job, peers, &owner.base, &path, headers_within, silence).await
+    tracing::debug!(peer = %fetcher.base, digest = %job.digest, "joining the sibling that fetches it");
+    from_peer(job, peers, &fetcher.base, &path, headers_within, silence).await
 }
 
 /// One transfer from a sibling into a verified ingest; `None` (the sibling
@@ -328,6 +340,9 @@ async fn from_peer(
     let req = peers.request(Method::GET, base, path);
     let resp = match tokio::time::timeout(headers_within, req.send()).await {
         Ok(Ok(resp)) if resp.status().is_success() => resp,
+        // Not the sibling's fault (the upstream has no such blob, or it was
+        // collected meanwhile): the upstream is asked, and answers for itself.
+        Ok(Ok(resp)) if resp.status() == awc::http::StatusCode::NOT_FOUND => return Ok(None),
         Ok(Ok(resp)) => {
             peers.penalize(base, &format!("GET {path}: {}", resp.status()));
             return Ok(None);

@@ -6,10 +6,14 @@
 //!   the first that holds the content verified in its store serves it.
 //! - **Who fetches it**: when none has it, the sibling first in a stable hash
 //!   of (its id, the digest) among those that answered, this berth included
-//!   (rendezvous hashing), fetches it upstream; the others ask it for the
-//!   blob (`/_berth/peer/fetch/…`), joining its one fetch. Two siblings that
-//!   miss at once agree on the owner without talking, so the upstream link
-//!   carries the blob once. The owner's own fetch asks no sibling (`HOP`).
+//!   (rendezvous hashing), decides: it is asked for a claim
+//!   (`/_berth/peer/claim/…`) and grants it to the first who asks (who then
+//!   fetches upstream itself, streaming to its own clients at once); anyone
+//!   after is told who holds the claim, or that the owner fetches it itself,
+//!   and asks that one for the blob (`/_berth/peer/fetch/…`), joining its
+//!   one fetch. Two siblings that miss at once ask the same owner, so the
+//!   upstream link carries the blob once. A fetch on a sibling's behalf asks
+//!   no sibling (`HOP`).
 //! - **Trust nothing sent**: what a sibling sends is written through the
 //!   store's verified ingest and released only once its digest matched; a
 //!   sibling that times out, fails, or sends bytes that do not verify is
@@ -36,6 +40,10 @@ pub const ID_HEADER: &str = "X-Berth-Peer-Id";
 pub const PENALTY: Duration = Duration::from_secs(30);
 /// How long a `dns://` entry's addresses are used before it is resolved again.
 const DNS_TTL: Duration = Duration::from_secs(30);
+/// How long a claim to fetch a blob stands. Once its fetch is done the
+/// claimer holds the blob (and answers probes); a claimer that died meanwhile
+/// costs the others one failed ask, after which they fetch themselves.
+const CLAIM_TTL: Duration = Duration::from_secs(60);
 
 tokio::task_local! {
     /// Set while serving a sibling's request to fetch: that fetch goes to the
@@ -59,6 +67,13 @@ pub struct Probe {
     pub size: Option<u64>,
 }
 
+/// The owner's answer to a claim: `holder` absent when it was granted.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ClaimAnswer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+}
+
 pub struct Peers {
     entries: Vec<String>,
     token: String,
@@ -68,6 +83,8 @@ pub struct Peers {
     /// Siblings skipped until the instant, with why.
     penalized: Mutex<HashMap<String, Instant>>,
     resolved: Mutex<HashMap<String, (Instant, Vec<String>)>>,
+    /// For the blobs this berth is owner of: who claimed to fetch each, until when.
+    claims: Mutex<HashMap<Digest, (String, Instant)>>,
     /// The name server `srv://` entries are asked of (`peer_dns`), else the system's.
     dns: Option<std::net::SocketAddr>,
     /// Built when an `srv://` entry is first resolved.
@@ -95,6 +112,7 @@ impl Peers {
             id,
             penalized: Default::default(),
             resolved: Default::default(),
+            claims: Default::default(),
             dns: cfg.peer_dns,
             resolver: Default::default(),
             metrics,
@@ -209,9 +227,50 @@ impl Peers {
         }
     }
 
-    /// A request to a sibling, with the token.
+    /// A request to a sibling, with the token and this berth's id.
     pub fn request(&self, method: Method, base: &str, path: &str) -> awc::ClientRequest {
-        self.client().request(method, format!("{base}{path}")).insert_header((TOKEN_HEADER, self.token.as_str()))
+        self.client()
+            .request(method, format!("{base}{path}"))
+            .insert_header((TOKEN_HEADER, self.token.as_str()))
+            .insert_header((ID_HEADER, self.id.as_str()))
+    }
+
+    /// As the owner of `d`: grants `asker` the claim to fetch it (`None`),
+    /// unless another sibling's claim stands (its id).
+    pub fn claim(&self, d: &Digest, asker: &str) -> Option<String> {
+        let now = Instant::now();
+        let mut claims = self.claims.lock().unwrap();
+        claims.retain(|_, (_, until)| *until > now);
+        match claims.get(d) {
+            Some((holder, _)) if holder != asker => Some(holder.clone()),
+            _ => {
+                claims.insert(d.clone(), (asker.to_string(), now + CLAIM_TTL));
+                None
+            }
+        }
+    }
+
+    /// As the owner of `d`, fetching it for a client of its own: the sibling
+    /// whose claim stands, if one does (then this berth asks it instead).
+    pub fn claimed(&self, d: &Digest) -> Option<String> {
+        let claims = self.claims.lock().unwrap();
+        claims.get(d).filter(|(id, until)| *until > Instant::now() && *id != self.id).map(|(id, _)| id.clone())
+    }
+
+    /// Asks the owner `base` for the claim to fetch `d`: `Ok(None)` granted
+    /// (fetch it upstream), `Ok(Some(id))` the sibling that fetches it.
+    pub async fn ask_claim(&self, base: &str, d: &Digest) -> Result<Option<String>, String> {
+        let req = self.request(Method::POST, base, &format!("/_berth/peer/claim/{d}"));
+        let answer = tokio::time::timeout(self.timeout, async {
+            let mut resp = req.send().await.map_err(|e| format!("claim: {e}"))?;
+            if !resp.status().is_success() {
+                return Err(format!("claim: {}", resp.status()));
+            }
+            resp.json::<ClaimAnswer>().await.map_err(|e| format!("claim: {e}"))
+        })
+        .await
+        .unwrap_or_else(|_| Err("claim: no answer within peer_timeout".into()))?;
+        Ok(answer.holder)
     }
 
     /// Asks every sibling at once whether it holds `kind` (`blobs` or
@@ -349,6 +408,17 @@ mod tests {
             .map(|i| p.owner(&Digest::sha256_of(&[i]), &others).map_or("a".into(), |o| o.id.clone()))
             .collect();
         assert_eq!(owned.len(), 3);
+    }
+
+    #[test]
+    fn a_claim_goes_to_the_first_who_asks() {
+        let owner = peers("o");
+        let d = Digest::sha256_of(b"blob");
+        assert_eq!(owner.claim(&d, "x"), None, "granted");
+        assert_eq!(owner.claim(&d, "y").as_deref(), Some("x"), "the next is told who fetches");
+        assert_eq!(owner.claim(&d, "x"), None, "asked again by the claimer: still its");
+        assert_eq!(owner.claimed(&d).as_deref(), Some("x"));
+        assert_eq!(owner.claimed(&Digest::sha256_of(b"other")), None);
     }
 
     #[test]

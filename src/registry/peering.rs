@@ -23,6 +23,18 @@ impl Registry {
         Ok(!self.core.store.indexed(move |index| index.refs(&digest)).await?.mirrored.is_empty())
     }
 
+    /// As the owner of blob `d` (see `mirror::peers`): who fetches it for
+    /// the sibling `asker`: this berth when it is fetching it already, the
+    /// sibling whose claim stands, or (`None`) `asker` itself, granted.
+    pub fn peer_claim(&self, d: &Digest, asker: &str) -> Option<String> {
+        let mirror = self.mirror.as_ref()?;
+        let peers = mirror.peers()?;
+        if mirror.inflight_blob(d).is_some() {
+            return Some(peers.id().to_string());
+        }
+        peers.claim(d, asker)
+    }
+
     /// Blob `d`'s size and bytes, if mirrored content holds it.
     pub async fn peer_blob(&self, d: &Digest, with_body: bool) -> RegistryResult<Option<(u64, Option<ByteStream>)>> {
         if !self.mirrored_has(d).await? {
