@@ -37,7 +37,7 @@ fn blob_files(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[actix_rt::test]
 async fn an_exported_bundle_imported_offline_serves_dockerd_and_containerd_every_platform() {
-    for tool in ["skopeo", "docker-registry", "containerd", "dockerd", "openssl"] {
+    for tool in ["skopeo", "umoci", "docker-registry", "containerd", "dockerd", "openssl"] {
         require(tool);
     }
     let work = tempfile::tempdir().unwrap();
@@ -104,6 +104,20 @@ async fn an_exported_bundle_imported_offline_serves_dockerd_and_containerd_every
         named.iter().any(|n| n.ends_with(&signature_tag(&multi))),
         "cosign's signature tag travels with the image: {named:?}"
     );
+
+    // A second OCI tool reads the layout's names and unpacks an image from it.
+    let listed = run(Command::new("umoci").args(["ls", "--layout", by_rules.to_str().unwrap()]));
+    assert!(listed.lines().any(|l| l.trim() == "ghcr.io/org/tool:1"), "{listed}");
+    let unpacked = w.join("unpacked");
+    run(Command::new("umoci").args([
+        "raw",
+        "unpack",
+        "--rootless",
+        "--image",
+        &format!("{}:ghcr.io/org/tool:1", by_rules.display()),
+        unpacked.to_str().unwrap(),
+    ]));
+    assert!(std::fs::read_dir(&unpacked).unwrap().next().is_some(), "the image's files came out");
 
     // Resumable: a blob deleted and another corrupted are fetched again; the rest kept.
     let mut files = blob_files(&by_rules);

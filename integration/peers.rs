@@ -3,8 +3,11 @@
 //! example), their upstream behind a simulated 1 Gbit/s, 20 ms link
 //! (`integration/bench/wan_link.py`). Cold pulls through one, then the
 //! others, and concurrent cold pulls spread over all three, fetch each blob
-//! over the link once; siblings that lie, stall or die mid-transfer cost
-//! their timeout and every pull completes with the right digests.
+//! over the link once; siblings that lie, stall or die mid-transfer (a fake
+//! one, and a real berth SIGKILLed while relaying) cost their timeout and
+//! every pull completes with the right digests. With the upstream down, a tag
+//! resolves at a sibling; siblings see nothing without the token and no
+//! pushed content with it; siblings listed by an SRV record find each other.
 
 mod common;
 
@@ -20,12 +23,12 @@ use common::{Client, Digest};
 
 const TOKEN: &str = "change-me-to-a-long-random-secret";
 
-/// The simulated WAN link in front of `target`; its address.
-fn wan(work: &Path, target: &str) -> (Proc, String) {
+/// The simulated WAN link (`mbit` Mbit/s, 20 ms) in front of `target`; its address.
+fn wan(work: &Path, target: &str, mbit: u32) -> (Proc, String) {
     let port = free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/bench/wan_link.py");
     let mut cmd = std::process::Command::new("python3");
-    cmd.arg(script).args([&port.to_string(), target, "1000", "20"]);
+    cmd.arg(script).args([&port.to_string(), target, &mbit.to_string(), "20"]);
     let mut p = Proc::spawn("wan", &mut cmd, work.join(format!("wan-{port}.log")));
     let addr = format!("127.0.0.1:{port}");
     p.wait_http(&addr);
@@ -74,7 +77,7 @@ async fn a_cold_image_crosses_the_link_once_for_three_sites() {
     let up_addr = up.url.trim_start_matches("http://").to_string();
     let (work, _wan, sites) = actix_rt::task::spawn_blocking(move || {
         let work = tempfile::tempdir().unwrap();
-        let (wan, wan_addr) = wan(work.path(), &up_addr);
+        let (wan, wan_addr) = wan(work.path(), &up_addr, 1000);
         let sites = siblings(work.path(), &wan_addr, 3, &[]);
         (work, wan, sites)
     })
@@ -382,6 +385,58 @@ async fn siblings_listed_by_a_dns_srv_record_find_each_other() {
     assert_eq!(upstream_gets(&up, &image), vec![1; 3], "the second site found the first by its SRV record");
     // One of the two fetched each layer; the other got it from its sibling.
     assert!(peer_received(&a).await + peer_received(&b).await >= 2 << 20);
+    drop(sites);
+    drop(work);
+    up.stop().await;
+}
+
+/// Waits (polling, up to 30 s) until `ready` says so.
+async fn until(what: &str, mut ready: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready().await {
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_sibling_killed_while_relaying_costs_a_refetch_not_the_pull() {
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let image = up.add_image("library/big", "1", &[layer(24 << 20, 15)]);
+    let blob = image.layers[0].clone();
+    let up_addr = up.url.trim_start_matches("http://").to_string();
+    // 100 Mbit/s: the blob takes about two seconds to cross the link.
+    let (work, _wan, mut sites) = actix_rt::task::spawn_blocking(move || {
+        let work = tempfile::tempdir().unwrap();
+        let (wan, wan_addr) = wan(work.path(), &up_addr, 100);
+        let sites = siblings(work.path(), &wan_addr, 2, &[]);
+        (work, wan, sites)
+    })
+    .await
+    .unwrap();
+    let b = Client::new(&format!("http://{}", sites[1].1));
+    let path = format!("/v2/big/blobs/{blob}");
+    // Site A fetches the blob; once its fetch is under way, site B misses it too
+    // and is told to join A's fetch.
+    let a_pull = actix_rt::spawn({
+        let (a, path) = (Client::new(&format!("http://{}", sites[0].1)), path.clone());
+        async move { a.get_hashed(&path).await }
+    });
+    until("A fetching upstream", async || up.count("GET", &format!("/blobs/{blob}")) == 1).await;
+    let b_pull = actix_rt::spawn({
+        let (b, path) = (Client::new(&format!("http://{}", sites[1].1)), path.clone());
+        async move { b.get_hashed(&path).await }
+    });
+    until("B receiving from A", async || peer_received(&b).await > 0).await;
+    // A dies mid-relay.
+    sites.remove(0).0.kill();
+    let started = Instant::now();
+    let got = b_pull.await.unwrap();
+    assert_eq!(got.map(|(status, d, _)| (status, d)), Ok((200, blob.clone())), "B's client got the blob");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert_eq!(up.count("GET", &format!("/blobs/{blob}")), 2, "B fetched it itself once A was gone");
+    let a_result = a_pull.await.unwrap();
+    assert!(a_result.is_err() || a_result.is_ok_and(|(s, d, _)| s != 200 || d != blob), "A's own client saw it die");
     drop(sites);
     drop(work);
     up.stop().await;
