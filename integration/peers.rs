@@ -65,6 +65,40 @@ fn start_sites(work: &Path, addrs: &[String], cfg: &str) -> Vec<(Proc, String)> 
         .collect()
 }
 
+/// Sibling sites started for a test (the README's example), stopped and
+/// their directory removed when dropped.
+struct Sites {
+    procs: Vec<(Proc, String)>,
+    _wan: Option<Proc>,
+    _work: tempfile::TempDir,
+}
+
+impl Sites {
+    /// `n` siblings mirroring `up` (behind the simulated link at `mbit`
+    /// Mbit/s, if given), with `extra` peers listed besides them.
+    async fn start(up: &FakeUpstream, n: usize, extra: Vec<String>, mbit: Option<u32>) -> Sites {
+        let up_addr = up.url.trim_start_matches("http://").to_string();
+        actix_rt::task::spawn_blocking(move || {
+            let work = tempfile::tempdir().unwrap();
+            let (wan, target) = match mbit {
+                Some(m) => {
+                    let (p, addr) = wan(work.path(), &up_addr, m);
+                    (Some(p), addr)
+                }
+                None => (None, up_addr),
+            };
+            let procs = siblings(work.path(), &target, n, &extra);
+            Sites { procs, _wan: wan, _work: work }
+        })
+        .await
+        .unwrap()
+    }
+
+    fn client(&self, i: usize) -> Client {
+        Client::new(&format!("http://{}", self.procs[i].1))
+    }
+}
+
 fn upstream_gets(up: &FakeUpstream, image: &Image) -> Vec<usize> {
     std::iter::once(&image.config).chain(&image.layers).map(|d| up.count("GET", &format!("/blobs/{d}"))).collect()
 }
@@ -74,16 +108,8 @@ async fn a_cold_image_crosses_the_link_once_for_three_sites() {
     let up = FakeUpstream::start(Auth::Anonymous).await;
     let first = up.add_image("library/first", "1", &[layer(3 << 20, 1), layer(3 << 20, 2), layer(2 << 20, 3)]);
     let spread = up.add_image("library/spread", "1", &[layer(4 << 20, 4), layer(4 << 20, 5)]);
-    let up_addr = up.url.trim_start_matches("http://").to_string();
-    let (work, _wan, sites) = actix_rt::task::spawn_blocking(move || {
-        let work = tempfile::tempdir().unwrap();
-        let (wan, wan_addr) = wan(work.path(), &up_addr, 1000);
-        let sites = siblings(work.path(), &wan_addr, 3, &[]);
-        (work, wan, sites)
-    })
-    .await
-    .unwrap();
-    let clients: Vec<Client> = sites.iter().map(|(_, a)| Client::new(&format!("http://{a}"))).collect();
+    let sites = Sites::start(&up, 3, vec![], Some(1000)).await;
+    let clients: Vec<Client> = (0..3).map(|i| sites.client(i)).collect();
 
     // One site after the other: each blob crosses the link once.
     for c in &clients {
@@ -107,7 +133,6 @@ async fn a_cold_image_crosses_the_link_once_for_three_sites() {
     futures::future::join_all(pulls).await;
     assert_eq!(upstream_gets(&up, &spread), vec![1; 3], "each blob once over the link for 8 concurrent pulls");
     drop(sites);
-    drop(work);
     up.stop().await;
 }
 
@@ -193,15 +218,8 @@ async fn siblings_that_lie_stall_or_die_cost_their_timeout_and_every_pull_comple
         .collect();
     let bad: Vec<String> =
         [Fault::Lies, Fault::Stalls, Fault::Dies].into_iter().map(|f| bad_sibling(f, sizes.clone())).collect();
-    let up_addr = up.url.trim_start_matches("http://").to_string();
-    let (work, sites) = actix_rt::task::spawn_blocking(move || {
-        let work = tempfile::tempdir().unwrap();
-        let sites = siblings(work.path(), &up_addr, 1, &bad);
-        (work, sites)
-    })
-    .await
-    .unwrap();
-    let c = Client::new(&format!("http://{}", sites[0].1));
+    let sites = Sites::start(&up, 1, bad, None).await;
+    let c = sites.client(0);
     let started = Instant::now();
     pull(&c, "app", "1", &image).await;
     let took = started.elapsed();
@@ -222,7 +240,6 @@ async fn siblings_that_lie_stall_or_die_cost_their_timeout_and_every_pull_comple
     pull(&c, "again", "1", &again).await;
     assert!(started.elapsed() < Duration::from_secs(3), "penalized siblings were asked again");
     drop(sites);
-    drop(work);
     up.stop().await;
 }
 
@@ -230,15 +247,8 @@ async fn siblings_that_lie_stall_or_die_cost_their_timeout_and_every_pull_comple
 async fn siblings_get_mirrored_content_only_and_only_with_the_token() {
     let up = FakeUpstream::start(Auth::Anonymous).await;
     let image = up.add_image("library/shared", "1", &[layer(1 << 20, 11)]);
-    let up_addr = up.url.trim_start_matches("http://").to_string();
-    let (work, sites) = actix_rt::task::spawn_blocking(move || {
-        let work = tempfile::tempdir().unwrap();
-        let sites = siblings(work.path(), &up_addr, 1, &[]);
-        (work, sites)
-    })
-    .await
-    .unwrap();
-    let base = format!("http://{}", sites[0].1);
+    let sites = Sites::start(&up, 1, vec![], None).await;
+    let base = format!("http://{}", sites.procs[0].1);
     let c = Client::new(&base);
     pull(&c, "shared", "1", &image).await;
     let (_, pushed) = c.push_image("team/private", "1", b"pushed layer, not for siblings").await;
@@ -267,7 +277,6 @@ async fn siblings_get_mirrored_content_only_and_only_with_the_token() {
     }
     assert_eq!(c.get(&format!("/v2/team/private/blobs/{pushed_layer}")).await.status, 200, "pushed and there");
     drop(sites);
-    drop(work);
     up.stop().await;
 }
 
@@ -275,16 +284,8 @@ async fn siblings_get_mirrored_content_only_and_only_with_the_token() {
 async fn with_the_upstream_down_a_tag_resolves_at_a_sibling_as_stale() {
     let up = FakeUpstream::start(Auth::Anonymous).await;
     let image = up.add_image("library/tool", "1", &[layer(1 << 20, 12)]);
-    let up_addr = up.url.trim_start_matches("http://").to_string();
-    let (work, sites) = actix_rt::task::spawn_blocking(move || {
-        let work = tempfile::tempdir().unwrap();
-        let sites = siblings(work.path(), &up_addr, 2, &[]);
-        (work, sites)
-    })
-    .await
-    .unwrap();
-    let a = Client::new(&format!("http://{}", sites[0].1));
-    let b = Client::new(&format!("http://{}", sites[1].1));
+    let sites = Sites::start(&up, 2, vec![], None).await;
+    let (a, b) = (sites.client(0), sites.client(1));
     pull(&a, "tool", "1", &image).await;
     up.stop().await;
     // B never saw the tag; its upstream is gone; A has it.
@@ -297,7 +298,6 @@ async fn with_the_upstream_down_a_tag_resolves_at_a_sibling_as_stale() {
     let r = b.get("/v2/other/manifests/1").await;
     assert!(r.status >= 500, "{}", r.status);
     drop(sites);
-    drop(work);
 }
 
 /// A name server on loopback (UDP) answering the SRV query for `name` with
@@ -365,7 +365,7 @@ async fn siblings_listed_by_a_dns_srv_record_find_each_other() {
     let up = FakeUpstream::start(Auth::Anonymous).await;
     let image = up.add_image("library/found", "1", &[layer(1 << 20, 13), layer(1 << 20, 14)]);
     let up_url = up.url.clone();
-    let (work, sites) = actix_rt::task::spawn_blocking(move || {
+    let sites = actix_rt::task::spawn_blocking(move || {
         let work = tempfile::tempdir().unwrap();
         let addrs: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", free_port())).collect();
         let dns = fake_dns("berth.service.consul", &addrs);
@@ -373,20 +373,18 @@ async fn siblings_listed_by_a_dns_srv_record_find_each_other() {
         assert!(example.contains("127.0.0.1:8600"), "{example}");
         let cfg = example.replace("127.0.0.1:8600", &dns)
             + &format!("\n[[mirror.upstreams]]\nhost = \"docker.io\"\nurl = \"{up_url}\"\n");
-        let sites = start_sites(work.path(), &addrs, &cfg);
-        (work, sites)
+        let procs = start_sites(work.path(), &addrs, &cfg);
+        Sites { procs, _wan: None, _work: work }
     })
     .await
     .unwrap();
-    let a = Client::new(&format!("http://{}", sites[0].1));
-    let b = Client::new(&format!("http://{}", sites[1].1));
+    let (a, b) = (sites.client(0), sites.client(1));
     pull(&a, "found", "1", &image).await;
     pull(&b, "found", "1", &image).await;
     assert_eq!(upstream_gets(&up, &image), vec![1; 3], "the second site found the first by its SRV record");
     // One of the two fetched each layer; the other got it from its sibling.
     assert!(peer_received(&a).await + peer_received(&b).await >= 2 << 20);
     drop(sites);
-    drop(work);
     up.stop().await;
 }
 
@@ -404,32 +402,24 @@ async fn a_sibling_killed_while_relaying_costs_a_refetch_not_the_pull() {
     let up = FakeUpstream::start(Auth::Anonymous).await;
     let image = up.add_image("library/big", "1", &[layer(24 << 20, 15)]);
     let blob = image.layers[0].clone();
-    let up_addr = up.url.trim_start_matches("http://").to_string();
     // 100 Mbit/s: the blob takes about two seconds to cross the link.
-    let (work, _wan, mut sites) = actix_rt::task::spawn_blocking(move || {
-        let work = tempfile::tempdir().unwrap();
-        let (wan, wan_addr) = wan(work.path(), &up_addr, 100);
-        let sites = siblings(work.path(), &wan_addr, 2, &[]);
-        (work, wan, sites)
-    })
-    .await
-    .unwrap();
-    let b = Client::new(&format!("http://{}", sites[1].1));
+    let mut sites = Sites::start(&up, 2, vec![], Some(100)).await;
+    let b = sites.client(1);
     let path = format!("/v2/big/blobs/{blob}");
     // Site A fetches the blob; once its fetch is under way, site B misses it too
     // and is told to join A's fetch.
     let a_pull = actix_rt::spawn({
-        let (a, path) = (Client::new(&format!("http://{}", sites[0].1)), path.clone());
+        let (a, path) = (sites.client(0), path.clone());
         async move { a.get_hashed(&path).await }
     });
     until("A fetching upstream", async || up.count("GET", &format!("/blobs/{blob}")) == 1).await;
     let b_pull = actix_rt::spawn({
-        let (b, path) = (Client::new(&format!("http://{}", sites[1].1)), path.clone());
+        let (b, path) = (sites.client(1), path.clone());
         async move { b.get_hashed(&path).await }
     });
     until("B receiving from A", async || peer_received(&b).await > 0).await;
     // A dies mid-relay.
-    sites.remove(0).0.kill();
+    sites.procs.remove(0).0.kill();
     let started = Instant::now();
     let got = b_pull.await.unwrap();
     assert_eq!(got.map(|(status, d, _)| (status, d)), Ok((200, blob.clone())), "B's client got the blob");
@@ -438,6 +428,5 @@ async fn a_sibling_killed_while_relaying_costs_a_refetch_not_the_pull() {
     let a_result = a_pull.await.unwrap();
     assert!(a_result.is_err() || a_result.is_ok_and(|(s, d, _)| s != 200 || d != blob), "A's own client saw it die");
     drop(sites);
-    drop(work);
     up.stop().await;
 }
