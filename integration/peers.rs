@@ -276,6 +276,25 @@ async fn siblings_get_mirrored_content_only_and_only_with_the_token() {
         assert_eq!(sibling(path.clone(), Some(TOKEN)).await.status, 404, "{path}");
     }
     assert_eq!(c.get(&format!("/v2/team/private/blobs/{pushed_layer}")).await.status, 200, "pushed and there");
+    // A sibling's tag request names one repository in any of its spellings.
+    for (ns, remote) in [
+        ("docker.io", "library/shared"),
+        ("docker.io", "shared"),
+        ("index.docker.io", "library/shared"),
+        ("registry-1.docker.io", "shared"),
+    ] {
+        let r = sibling(format!("/_berth/peer/tag?ns={ns}&remote={remote}&tag=1"), Some(TOKEN)).await;
+        assert_eq!(
+            (r.status, r.header("docker-content-digest")),
+            (200, Some(image.digest.to_string().as_str())),
+            "{ns} {remote}"
+        );
+    }
+    // The pushed repository is no mirrored one, however it is spelled.
+    for (ns, remote) in [("docker.io", "team/private"), ("quay.io", "team/private")] {
+        let r = sibling(format!("/_berth/peer/tag?ns={ns}&remote={remote}&tag=1"), Some(TOKEN)).await;
+        assert_eq!(r.status, 404, "{ns} {remote}");
+    }
     drop(sites);
     up.stop().await;
 }

@@ -9,6 +9,7 @@ use crate::oci::{Digest, ManifestInfo, Reference, RepoName};
 use crate::store::ByteStream;
 
 use super::identity::RepoId;
+use super::namespace::Class;
 use super::{Registry, RegistryError, RegistryResult, Route};
 
 impl Registry {
@@ -62,12 +63,18 @@ impl Registry {
     }
 
     /// The mirrored repository `remote` of upstream `host`, for a sibling's
-    /// fetch (siblings are trusted with every mirrored repository).
+    /// fetch (siblings are trusted with every mirrored repository), resolved
+    /// by the name-space policy as any `?ns=` request is: each spelling of
+    /// one repository (`index.docker.io`, `alpine` for `library/alpine`) is
+    /// that one repository.
     pub fn peer_route(&self, host: &str, remote: &str) -> RegistryResult<Route> {
-        let remote: RepoName = remote.parse().map_err(|_| {
+        let name: RepoName = remote.parse().map_err(|_| {
             crate::oci::ParseError::new(crate::oci::OciCode::NameInvalid, format!("{remote}: not a repository name"))
         })?;
-        self.serve_route(RepoId::Mirrored { host: host.to_string(), remote }, false)
+        match self.namespace.classify(&name, Some(host))? {
+            Class::Explicit { host, remote } => self.serve_route(RepoId::Mirrored { host, remote }, false),
+            _ => Err(RegistryError::NameUnknown(format!("{host} is not mirrored here"))),
+        }
     }
 }
 
