@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::mirroring::{layer, pull};
 use common::procs::{berth_at, free_port, Proc};
 use common::upstream::{Auth, FakeUpstream, Image};
-use common::{Client, Digest};
+use common::{Client, Digest, OCI_MANIFEST};
 
 const TOKEN: &str = "change-me-to-a-long-random-secret";
 
@@ -307,6 +307,10 @@ async fn with_the_upstream_down_a_tag_resolves_at_a_sibling_as_stale() {
     let (a, b) = (sites.client(0), sites.client(1));
     pull(&a, "tool", "1", &image).await;
     up.stop().await;
+    // A manifest by digest is the same from anywhere: B gets it from A.
+    let by_digest =
+        b.req("GET", &format!("/v2/tool/manifests/{}", image.digest), &[("Accept", OCI_MANIFEST)], "").await;
+    assert_eq!((by_digest.status, &by_digest.body), (200, &image.manifest));
     // B never saw the tag; its upstream is gone; A has it.
     let r = b.get("/v2/tool/manifests/1").await;
     assert_eq!(r.status, 200, "{}", r.text());

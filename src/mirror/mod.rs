@@ -103,8 +103,8 @@ impl Mirror {
     ) -> MirrorResult<FetchedManifest> {
         // A manifest by digest is the same wherever it comes from: a sibling first.
         if let (Reference::Digest(d), Some(peers)) = (reference, self.peers_to_ask()) {
-            if let Some(fetched) = self.manifest_from_peers(&peers, d).await {
-                return Ok(fetched);
+            if let Some(bytes) = peers.manifest(d, self.max_manifest_size).await {
+                return Ok(FetchedManifest { digest: d.clone(), bytes });
             }
         }
         let path = format!("/v2/{remote}/manifests/{reference}");
@@ -144,32 +144,6 @@ impl Mirror {
         let peers = self.peers_to_ask()?;
         let (digest, bytes) = peers.stale_tag(&up.host, remote, tag, self.max_manifest_size).await?;
         Some(FetchedManifest { digest, bytes })
-    }
-
-    /// Manifest `d` from the first sibling that holds it, checked against
-    /// its digest (a sibling that fails or lies is penalized; `None`: ask the upstream).
-    async fn manifest_from_peers(&self, peers: &peers::Peers, d: &Digest) -> Option<FetchedManifest> {
-        for p in peers.probe("manifests", d).await.into_iter().filter(|p| p.size.is_some()) {
-            let req = peers.request(Method::GET, &p.base, &format!("/_berth/peer/manifests/{d}"));
-            let got = tokio::time::timeout(peers.timeout, async {
-                let mut resp = req.send().await.map_err(|e| e.to_string())?;
-                if !resp.status().is_success() {
-                    return Err(format!("GET answered {}", resp.status()));
-                }
-                resp.body().limit(self.max_manifest_size).await.map_err(|e| e.to_string())
-            })
-            .await
-            .unwrap_or_else(|_| Err("no answer within peer_timeout".into()));
-            match got {
-                Ok(bytes) if d.check(&bytes).is_ok() => {
-                    peers.received(bytes.len() as u64);
-                    return Some(FetchedManifest { digest: d.clone(), bytes });
-                }
-                Ok(_) => peers.penalize(&p.base, &format!("manifest {d}: bytes that do not match the digest")),
-                Err(e) => peers.penalize(&p.base, &format!("manifest {d}: {e}")),
-            }
-        }
-        None
     }
 
     /// What the upstream lists as referring to `subject`: the referrers API,

@@ -307,6 +307,32 @@ impl Peers {
         futures::future::join_all(asks).await.into_iter().flatten().collect()
     }
 
+    /// Manifest `d` from the first sibling that holds it, checked against
+    /// its digest (a sibling that fails or lies is penalized; `None`: none could).
+    pub async fn manifest(&self, d: &Digest, max_size: usize) -> Option<bytes::Bytes> {
+        for p in self.probe("manifests", d).await.into_iter().filter(|p| p.size.is_some()) {
+            let req = self.request(Method::GET, &p.base, &format!("/_berth/peer/manifests/{d}"));
+            let got = tokio::time::timeout(self.timeout, async {
+                let mut resp = req.send().await.map_err(|e| e.to_string())?;
+                if !resp.status().is_success() {
+                    return Err(format!("GET answered {}", resp.status()));
+                }
+                resp.body().limit(max_size).await.map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|_| Err("no answer within peer_timeout".into()));
+            match got {
+                Ok(bytes) if d.check(&bytes).is_ok() => {
+                    self.received(bytes.len() as u64);
+                    return Some(bytes);
+                }
+                Ok(_) => self.penalize(&p.base, &format!("manifest {d}: bytes that do not match the digest")),
+                Err(e) => self.penalize(&p.base, &format!("manifest {d}: {e}")),
+            }
+        }
+        None
+    }
+
     /// What tag `tag` of `remote` at upstream `host` points to at the
     /// siblings (as stored there, fresh or not), for when the upstream is
     /// down: the manifest of the first that answers with bytes matching the
