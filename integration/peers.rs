@@ -453,3 +453,118 @@ async fn a_sibling_killed_while_relaying_costs_a_refetch_not_the_pull() {
     drop(sites);
     up.stop().await;
 }
+
+/// `curl` of `https://addr{path}` trusting `ca`, with `extra` arguments: (status, body).
+fn curl_get(addr: &str, ca: &Path, extra: &[&str], path: &str) -> (u16, Vec<u8>) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}", "--cacert"])
+        .arg(ca)
+        .args(extra)
+        .arg(format!("https://{addr}{path}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl {path}: {}", String::from_utf8_lossy(&out.stderr));
+    let split = out.stdout.iter().rposition(|&b| b == b'\n').unwrap();
+    let status = String::from_utf8_lossy(&out.stdout[split + 1..]).parse().unwrap();
+    (status, out.stdout[..split].to_vec())
+}
+
+#[actix_rt::test]
+async fn siblings_that_know_each_other_by_certificate() {
+    common::procs::require("curl");
+    let up = FakeUpstream::start(Auth::Anonymous).await;
+    let image = up.add_image("library/certified", "1", &[layer(1 << 20, 16), layer(1 << 20, 17)]);
+    let up_url = up.url.clone();
+    let (_work, sites, ca, stranger) = actix_rt::task::spawn_blocking(move || {
+        let work = tempfile::tempdir().unwrap();
+        let ca = common::certs::Ca::new(&work.path().join("tls"), "siblings-ca");
+        let other = common::certs::Ca::new(&work.path().join("other"), "other-ca");
+        let stranger = other.issue("stranger", "client");
+        let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+        let example = common::readme_toml("# berth.toml: siblings that know each other by certificate");
+        let sites: Vec<(Proc, String)> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let (server_crt, server_key) = ca.issue(&format!("server{i}"), "server");
+                let (peer_crt, peer_key) = ca.issue(&format!("peer{i}"), "client");
+                let peers: Vec<String> = ports.iter().map(|p| format!("\"https://localhost:{p}\"")).collect();
+                let cfg = example
+                    .replace("/etc/berth/tls/server.crt", server_crt.to_str().unwrap())
+                    .replace("/etc/berth/tls/server.key", server_key.to_str().unwrap())
+                    .replace("/etc/berth/tls/peer.crt", peer_crt.to_str().unwrap())
+                    .replace("/etc/berth/tls/peer.key", peer_key.to_str().unwrap())
+                    .replace("/etc/berth/tls/siblings-ca.crt", ca.cert().to_str().unwrap())
+                    .replace(
+                        r#"peers = ["https://berth-a.lan:5000", "https://berth-b.lan:5000"]"#,
+                        &format!("peers = [{}]", peers.join(", ")),
+                    )
+                    .replace("https://registry-1.docker.io", &up_url);
+                assert!(!cfg.contains("/etc/berth") && !cfg.contains("berth-a.lan"), "{cfg}");
+                let path = work.path().join(format!("site{i}.toml"));
+                std::fs::write(&path, cfg).unwrap();
+                let addr = format!("127.0.0.1:{port}");
+                let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+                cmd.args(["serve", "--listen", &addr, "--config"])
+                    .arg(&path)
+                    .arg("--data")
+                    .arg(work.path().join(format!("data{i}")))
+                    .env("RUST_LOG", "info");
+                let mut p = Proc::spawn("berth", &mut cmd, work.path().join(format!("site{i}.log")));
+                p.wait_until("listening", Duration::from_secs(30), || std::net::TcpStream::connect(&addr).is_ok());
+                (p, format!("localhost:{port}"))
+            })
+            .collect();
+        (work, sites, ca.cert(), stranger)
+    })
+    .await
+    .unwrap();
+    let blobs: Vec<Digest> = std::iter::once(&image.config).chain(&image.layers).cloned().collect();
+    let pull_through = |addr: String, ca: std::path::PathBuf, blobs: Vec<Digest>| {
+        actix_rt::task::spawn_blocking(move || {
+            for d in &blobs {
+                let (status, body) = curl_get(&addr, &ca, &[], &format!("/v2/certified/blobs/{d}"));
+                assert_eq!((status, Digest::sha256_of(&body)), (200, d.clone()), "a registry client, no certificate");
+            }
+        })
+    };
+    pull_through(sites[0].1.clone(), ca.clone(), blobs.clone()).await.unwrap();
+    pull_through(sites[1].1.clone(), ca.clone(), blobs.clone()).await.unwrap();
+    assert_eq!(upstream_gets(&up, &image), vec![1; 3], "the second site got every blob from the first");
+
+    // Only a certificate from the siblings' CA opens the sibling endpoints.
+    let (addr, layer) = (sites[0].1.clone(), image.layers[0].clone());
+    let ca2 = ca.clone();
+    let tried = actix_rt::task::spawn_blocking(move || {
+        let path = format!("/_berth/peer/blobs/{layer}");
+        let dir = ca2.parent().unwrap().to_path_buf();
+        let (peer_crt, peer_key) = (dir.join("peer1.crt"), dir.join("peer1.key"));
+        let sibling =
+            curl_get(&addr, &ca2, &["--cert", peer_crt.to_str().unwrap(), "--key", peer_key.to_str().unwrap()], &path)
+                .0;
+        let nobody = curl_get(&addr, &ca2, &[], &path).0;
+        (sibling, nobody)
+    })
+    .await
+    .unwrap();
+    assert_eq!(tried, (200, 404), "a sibling's certificate opens it; no certificate does not");
+    // A client certificate from another CA fails the handshake itself.
+    let (addr, ca2) = (sites[0].1.clone(), ca.clone());
+    let refused = actix_rt::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&ca2)
+            .arg("--cert")
+            .arg(&stranger.0)
+            .arg("--key")
+            .arg(&stranger.1)
+            .arg(format!("https://{addr}/_berth/peer/blobs/{}", Digest::sha256_of(b"x")))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!refused.status.success(), "a stranger's certificate is refused");
+    drop(sites);
+    up.stop().await;
+}

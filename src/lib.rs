@@ -65,7 +65,11 @@ pub fn preflight(cfg: &Config) -> Result<(), String> {
         htpasswd::Htpasswd::load(&h.path).map_err(|e| format!("auth.htpasswd: {e}"))?;
     }
     if let Some(t) = &cfg.server.tls {
-        tls::server_config(t).map_err(|e| format!("server.tls: {e}"))?;
+        tls::server_config(t, cfg.mirror.peer_tls.as_ref().map(|p| p.ca.as_path()))
+            .map_err(|e| format!("server.tls: {e}"))?;
+    }
+    if let Some(t) = &cfg.mirror.peer_tls {
+        tls::PeerTls::load(&t.certificate, &t.key, &t.ca)?;
     }
     if let Some(t) = &cfg.auth.token {
         token_verifier(t)?;
@@ -172,7 +176,10 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
     // token that lets it in.
     let token = api::admin::write_token(&cfg.storage.root)?;
     let tls = match &cfg.server.tls {
-        Some(t) => Some(tls::server_config(t).map_err(std::io::Error::other)?),
+        Some(t) => Some(
+            tls::server_config(t, cfg.mirror.peer_tls.as_ref().map(|p| p.ca.as_path()))
+                .map_err(std::io::Error::other)?,
+        ),
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -244,7 +251,8 @@ pub fn bind_with(cfg: &Config, backend: Arc<dyn Backend>) -> std::io::Result<Bou
         d => actix_web::http::KeepAlive::Timeout(d),
     });
     let server = match tls {
-        Some((config, _)) => server.listen_rustls_0_23(listener, config)?,
+        // A sibling mirror may authenticate by its client certificate (`mirror.peer_tls`).
+        Some((config, _)) => server.on_connect(tls::keep_client_chain).listen_rustls_0_23(listener, config)?,
         None => server.listen(listener)?,
     }
     .run();

@@ -1,8 +1,9 @@
 //! Native TLS (rustls): the server's certificate and key from PEM files,
 //! read again when either file changes, so a renewed certificate (certbot,
 //! cert-manager) is served without a restart; an optional client-certificate
-//! CA makes client certificates mandatory (mTLS). ALPN offers HTTP/2 and
-//! HTTP/1.1 (actix-web adds both).
+//! CA makes client certificates mandatory (mTLS); sibling mirrors may present
+//! certificates of their own CA (`mirror.peer_tls`, optional for other
+//! clients). ALPN offers HTTP/2 and HTTP/1.1 (actix-web adds both).
 //!
 //! A certificate and key that do not load stop the server at startup; a
 //! change that does not load later keeps the pair already served (and says
@@ -115,23 +116,35 @@ impl ResolvesServerCert for Certificates {
 }
 
 /// The rustls configuration for `cfg`, and the certificates to reload.
-pub fn server_config(cfg: &TlsConfig) -> Result<(rustls::ServerConfig, Arc<Certificates>), String> {
+/// The server's TLS configuration. With `peer_ca` (`mirror.peer_tls.ca`),
+/// a client may also present a certificate that CA issued (a sibling
+/// mirror; optional for everyone else unless `client_ca` requires one).
+pub fn server_config(
+    cfg: &TlsConfig,
+    peer_ca: Option<&Path>,
+) -> Result<(rustls::ServerConfig, Arc<Certificates>), String> {
     let certs = Arc::new(Certificates::load(&cfg.certificate, &cfg.key)?);
     let provider = Arc::new(server_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let builder = match &cfg.client_ca {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in certificates(&read(ca, "client_ca")?, ca, "client_ca")? {
-                roots.add(c).map_err(|e| format!("server.tls.client_ca: {}: {e}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for (ca, what) in [(cfg.client_ca.as_deref(), "client_ca"), (peer_ca, "peer_tls.ca")] {
+        if let Some(ca) = ca {
+            for c in certificates(&read(ca, what)?, ca, what)? {
+                roots.add(c).map_err(|e| format!("{what}: {}: {e}", ca.display()))?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| format!("server.tls.client_ca: {}: {e}", ca.display()))?;
-            builder.with_client_cert_verifier(verifier)
+        }
+    }
+    let builder = match (cfg.client_ca.is_some(), peer_ca.is_some()) {
+        (false, false) => builder.with_no_client_auth(),
+        (required, _) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = match required {
+                true => verifier,
+                false => verifier.allow_unauthenticated(),
+            };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("client certificates: {e}"))?)
         }
     };
     let mut config = builder.with_cert_resolver(certs.clone());
@@ -168,4 +181,61 @@ fn server_provider() -> rustls::crypto::CryptoProvider {
 pub fn install_crypto_provider() {
     // Err only when one is installed already, which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// What a sibling mirror presents and trusts (`mirror.peer_tls`): a client
+/// configuration with its certificate, trusting the siblings' CA; and a
+/// verifier that tells a sibling's client certificate from any other.
+pub struct PeerTls {
+    pub client: Arc<rustls::ClientConfig>,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+}
+
+impl PeerTls {
+    pub fn load(cert_path: &Path, key_path: &Path, ca: &Path) -> Result<PeerTls, String> {
+        let what = "mirror.peer_tls";
+        let provider = Arc::new(provider::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certificates(&read(ca, "ca")?, ca, "ca")? {
+            roots.add(c).map_err(|e| format!("{what}.ca: {}: {e}", ca.display()))?;
+        }
+        let roots = Arc::new(roots);
+        let chain = certificates(&read(cert_path, "certificate")?, cert_path, "certificate")?;
+        let key = PrivateKeyDer::from_pem_slice(&read(key_path, "key")?)
+            .map_err(|e| format!("{what}.key: {}: no usable PEM private key ({e})", key_path.display()))?;
+        let mut client = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots.clone())
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("{what}: the certificate and key: {e}"))?;
+        // Siblings stream blobs to each other over HTTP/1.1.
+        client.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
+            .build()
+            .map_err(|e| format!("{what}.ca: {e}"))?;
+        Ok(PeerTls { client: Arc::new(client), verifier })
+    }
+
+    /// Whether a connection's client certificate chain (leaf first) was
+    /// issued by the siblings' CA.
+    pub fn admits(&self, chain: &[CertificateDer<'static>]) -> bool {
+        let Some((leaf, intermediates)) = chain.split_first() else { return false };
+        self.verifier.verify_client_cert(leaf, intermediates, rustls::pki_types::UnixTime::now()).is_ok()
+    }
+}
+
+/// The client certificate chain a TLS connection presented, kept with the
+/// connection (`HttpServer::on_connect`) for handlers that trust it.
+#[derive(Clone)]
+pub struct ClientChain(pub Vec<CertificateDer<'static>>);
+
+/// `on_connect` for a TLS listener: keeps the client's certificate chain.
+pub fn keep_client_chain(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    use actix_tls::accept::rustls_0_23::TlsStream;
+    if let Some(tls) = conn.downcast_ref::<TlsStream<actix_web::rt::net::TcpStream>>() {
+        if let Some(chain) = tls.get_ref().1.peer_certificates() {
+            ext.insert(ClientChain(chain.to_vec()));
+        }
+    }
 }

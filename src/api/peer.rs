@@ -1,6 +1,7 @@
 //! `/_berth/peer/…`: what sibling mirrors ask each other (`mirror::peers`),
-//! answered only to a caller with the siblings' token (others get a 404, as
-//! if nothing were here), each answer naming this berth's instance id.
+//! answered only to a caller with the siblings' token or certificate (others
+//! get a 404, as if nothing were here), each answer naming this berth's
+//! instance id.
 //!
 //! - `HEAD|GET /_berth/peer/blobs/<digest>`: a blob mirrored content holds;
 //! - `HEAD|GET /_berth/peer/manifests/<digest>`: a manifest it holds;
@@ -29,7 +30,8 @@ use super::{ApiError, Reg};
 fn sibling(req: &HttpRequest, reg: &Reg) -> Option<String> {
     let peers = reg.peers()?;
     let presented = req.headers().get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
-    peers.admits(presented).then(|| peers.id().to_string())
+    let chain = req.conn_data::<crate::tls::ClientChain>();
+    peers.admits(presented, chain).then(|| peers.id().to_string())
 }
 
 fn digest(path: &str) -> Result<Digest, ApiError> {

@@ -654,13 +654,31 @@ pub struct MirrorConfig {
     /// Consul's DNS on 127.0.0.1:8600); the system's resolver without it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_dns: Option<std::net::SocketAddr>,
-    /// The secret siblings present to each other (required with `peers`).
+    /// The secret siblings present to each other (`peer_token` or `peer_tls`
+    /// is required with `peers`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_token: Option<String>,
+    /// Mutual TLS between siblings (`[mirror.peer_tls]`): each presents this
+    /// client certificate, and trusts (as siblings' servers and clients) what
+    /// `ca` issued. Needs `server.tls`; siblings are then `https://`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_tls: Option<PeerTlsConfig>,
     /// How long a sibling may take to answer, or stay silent mid-transfer,
     /// before it is skipped (for a while) and the next source asked.
     #[serde(with = "humantime_serde")]
     pub peer_timeout: Duration,
+}
+
+/// A sibling mirror's TLS identity (`[mirror.peer_tls]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerTlsConfig {
+    /// This berth's client certificate (PEM, leaf first).
+    pub certificate: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// The CA that issued every sibling's certificates, client and server.
+    pub ca: PathBuf,
 }
 
 /// The admission webhook (`[mirror.admission]`): a scanner or policy
@@ -879,6 +897,7 @@ impl Default for MirrorConfig {
             admission: None,
             peers: vec![],
             peer_token: None,
+            peer_tls: None,
             peer_dns: None,
             peer_timeout: Duration::from_secs(2),
         }
@@ -1117,9 +1136,20 @@ impl Config {
                 )));
             }
         }
-        if !m.peers.is_empty() && m.peer_token.as_deref().is_none_or(|t| t.len() < 16) {
+        if m.peer_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError("mirror.peer_token: 16 characters or more (the same on every sibling)".into()));
+        }
+        if !m.peers.is_empty() && m.peer_token.is_none() && m.peer_tls.is_none() {
             return Err(ConfigError(
-                "mirror.peers needs mirror.peer_token (the same secret on every sibling, 16 characters or more)".into(),
+                "mirror.peers needs mirror.peer_token (the same secret on every sibling, 16 characters or more) \
+                 or mirror.peer_tls (siblings' certificates)"
+                    .into(),
+            ));
+        }
+        if m.peer_tls.is_some() && self.server.tls.is_none() {
+            return Err(ConfigError(
+                "mirror.peer_tls needs server.tls: siblings reach this berth over TLS to present their certificates"
+                    .into(),
             ));
         }
         let endpoints = &self.notifications.endpoints;
@@ -1369,6 +1399,14 @@ mod tests {
         let c = Config::load(Some(&f), vec![]).unwrap();
         assert_eq!(c.mirror.peer_dns, Some("127.0.0.1:8600".parse().unwrap()));
         assert!(!c.to_toml().contains("0123456789abcdef"), "the token is redacted");
+        std::fs::write(&f, "[mirror]\npeers = [\"http://a:5000\"]\n").unwrap();
+        assert!(Config::load(Some(&f), vec![]).unwrap_err().to_string().contains("peer_tls"));
+        std::fs::write(
+            &f,
+            "[mirror]\npeers = [\"http://a:5000\"]\n[mirror.peer_tls]\ncertificate = \"c\"\nkey = \"k\"\nca = \"a\"\n",
+        )
+        .unwrap();
+        assert!(Config::load(Some(&f), vec![]).unwrap_err().to_string().contains("needs server.tls"));
         std::fs::write(&f, "[mirror]\npeers = [\"http://a:5000\"]\npeer_token = \"short\"\n").unwrap();
         assert!(Config::load(Some(&f), vec![]).unwrap_err().to_string().contains("16 characters"));
         std::fs::write(&f, format!("[mirror]\npeers = [\"ftp://a:5000\"]\n{token}")).unwrap();

@@ -20,7 +20,8 @@
 //!   skipped for `PENALTY` and the next source is asked.
 //!
 //! A sibling serves only mirrored content (never pushed images) and only to
-//! a caller with the token.
+//! a caller with the token (`peer_token`) or a client certificate the
+//! siblings' CA issued (`peer_tls`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -76,7 +77,10 @@ pub struct ClaimAnswer {
 
 pub struct Peers {
     entries: Vec<String>,
-    token: String,
+    /// The shared secret (`peer_token`), if siblings use one.
+    token: Option<String>,
+    /// The siblings' certificates (`peer_tls`), if they use them.
+    tls: Option<Arc<crate::tls::PeerTls>>,
     pub timeout: Duration,
     /// This berth's id (what it answers with, and how it knows itself in the list).
     id: String,
@@ -102,12 +106,24 @@ fn score(id: &str, d: &Digest) -> Digest {
 }
 
 impl Peers {
-    /// The siblings of `cfg` (`None` without a `peer_token`: no peering).
+    /// The siblings of `cfg` (`None` with neither `peer_token` nor
+    /// `peer_tls`: no peering). `peer_tls`'s files were checked at startup
+    /// (`preflight`).
     pub fn new(cfg: &MirrorConfig, id: String, metrics: Arc<crate::metrics::Metrics>) -> Option<Arc<Peers>> {
-        let token = cfg.peer_token.clone()?;
+        let tls = cfg.peer_tls.as_ref().and_then(|t| match crate::tls::PeerTls::load(&t.certificate, &t.key, &t.ca) {
+            Ok(tls) => Some(Arc::new(tls)),
+            Err(e) => {
+                tracing::error!(error = %e, "mirror.peer_tls does not load: siblings cannot authenticate by certificate");
+                None
+            }
+        });
+        if cfg.peer_token.is_none() && tls.is_none() {
+            return None;
+        }
         Some(Arc::new(Peers {
             entries: cfg.peers.clone(),
-            token,
+            token: cfg.peer_token.clone(),
+            tls,
             timeout: cfg.peer_timeout,
             id,
             penalized: Default::default(),
@@ -123,10 +139,19 @@ impl Peers {
         &self.id
     }
 
-    /// Whether a request presents the siblings' token (compared in constant time).
-    pub fn admits(&self, presented: Option<&str>) -> bool {
-        let Some(p) = presented else { return false };
-        same_secret(p.as_bytes(), self.token.as_bytes())
+    /// Whether a request comes from a sibling: it presents the siblings'
+    /// token (compared in constant time), or its connection a client
+    /// certificate the siblings' CA issued.
+    pub fn admits(&self, token: Option<&str>, chain: Option<&crate::tls::ClientChain>) -> bool {
+        let by_token = match (token, &self.token) {
+            (Some(p), Some(t)) => same_secret(p.as_bytes(), t.as_bytes()),
+            _ => false,
+        };
+        by_token
+            || match (chain, &self.tls) {
+                (Some(chain), Some(tls)) => tls.admits(&chain.0),
+                _ => false,
+            }
     }
 
     /// Whether any sibling is configured to be asked.
@@ -138,8 +163,13 @@ impl Peers {
         CLIENT.with(|c| {
             c.borrow_mut()
                 .get_or_insert_with(|| {
+                    let connector = awc::Connector::new().timeout(self.timeout);
+                    let connector = match &self.tls {
+                        Some(tls) => connector.rustls_0_23(tls.client.clone()),
+                        None => connector,
+                    };
                     awc::Client::builder()
-                        .connector(awc::Connector::new().timeout(self.timeout))
+                        .connector(connector)
                         .disable_timeout()
                         .add_default_header(("User-Agent", concat!("berth/", env!("CARGO_PKG_VERSION"))))
                         .finish()
@@ -201,7 +231,7 @@ impl Peers {
     async fn resolve(&self, entry: &str) -> Result<Vec<String>, String> {
         if let Some(name) = entry.strip_prefix("dns://") {
             let addrs = tokio::net::lookup_host(name).await.map_err(|e| e.to_string())?;
-            return Ok(addrs.map(|a| format!("http://{a}")).collect());
+            return Ok(addrs.map(|a| format!("{}://{a}", self.scheme())).collect());
         }
         let name = entry.strip_prefix("srv://").unwrap_or(entry);
         let resolver = self.resolver.get_or_try_init(|| async { self.new_resolver() }).await?;
@@ -209,9 +239,18 @@ impl Peers {
         let mut out = Vec::new();
         for r in records.iter() {
             let ips = resolver.lookup_ip(r.target().clone()).await.map_err(|e| format!("{}: {e}", r.target()))?;
-            out.extend(ips.iter().map(|ip| format!("http://{}", std::net::SocketAddr::new(ip, r.port()))));
+            out.extend(ips.iter().map(|ip| format!("{}://{}", self.scheme(), std::net::SocketAddr::new(ip, r.port()))));
         }
         Ok(out)
+    }
+
+    /// How resolved siblings are reached: over TLS when they authenticate by certificate.
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     fn new_resolver(&self) -> Result<hickory_resolver::TokioResolver, String> {
@@ -227,12 +266,13 @@ impl Peers {
         }
     }
 
-    /// A request to a sibling, with the token and this berth's id.
+    /// A request to a sibling, with the token (if siblings use one) and this berth's id.
     pub fn request(&self, method: Method, base: &str, path: &str) -> awc::ClientRequest {
-        self.client()
-            .request(method, format!("{base}{path}"))
-            .insert_header((TOKEN_HEADER, self.token.as_str()))
-            .insert_header((ID_HEADER, self.id.as_str()))
+        let req = self.client().request(method, format!("{base}{path}")).insert_header((ID_HEADER, self.id.as_str()));
+        match &self.token {
+            Some(t) => req.insert_header((TOKEN_HEADER, t.as_str())),
+            None => req,
+        }
     }
 
     /// As the owner of `d`: grants `asker` the claim to fetch it (`None`),
@@ -450,9 +490,11 @@ mod tests {
     #[test]
     fn the_token_is_required() {
         let p = peers("a");
-        assert!(p.admits(Some(&"s".repeat(16))));
-        assert!(!p.admits(Some("wrong")) && !p.admits(None));
-        assert!(!p.admits(Some(&format!("{}t", "s".repeat(15)))), "same length, last byte differs");
-        assert!(!p.admits(Some(&"s".repeat(17))), "a longer token that starts with it");
+        assert!(p.admits(Some(&"s".repeat(16)), None));
+        assert!(!p.admits(Some("wrong"), None) && !p.admits(None, None));
+        assert!(!p.admits(Some(&format!("{}t", "s".repeat(15))), None), "same length, last byte differs");
+        assert!(!p.admits(Some(&"s".repeat(17)), None), "a longer token that starts with it");
+        let chain = crate::tls::ClientChain(vec![]);
+        assert!(!p.admits(None, Some(&chain)), "no certificate without peer_tls");
     }
 }
