@@ -225,3 +225,65 @@ async fn an_exported_bundle_imported_offline_serves_dockerd_and_containerd_every
     drop(c);
     drop(d);
 }
+
+#[actix_rt::test]
+async fn a_bundle_sent_over_the_network_needs_push_rights_where_it_lands() {
+    let up = common::upstream::FakeUpstream::start(common::upstream::Auth::Anonymous).await;
+    let image = up.add_image("library/app", "1", &[common::mirroring::layer(1 << 20, 3)]);
+    let up_url = up.url.clone();
+    let result = actix_rt::task::spawn_blocking(move || {
+        let work = tempfile::tempdir().unwrap();
+        let w = work.path();
+        let online_cfg = w.join("online.toml");
+        std::fs::write(&online_cfg, format!("[[mirror.upstreams]]\nhost = \"docker.io\"\nurl = \"{up_url}\"\n"))
+            .unwrap();
+        let (_online_proc, online) = berth(&w.join("online-data"), w, &["--config", online_cfg.to_str().unwrap()]);
+        let bundle = w.join("bundle.tar");
+        ok(&["export", "-o", bundle.to_str().unwrap(), "--server", &format!("http://{online}"), "app:1"]);
+        let bundle = bundle.to_str().unwrap();
+
+        // Without authentication on, a server takes no bundle from the network.
+        let out = berth_cmd(&["import", "--server", &format!("http://{online}"), bundle]);
+        assert!(!out.status.success() && said(&out).contains("needs authentication on"), "{}", said(&out));
+
+        // A berth with users: ops may push into docker.io's names, dev may not.
+        let users = w.join("htpasswd");
+        common::procs::add_user(&users, "ops", "ops-password");
+        common::procs::add_user(&users, "dev", "dev-password");
+        let cfg = w.join("site.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[auth.htpasswd]\npath = \"{}\"\n\n[[auth.rules]]\nrepositories = [\"docker.io/*\"]\n\
+                 pull = [\"anonymous\"]\npush = [\"ops\"]\n\n\
+                 [[mirror.upstreams]]\nhost = \"docker.io\"\nurl = \"http://127.0.0.1:9\"\n",
+                users.display()
+            ),
+        )
+        .unwrap();
+        let (_site_proc, site) = berth(&w.join("site-data"), w, &["--config", cfg.to_str().unwrap()]);
+        let server = format!("http://{site}");
+        let manifest = |site: &str| {
+            let (status, _, body) = http("GET", site, "/v2/app/manifests/1").unwrap();
+            (status, body)
+        };
+        let out = berth_cmd(&["import", "--server", &server, bundle]);
+        assert!(!out.status.success() && said(&out).contains("401"), "anonymous: {}", said(&out));
+        let out = berth_cmd(&["import", "--server", &server, "--user", "dev:dev-password", bundle]);
+        assert!(
+            !out.status.success() && said(&out).contains("dev may not push to docker.io/library/app"),
+            "{}",
+            said(&out)
+        );
+        assert!(manifest(&site).0 >= 500, "nothing of a refused import is served");
+        let text = ok(&["import", "--server", &server, "--user", "ops:ops-password", bundle]);
+        assert!(text.contains("imported 1 images"), "{text}");
+        let leftovers: Vec<_> = std::fs::read_dir(w.join("site-data/.berth/tmp")).unwrap().collect();
+        assert!(leftovers.is_empty(), "the staged bundle is gone: {leftovers:?}");
+        (manifest(&site), work)
+    })
+    .await
+    .unwrap();
+    assert_eq!(result.0, (200, image.manifest.to_vec()), "the imported image is served with no upstream");
+    up.stop().await;
+}

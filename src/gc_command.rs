@@ -171,7 +171,19 @@ where
     P: serde::de::DeserializeOwned,
     R: serde::de::DeserializeOwned,
 {
-    let mut resp = crate::local_server::admin_post(addr, token, path, crate::api::admin::REMOTE_IDLE).await?;
+    let resp = crate::local_server::admin_post(addr, token, path, crate::api::admin::REMOTE_IDLE).await?;
+    follow_lines(resp, show).await
+}
+
+/// The lines of a run's answer (see `follow`).
+async fn follow_lines<P, R>(
+    mut resp: impl futures::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+    show: impl Fn(P),
+) -> Result<R, String>
+where
+    P: serde::de::DeserializeOwned,
+    R: serde::de::DeserializeOwned,
+{
     let mut buf = Vec::new();
     while let Some(chunk) = resp.next().await {
         buf.extend_from_slice(&chunk.map_err(|e| format!("the server's answer broke off: {e}"))?);
@@ -237,9 +249,72 @@ pub fn import(cfg: &Config, bundle: &std::path::Path) -> Result<crate::registry:
     let path = format!("/_berth/import?path={query}");
     let result = here_or_in_the_server(
         cfg,
-        async |r: &Registry| r.import_bundle(&bundle, &show).await,
+        async |r: &Registry| r.import_bundle(&bundle, None, &show).await,
         async |addr: &str, token: &str| follow(addr, token, &path, show).await,
     );
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    result
+}
+
+/// `berth import --server URL FILE.tar`: sends the bundle to a berth over
+/// the network (`PUT /_berth/import`, as `user`, who must be allowed to push
+/// to each of its repositories there) and follows the import it runs.
+pub fn import_to(
+    server: &str,
+    user: Option<(String, String)>,
+    bundle: &std::path::Path,
+) -> Result<crate::registry::import::ImportReport, String> {
+    if bundle.is_dir() {
+        return Err(format!(
+            "{}: a directory; over the network a bundle goes as one tar (berth export -o FILE.tar)",
+            bundle.display()
+        ));
+    }
+    let size = std::fs::metadata(bundle).map_err(|e| format!("{}: {e}", bundle.display()))?.len();
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(size);
+        bar.set_style(
+            ProgressStyle::with_template("{msg:6} {bar:40} {bytes:>10}/{total_bytes:10} {bytes_per_sec}")
+                .expect("a valid template"),
+        );
+        bar.set_message("send");
+        bar
+    });
+    let base = crate::local_server::base_url(server);
+    let result = actix_web::rt::System::new().block_on(async {
+        let file = tokio::fs::File::open(bundle).await.map_err(|e| format!("{}: {e}", bundle.display()))?;
+        let sent = bar.clone();
+        let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).inspect(move |chunk| {
+            if let (Some(b), Ok(c)) = (&sent, chunk) {
+                b.inc(c.len() as u64);
+            }
+        });
+        let client = crate::local_server::client(crate::local_server::is_loopback(&base), None);
+        let req = client.put(format!("{base}/_berth/import"));
+        let req = match &user {
+            Some((u, p)) => req.basic_auth(u, p),
+            None => req,
+        };
+        let mut resp =
+            req.send_body(actix_web::body::SizedStream::new(size, body)).await.map_err(|e| format!("{base}: {e}"))?;
+        if !resp.status().is_success() {
+            let text = resp.body().await.unwrap_or_default();
+            return Err(format!("{base} answered {}: {}", resp.status(), String::from_utf8_lossy(&text)));
+        }
+        if let Some(b) = &bar {
+            b.set_message("import");
+            b.set_position(0);
+        }
+        follow_lines(resp, |p: crate::registry::import::ImportProgress| {
+            if let Some(b) = &bar {
+                b.set_length(p.total);
+                b.set_position(p.bytes);
+            }
+        })
+        .await
+    });
     if let Some(b) = bar {
         b.finish_and_clear();
     }

@@ -134,6 +134,13 @@ enum Command {
         /// Data directory (overrides storage.root).
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
+        /// Send the bundle (a tar) to the berth at URL over the network
+        /// instead; it needs authentication on and push rights there.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// Credentials for --server (USER:PASSWORD).
+        #[arg(long, value_name = "USER:PASSWORD", requires = "server")]
+        user: Option<String>,
         /// The bundle: a directory or a tar.
         #[arg(value_name = "DIR|FILE.tar")]
         bundle: PathBuf,
@@ -332,11 +339,14 @@ fn main() -> ExitCode {
                 export(&server, user.as_deref(), &images, &pins, &upstream, &output, since.as_deref())
             })
         }
-        Command::Import { common, data, bundle } => load(&common).and_then(|mut cfg| {
+        Command::Import { common, data, server, user, bundle } => load(&common).and_then(|mut cfg| {
             if let Some(data) = data {
                 cfg.storage.root = data;
             }
-            let r = berth::gc_command::import(&cfg, &bundle)?;
+            let r = match server {
+                Some(server) => berth::gc_command::import_to(&server, user_password(user.as_deref())?, &bundle)?,
+                None => berth::gc_command::import(&cfg, &bundle)?,
+            };
             println!(
                 "imported {} images and {} signature tags: {} manifests, {} blobs written ({}), {} already here",
                 r.images,
@@ -409,9 +419,7 @@ fn warm(server: &str, platform: Option<&str>, user: Option<&str>, images: &[Stri
     use berth::warm;
     let platforms = platform.map(warm::parse_platforms).transpose()?.unwrap_or_default();
     let images = images.iter().map(|i| warm::parse_image(i)).collect::<Result<Vec<_>, _>>()?;
-    let user = user
-        .map(|u| u.split_once(':').map(|(a, b)| (a.to_string(), b.to_string())).ok_or("--user takes USER:PASSWORD"))
-        .transpose()?;
+    let user = user_password(user)?;
     actix_web::rt::System::new().block_on(async {
         let w = warm::Warmer::new(server, platforms, user, true);
         let (report, failures) = warm::warm_all(&w, &images).await;
@@ -431,6 +439,13 @@ fn warm(server: &str, platform: Option<&str>, user: Option<&str>, images: &[Stri
 }
 
 /// `berth export`: the images named, pinned or mirrored from the upstreams given, into one bundle.
+/// `--user USER:PASSWORD`, split.
+fn user_password(user: Option<&str>) -> Result<Option<(String, String)>, String> {
+    user.map(|u| u.split_once(':').map(|(a, b)| (a.to_string(), b.to_string())).ok_or("--user takes USER:PASSWORD"))
+        .transpose()
+        .map_err(String::from)
+}
+
 fn export(
     server: &str,
     user: Option<&str>,
@@ -442,9 +457,7 @@ fn export(
 ) -> Result<(), String> {
     use berth::warm;
     let mut refs = images.iter().map(|i| warm::parse_image(i)).collect::<Result<Vec<_>, _>>()?;
-    let user = user
-        .map(|u| u.split_once(':').map(|(a, b)| (a.to_string(), b.to_string())).ok_or("--user takes USER:PASSWORD"))
-        .transpose()?;
+    let user = user_password(user)?;
     actix_web::rt::System::new().block_on(async {
         let e = berth::bundle::export::Exporter::new(server, user, true);
         for image in e.expand(upstreams, pins).await? {

@@ -165,7 +165,28 @@ pub async fn import(
     admin_only(&req, &token)?;
     let path = std::path::PathBuf::from(&query.path);
     Ok(follow_along(async move |progress: &(dyn Fn(ImportProgress) + Send + Sync)| {
-        reg.import_bundle(&path, progress).await
+        reg.import_bundle(&path, None, progress).await
+    }))
+}
+
+/// `PUT /_berth/import` (`berth import --server URL FILE.tar`): a bundle
+/// (tar) sent over the network by a caller the access policy lets push to
+/// every repository it fills; staged on disk, then imported as above, its
+/// progress and report as JSON lines.
+pub async fn import_upload(
+    req: HttpRequest,
+    reg: Reg,
+    auth: web::Data<super::auth::Auth>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let caller = auth.caller(&req).await?;
+    // Before the upload: a client learns to log in without sending gigabytes first.
+    reg.may_send_bundle(&caller)?;
+    let staged = reg.stage_bundle(body).await?;
+    Ok(follow_along(async move |progress: &(dyn Fn(ImportProgress) + Send + Sync)| {
+        let report = reg.import_bundle(&staged, Some(&caller), progress).await;
+        drop(staged);
+        report
     }))
 }
 

@@ -84,6 +84,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/_berth/retention", web::post().to(admin::retention))
         .route("/_berth/usage", web::post().to(admin::usage))
         .route("/_berth/import", web::post().to(admin::import))
+        .route("/_berth/import", web::put().to(admin::import_upload))
         .route("/_berth/peer/blobs/{digest}", web::route().guard(get_or_head()).to(peer::blob))
         .route("/_berth/peer/manifests/{digest}", web::route().guard(get_or_head()).to(peer::manifest))
         .route("/_berth/peer/claim/{digest}", web::post().to(peer::claim))

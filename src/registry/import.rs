@@ -24,7 +24,8 @@ use crate::oci::{Digest, ManifestInfo, RepoName, Tag};
 use crate::store::index::UseKind;
 
 use super::identity::RepoId;
-use super::{Registry, RegistryError, RegistryResult};
+use super::namespace::Class;
+use super::{Action, Caller, Registry, RegistryError, RegistryResult};
 
 /// What an import did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -72,12 +73,19 @@ fn named(entry: &Entry) -> Option<&str> {
 }
 
 impl Registry {
-    /// Imports the bundle at `path` (see the module comment).
+    /// Imports the bundle at `path` (see the module comment). `by`: the
+    /// network caller that sent it (`berth import --server`), who must be
+    /// allowed to push to every repository it fills, by the access policy
+    /// (which must be on); `None`: this machine's own `berth import`.
     pub async fn import_bundle(
         &self,
         path: &Path,
+        by: Option<&Caller>,
         progress: &(dyn Fn(ImportProgress) + Send + Sync),
     ) -> RegistryResult<ImportReport> {
+        if let Some(caller) = by {
+            self.may_send_bundle(caller)?;
+        }
         let p = path.to_path_buf();
         let bundle = Arc::new(
             tokio::task::spawn_blocking(move || Bundle::open(&p))
@@ -109,13 +117,21 @@ impl Registry {
         let mut plans = Vec::new();
         for (repository, part) in parts {
             let (host, remote) = repository.split_once('/').ok_or_else(|| bad(format!("{repository}: no host")))?;
-            let remote: RepoName = remote.parse().map_err(|_| bad(format!("{repository}: not a repository name")))?;
-            if self.mirror.as_ref().and_then(|m| m.upstream(host)).is_none()
-                && !report.unserved_hosts.iter().any(|h| h == host)
-            {
-                report.unserved_hosts.push(host.to_string());
+            let name: RepoName = remote.parse().map_err(|_| bad(format!("{repository}: not a repository name")))?;
+            // One identity, as a request naming it would get (host aliases, `library/`).
+            let id = match self.namespace.classify(&name, Some(host))? {
+                Class::Explicit { host, remote } => RepoId::Mirrored { host, remote },
+                _ => {
+                    if !report.unserved_hosts.iter().any(|h| h == host) {
+                        report.unserved_hosts.push(host.to_string());
+                    }
+                    RepoId::Mirrored { host: host.to_string(), remote: name }
+                }
+            };
+            if let Some(caller) = by {
+                self.authorize(caller, Action::Push, &id)?;
             }
-            let storage = RepoId::Mirrored { host: host.to_string(), remote }.storage();
+            let storage = id.storage();
             let plan = self.plan_import(&bundle, &part)?;
             plans.push((storage, part, plan));
         }
@@ -160,6 +176,54 @@ impl Registry {
         }
         self.lifecycle.flush_uses().await?;
         Ok(report)
+    }
+
+    /// Whether `caller` may send a bundle over the network at all (asked
+    /// before its bytes are taken; each repository is asked on import).
+    pub fn may_send_bundle(&self, caller: &Caller) -> RegistryResult<()> {
+        if !self.access.enabled() {
+            return Err(RegistryError::Denied(
+                "an import over the network needs authentication on (auth.htpasswd): run berth import on the \
+                 server's machine otherwise"
+                    .into(),
+            ));
+        }
+        match caller {
+            Caller::Anonymous => Err(RegistryError::Unauthorized("import".into())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes a bundle sent over the network (`berth import --server`) to a
+    /// temp file of the data directory, on disk before it is read: what
+    /// `import_bundle` then imports. Removed when the returned path drops.
+    pub async fn stage_bundle<E: std::fmt::Display>(
+        &self,
+        body: impl futures::Stream<Item = Result<Bytes, E>>,
+    ) -> RegistryResult<tempfile::TempPath> {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let dir = self.staging.clone();
+        let io = |e: std::io::Error| crate::store::StoreError::Io { path: dir.display().to_string(), source: e };
+        let (file, path) = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir)?;
+                tempfile::Builder::new().prefix("import-").suffix(".tar").tempfile_in(&dir)
+            })
+            .await
+            .map_err(|e| bad(e.to_string()))?
+            .map_err(io)?
+            .into_parts()
+        };
+        let mut file = tokio::fs::File::from_std(file);
+        let mut body = std::pin::pin!(body);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| bad(format!("the bundle's upload broke off: {e}")))?;
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.sync_all().await.map_err(io)?;
+        Ok(path)
     }
 
     /// Every manifest a repository's part reaches (read from the bundle and

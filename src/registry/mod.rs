@@ -133,6 +133,9 @@ pub struct Registry {
     redirect: Option<crate::config::RedirectConfig>,
     lifecycle: Arc<Lifecycle>,
     browsing: Browsing,
+    /// Where a bundle sent over the network is staged (the data directory's
+    /// temp directory: what a crash leaves there goes at the next start).
+    staging: std::path::PathBuf,
 }
 
 impl Registry {
@@ -187,6 +190,7 @@ impl Registry {
             quotas,
             lifecycle,
             browsing,
+            staging: cfg.storage.root.join(crate::store::layout::TMP_DIR),
         })
     }
 
