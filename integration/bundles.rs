@@ -278,6 +278,11 @@ async fn a_bundle_sent_over_the_network_needs_push_rights_where_it_lands() {
         assert!(manifest(&site).0 >= 500, "nothing of a refused import is served");
         let text = ok(&["import", "--server", &server, "--user", "ops:ops-password", bundle]);
         assert!(text.contains("imported 1 images"), "{text}");
+        // A directory bundle goes too (packed into one tar on the way).
+        let dir = w.join("bundle-dir");
+        ok(&["export", "-o", dir.to_str().unwrap(), "--server", &format!("http://{online}"), "app:1"]);
+        let text = ok(&["import", "--server", &server, "--user", "ops:ops-password", dir.to_str().unwrap()]);
+        assert!(text.contains("imported 1 images") && text.contains("2 already here"), "{text}");
         let leftovers: Vec<_> = std::fs::read_dir(w.join("site-data/.berth/tmp")).unwrap().collect();
         assert!(leftovers.is_empty(), "the staged bundle is gone: {leftovers:?}");
         (manifest(&site), work)

@@ -258,7 +258,7 @@ pub fn import(cfg: &Config, bundle: &std::path::Path) -> Result<crate::registry:
     result
 }
 
-/// `berth import --server URL FILE.tar`: sends the bundle to a berth over
+/// `berth import --server URL DIR|FILE.tar`: sends the bundle to a berth over
 /// the network (`PUT /_berth/import`, as `user`, who must be allowed to push
 /// to each of its repositories there) and follows the import it runs.
 pub fn import_to(
@@ -266,12 +266,21 @@ pub fn import_to(
     user: Option<(String, String)>,
     bundle: &std::path::Path,
 ) -> Result<crate::registry::import::ImportReport, String> {
-    if bundle.is_dir() {
-        return Err(format!(
-            "{}: a directory; over the network a bundle goes as one tar (berth export -o FILE.tar)",
-            bundle.display()
-        ));
-    }
+    // Over the network a bundle goes as one tar: a directory is packed first (into the temp directory).
+    let packed = match bundle.is_dir() {
+        true => {
+            let tmp = tempfile::Builder::new()
+                .prefix("berth-bundle-")
+                .suffix(".tar")
+                .tempfile()
+                .map_err(|e| format!("a temp file to pack {} into: {e}", bundle.display()))?
+                .into_temp_path();
+            crate::bundle::pack_tar(bundle, &tmp)?;
+            Some(tmp)
+        }
+        false => None,
+    };
+    let bundle: &std::path::Path = packed.as_deref().unwrap_or(bundle);
     let size = std::fs::metadata(bundle).map_err(|e| format!("{}: {e}", bundle.display()))?.len();
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(size);
