@@ -181,6 +181,8 @@ impl Registry {
     /// Whether `caller` may send a bundle over the network at all (asked
     /// before its bytes are taken; each repository is asked on import).
     pub fn may_send_bundle(&self, caller: &Caller) -> RegistryResult<()> {
+        // A user's import is a push (read-only mode refuses it); the machine's own is not.
+        self.check_writes()?;
         if !self.access.enabled() {
             return Err(RegistryError::Denied(
                 "an import over the network needs authentication on (auth.htpasswd): run berth import on the \
