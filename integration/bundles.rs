@@ -276,6 +276,12 @@ async fn a_bundle_sent_over_the_network_needs_push_rights_where_it_lands() {
             said(&out)
         );
         assert!(manifest(&site).0 >= 500, "nothing of a refused import is served");
+        // In read-only mode a user's import is refused as a push is.
+        let data = w.join("site-data");
+        ok(&["readonly", "on", "--data", data.to_str().unwrap()]);
+        let out = berth_cmd(&["import", "--server", &server, "--user", "ops:ops-password", bundle]);
+        assert!(!out.status.success() && said(&out).contains("read-only"), "{}", said(&out));
+        ok(&["readonly", "off", "--data", data.to_str().unwrap()]);
         let text = ok(&["import", "--server", &server, "--user", "ops:ops-password", bundle]);
         assert!(text.contains("imported 1 images"), "{text}");
         // A directory bundle goes too (packed into one tar on the way).
