@@ -41,23 +41,23 @@ fn modified(path: &Path) -> Option<SystemTime> {
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("server.tls.{what}: cannot read {}: {e}", path.display()))
+    std::fs::read(path).map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))
 }
 
 fn certificates(pem: &[u8], path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("server.tls.{what}: {}: {e}", path.display()))?;
+        .map_err(|e| format!("{what}: {}: {e}", path.display()))?;
     if certs.is_empty() {
-        return Err(format!("server.tls.{what}: {} holds no PEM certificate", path.display()));
+        return Err(format!("{what}: {} holds no PEM certificate", path.display()));
     }
     Ok(certs)
 }
 
 /// The certificate chain and its key, checked to belong together.
 fn load_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, String> {
-    let chain = certificates(&read(cert_path, "certificate")?, cert_path, "certificate")?;
-    let key = PrivateKeyDer::from_pem_slice(&read(key_path, "key")?)
+    let chain = certificates(&read(cert_path, "server.tls.certificate")?, cert_path, "server.tls.certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(&read(key_path, "server.tls.key")?)
         .map_err(|e| format!("server.tls.key: {}: no usable PEM private key ({e})", key_path.display()))?;
     let signer =
         provider::sign::any_supported_type(&key).map_err(|e| format!("server.tls.key: {}: {e}", key_path.display()))?;
@@ -116,7 +116,7 @@ impl ResolvesServerCert for Certificates {
 }
 
 /// The rustls configuration for `cfg`, and the certificates to reload.
-/// The server's TLS configuration. With `peer_ca` (`mirror.peer_tls.ca`),
+/// With `peer_ca` (`mirror.peer_tls.ca`),
 /// a client may also present a certificate that CA issued (a sibling
 /// mirror; optional for everyone else unless `client_ca` requires one).
 pub fn server_config(
@@ -129,7 +129,7 @@ pub fn server_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let mut roots = rustls::RootCertStore::empty();
-    for (ca, what) in [(cfg.client_ca.as_deref(), "client_ca"), (peer_ca, "peer_tls.ca")] {
+    for (ca, what) in [(cfg.client_ca.as_deref(), "server.tls.client_ca"), (peer_ca, "mirror.peer_tls.ca")] {
         if let Some(ca) = ca {
             for c in certificates(&read(ca, what)?, ca, what)? {
                 roots.add(c).map_err(|e| format!("{what}: {}: {e}", ca.display()))?;
@@ -196,12 +196,13 @@ impl PeerTls {
         let what = "mirror.peer_tls";
         let provider = Arc::new(provider::default_provider());
         let mut roots = rustls::RootCertStore::empty();
-        for c in certificates(&read(ca, "ca")?, ca, "ca")? {
+        for c in certificates(&read(ca, "mirror.peer_tls.ca")?, ca, "mirror.peer_tls.ca")? {
             roots.add(c).map_err(|e| format!("{what}.ca: {}: {e}", ca.display()))?;
         }
         let roots = Arc::new(roots);
-        let chain = certificates(&read(cert_path, "certificate")?, cert_path, "certificate")?;
-        let key = PrivateKeyDer::from_pem_slice(&read(key_path, "key")?)
+        let chain =
+            certificates(&read(cert_path, "mirror.peer_tls.certificate")?, cert_path, "mirror.peer_tls.certificate")?;
+        let key = PrivateKeyDer::from_pem_slice(&read(key_path, "mirror.peer_tls.key")?)
             .map_err(|e| format!("{what}.key: {}: no usable PEM private key ({e})", key_path.display()))?;
         let mut client = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
