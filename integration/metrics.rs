@@ -71,6 +71,12 @@ async fn every_metric_moves_as_it_should() {
     for f in &blob_files {
         wait_for_file(f).await;
     }
+    // ... and linked: a fetch links its blob before it leaves the in-flight map.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while Scrape::take(&c).await.sum("berth_mirror_fetches_in_flight", &[]) != 0.0 {
+        assert!(std::time::Instant::now() < deadline, "fetches never ended");
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
     pull(&c, "busybox", "1", &busybox).await;
     let m = Scrape::take(&c).await;
     let manifest = busybox.manifest.len() as f64;
