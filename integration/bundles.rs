@@ -246,7 +246,8 @@ async fn a_bundle_sent_over_the_network_needs_push_rights_where_it_lands() {
         let out = berth_cmd(&["import", "--server", &format!("http://{online}"), bundle]);
         assert!(!out.status.success() && said(&out).contains("needs authentication on"), "{}", said(&out));
 
-        // A berth with users: ops may push into docker.io's names, dev may not.
+        // A berth with users: ops may push into Docker Hub's official names, dev may not (the rule
+        // spelled with Docker Hub's alias; the bundle names docker.io/library/app: one repository).
         let users = w.join("htpasswd");
         common::procs::add_user(&users, "ops", "ops-password");
         common::procs::add_user(&users, "dev", "dev-password");
@@ -254,7 +255,7 @@ async fn a_bundle_sent_over_the_network_needs_push_rights_where_it_lands() {
         std::fs::write(
             &cfg,
             format!(
-                "[auth.htpasswd]\npath = \"{}\"\n\n[[auth.rules]]\nrepositories = [\"docker.io/*\"]\n\
+                "[auth.htpasswd]\npath = \"{}\"\n\n[[auth.rules]]\nrepositories = [\"index.docker.io/library/*\"]\n\
                  pull = [\"anonymous\"]\npush = [\"ops\"]\n\n\
                  [[mirror.upstreams]]\nhost = \"docker.io\"\nurl = \"http://127.0.0.1:9\"\n",
                 users.display()
