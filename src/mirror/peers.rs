@@ -275,6 +275,22 @@ impl Peers {
         }
     }
 
+    /// Sends `req` to a sibling and reads its (small) answer whole, all
+    /// within `timeout`: status, headers and at most `max_size` bytes.
+    async fn small_answer(
+        &self,
+        req: awc::ClientRequest,
+        max_size: usize,
+    ) -> Result<(awc::http::StatusCode, awc::http::header::HeaderMap, bytes::Bytes), String> {
+        tokio::time::timeout(self.timeout, async {
+            let mut resp = req.send().await.map_err(|e| e.to_string())?;
+            let body = resp.body().limit(max_size).await.map_err(|e| e.to_string())?;
+            Ok((resp.status(), resp.headers().clone(), body))
+        })
+        .await
+        .unwrap_or_else(|_| Err("no answer within peer_timeout".into()))
+    }
+
     /// As the owner of `d`: grants `asker` the claim to fetch it (`None`),
     /// unless another sibling's claim stands (its id).
     pub fn claim(&self, d: &Digest, asker: &str) -> Option<String> {
@@ -301,15 +317,11 @@ impl Peers {
     /// (fetch it upstream), `Ok(Some(id))` the sibling that fetches it.
     pub async fn ask_claim(&self, base: &str, d: &Digest) -> Result<Option<String>, String> {
         let req = self.request(Method::POST, base, &format!("/_berth/peer/claim/{d}"));
-        let answer = tokio::time::timeout(self.timeout, async {
-            let mut resp = req.send().await.map_err(|e| format!("claim: {e}"))?;
-            if !resp.status().is_success() {
-                return Err(format!("claim: {}", resp.status()));
-            }
-            resp.json::<ClaimAnswer>().await.map_err(|e| format!("claim: {e}"))
-        })
-        .await
-        .unwrap_or_else(|_| Err("claim: no answer within peer_timeout".into()))?;
+        let (status, _, body) = self.small_answer(req, 64 * 1024).await.map_err(|e| format!("claim: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("claim: {status}"));
+        }
+        let answer: ClaimAnswer = serde_json::from_slice(&body).map_err(|e| format!("claim: {e}"))?;
         Ok(answer.holder)
     }
 
@@ -352,15 +364,11 @@ impl Peers {
     pub async fn manifest(&self, d: &Digest, max_size: usize) -> Option<bytes::Bytes> {
         for p in self.probe("manifests", d).await.into_iter().filter(|p| p.size.is_some()) {
             let req = self.request(Method::GET, &p.base, &format!("/_berth/peer/manifests/{d}"));
-            let got = tokio::time::timeout(self.timeout, async {
-                let mut resp = req.send().await.map_err(|e| e.to_string())?;
-                if !resp.status().is_success() {
-                    return Err(format!("GET answered {}", resp.status()));
-                }
-                resp.body().limit(max_size).await.map_err(|e| e.to_string())
-            })
-            .await
-            .unwrap_or_else(|_| Err("no answer within peer_timeout".into()));
+            let got = match self.small_answer(req, max_size).await {
+                Ok((status, _, bytes)) if status.is_success() => Ok(bytes),
+                Ok((status, _, _)) => Err(format!("GET answered {status}")),
+                Err(e) => Err(e),
+            };
             match got {
                 Ok(bytes) if d.check(&bytes).is_ok() => {
                     self.received(bytes.len() as u64);
@@ -390,25 +398,21 @@ impl Peers {
             let req = self.request(Method::GET, &base, &path);
             let path = &path;
             async move {
-                let got = tokio::time::timeout(self.timeout, async {
-                    let mut resp = req.send().await.map_err(|e| e.to_string())?;
-                    let id = resp.headers().get(ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
-                    if id.as_deref() == Some(self.id.as_str()) || resp.status() == 404 {
+                let got = self.small_answer(req, max_size).await.and_then(|(status, headers, bytes)| {
+                    let id = headers.get(ID_HEADER).and_then(|v| v.to_str().ok());
+                    if id == Some(self.id.as_str()) || status == 404 {
                         return Ok(None);
                     }
-                    if !resp.status().is_success() {
-                        return Err(format!("GET {path}: {}", resp.status()));
+                    if !status.is_success() {
+                        return Err(format!("GET {path}: {status}"));
                     }
                     let named: Option<Digest> =
-                        resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()?.parse().ok());
-                    let bytes = resp.body().limit(max_size).await.map_err(|e| e.to_string())?;
+                        headers.get("docker-content-digest").and_then(|v| v.to_str().ok()?.parse().ok());
                     match named {
                         Some(d) if d.check(&bytes).is_ok() => Ok(Some((d, bytes))),
                         _ => Err(format!("tag {tag}: a manifest that does not match the digest named")),
                     }
-                })
-                .await
-                .unwrap_or_else(|_| Err("no answer within peer_timeout".into()));
+                });
                 match got {
                     Ok(found) => found,
                     Err(why) => {
